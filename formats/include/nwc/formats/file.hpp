@@ -1,0 +1,59 @@
+// nwc/formats/file.hpp — read-only memory maps and atomic output files.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace nwc {
+
+// A read-only memory map of a whole file. Errors (missing, unreadable, a directory) throw
+// nwc::Error naming the path.
+class MappedFile {
+public:
+  explicit MappedFile(const std::filesystem::path &path);
+  ~MappedFile();
+  MappedFile(const MappedFile &) = delete;
+  MappedFile &operator=(const MappedFile &) = delete;
+
+  const uint8_t *data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::filesystem::path &path() const { return path_; }
+
+private:
+  std::filesystem::path path_;
+  const uint8_t *data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Writes to a temporary file in the target's directory and renames it into place on commit().
+// If the object is destroyed without commit() (an error, an exception), the temporary file is
+// removed and the target is left untouched. Also removed by remove_pending_temporaries() (called
+// from a signal handler path by the CLI).
+class AtomicFile {
+public:
+  explicit AtomicFile(const std::filesystem::path &target);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile &) = delete;
+  AtomicFile &operator=(const AtomicFile &) = delete;
+
+  void write(const void *data, size_t len); // appends; throws nwc::Error on I/O failure
+  void write_at(uint64_t offset, const void *data, size_t len); // overwrite already written bytes
+  uint64_t size() const { return size_; }
+  void commit(); // flush, fsync, rename over the target
+  const std::filesystem::path &target() const { return target_; }
+  const std::filesystem::path &temporary() const { return temp_; }
+
+private:
+  std::filesystem::path target_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  bool committed_ = false;
+};
+
+// Unlinks every temporary file of live AtomicFile objects. Async-signal-safe.
+void remove_pending_temporaries() noexcept;
+
+} // namespace nwc

@@ -1,0 +1,28 @@
+/* nwc/abi.h — ABI version and symbol-export macros.
+ *
+ * The ABI version is (major << 16) | minor. A host built against major M loads only plugins whose
+ * module reports major M; minor bumps only append fields (guarded by struct_size) or functions.
+ * See docs/abi.md for the full rules. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#define NWC_ABI_VERSION_MAJOR 1
+#define NWC_ABI_VERSION_MINOR 0
+#define NWC_ABI_VERSION ((uint32_t)((NWC_ABI_VERSION_MAJOR << 16) | NWC_ABI_VERSION_MINOR))
+#define NWC_ABI_MAJOR(v) ((uint32_t)(v) >> 16)
+#define NWC_ABI_MINOR(v) ((uint32_t)(v)&0xffffu)
+
+#if defined(_WIN32)
+#define NWC_EXPORT __declspec(dllexport)
+#else
+#define NWC_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+#define NWC_EXTERN_C_BEGIN extern "C" {
+#define NWC_EXTERN_C_END }
+#else
+#define NWC_EXTERN_C_BEGIN
+#define NWC_EXTERN_C_END
+#endif

@@ -1,0 +1,38 @@
+/* nwc/kinds/common.h — types shared by the per-kind interfaces.
+ *
+ * Every selected weight tensor is treated as a 2-D matrix [rows, cols] (rows = output features,
+ * cols = input features, as nn.Linear.weight) and coded in column blocks [col_begin, col_end).
+ * Each block is decoded independently of the others. */
+#pragma once
+#include "nwc/host.h"
+#include "nwc/tensor.h"
+
+NWC_EXTERN_C_BEGIN
+
+typedef struct nwc_instance nwc_instance; /* opaque, plugin-owned */
+
+typedef struct nwc_block_info {
+  uint32_t struct_size;
+  uint32_t reserved;
+  const char *tensor_name; /* borrowed, for messages */
+  int64_t rows;            /* of the whole tensor */
+  int64_t cols;
+  int64_t col_begin;       /* the block: columns [col_begin, col_end) */
+  int64_t col_end;
+} nwc_block_info;
+
+/* A discrete probability model for entropy coders (e.g. a transform's learned prior), as quantized
+ * CDF tables. Symbol i of a stream uses channel i % channel_count; in channel c the symbol value v
+ * has index v - offsets[c] and probability (cdf[idx+1] - cdf[idx]) / 2^precision; values outside
+ * [offsets[c], offsets[c] + lengths[c] - 2] are escaped by the coder. */
+typedef struct nwc_cdf_model {
+  uint32_t struct_size;
+  uint32_t precision;      /* bits of probability resolution, <= 16 */
+  uint32_t channel_count;
+  uint32_t max_length;     /* row stride of cdfs */
+  const uint32_t *cdfs;    /* channel_count x max_length; cdf[0] = 0, cdf[len-1] = 2^precision */
+  const uint32_t *lengths; /* channel_count */
+  const int32_t *offsets;  /* channel_count */
+} nwc_cdf_model;
+
+NWC_EXTERN_C_END
