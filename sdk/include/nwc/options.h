@@ -16,7 +16,8 @@ NWC_EXTERN_C_BEGIN
 #define NWC_OPT_ENUM 5u /* a string restricted to spec.choices */
 #define NWC_OPT_INT_LIST 6u
 #define NWC_OPT_FLOAT_LIST 7u
-#define NWC_OPT_PATH 8u /* a string naming a file; the host resolves it relative to the pipeline */
+#define NWC_OPT_PATH 8u /* a string naming a file; the host resolves it relative to the pipeline   \
+                         */
 
 /* Option flags. */
 #define NWC_OPTF_REQUIRED 0x1u          /* no default: the pipeline must set it */
@@ -27,26 +28,26 @@ typedef struct nwc_value {
   uint32_t type;  /* NWC_OPT_* */
   uint32_t count; /* element count for *_LIST types, else 0 */
   union {
-    int64_t i;        /* BOOL (0/1), INT */
-    double f;         /* FLOAT */
-    const char *s;    /* STRING, ENUM, PATH (NUL-terminated UTF-8) */
+    int64_t i;         /* BOOL (0/1), INT */
+    double f;          /* FLOAT */
+    const char *s;     /* STRING, ENUM, PATH (NUL-terminated UTF-8) */
     const int64_t *il; /* INT_LIST */
     const double *fl;  /* FLOAT_LIST */
   } u;
 } nwc_value;
 
 typedef struct nwc_option_spec {
-  const char *key;             /* snake_case, unique within the plugin */
-  uint32_t type;               /* NWC_OPT_* */
-  uint32_t flags;              /* NWC_OPTF_* */
-  nwc_value default_value;     /* ignored when NWC_OPTF_REQUIRED */
-  double min;                  /* inclusive bounds for INT/FLOAT and list elements; */
-  double max;                  /* min > max means unbounded */
-  const char *const *choices;  /* ENUM: the allowed strings */
+  const char *key;            /* snake_case, unique within the plugin */
+  uint32_t type;              /* NWC_OPT_* */
+  uint32_t flags;             /* NWC_OPTF_* */
+  nwc_value default_value;    /* ignored when NWC_OPTF_REQUIRED */
+  double min;                 /* inclusive bounds for INT/FLOAT and list elements; */
+  double max;                 /* min > max means unbounded */
+  const char *const *choices; /* ENUM: the allowed strings */
   uint32_t choice_count;
   uint32_t reserved;
-  const char *unit;            /* "bits", "columns", ... or NULL */
-  const char *doc;             /* one or two sentences for `nwc plugins show` */
+  const char *unit; /* "bits", "columns", ... or NULL */
+  const char *doc;  /* one or two sentences for `nwc plugins show` */
 } nwc_option_spec;
 
 typedef struct nwc_option {

@@ -38,8 +38,8 @@ typedef struct nwc_plugin_descriptor {
   const char *version;     /* semver of the implementation: "1.0.0" */
   uint32_t stream_version; /* bitstream version it writes; it reads every version <= this */
   uint32_t option_count;
-  const char *name;        /* short human name */
-  const char *description; /* one paragraph */
+  const char *name;               /* short human name */
+  const char *description;        /* one paragraph */
   const nwc_option_spec *options; /* option_count entries */
 } nwc_plugin_descriptor;
 
@@ -71,9 +71,9 @@ typedef struct nwc_module {
   nwc_status (*init)(const nwc_host *host);
   /* Balances init(). [init-only] since ABI 1.0 */
   void (*deinit)(void);
-  uint32_t (*plugin_count)(void);                                  /* [any-thread] */
-  const nwc_plugin_descriptor *(*descriptor)(uint32_t index);      /* [any-thread]; static */
-  const nwc_plugin_vtable *(*vtable)(uint32_t index);              /* [any-thread]; static */
+  uint32_t (*plugin_count)(void);                             /* [any-thread] */
+  const nwc_plugin_descriptor *(*descriptor)(uint32_t index); /* [any-thread]; static */
+  const nwc_plugin_vtable *(*vtable)(uint32_t index);         /* [any-thread]; static */
 } nwc_module;
 
 /* Signature of the only exported symbol of a plugin library. */

@@ -26,14 +26,14 @@ NWC_EXTERN_C_BEGIN
 #define NWC_MAX_NDIM 8
 
 typedef struct nwc_tensor_view {
-  void *data;              /* base pointer; elements start at data + byte_offset */
+  void *data; /* base pointer; elements start at data + byte_offset */
   uint64_t byte_offset;
-  uint32_t dtype;          /* NWC_DTYPE_* */
-  int32_t device_type;     /* NWC_DEVICE_* */
+  uint32_t dtype;      /* NWC_DTYPE_* */
+  int32_t device_type; /* NWC_DEVICE_* */
   int32_t device_id;
-  int32_t ndim;            /* 0..NWC_MAX_NDIM */
-  const int64_t *shape;    /* ndim entries */
-  const int64_t *strides;  /* ndim entries, in elements; NULL = contiguous row-major */
+  int32_t ndim;           /* 0..NWC_MAX_NDIM */
+  const int64_t *shape;   /* ndim entries */
+  const int64_t *strides; /* ndim entries, in elements; NULL = contiguous row-major */
 } nwc_tensor_view;
 
 NWC_EXTERN_C_END

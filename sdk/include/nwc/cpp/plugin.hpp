@@ -16,8 +16,9 @@
 //     static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
 //     static inline const nwc_option_spec options[] = {...};   // may be empty: use no_options
 //     explicit Raw(const nwc::Options &opts);
-//     void encode(nwc::ConstTensor<int32_t> symbols, const nwc_cdf_model *, nwc::Sink &out) override;
-//     void decode(nwc::Bytes in, const nwc_cdf_model *, nwc::Tensor<int32_t> symbols) override;
+//     void encode(nwc::ConstTensor<int32_t> symbols, const nwc_cdf_model *, nwc::Sink &out)
+//     override; void decode(nwc::Bytes in, const nwc_cdf_model *, nwc::Tensor<int32_t> symbols)
+//     override;
 //   };
 //   NWC_MODULE(Raw)
 //
@@ -41,7 +42,6 @@
 namespace nwc {
 
 // ---- option schema builders -------------------------------------------------------------------
-
 
 inline constexpr nwc_option_spec int_option(const char *key, int64_t def, double min, double max,
                                             const char *doc, uint32_t flags = 0,
@@ -134,15 +134,18 @@ public:
     int_lists_.resize(spec_count);
     float_lists_.resize(spec_count);
     for (uint32_t i = 0; i < spec_count; ++i) {
-      if (!(specs[i].flags & NWC_OPTF_REQUIRED)) set(i, specs[i].default_value);
-      else values_[i].type = 0;
+      if (!(specs[i].flags & NWC_OPTF_REQUIRED))
+        set(i, specs[i].default_value);
+      else
+        values_[i].type = 0;
     }
     if (given) {
       for (uint32_t k = 0; k < given->count; ++k) {
         const nwc_option &opt = given->items[k];
         uint32_t i = index_of(opt.key ? opt.key : "");
-        if (i == count_) fail(NWC_E_INVALID_OPTION, std::string("unknown option '") +
-                                                        (opt.key ? opt.key : "") + "'");
+        if (i == count_)
+          fail(NWC_E_INVALID_OPTION,
+               std::string("unknown option '") + (opt.key ? opt.key : "") + "'");
         check(specs_[i], opt.value);
         set(i, opt.value);
       }
@@ -163,7 +166,8 @@ public:
   // The resolved values, for get_options(); pointers stay valid while this object lives.
   const std::vector<nwc_option> &resolved() {
     resolved_.clear();
-    for (uint32_t i = 0; i < count_; ++i) resolved_.push_back(nwc_option{specs_[i].key, values_[i]});
+    for (uint32_t i = 0; i < count_; ++i)
+      resolved_.push_back(nwc_option{specs_[i].key, values_[i]});
     return resolved_;
   }
 
@@ -175,7 +179,8 @@ private:
   }
   uint32_t find(std::string_view key) const {
     uint32_t i = index_of(key);
-    if (i == count_) fail(NWC_E_INTERNAL, "plugin reads undeclared option '" + std::string(key) + "'");
+    if (i == count_)
+      fail(NWC_E_INTERNAL, "plugin reads undeclared option '" + std::string(key) + "'");
     return i;
   }
   const nwc_value &value(std::string_view key, uint32_t type) const {
@@ -195,8 +200,12 @@ private:
     if (v.type != s.type)
       fail(NWC_E_INVALID_OPTION, std::string("option '") + s.key + "' has the wrong type");
     switch (s.type) {
-    case NWC_OPT_INT: check_range(s, static_cast<double>(v.u.i)); break;
-    case NWC_OPT_FLOAT: check_range(s, v.u.f); break;
+    case NWC_OPT_INT:
+      check_range(s, static_cast<double>(v.u.i));
+      break;
+    case NWC_OPT_FLOAT:
+      check_range(s, v.u.f);
+      break;
     case NWC_OPT_INT_LIST:
       for (uint32_t j = 0; j < v.count; ++j) check_range(s, static_cast<double>(v.u.il[j]));
       break;
@@ -210,13 +219,15 @@ private:
     case NWC_OPT_ENUM: {
       if (!v.u.s) fail(NWC_E_INVALID_OPTION, std::string("option '") + s.key + "' is null");
       bool ok = false;
-      for (uint32_t j = 0; j < s.choice_count; ++j) ok = ok || std::strcmp(v.u.s, s.choices[j]) == 0;
+      for (uint32_t j = 0; j < s.choice_count; ++j)
+        ok = ok || std::strcmp(v.u.s, s.choices[j]) == 0;
       if (!ok)
         fail(NWC_E_INVALID_OPTION,
              std::string("option '") + s.key + "' = '" + v.u.s + "' is not one of its choices");
       break;
     }
-    default: break;
+    default:
+      break;
     }
   }
   void set(uint32_t i, const nwc_value &v) {
@@ -236,7 +247,8 @@ private:
       float_lists_[i].assign(v.u.fl, v.u.fl + v.count);
       values_[i].u.fl = float_lists_[i].data();
       break;
-    default: break;
+    default:
+      break;
     }
   }
 
@@ -252,12 +264,18 @@ private:
 // ---- tensors, bytes, sinks ----------------------------------------------------------------------
 
 template <class T> constexpr uint32_t dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return NWC_DTYPE_F32;
-  else if constexpr (std::is_same_v<T, int32_t>) return NWC_DTYPE_I32;
-  else if constexpr (std::is_same_v<T, int64_t>) return NWC_DTYPE_I64;
-  else if constexpr (std::is_same_v<T, int8_t>) return NWC_DTYPE_I8;
-  else if constexpr (std::is_same_v<T, uint8_t>) return NWC_DTYPE_U8;
-  else static_assert(sizeof(T) == 0, "unsupported element type");
+  if constexpr (std::is_same_v<T, float>)
+    return NWC_DTYPE_F32;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return NWC_DTYPE_I32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return NWC_DTYPE_I64;
+  else if constexpr (std::is_same_v<T, int8_t>)
+    return NWC_DTYPE_I8;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return NWC_DTYPE_U8;
+  else
+    static_assert(sizeof(T) == 0, "unsupported element type");
 }
 
 // A checked, contiguous, CPU 2-D view [rows, cols] (a 1-D view is [1, n]). T may be const.
@@ -400,8 +418,10 @@ class Transform : public Stage {
 public:
   static constexpr uint32_t kind = NWC_KIND_TRANSFORM;
   virtual int64_t latent_length(int64_t chunk_length) = 0;
-  virtual void forward(const BlockInfo &block, ConstTensor<float> chunks, Tensor<float> latents) = 0;
-  virtual void inverse(const BlockInfo &block, ConstTensor<float> latents, Tensor<float> chunks) = 0;
+  virtual void forward(const BlockInfo &block, ConstTensor<float> chunks,
+                       Tensor<float> latents) = 0;
+  virtual void inverse(const BlockInfo &block, ConstTensor<float> latents,
+                       Tensor<float> chunks) = 0;
   virtual const nwc_cdf_model *probability_model() { return nullptr; }
 };
 
@@ -430,15 +450,16 @@ public:
 };
 
 // Calls the host's block codec on columns [begin, end) of values (F32 [rows, width]).
-inline void encode_block(nwc_block_codec &codec, int64_t begin, int64_t end, ConstTensor<float> values,
-                         Tensor<float> reconstruction) {
+inline void encode_block(nwc_block_codec &codec, int64_t begin, int64_t end,
+                         ConstTensor<float> values, Tensor<float> reconstruction) {
   int64_t shape[2] = {values.rows, values.cols};
-  nwc_tensor_view in{const_cast<float *>(values.data), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape,
-                     nullptr};
+  nwc_tensor_view in{
+      const_cast<float *>(values.data), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_tensor_view out{reconstruction.data, 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_status st = codec.encode(&codec, begin, end, &in, &out);
-  if (st != NWC_OK) fail(st, "block codec failed on columns [" + std::to_string(begin) + ", " +
-                                 std::to_string(end) + ")");
+  if (st != NWC_OK)
+    fail(st, "block codec failed on columns [" + std::to_string(begin) + ", " +
+                 std::to_string(end) + ")");
 }
 
 } // namespace nwc
@@ -488,8 +509,9 @@ template <class F> nwc_status guarded(nwc_instance *inst, F &&f) noexcept {
   }
 }
 
-template <class P> P &self(nwc_instance *inst) { return static_cast<P &>(*inst->stage); }
-
+template <class P> P &self(nwc_instance *inst) {
+  return static_cast<P &>(*inst->stage);
+}
 
 template <class P> struct Trampolines {
   static nwc_status create(const nwc_host *host, const nwc_options *opts, nwc_instance **out) {
@@ -618,8 +640,8 @@ template <class P> struct Trampolines {
       static const nwc_chunker_interface t{sizeof(t), 0, plan, split, merge};
       if (want == NWC_CHUNKER_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<Transform, P>) {
-      static const nwc_transform_interface t{sizeof(t), 0, latent_length, forward, inverse,
-                                             probability_model};
+      static const nwc_transform_interface t{sizeof(t), 0,       latent_length,
+                                             forward,   inverse, probability_model};
       if (want == NWC_TRANSFORM_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<Quantizer, P>) {
       static const nwc_quantizer_interface t{sizeof(t), 0, quantize, dequantize};
@@ -649,8 +671,8 @@ template <class P> struct Trampolines {
     return &d;
   }
   static const nwc_plugin_vtable *vtable() {
-    static const nwc_plugin_vtable v{sizeof(nwc_plugin_vtable), 0, create, destroy, get_options,
-                                     get_interface, last_error};
+    static const nwc_plugin_vtable v{
+        sizeof(nwc_plugin_vtable), 0, create, destroy, get_options, get_interface, last_error};
     return &v;
   }
 };
@@ -675,8 +697,8 @@ template <class... Ps> struct Module {
   }
   static const nwc_module *entry(uint32_t host_abi) {
     if (NWC_ABI_MAJOR(host_abi) != NWC_ABI_VERSION_MAJOR) return nullptr;
-    static const nwc_module m{sizeof(nwc_module), NWC_ABI_VERSION, init, deinit, count, descriptor,
-                              vtable};
+    static const nwc_module m{sizeof(nwc_module), NWC_ABI_VERSION, init, deinit, count,
+                              descriptor,         vtable};
     return &m;
   }
 };

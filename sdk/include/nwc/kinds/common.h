@@ -17,7 +17,7 @@ typedef struct nwc_block_info {
   const char *tensor_name; /* borrowed, for messages */
   int64_t rows;            /* of the whole tensor */
   int64_t cols;
-  int64_t col_begin;       /* the block: columns [col_begin, col_end) */
+  int64_t col_begin; /* the block: columns [col_begin, col_end) */
   int64_t col_end;
 } nwc_block_info;
 
@@ -27,7 +27,7 @@ typedef struct nwc_block_info {
  * [offsets[c], offsets[c] + lengths[c] - 2] are escaped by the coder. */
 typedef struct nwc_cdf_model {
   uint32_t struct_size;
-  uint32_t precision;      /* bits of probability resolution, <= 16 */
+  uint32_t precision; /* bits of probability resolution, <= 16 */
   uint32_t channel_count;
   uint32_t max_length;     /* row stride of cdfs */
   const uint32_t *cdfs;    /* channel_count x max_length; cdf[0] = 0, cdf[len-1] = 2^precision */
