@@ -24,9 +24,15 @@ inline std::filesystem::path data_dir() {
 inline std::filesystem::path stories260k() {
   return data_dir() / "models" / "stories260K" / "stories260K.bin";
 }
-inline std::filesystem::path source_dir() { return NWC_TEST_SOURCE_DIR; }
-inline std::filesystem::path binary_dir() { return NWC_TEST_BINARY_DIR; }
-inline std::filesystem::path plugin_dir() { return NWC_TEST_PLUGIN_DIR; }
+inline std::filesystem::path source_dir() {
+  return NWC_TEST_SOURCE_DIR;
+}
+inline std::filesystem::path binary_dir() {
+  return NWC_TEST_BINARY_DIR;
+}
+inline std::filesystem::path plugin_dir() {
+  return NWC_TEST_PLUGIN_DIR;
+}
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
@@ -61,7 +67,8 @@ private:
 
 inline std::vector<uint8_t> read_bytes(const std::filesystem::path &p) {
   std::ifstream f(p, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)),
+                              std::istreambuf_iterator<char>());
 }
 inline void write_bytes(const std::filesystem::path &p, const void *data, size_t n) {
   std::ofstream f(p, std::ios::binary);

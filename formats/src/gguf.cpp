@@ -1,0 +1,509 @@
+// gguf.cpp — GGUF v2/v3 reader (little-endian files only).
+//
+// Layout: "GGUF", u32 version, u64 tensor_count, u64 kv_count, kv pairs, tensor infos, padding to
+// general.alignment, data section. Every read below goes through Cursor, which checks the
+// remaining bytes first; every count is checked against what the rest of the file could hold
+// before anything is allocated from it.
+#include "nwc/formats/gguf.hpp"
+
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/file.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace nwc {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kMaxKeyLen = 1 << 16;
+constexpr uint64_t kMaxStringLen = 256ull << 20;
+constexpr uint64_t kMaxNameLen = 1 << 12;
+constexpr uint32_t kMaxDims = 8;
+constexpr uint64_t kMaxCount = 1ull << 24; // tensors, kv pairs
+constexpr uint64_t kArraySummary = 64;     // longer arrays are summarised in Model::metadata
+
+enum ValueType : uint32_t {
+  kU8 = 0,
+  kI8,
+  kU16,
+  kI16,
+  kU32,
+  kI32,
+  kF32,
+  kBool,
+  kString,
+  kArray,
+  kU64,
+  kI64,
+  kF64
+};
+
+const char *value_type_name(uint32_t t) {
+  static const char *names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                "bool", "string", "array", "u64", "i64", "f64"};
+  return t <= kF64 ? names[t] : "?";
+}
+
+uint64_t fixed_size(uint32_t t) {
+  switch (t) {
+  case kU8:
+  case kI8:
+  case kBool:
+    return 1;
+  case kU16:
+  case kI16:
+    return 2;
+  case kU32:
+  case kI32:
+  case kF32:
+    return 4;
+  case kU64:
+  case kI64:
+  case kF64:
+    return 8;
+  default:
+    return 0;
+  }
+}
+
+// ggml tensor types: id, name, elements per block, bytes per block (0 = size unknown here).
+struct GgmlType {
+  uint32_t id;
+  const char *name;
+  uint64_t block, bytes;
+};
+constexpr GgmlType kGgmlTypes[] = {
+    {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},    {3, "Q4_1", 32, 20},
+    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},    {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},
+    {10, "Q2_K", 256, 84},  {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {16, "IQ2_XXS", 0, 0},  {17, "IQ2_XS", 0, 0},
+    {18, "IQ3_XXS", 0, 0},  {19, "IQ1_S", 0, 0},    {20, "IQ4_NL", 0, 0},   {21, "IQ3_S", 0, 0},
+    {22, "IQ2_S", 0, 0},    {23, "IQ4_XS", 0, 0},   {24, "I8", 1, 1},       {25, "I16", 1, 2},
+    {26, "I32", 1, 4},      {27, "I64", 1, 8},      {28, "F64", 1, 8},      {29, "IQ1_M", 0, 0},
+    {30, "BF16", 1, 2},
+};
+constexpr uint32_t kF32Type = 0, kF16Type = 1, kQ8_0Type = 8, kBF16Type = 30;
+
+const GgmlType *find_type(uint32_t id) {
+  for (const auto &t : kGgmlTypes)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+
+std::string type_label(uint32_t id) {
+  const GgmlType *t = find_type(id);
+  return std::string(t ? t->name : "unknown") + " (" + std::to_string(id) + ")";
+}
+
+// Valid UTF-8 passes through; invalid bytes become U+FFFD so the metadata JSON can be dumped.
+std::string sanitize_utf8(const uint8_t *s, size_t n, bool &valid) {
+  std::string out;
+  out.reserve(n);
+  valid = true;
+  size_t i = 0;
+  while (i < n) {
+    const uint8_t c = s[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) ok = (s[i + k] & 0xc0) == 0x80;
+    if (ok && len > 1) {
+      // Reject overlong forms, surrogates and code points past U+10FFFF.
+      uint32_t cp = c & (0xff >> (len + 1));
+      for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (s[i + k] & 0x3fu);
+      static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+      ok = cp >= min_cp[len] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+    }
+    if (ok) {
+      out.append(reinterpret_cast<const char *>(s + i), len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      valid = false;
+      ++i;
+    }
+  }
+  return out;
+}
+
+class Cursor {
+public:
+  Cursor(const uint8_t *data, uint64_t size, std::string path)
+      : data_(data), size_(size), path_(std::move(path)) {}
+  uint64_t pos() const { return pos_; }
+  uint64_t left() const { return size_ - pos_; }
+  const std::string &path() const { return path_; }
+
+  void need(uint64_t n, const std::string &what) const {
+    if (n > left())
+      fail(NWC_E_CORRUPT_STREAM, path_ + ": truncated GGUF file: " + what + " at offset " +
+                                     std::to_string(pos_) + " needs " + std::to_string(n) +
+                                     " bytes, " + std::to_string(left()) + " left");
+  }
+  template <typename T> T get(const std::string &what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, data_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  void skip(uint64_t n, const std::string &what) {
+    need(n, what);
+    pos_ += n;
+  }
+  // A gguf string: u64 length, then bytes. Returns a view into the file.
+  std::pair<const uint8_t *, uint64_t> raw_string(const std::string &what, uint64_t max_len) {
+    const uint64_t len = get<uint64_t>(what + " length");
+    if (len > max_len)
+      fail(NWC_E_CORRUPT_STREAM, path_ + ": " + what + " at offset " + std::to_string(pos_ - 8) +
+                                     " has length " + std::to_string(len) + " (at most " +
+                                     std::to_string(max_len) + " allowed)");
+    need(len, what);
+    const uint8_t *p = data_ + pos_;
+    pos_ += len;
+    return {p, len};
+  }
+
+private:
+  const uint8_t *data_;
+  uint64_t size_;
+  std::string path_;
+  uint64_t pos_ = 0;
+};
+
+json read_scalar(Cursor &c, uint32_t type, const std::string &what) {
+  switch (type) {
+  case kU8:
+    return c.get<uint8_t>(what);
+  case kI8:
+    return c.get<int8_t>(what);
+  case kU16:
+    return c.get<uint16_t>(what);
+  case kI16:
+    return c.get<int16_t>(what);
+  case kU32:
+    return c.get<uint32_t>(what);
+  case kI32:
+    return c.get<int32_t>(what);
+  case kF32:
+    return c.get<float>(what);
+  case kBool:
+    return c.get<uint8_t>(what) != 0;
+  case kU64:
+    return c.get<uint64_t>(what);
+  case kI64:
+    return c.get<int64_t>(what);
+  case kF64:
+    return c.get<double>(what);
+  case kString: {
+    auto [p, n] = c.raw_string(what, kMaxStringLen);
+    bool valid;
+    return sanitize_utf8(p, static_cast<size_t>(n), valid);
+  }
+  default:
+    fail(NWC_E_CORRUPT_STREAM, c.path() + ": " + what + " has unknown value type " +
+                                   std::to_string(type) + " (expected 0..12)");
+  }
+}
+
+// Reads one kv value. Arrays are one level deep: nested arrays are rejected rather than recursed.
+json read_value(Cursor &c, uint32_t type, const std::string &key, uint64_t &array_len) {
+  const std::string what = "value of '" + key + "'";
+  if (type != kArray) return read_scalar(c, type, what);
+  const uint32_t elem = c.get<uint32_t>(what + " array type");
+  const uint64_t n = c.get<uint64_t>(what + " array length");
+  if (elem == kArray)
+    fail(NWC_E_CORRUPT_STREAM, c.path() + ": " + what + " is an array of arrays (not supported)");
+  if (elem > kF64)
+    fail(NWC_E_CORRUPT_STREAM, c.path() + ": " + what + " has unknown array element type " +
+                                   std::to_string(elem) + " (expected 0..12)");
+  const uint64_t min_elem = elem == kString ? 8 : fixed_size(elem);
+  if (n > c.left() / min_elem)
+    fail(NWC_E_CORRUPT_STREAM, c.path() + ": " + what + " claims " + std::to_string(n) +
+                                   " elements but only " + std::to_string(c.left()) +
+                                   " bytes are left in the file");
+  array_len = n;
+  if (n > kArraySummary) {
+    if (elem == kString) {
+      for (uint64_t i = 0; i < n; ++i) c.raw_string(what, kMaxStringLen);
+    } else {
+      c.skip(n * min_elem, what);
+    }
+    return json{{"type", "array"}, {"element_type", value_type_name(elem)}, {"length", n}};
+  }
+  json arr = json::array();
+  for (uint64_t i = 0; i < n; ++i) arr.push_back(read_scalar(c, elem, what));
+  return arr;
+}
+
+// blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight and friends.
+std::string hf_name(const std::string &g) {
+  if (g == "token_embd.weight") return "model.embed_tokens.weight";
+  if (g == "output_norm.weight") return "model.norm.weight";
+  if (g == "output.weight") return "lm_head.weight";
+  if (g.rfind("blk.", 0) != 0) return g;
+  size_t i = 4;
+  while (i < g.size() && g[i] >= '0' && g[i] <= '9') ++i;
+  if (i == 4 || i - 4 > 6 || i >= g.size() || g[i] != '.') return g;
+  const std::string layer = g.substr(4, i - 4);
+  const std::string rest = g.substr(i + 1);
+  const size_t dot = rest.find('.');
+  if (dot == std::string::npos) return g;
+  const std::string part = rest.substr(0, dot), suffix = rest.substr(dot); // ".weight"
+  static const std::pair<const char *, const char *> map[] = {
+      {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+  };
+  for (const auto &[from, to] : map)
+    if (part == from) return "model.layers." + layer + "." + to + suffix;
+  return g;
+}
+
+struct Info {
+  std::string gguf_name;
+  std::vector<int64_t> shape; // row-major (GGUF ne reversed)
+  uint32_t type;
+  uint64_t offset;
+  uint64_t bytes; // 0 when the type's size is unknown
+  uint64_t numel;
+};
+
+} // namespace
+
+Model read_gguf(const fs::path &path) {
+  auto file = std::make_shared<MappedFile>(path);
+  const std::string p = path.string();
+  if (file->size() < 4 || std::memcmp(file->data(), "GGUF", 4) != 0)
+    fail(NWC_E_CORRUPT_STREAM, p + ": not a GGUF file (bad magic)");
+  Cursor c(file->data(), file->size(), p);
+  c.skip(4, "magic");
+  const uint32_t version = c.get<uint32_t>("version");
+  if (version != 2 && version != 3)
+    fail(NWC_E_VERSION, p + ": GGUF version " + std::to_string(version) +
+                            " is not supported (expected 2 or 3, little-endian)");
+  const uint64_t n_tensors = c.get<uint64_t>("tensor count");
+  const uint64_t n_kv = c.get<uint64_t>("kv count");
+  // Each kv takes at least 13 bytes and each tensor info at least 32: bound both by the file.
+  if (n_kv > kMaxCount || n_kv > c.left() / 13)
+    fail(NWC_E_CORRUPT_STREAM, p + ": truncated or corrupt GGUF file: header claims " +
+                                   std::to_string(n_kv) +
+                                   " key-value pairs, more than the file can hold (" +
+                                   std::to_string(c.left()) + " bytes left)");
+  if (n_tensors > kMaxCount || n_tensors > c.left() / 32)
+    fail(NWC_E_CORRUPT_STREAM,
+         p + ": truncated or corrupt GGUF file: header claims " + std::to_string(n_tensors) +
+             " tensors, more than the file can hold (" + std::to_string(c.left()) + " bytes left)");
+
+  Model m;
+  m.format = "gguf";
+  m.path = path;
+  m.keepalive = file;
+  m.metadata = json::object();
+  std::map<std::string, uint64_t> array_lens;
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    auto [kp, kn] = c.raw_string("key of kv pair " + std::to_string(i), kMaxKeyLen);
+    bool valid;
+    const std::string key = sanitize_utf8(kp, static_cast<size_t>(kn), valid);
+    const uint32_t type = c.get<uint32_t>("type of '" + key + "'");
+    uint64_t alen = 0;
+    json v = read_value(c, type, key, alen);
+    if (type == kArray) array_lens[key] = alen;
+    if (m.metadata.contains(key))
+      fail(NWC_E_CORRUPT_STREAM, p + ": GGUF key '" + key + "' appears twice");
+    m.metadata[key] = std::move(v);
+  }
+
+  auto meta_int = [&](const std::string &key, int64_t &out) {
+    auto it = m.metadata.find(key);
+    if (it == m.metadata.end() || it->is_array() || it->is_object()) return false;
+    if (!it->is_number_integer() ||
+        (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) ||
+        it->get<int64_t>() < 0)
+      fail(NWC_E_CORRUPT_STREAM,
+           p + ": GGUF key '" + key + "' must be a non-negative integer, got " + it->dump());
+    out = it->get<int64_t>();
+    return true;
+  };
+  auto meta_double = [&](const std::string &key, double &out) {
+    auto it = m.metadata.find(key);
+    if (it == m.metadata.end()) return;
+    if (!it->is_number())
+      fail(NWC_E_CORRUPT_STREAM,
+           p + ": GGUF key '" + key + "' must be a number, got " + it->dump());
+    out = it->get<double>();
+  };
+
+  int64_t alignment = 32;
+  meta_int("general.alignment", alignment);
+  if (alignment <= 0 || alignment > (1 << 20) || (alignment & (alignment - 1)) != 0)
+    fail(NWC_E_CORRUPT_STREAM, p + ": general.alignment " + std::to_string(alignment) +
+                                   " is not a power of two in 1..1048576");
+  const auto align = static_cast<uint64_t>(alignment);
+
+  std::vector<Info> infos;
+  infos.reserve(static_cast<size_t>(n_tensors));
+  std::set<std::string> names;
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    auto [np, nn] = c.raw_string("name of tensor " + std::to_string(i), kMaxNameLen);
+    bool valid;
+    Info t;
+    t.gguf_name = sanitize_utf8(np, static_cast<size_t>(nn), valid);
+    const std::string where = p + ": tensor '" + t.gguf_name + "'";
+    if (!valid) fail(NWC_E_CORRUPT_STREAM, where + " has a name that is not valid UTF-8");
+    if (!names.insert(t.gguf_name).second) fail(NWC_E_CORRUPT_STREAM, where + " is listed twice");
+    const uint32_t n_dims = c.get<uint32_t>("n_dims of '" + t.gguf_name + "'");
+    if (n_dims == 0 || n_dims > kMaxDims)
+      fail(NWC_E_CORRUPT_STREAM, where + " has n_dims " + std::to_string(n_dims) +
+                                     " (expected 1.." + std::to_string(kMaxDims) + ")");
+    uint64_t ne[kMaxDims];
+    t.numel = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      ne[d] = c.get<uint64_t>("dims of '" + t.gguf_name + "'");
+      if (ne[d] > static_cast<uint64_t>(INT64_MAX) ||
+          __builtin_mul_overflow(t.numel, ne[d], &t.numel))
+        fail(NWC_E_CORRUPT_STREAM, where + " has dimensions whose product overflows");
+    }
+    for (uint32_t d = n_dims; d-- > 0;) t.shape.push_back(static_cast<int64_t>(ne[d]));
+    t.type = c.get<uint32_t>("type of '" + t.gguf_name + "'");
+    t.offset = c.get<uint64_t>("offset of '" + t.gguf_name + "'");
+    t.bytes = 0;
+    if (const GgmlType *gt = find_type(t.type); gt && gt->block) {
+      if (ne[0] % gt->block != 0)
+        fail(NWC_E_CORRUPT_STREAM,
+             where + " of type " + type_label(t.type) + " has ne[0] = " + std::to_string(ne[0]) +
+                 ", not a multiple of its block (" + std::to_string(gt->block) + ")");
+      if (__builtin_mul_overflow(t.numel / gt->block, gt->bytes, &t.bytes))
+        fail(NWC_E_CORRUPT_STREAM, where + " is too large");
+    }
+    if (t.offset % align != 0)
+      fail(NWC_E_CORRUPT_STREAM, where + " offset " + std::to_string(t.offset) +
+                                     " is not a multiple of the alignment " +
+                                     std::to_string(align));
+    infos.push_back(std::move(t));
+  }
+
+  // The data section starts at the next multiple of the alignment after the infos.
+  const uint64_t data_start = (c.pos() + align - 1) / align * align;
+  if (data_start > file->size() && n_tensors > 0)
+    fail(NWC_E_CORRUPT_STREAM, p + ": truncated GGUF file: data section starts at " +
+                                   std::to_string(data_start) + ", file has " +
+                                   std::to_string(file->size()) + " bytes");
+  const uint64_t data_size = data_start <= file->size() ? file->size() - data_start : 0;
+  for (const Info &t : infos) {
+    if (t.offset > data_size || t.bytes > data_size - t.offset)
+      fail(NWC_E_CORRUPT_STREAM,
+           p + ": tensor '" + t.gguf_name + "' data [" + std::to_string(t.offset) + ", " +
+               std::to_string(t.offset + t.bytes) + ") lies outside the data section (size " +
+               std::to_string(data_size) + ")");
+  }
+  {
+    std::vector<const Info *> sorted;
+    for (const Info &t : infos)
+      if (t.bytes) sorted.push_back(&t);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const Info *a, const Info *b) { return a->offset < b->offset; });
+    for (size_t i = 1; i < sorted.size(); ++i)
+      if (sorted[i]->offset < sorted[i - 1]->offset + sorted[i - 1]->bytes)
+        fail(NWC_E_CORRUPT_STREAM, p + ": tensors '" + sorted[i - 1]->gguf_name + "' and '" +
+                                       sorted[i]->gguf_name + "' overlap in the data section");
+  }
+
+  std::set<std::string> hf_names;
+  const uint8_t *data = file->data() + std::min<uint64_t>(data_start, file->size());
+  for (const Info &t : infos) {
+    ModelTensor mt;
+    mt.info.name = hf_name(t.gguf_name);
+    if (!hf_names.insert(mt.info.name).second)
+      fail(NWC_E_CORRUPT_STREAM, p + ": tensors map to the same name '" + mt.info.name +
+                                     "' (from '" + t.gguf_name + "')");
+    mt.info.shape = t.shape;
+    const uint8_t *src = data + t.offset;
+    const uint64_t n = t.numel;
+    switch (t.type) {
+    case kF32Type:
+    case kF16Type:
+    case kBF16Type: {
+      const DType dt = t.type == kF32Type   ? DType::F32
+                       : t.type == kF16Type ? DType::F16
+                                            : DType::BF16;
+      mt.info.dtype = dt;
+      mt.load = [file, src, n, dt]() {
+        std::vector<float> out(n);
+        to_float(dt, src, n, out.data());
+        return out;
+      };
+      break;
+    }
+    case kQ8_0Type:
+      // No DType holds Q8_0; loads decode to float, so F32 is what callers get.
+      mt.info.dtype = DType::F32;
+      mt.load = [file, src, n]() {
+        std::vector<float> out(n);
+        for (uint64_t b = 0; b < n / 32; ++b) {
+          const uint8_t *blk = src + b * 34;
+          uint16_t d16;
+          std::memcpy(&d16, blk, 2);
+          const float d = f16_to_f32(d16);
+          for (int k = 0; k < 32; ++k)
+            out[b * 32 + k] = d * static_cast<float>(static_cast<int8_t>(blk[2 + k]));
+        }
+        return out;
+      };
+      break;
+    default: {
+      // Listed so that the model can still be inspected; loading it is the error.
+      mt.info.dtype = DType::F32;
+      const std::string msg = p + ": tensor '" + t.gguf_name + "' has ggml type " +
+                              type_label(t.type) +
+                              ", which nwc cannot load (supported: F32, F16, BF16, Q8_0)";
+      mt.load = [msg]() -> std::vector<float> { fail(NWC_E_UNSUPPORTED_DTYPE, msg); };
+      break;
+    }
+    }
+    m.tensors.push_back(std::move(mt));
+  }
+
+  // Architecture from "<arch>.*" keys (general.architecture, "llama" when absent).
+  Architecture &a = m.arch;
+  std::string arch = "llama";
+  if (auto it = m.metadata.find("general.architecture"); it != m.metadata.end()) {
+    if (!it->is_string())
+      fail(NWC_E_CORRUPT_STREAM, p + ": GGUF key 'general.architecture' must be a string");
+    arch = it->get<std::string>();
+    a.family = arch;
+  }
+  const std::string pre = arch + ".";
+  meta_int(pre + "embedding_length", a.dim);
+  meta_int(pre + "feed_forward_length", a.hidden_dim);
+  meta_int(pre + "block_count", a.n_layers);
+  meta_int(pre + "attention.head_count", a.n_heads);
+  a.n_kv_heads = a.n_heads;
+  meta_int(pre + "attention.head_count_kv", a.n_kv_heads);
+  meta_int(pre + "context_length", a.max_seq_len);
+  meta_double(pre + "attention.layer_norm_rms_epsilon", a.norm_eps);
+  meta_double(pre + "rope.freq_base", a.rope_theta);
+  if (!meta_int(pre + "vocab_size", a.vocab_size)) {
+    if (auto it = array_lens.find("tokenizer.ggml.tokens"); it != array_lens.end())
+      a.vocab_size = static_cast<int64_t>(it->second);
+    else if (const ModelTensor *e = m.find("model.embed_tokens.weight");
+             e && e->info.shape.size() == 2)
+      a.vocab_size = e->info.shape[0];
+  }
+  // llama.cpp's converters permute the q/k rows of HF checkpoints to suit ggml's RoPE, so which
+  // pairing a consumer must use depends on that converter: report "gguf" rather than claiming
+  // llama2.c's "interleaved" or HF's "rotate_half".
+  a.rope_style = "gguf";
+  a.tied_embeddings = m.find("lm_head.weight") == nullptr;
+  m.metadata["gguf.version"] = version;
+  return m;
+}
+
+} // namespace nwc

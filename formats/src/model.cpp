@@ -1,0 +1,167 @@
+// model.cpp — Architecture <-> JSON, tensor lookup, and load_model's choice of reader.
+#include "nwc/formats/model.hpp"
+
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/gguf.hpp"
+#include "nwc/formats/llama2c.hpp"
+#include "nwc/formats/safetensors.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace nwc {
+
+namespace fs = std::filesystem;
+
+nlohmann::json Architecture::to_json() const {
+  return nlohmann::json{{"family", family},         {"dim", dim},
+                        {"hidden_dim", hidden_dim}, {"n_layers", n_layers},
+                        {"n_heads", n_heads},       {"n_kv_heads", n_kv_heads},
+                        {"vocab_size", vocab_size}, {"max_seq_len", max_seq_len},
+                        {"norm_eps", norm_eps},     {"rope_theta", rope_theta},
+                        {"rope_style", rope_style}, {"tied_embeddings", tied_embeddings}};
+}
+
+Architecture Architecture::from_json(const nlohmann::json &j) {
+  if (!j.is_object())
+    fail(NWC_E_CORRUPT_STREAM,
+         std::string("architecture: expected a JSON object, got ") + j.type_name());
+  Architecture a;
+  // Missing keys keep their defaults ("the file does not say"); present keys must be well typed.
+  auto get_int = [&](const char *key, int64_t &out) {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    if (!it->is_number_integer())
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key '") + key +
+                                     "' must be an integer, got " + it->type_name());
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key '") + key + "' is out of range");
+    out = it->get<int64_t>();
+    if (out < 0)
+      fail(NWC_E_CORRUPT_STREAM,
+           std::string("architecture: key '") + key + "' must not be negative");
+  };
+  auto get_double = [&](const char *key, double &out) {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    if (!it->is_number())
+      fail(NWC_E_CORRUPT_STREAM,
+           std::string("architecture: key '") + key + "' must be a number, got " + it->type_name());
+    out = it->get<double>();
+  };
+  auto get_string = [&](const char *key, std::string &out) {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    if (!it->is_string())
+      fail(NWC_E_CORRUPT_STREAM,
+           std::string("architecture: key '") + key + "' must be a string, got " + it->type_name());
+    out = it->get<std::string>();
+  };
+  get_string("family", a.family);
+  get_int("dim", a.dim);
+  get_int("hidden_dim", a.hidden_dim);
+  get_int("n_layers", a.n_layers);
+  get_int("n_heads", a.n_heads);
+  get_int("n_kv_heads", a.n_kv_heads);
+  get_int("vocab_size", a.vocab_size);
+  get_int("max_seq_len", a.max_seq_len);
+  get_double("norm_eps", a.norm_eps);
+  get_double("rope_theta", a.rope_theta);
+  get_string("rope_style", a.rope_style);
+  if (auto it = j.find("tied_embeddings"); it != j.end()) {
+    if (!it->is_boolean())
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'tied_embeddings' must be a "
+                                             "boolean, got ") +
+                                     it->type_name());
+    a.tied_embeddings = it->get<bool>();
+  }
+  return a;
+}
+
+uint64_t TensorInfo::numel() const {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= d > 0 ? static_cast<uint64_t>(d) : 0u;
+  return n;
+}
+
+const ModelTensor *Model::find(const std::string &name) const {
+  for (const auto &t : tensors)
+    if (t.info.name == name) return &t;
+  return nullptr;
+}
+
+namespace {
+
+std::string lower_extension(const fs::path &p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext;
+}
+
+// Reads up to n bytes from the start of the file; fewer when the file is shorter.
+size_t read_prefix(const fs::path &path, uint8_t *buf, size_t n) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    fail(NWC_E_IO, path.string() + ": cannot open for reading: " + std::strerror(err));
+  }
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      fail(NWC_E_IO, path.string() + ": read failed: " + std::strerror(err));
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  return got;
+}
+
+bool looks_like_safetensors(const uint8_t *b, size_t got, uint64_t file_size) {
+  if (got < 9 || file_size < 9) return false;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | b[i];
+  return n >= 2 && n <= file_size - 8 && b[8] == '{';
+}
+
+} // namespace
+
+Model load_model(const fs::path &path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) {
+    if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+      fail(NWC_E_IO, path.string() + ": cannot access: " + ec.message());
+    fail(NWC_E_IO, path.string() + ": no such file or directory");
+  }
+  if (fs::is_directory(st)) return read_safetensors(path);
+  if (!fs::is_regular_file(st)) fail(NWC_E_IO, path.string() + ": not a regular file");
+
+  // An extension that names a format is a claim: content that does not match is an error that
+  // names the claimed format, never a silent fallback to another reader.
+  const std::string ext = lower_extension(path);
+  if (ext == ".gguf") return read_gguf(path);
+  if (ext == ".safetensors") return read_safetensors(path);
+
+  uint8_t head[9] = {};
+  const size_t got = read_prefix(path, head, sizeof head);
+  const uint64_t size = fs::file_size(path, ec);
+  if (ec) fail(NWC_E_IO, path.string() + ": cannot read the file size: " + ec.message());
+  if (got >= 4 && std::memcmp(head, "GGUF", 4) == 0) return read_gguf(path);
+  if (looks_like_safetensors(head, got, size)) return read_safetensors(path);
+  if (ext == ".bin") return read_llama2c(path);
+  fail(NWC_E_CORRUPT_STREAM, path.string() +
+                                 ": unrecognized model format (expected a llama2.c .bin, a "
+                                 ".safetensors file or directory, or a .gguf file)");
+}
+
+} // namespace nwc
