@@ -37,10 +37,10 @@ struct BlockRecord {
 
 struct TensorRecord {
   std::string name;
-  DType dtype = DType::F32;   // dtype of the original tensor
+  DType dtype = DType::F32; // dtype of the original tensor
   std::vector<int64_t> shape;
-  std::string storage;        // "pipeline", "raw" (little-endian dtype bytes) or "zstd"
-  int32_t stage_config = -1;  // index into ContainerManifest::stage_configs ("pipeline" only)
+  std::string storage;       // "pipeline", "raw" (little-endian dtype bytes) or "zstd"
+  int32_t stage_config = -1; // index into ContainerManifest::stage_configs ("pipeline" only)
   std::vector<BlockRecord> blocks;
   std::vector<StreamRef> streams;
   uint64_t stream_bytes() const; // sum of stream lengths
@@ -48,11 +48,11 @@ struct TensorRecord {
 };
 
 struct StageRecord {
-  std::string slot;           // "chunker", "transform", "quantizer", "entropy", "compensator"
+  std::string slot; // "chunker", "transform", "quantizer", "entropy", "compensator"
   std::string plugin_id;
   std::string plugin_version;
   uint32_t stream_version = 0;
-  nlohmann::json options;     // resolved options that affect the bitstream (all, for decode)
+  nlohmann::json options; // resolved options that affect the bitstream (all, for decode)
 };
 
 // The stage chain used by a set of tensors (the pipeline's stages after [[override]] rules).
@@ -63,11 +63,11 @@ struct StageConfig {
 struct ContainerManifest {
   nlohmann::json architecture = nlohmann::json::object(); // Architecture::to_json()
   std::string pipeline_name;
-  std::string pipeline_text;   // the TOML file as given
-  std::string source_model;    // file name of the compressed model
-  std::string source_format;   // "llama2c", "safetensors", "gguf"
+  std::string pipeline_text; // the TOML file as given
+  std::string source_model;  // file name of the compressed model
+  std::string source_format; // "llama2c", "safetensors", "gguf"
   std::vector<StageConfig> stage_configs;
-  std::vector<TensorRecord> tensors; // in file order
+  std::vector<TensorRecord> tensors;               // in file order
   nlohmann::json extra = nlohmann::json::object(); // codec hashes etc.; readers ignore unknown keys
 };
 
@@ -107,5 +107,23 @@ private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// ---- Additions: layout constants and helpers shared by writers, readers and tools. ----
+
+inline constexpr uint64_t kContainerHeaderSize = 16; // magic, version, flags
+inline constexpr uint64_t kContainerFooterSize = 40; // manifest offset/length/XXH64, version, magic
+inline constexpr uint64_t kContainerMaxNumel = 1ull << 40; // elements per tensor, checked on read
+
+// XXH64 with seed 0: the checksum of every stream and of the manifest.
+uint64_t container_checksum(const void *data, size_t len);
+
+// The manifest exactly as it is stored (manifest.tensors included). Key order is not significant.
+nlohmann::json container_manifest_to_json(const ContainerManifest &manifest);
+
+// Bytes attributed to one tensor for bits-per-weight: its stream bytes plus its share of the rest
+// of the file (header, manifest, footer, unreferenced bytes) in proportion to its element count.
+// Summed over all tensors this equals file_size. bpw = container_tensor_bytes(...) * 8 / numel.
+double container_tensor_bytes(const ContainerManifest &manifest, uint64_t file_size,
+                              const TensorRecord &tensor);
 
 } // namespace nwc
