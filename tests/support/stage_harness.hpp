@@ -1,0 +1,199 @@
+// Drives one plugin through its real C ABI, for tests that compile the plugin's sources into the
+// test executable (so nwc_module_entry is defined there): find the descriptor, create an instance
+// with options, reach its per-kind interface, and pass it tensor views and vector-backed sinks.
+#pragma once
+
+#include "nwc/nwc.h"
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace nwc::test {
+
+// Option values; string payloads must outlive the create() call (literals are fine).
+inline nwc_option opt_int(const char *key, int64_t v) {
+  nwc_option o{};
+  o.key = key;
+  o.value.type = NWC_OPT_INT;
+  o.value.u.i = v;
+  return o;
+}
+inline nwc_option opt_float(const char *key, double v) {
+  nwc_option o{};
+  o.key = key;
+  o.value.type = NWC_OPT_FLOAT;
+  o.value.u.f = v;
+  return o;
+}
+inline nwc_option opt_bool(const char *key, bool v) {
+  nwc_option o{};
+  o.key = key;
+  o.value.type = NWC_OPT_BOOL;
+  o.value.u.i = v ? 1 : 0;
+  return o;
+}
+inline nwc_option opt_enum(const char *key, const char *v) {
+  nwc_option o{};
+  o.key = key;
+  o.value.type = NWC_OPT_ENUM;
+  o.value.u.s = v;
+  return o;
+}
+
+// A host whose log() keeps the messages, so tests can check what create() reported.
+struct TestHost {
+  nwc_host host{};
+  std::vector<std::string> messages;
+  TestHost() {
+    host.struct_size = sizeof(nwc_host);
+    host.abi_version = NWC_ABI_VERSION;
+    host.host_data = this;
+    host.log = [](const nwc_host *h, int32_t, const char *msg) {
+      static_cast<TestHost *>(h->host_data)->messages.emplace_back(msg ? msg : "");
+    };
+  }
+  TestHost(const TestHost &) = delete;
+  TestHost &operator=(const TestHost &) = delete;
+  std::string last() const { return messages.empty() ? std::string() : messages.back(); }
+};
+
+// The descriptor and vtable of the plugin with this id in the module linked into the test.
+struct PluginRef {
+  const nwc_plugin_descriptor *descriptor = nullptr;
+  const nwc_plugin_vtable *vtable = nullptr;
+};
+inline PluginRef find_plugin(const char *id) {
+  const nwc_module *m = nwc_module_entry(NWC_ABI_VERSION);
+  if (!m) throw std::runtime_error("nwc_module_entry refused the ABI version");
+  for (uint32_t i = 0; i < m->plugin_count(); ++i) {
+    const nwc_plugin_descriptor *d = m->descriptor(i);
+    if (d && d->id && std::strcmp(d->id, id) == 0) return {d, m->vtable(i)};
+  }
+  throw std::runtime_error(std::string("plugin not found in module: ") + id);
+}
+
+// One plugin instance; destroyed with the object. status is what create() returned.
+class Instance {
+public:
+  Instance(const char *id, const std::vector<nwc_option> &opts = {}) : plugin_(find_plugin(id)) {
+    nwc_options o{sizeof(nwc_options), static_cast<uint32_t>(opts.size()), opts.data()};
+    status = plugin_.vtable->create(&host.host, &o, &inst_);
+  }
+  ~Instance() { plugin_.vtable->destroy(inst_); }
+  Instance(const Instance &) = delete;
+  Instance &operator=(const Instance &) = delete;
+
+  bool ok() const { return status == NWC_OK && inst_ != nullptr; }
+  nwc_instance *get() const { return inst_; }
+  const nwc_plugin_descriptor &descriptor() const { return *plugin_.descriptor; }
+  std::string last_error() const { return plugin_.vtable->last_error(inst_); }
+  template <class Iface> const Iface *iface(const char *interface_id) const {
+    return static_cast<const Iface *>(plugin_.vtable->get_interface(inst_, interface_id));
+  }
+
+  TestHost host;
+  nwc_status status = NWC_E_INTERNAL;
+
+private:
+  PluginRef plugin_;
+  nwc_instance *inst_ = nullptr;
+};
+
+// An nwc_sink appending to a vector; fail_after makes write() fail once that many bytes are in.
+struct VecSink {
+  nwc_sink sink{};
+  std::vector<uint8_t> bytes;
+  size_t fail_after = static_cast<size_t>(-1);
+  VecSink() {
+    sink.ctx = this;
+    sink.write = [](nwc_sink *s, const void *data, size_t len) -> nwc_status {
+      auto *self = static_cast<VecSink *>(s->ctx);
+      if (self->bytes.size() + len > self->fail_after) return NWC_E_IO;
+      const auto *p = static_cast<const uint8_t *>(data);
+      self->bytes.insert(self->bytes.end(), p, p + len);
+      return NWC_OK;
+    };
+  }
+  VecSink(const VecSink &) = delete;
+  VecSink &operator=(const VecSink &) = delete;
+  nwc_sink *get() { return &sink; }
+  nwc_bytes view() const { return nwc_bytes{bytes.data(), bytes.size()}; }
+};
+
+template <class T> constexpr uint32_t view_dtype() {
+  if constexpr (std::is_same_v<T, float>)
+    return NWC_DTYPE_F32;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return NWC_DTYPE_I32;
+  else
+    static_assert(sizeof(T) == 0, "unsupported element type");
+}
+
+// A contiguous CPU 2-D view [rows, cols] over borrowed memory (the view keeps its shape array).
+struct View {
+  int64_t shape[2] = {0, 0};
+  nwc_tensor_view view{};
+  template <class T> View(T *data, int64_t rows, int64_t cols) {
+    shape[0] = rows;
+    shape[1] = cols;
+    view.data = const_cast<std::remove_const_t<T> *>(data);
+    view.byte_offset = 0;
+    view.dtype = view_dtype<std::remove_const_t<T>>();
+    view.device_type = NWC_DEVICE_CPU;
+    view.device_id = 0;
+    view.ndim = 2;
+    view.shape = shape;
+    view.strides = nullptr;
+  }
+  View(const View &) = delete;
+  View &operator=(const View &) = delete;
+  nwc_tensor_view *get() { return &view; }
+};
+
+// Block info for columns [col_begin, col_end) of a [rows, cols] tensor.
+struct Block {
+  std::string name;
+  nwc_block_info info{};
+  Block(std::string tensor_name, int64_t rows, int64_t cols, int64_t col_begin, int64_t col_end)
+      : name(std::move(tensor_name)) {
+    info.struct_size = sizeof(nwc_block_info);
+    info.tensor_name = name.c_str();
+    info.rows = rows;
+    info.cols = cols;
+    info.col_begin = col_begin;
+    info.col_end = col_end;
+  }
+  Block(const Block &) = delete;
+  Block &operator=(const Block &) = delete;
+  const nwc_block_info *get() const { return &info; }
+};
+
+// Entropy coder round trip through nwc.entropy/1: symbols coded as a [1, n] view.
+inline nwc_status entropy_encode(Instance &inst, const std::vector<int32_t> &symbols,
+                                 std::vector<uint8_t> &stream) {
+  const auto *e = inst.iface<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  if (!e) throw std::runtime_error("instance does not serve " NWC_ENTROPY_INTERFACE);
+  View in(symbols.data(), 1, static_cast<int64_t>(symbols.size()));
+  VecSink out;
+  nwc_status st = e->encode(inst.get(), in.get(), nullptr, out.get());
+  stream = std::move(out.bytes);
+  return st;
+}
+// Decodes stream into symbols, whose size is the expected count.
+inline nwc_status entropy_decode(Instance &inst, const uint8_t *data, size_t size,
+                                 std::vector<int32_t> &symbols) {
+  const auto *e = inst.iface<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  if (!e) throw std::runtime_error("instance does not serve " NWC_ENTROPY_INTERFACE);
+  View out(symbols.data(), 1, static_cast<int64_t>(symbols.size()));
+  return e->decode(inst.get(), nwc_bytes{data, size}, nullptr, out.get());
+}
+inline nwc_status entropy_decode(Instance &inst, const std::vector<uint8_t> &stream,
+                                 std::vector<int32_t> &symbols) {
+  return entropy_decode(inst, stream.data(), stream.size(), symbols);
+}
+
+} // namespace nwc::test
