@@ -1,0 +1,459 @@
+// nwc — command-line front end: compress, decompress, inspect, plugins.
+//
+// Exit codes: 0 success, 1 runtime failure, 2 usage error. Every error is one line on stderr.
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/container.hpp"
+#include "nwc/formats/file.hpp"
+#include "nwc/formats/model.hpp"
+#include "nwc/host/codec.hpp"
+#include "nwc/host/pipeline.hpp"
+#include "nwc/host/registry.hpp"
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <unistd.h>
+
+namespace po = boost::program_options;
+using nlohmann::json;
+using namespace nwc;
+using namespace nwc::host;
+
+namespace {
+
+constexpr const char *kVersion = "0.1.0";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Common {
+  std::vector<std::string> plugin_paths;
+  bool no_default_plugin_path = false;
+  bool json = false;
+  bool quiet = false;
+  unsigned threads = 0;
+};
+
+void add_common(po::options_description &d, Common &c) {
+  d.add_options()("plugin-path", po::value(&c.plugin_paths)->composing(),
+                  "directory to search for plugins first (repeatable)")(
+      "no-default-plugin-path", po::bool_switch(&c.no_default_plugin_path),
+      "search only --plugin-path and NWC_PLUGIN_PATH")("json", po::bool_switch(&c.json),
+                                                       "machine-readable JSON on stdout")(
+      "quiet,q", po::bool_switch(&c.quiet),
+      "no progress, no warnings")("threads", po::value(&c.threads)->default_value(0),
+                                  "worker threads (0 = all cores)")("help,h", "show this help");
+}
+
+// Parses a subcommand's arguments; positional names in order.
+po::variables_map parse(const std::vector<std::string> &args, po::options_description &desc,
+                        const std::vector<std::string> &positional, const std::string &usage) {
+  po::positional_options_description pos;
+  for (const auto &p : positional) pos.add(p.c_str(), 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: " << usage << "\n\n" << desc << "\n";
+      std::exit(0);
+    }
+    po::notify(vm);
+  } catch (const po::error &e) {
+    throw UsageError(std::string(e.what()) + " (usage: " + usage + ")");
+  }
+  return vm;
+}
+
+Registry load_registry(const Common &c) {
+  set_log_level(c.quiet ? NWC_LOG_ERROR : NWC_LOG_WARNING);
+  std::vector<std::filesystem::path> cli(c.plugin_paths.begin(), c.plugin_paths.end());
+  Registry reg;
+  reg.scan(Registry::search_path(cli, !c.no_default_plugin_path));
+  return reg;
+}
+
+// Progress on a terminal: "[i/N] name  rate  ETA", rewritten in place.
+struct Progress {
+  bool enabled;
+  std::string label;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  Progress(bool on, std::string what)
+      : enabled(on && isatty(STDERR_FILENO)), label(std::move(what)) {}
+  void operator()(size_t done, size_t total, const std::string &name) {
+    if (!enabled) return;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+    std::fprintf(stderr, "\r\033[K%s tensor %zu of %zu  %.1f tensors/s  ETA %.0fs  %s",
+                 label.c_str(), done, total, rate, eta, name.c_str());
+    if (done == total) std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+  }
+};
+
+void on_signal(int sig) {
+  remove_pending_temporaries();
+  const char msg[] = "nwc: interrupted; no output written\n";
+  ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  (void)ignored;
+  _exit(128 + sig);
+}
+
+std::string shape_str(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string fmt(double v, int prec) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(prec) << v;
+  return o.str();
+}
+
+std::string sci(double v) {
+  std::ostringstream o;
+  o << std::scientific << std::setprecision(3) << v;
+  return o.str();
+}
+
+// ---- commands ----------------------------------------------------------------------------------
+
+int cmd_compress(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, pipeline_path, out;
+  po::options_description d("nwc compress");
+  d.add_options()("model", po::value(&model_path)->required(), "model file or directory")(
+      "pipeline,p", po::value(&pipeline_path)->required(),
+      "pipeline TOML file")("output,o", po::value(&out)->required(), "output .nwc file");
+  add_common(d, c);
+  parse(args, d, {"model"}, "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc");
+  Registry reg = load_registry(c);
+  Pipeline pl = load_pipeline(pipeline_path, reg);
+  Model model = load_model(model_path);
+  Progress progress(!c.quiet && !c.json, "compress");
+  CompressSettings s;
+  s.threads = c.threads;
+  s.progress = std::ref(progress);
+  auto t0 = std::chrono::steady_clock::now();
+  CompressResult r = compress_model(model, pl, reg, out, s);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  uint64_t numel = 0;
+  for (const auto &t : r.tensors) numel += t.numel;
+  double bpw = numel ? static_cast<double>(r.file_bytes) * 8.0 / static_cast<double>(numel) : 0;
+  if (c.json) {
+    json j = {{"output", out},         {"tensors", r.tensors.size()}, {"weights", numel},
+              {"bytes", r.file_bytes}, {"bits_per_weight", bpw},      {"seconds", secs},
+              {"pipeline", pl.name}};
+    std::cout << j.dump(2) << "\n";
+  } else if (!c.quiet) {
+    std::cout << "wrote " << out << ": " << r.tensors.size() << " tensors, " << numel
+              << " weights, " << r.file_bytes << " bytes, " << fmt(bpw, 3)
+              << " bits/weight (pipeline " << pl.name << ", " << fmt(secs, 2) << " s)\n";
+  }
+  return 0;
+}
+
+int cmd_decompress(const std::vector<std::string> &args) {
+  Common c;
+  std::string in, out, dtype_name = "F32";
+  po::options_description d("nwc decompress");
+  d.add_options()("input", po::value(&in)->required(), "input .nwc file")(
+      "output,o", po::value(&out)->required(), "output .safetensors file")(
+      "dtype", po::value(&dtype_name)->default_value("F32"), "output dtype: F32, F16 or BF16");
+  add_common(d, c);
+  parse(args, d, {"input"}, "nwc decompress IN.nwc -o OUT.safetensors [--dtype F32|F16|BF16]");
+  for (auto &ch : dtype_name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  DType dtype;
+  if (!dtype_from_name(dtype_name, dtype) ||
+      (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16))
+    throw UsageError("--dtype: expected F32, F16 or BF16, got '" + dtype_name + "'");
+  Registry reg = load_registry(c);
+  Progress progress(!c.quiet && !c.json, "decompress");
+  auto t0 = std::chrono::steady_clock::now();
+  decompress_to_safetensors(in, out, reg, dtype, c.threads, std::ref(progress));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  uint64_t bytes = std::filesystem::file_size(out);
+  if (c.json)
+    std::cout
+        << json{{"output", out}, {"bytes", bytes}, {"dtype", dtype_name}, {"seconds", secs}}.dump(2)
+        << "\n";
+  else if (!c.quiet)
+    std::cout << "wrote " << out << " (" << bytes << " bytes, " << dtype_name << ", "
+              << fmt(secs, 2) << " s)\n";
+  return 0;
+}
+
+int cmd_inspect(const std::vector<std::string> &args) {
+  Common c;
+  std::string in, reference;
+  po::options_description d("nwc inspect");
+  d.add_options()("input", po::value(&in)->required(), "input .nwc file")(
+      "reference", po::value(&reference), "original model: adds MSE and SQNR per tensor");
+  add_common(d, c);
+  parse(args, d, {"input"}, "nwc inspect IN.nwc [--reference MODEL]");
+  Registry reg = load_registry(c);
+  ContainerReader reader(in);
+  const auto &m = reader.manifest();
+  std::unique_ptr<ContainerDecoder> decoder;
+  std::optional<Model> ref;
+  if (!reference.empty()) {
+    decoder = std::make_unique<ContainerDecoder>(reader, reg);
+    ref = load_model(reference);
+  }
+  json tensors = json::array();
+  double total_bytes = 0, sq_err = 0, sq_sig = 0, pipe_bytes = 0;
+  uint64_t total_numel = 0, pipe_numel = 0;
+  for (const auto &t : m.tensors) {
+    double bytes = container_tensor_bytes(m, reader.file_size(), t);
+    json row = {{"name", t.name},
+                {"shape", t.shape},
+                {"dtype", std::string(dtype_name(t.dtype))},
+                {"storage", t.storage},
+                {"blocks", t.blocks.size()},
+                {"stream_bytes", t.stream_bytes()},
+                {"bytes", bytes},
+                {"bits_per_weight", t.numel() ? bytes * 8 / static_cast<double>(t.numel()) : 0}};
+    if (t.storage == "pipeline") {
+      json stages = json::array();
+      for (const auto &s : m.stage_configs[static_cast<size_t>(t.stage_config)].stages)
+        stages.push_back(s.plugin_id);
+      row["stages"] = stages;
+      pipe_bytes += bytes;
+      pipe_numel += t.numel();
+    }
+    total_bytes += bytes;
+    total_numel += t.numel();
+    if (ref) {
+      const ModelTensor *orig = ref->find(t.name);
+      if (!orig) throw Error(NWC_E_INVALID_ARG, reference + ": has no tensor " + t.name);
+      if (orig->info.shape != t.shape)
+        throw Error(NWC_E_INVALID_ARG, reference + ": tensor " + t.name + " has shape " +
+                                           shape_str(orig->info.shape) + ", the container " +
+                                           shape_str(t.shape));
+      std::vector<float> a = orig->load();
+      std::vector<float> b = decoder->decode_tensor(t, c.threads);
+      double e = 0, s = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        double diff = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+        e += diff * diff;
+        s += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+      }
+      sq_err += e;
+      sq_sig += s;
+      double n = static_cast<double>(a.size());
+      row["mse"] = n > 0 ? e / n : 0.0;
+      row["sqnr_db"] = e > 0 ? 10 * std::log10(s / e) : std::numeric_limits<double>::infinity();
+    }
+    tensors.push_back(row);
+  }
+  json totals = {
+      {"tensors", m.tensors.size()},
+      {"weights", total_numel},
+      {"bytes", reader.file_size()},
+      {"bits_per_weight", total_numel ? total_bytes * 8 / static_cast<double>(total_numel) : 0},
+      {"pipeline_weights", pipe_numel},
+      {"pipeline_bits_per_weight",
+       pipe_numel ? pipe_bytes * 8 / static_cast<double>(pipe_numel) : 0}};
+  if (ref) {
+    totals["mse"] = total_numel ? sq_err / static_cast<double>(total_numel) : 0;
+    totals["sqnr_db"] =
+        sq_err > 0 ? 10 * std::log10(sq_sig / sq_err) : std::numeric_limits<double>::infinity();
+  }
+  if (c.json) {
+    json j = {{"file", in},
+              {"format_version", kContainerVersion},
+              {"pipeline", m.pipeline_name},
+              {"source", {{"model", m.source_model}, {"format", m.source_format}}},
+              {"architecture", m.architecture},
+              {"tensors", tensors},
+              {"totals", totals}};
+    // JSON has no infinity: lossless tensors report sqnr_db = null.
+    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  std::cout << in << ": pipeline " << m.pipeline_name << ", source " << m.source_model << " ("
+            << m.source_format << "), " << m.tensors.size() << " tensors\n";
+  std::cout << std::left << std::setw(44) << "tensor" << std::setw(12) << "shape" << std::setw(10)
+            << "storage" << std::right << std::setw(10) << "bytes" << std::setw(8) << "bits/w";
+  if (ref) std::cout << std::setw(12) << "MSE" << std::setw(9) << "SQNR dB";
+  std::cout << "\n";
+  for (const auto &row : tensors) {
+    std::string shape;
+    for (auto &x : row["shape"])
+      shape += (shape.empty() ? "" : "x") + std::to_string(x.get<int64_t>());
+    std::cout << std::left << std::setw(44) << row["name"].get<std::string>() << std::setw(12)
+              << shape << std::setw(10) << row["storage"].get<std::string>() << std::right
+              << std::setw(10) << fmt(row["bytes"].get<double>(), 0) << std::setw(8)
+              << fmt(row["bits_per_weight"].get<double>(), 3);
+    if (ref) {
+      double sq = row["sqnr_db"].get<double>();
+      std::cout << std::setw(12) << sci(row["mse"].get<double>()) << std::setw(9)
+                << (std::isinf(sq) ? std::string("inf") : fmt(sq, 2));
+    }
+    std::cout << "\n";
+  }
+  std::cout << "total: " << total_numel << " weights, " << reader.file_size() << " bytes, "
+            << fmt(totals["bits_per_weight"].get<double>(), 3) << " bits/weight";
+  if (pipe_numel)
+    std::cout << " (pipeline tensors: " << pipe_numel << " weights, "
+              << fmt(totals["pipeline_bits_per_weight"].get<double>(), 3) << " bits/weight)";
+  if (ref)
+    std::cout << ", MSE " << sci(totals["mse"].get<double>()) << ", SQNR "
+              << fmt(totals["sqnr_db"].get<double>(), 2) << " dB";
+  std::cout << "\n";
+  return 0;
+}
+
+json option_json(const nwc_option_spec &s) {
+  json o = {{"key", s.key},
+            {"type", option_type_name(s.type)},
+            {"doc", s.doc ? s.doc : ""},
+            {"required", (s.flags & NWC_OPTF_REQUIRED) != 0},
+            {"affects_bitstream", (s.flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0}};
+  if (!(s.flags & NWC_OPTF_REQUIRED)) o["default"] = c_value_to_json(s.default_value);
+  if (s.min <= s.max) o["range"] = {s.min, s.max};
+  if (s.type == NWC_OPT_ENUM)
+    o["choices"] = std::vector<std::string>(s.choices, s.choices + s.choice_count);
+  if (s.unit) o["unit"] = s.unit;
+  return o;
+}
+
+json plugin_json(const Plugin &p, bool with_options) {
+  json j = {{"id", p.id},
+            {"version", p.version},
+            {"kind", kind_name(p.kind)},
+            {"name", p.name},
+            {"stream_version", p.stream_version},
+            {"library", p.library_path.string()},
+            {"description", p.description}};
+  if (with_options) {
+    json opts = json::array();
+    for (const auto &s : p.options) opts.push_back(option_json(s));
+    j["options"] = opts;
+  }
+  return j;
+}
+
+std::string option_line(const nwc_option_spec &s) {
+  json o = option_json(s);
+  std::string line = std::string(s.key) + " (" + option_type_name(s.type);
+  if (o.contains("default")) line += ", default " + o["default"].dump();
+  if (o.contains("range"))
+    line += ", " + fmt(s.min, s.min == std::floor(s.min) ? 0 : 3) + ".." +
+            fmt(s.max, s.max == std::floor(s.max) ? 0 : 3);
+  if (o.contains("choices")) {
+    std::string ch;
+    for (auto &x : o["choices"]) ch += (ch.empty() ? "" : "|") + x.get<std::string>();
+    line += ", " + ch;
+  }
+  if (s.unit) line += std::string(", ") + s.unit;
+  line += ")";
+  return line;
+}
+
+int cmd_plugins(const std::vector<std::string> &args) {
+  Common c;
+  std::string action, id;
+  po::options_description d("nwc plugins");
+  d.add_options()("action", po::value(&action)->required(), "list | show")("id", po::value(&id),
+                                                                           "plugin id (for show)");
+  add_common(d, c);
+  parse(args, d, {"action", "id"}, "nwc plugins list | nwc plugins show ID");
+  Registry reg = load_registry(c);
+  if (action == "list") {
+    if (c.json) {
+      json j = {{"plugins", json::array()}, {"problems", json::array()}};
+      for (const auto &p : reg.plugins()) j["plugins"].push_back(plugin_json(*p, true));
+      for (const auto &dgn : reg.diagnostics())
+        j["problems"].push_back({{"path", dgn.path.string()}, {"message", dgn.message}});
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
+    for (const auto &p : reg.plugins()) {
+      std::cout << std::left << std::setw(22) << p->id << std::setw(13) << kind_name(p->kind)
+                << std::setw(8) << p->version << p->library_path.filename().string() << "\n";
+      for (const auto &s : p->options) std::cout << "    " << option_line(s) << "\n";
+    }
+    if (reg.plugins().empty())
+      std::cout << "no plugins found (searched --plugin-path, NWC_PLUGIN_PATH and "
+                   "<prefix>/lib/nwc/plugins)\n";
+    return 0;
+  }
+  if (action == "show") {
+    if (id.empty())
+      throw UsageError("plugins show: missing plugin id (usage: nwc plugins show ID)");
+    const Plugin *p = reg.find(id);
+    if (!p) {
+      std::vector<std::string> ids;
+      for (const auto &q : reg.plugins()) ids.push_back(q->id);
+      std::string hint = did_you_mean(id, ids);
+      throw Error(NWC_E_INVALID_ARG, "plugin " + id + " is not installed" +
+                                         (hint.empty() ? "" : " (did you mean " + hint + "?)"));
+    }
+    if (c.json) {
+      std::cout << plugin_json(*p, true).dump(2) << "\n";
+      return 0;
+    }
+    std::cout << p->id << " " << p->version << " (" << kind_name(p->kind) << ", stream version "
+              << p->stream_version << ")\n  " << p->library_path.string() << "\n\n"
+              << p->description << "\n\noptions:\n";
+    if (p->options.empty()) std::cout << "  (none)\n";
+    for (const auto &s : p->options)
+      std::cout << "  " << option_line(s) << "\n      " << (s.doc ? s.doc : "") << "\n";
+    return 0;
+  }
+  throw UsageError("plugins: unknown action '" + action + "' (expected list or show)");
+}
+
+void print_help() {
+  std::cout << "nwc " << kVersion << " — compress the weights of language models\n\n"
+            << "usage: nwc <command> [options]\n\n"
+            << "commands:\n"
+            << "  compress MODEL --pipeline FILE.toml -o OUT.nwc   code a model into a container\n"
+            << "  decompress IN.nwc -o OUT.safetensors              decode every tensor\n"
+            << "  inspect IN.nwc [--reference MODEL]                sizes, bits/weight, MSE\n"
+            << "  plugins list | plugins show ID                    installed plugins, options\n\n"
+            << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_help();
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::cout << "nwc " << kVersion << " (plugin ABI " << NWC_ABI_VERSION_MAJOR << "."
+              << NWC_ABI_VERSION_MINOR << ", container v" << kContainerVersion << ")\n";
+    return 0;
+  }
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "compress") return cmd_compress(args);
+    if (cmd == "decompress") return cmd_decompress(args);
+    if (cmd == "inspect") return cmd_inspect(args);
+    if (cmd == "plugins") return cmd_plugins(args);
+    throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
+  } catch (const UsageError &e) {
+    std::cerr << "nwc: usage error: " << e.what() << "\n";
+    return 2;
+  } catch (const Error &e) {
+    std::cerr << "nwc: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception &e) {
+    std::cerr << "nwc: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,72 @@
+// nwc/host/codec.hpp — the compression driver and the container decoder.
+//
+// compress_model(): selected tensors go through their stage chain tensor by tensor (the
+// compensator drives column blocks through the host's block codec); other tensors are stored raw
+// or zstd-compressed. Tensors are coded in parallel while the file is written in model order, so
+// the output bytes do not depend on the thread count.
+#pragma once
+
+#include "nwc/formats/container.hpp"
+#include "nwc/formats/model.hpp"
+#include "nwc/host/pipeline.hpp"
+#include "nwc/host/registry.hpp"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace nwc::host {
+
+// Reports "done of total" after each tensor; name is the tensor just finished.
+using ProgressFn = std::function<void(size_t done, size_t total, const std::string &name)>;
+
+struct CompressSettings {
+  unsigned threads = 0; // 0 = all cores
+  ProgressFn progress;
+};
+
+struct CompressedTensor {
+  std::string name;
+  std::string storage;
+  uint64_t numel = 0;
+  uint64_t stream_bytes = 0;
+};
+
+struct CompressResult {
+  std::vector<CompressedTensor> tensors;
+  uint64_t file_bytes = 0;
+};
+
+CompressResult compress_model(const Model &model, const Pipeline &pipeline,
+                              const Registry &registry, const std::filesystem::path &out,
+                              const CompressSettings &settings);
+
+// Decodes tensors of an opened container. The constructor checks that every plugin the file
+// needs is installed and new enough, naming what is missing.
+class ContainerDecoder {
+public:
+  ContainerDecoder(const ContainerReader &reader, const Registry &registry);
+  ~ContainerDecoder();
+  // The whole tensor as float32, blocks decoded on up to `threads` threads (0 = all cores).
+  std::vector<float> decode_tensor(const TensorRecord &tensor, unsigned threads = 0) const;
+  // One column block: rows x (col_end - col_begin) floats, row-major.
+  std::vector<float> decode_block(const TensorRecord &tensor, size_t block) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A container's tensors as a Model whose loaders decode on demand (for eval, inspect, convert).
+Model open_container_model(const std::filesystem::path &path, const Registry &registry,
+                           unsigned threads = 0);
+
+// Writes every tensor of a container to a safetensors file (dtype F32, F16 or BF16), tensor by
+// tensor; the manifest's architecture goes into the safetensors metadata.
+void decompress_to_safetensors(const std::filesystem::path &in, const std::filesystem::path &out,
+                               const Registry &registry, DType dtype, unsigned threads = 0,
+                               const ProgressFn &progress = {});
+
+unsigned resolve_threads(unsigned threads); // 0 -> hardware concurrency
+
+} // namespace nwc::host

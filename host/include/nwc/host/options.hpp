@@ -1,0 +1,61 @@
+// nwc/host/options.hpp — option values owned by the host, handed to plugins as nwc_options.
+#pragma once
+
+#include "nwc/options.h"
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace nwc::host {
+
+// One option value as the host holds it. The variant alternative matches the option type:
+// BOOL/INT -> int64_t, FLOAT -> double, STRING/ENUM/PATH -> std::string, lists -> vectors.
+struct OptionValue {
+  std::string key;
+  uint32_t type = 0; // NWC_OPT_*
+  std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>> value;
+
+  nlohmann::json to_json() const;
+};
+
+// An ordered set of option values that can be viewed as a C nwc_options array.
+class OptionValues {
+public:
+  OptionValues() = default;
+  OptionValues(const OptionValues &other) : items_(other.items_) {}
+  OptionValues &operator=(const OptionValues &other) {
+    items_ = other.items_;
+    return *this;
+  }
+
+  void set(OptionValue v); // replaces a value with the same key
+  const OptionValue *find(const std::string &key) const;
+  const std::vector<OptionValue> &items() const { return items_; }
+  bool empty() const { return items_.empty(); }
+
+  // A C view of the values; valid until this object changes or dies.
+  const nwc_options *c_options() const;
+
+  // {"key": value, ...} with JSON numbers/strings/arrays.
+  nlohmann::json to_json() const;
+  // Rebuilds values from JSON written by to_json() using the schema for the types.
+  static OptionValues from_json(const nlohmann::json &j, const nwc_option_spec *specs,
+                                uint32_t spec_count, const std::string &context);
+
+private:
+  std::vector<OptionValue> items_;
+  mutable std::vector<nwc_option> c_items_;
+  mutable nwc_options c_options_{};
+};
+
+// Converts a C value (e.g. a schema default or a plugin's resolved option) to a host value.
+OptionValue option_from_c(const char *key, const nwc_value &v);
+// "int", "float", "bool", "string", "enum", "int list", "float list", "path"
+const char *option_type_name(uint32_t type);
+// Value of a C option as JSON (for printing schemas and resolved options).
+nlohmann::json c_value_to_json(const nwc_value &v);
+
+} // namespace nwc::host

@@ -1,0 +1,741 @@
+#include "nwc/host/codec.hpp"
+
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/safetensors.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <zstd.h>
+
+namespace nwc::host {
+
+namespace {
+
+// A 2-D [rows, cols] nwc_tensor_view over a buffer the host owns.
+struct View {
+  int64_t shape[2];
+  nwc_tensor_view view;
+  View(void *data, uint32_t dtype, int64_t rows, int64_t cols) : shape{rows, cols} {
+    view = nwc_tensor_view{data, 0, dtype, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  }
+  View(const View &) = delete;
+  View &operator=(const View &) = delete;
+  nwc_tensor_view *get() { return &view; }
+};
+
+struct VectorSink {
+  std::vector<uint8_t> bytes;
+  nwc_sink sink{this, &VectorSink::write};
+  static nwc_status write(nwc_sink *s, const void *data, size_t len) {
+    auto *self = static_cast<VectorSink *>(s->ctx);
+    try {
+      const auto *p = static_cast<const uint8_t *>(data);
+      self->bytes.insert(self->bytes.end(), p, p + len);
+      return NWC_OK;
+    } catch (...) {
+      return NWC_E_NOMEM;
+    }
+  }
+};
+
+// The live stages of one chain (one per worker thread: instances are [instance-serial]).
+struct Stages {
+  std::array<std::unique_ptr<Instance>, 5> inst;
+  const nwc_chunker_interface *chunker = nullptr;
+  const nwc_transform_interface *transform = nullptr;
+  const nwc_quantizer_interface *quantizer = nullptr;
+  const nwc_entropy_interface *entropy = nullptr;
+  const nwc_compensator_interface *compensator = nullptr;
+
+  Instance &at(Slot s) const { return *inst[static_cast<size_t>(s)]; }
+  bool has(Slot s) const { return inst[static_cast<size_t>(s)] != nullptr; }
+};
+
+std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const Registry &reg,
+                                    bool decode) {
+  auto st = std::make_unique<Stages>();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].plugin.empty()) continue;
+    if (decode && static_cast<Slot>(i) == Slot::Compensator) continue; // encoder-only
+    st->inst[i] = reg.create(specs[i].plugin, specs[i].options);
+  }
+  st->chunker = &st->at(Slot::Chunker).interface_as<nwc_chunker_interface>(NWC_CHUNKER_INTERFACE);
+  st->quantizer =
+      &st->at(Slot::Quantizer).interface_as<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
+  st->entropy = &st->at(Slot::Entropy).interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  if (st->has(Slot::Transform))
+    st->transform =
+        &st->at(Slot::Transform).interface_as<nwc_transform_interface>(NWC_TRANSFORM_INTERFACE);
+  if (st->has(Slot::Compensator))
+    st->compensator = &st->at(Slot::Compensator)
+                           .interface_as<nwc_compensator_interface>(NWC_COMPENSATOR_INTERFACE);
+  return st;
+}
+
+// Treats any tensor as a matrix: 1-D as [1, n], N-D as [shape[0], prod(rest)].
+std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape) {
+  if (shape.empty()) return {1, 1};
+  if (shape.size() == 1) return {1, shape[0]};
+  int64_t cols = 1;
+  for (size_t i = 1; i < shape.size(); ++i) cols *= shape[i];
+  return {shape[0], cols};
+}
+
+struct Geometry {
+  int64_t count = 0, length = 0, latent = 0;
+  int64_t symbols() const { return count * latent; }
+};
+
+// Chunk geometry of a block, checked so that a plugin cannot make the host allocate wildly.
+Geometry plan_block(const Stages &st, const nwc_block_info &info) {
+  nwc_chunk_geometry g{};
+  st.at(Slot::Chunker).check(st.chunker->plan(st.at(Slot::Chunker).raw(), &info, &g), "plan");
+  Geometry out{g.count, g.length, g.length};
+  if (st.transform)
+    st.at(Slot::Transform)
+        .check(st.transform->latent_length(st.at(Slot::Transform).raw(), g.length, &out.latent),
+               "latent_length");
+  const int64_t width = info.col_end - info.col_begin;
+  const int64_t limit = 8 * info.rows * width + (1 << 20);
+  if (out.count < 0 || out.length <= 0 || out.latent <= 0 || out.count > limit ||
+      out.length > limit || out.count * out.length > limit || out.count * out.latent > limit)
+    fail(NWC_E_INTERNAL, std::string("tensor ") + info.tensor_name + ": plugin " +
+                             st.at(Slot::Chunker).plugin().id +
+                             " planned an unreasonable geometry");
+  return out;
+}
+
+struct EncodedBlock {
+  BlockRecord record;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> streams; // role, bytes
+};
+
+// Host side of nwc_block_codec for one tensor.
+struct BlockCodec {
+  nwc_block_codec c{};
+  const Stages *stages = nullptr;
+  std::string name;
+  int64_t rows = 0, cols = 0;
+  std::vector<EncodedBlock> blocks;
+  std::string error; // exception message when encode failed
+  nwc_status error_code = NWC_OK;
+
+  static nwc_status encode(nwc_block_codec *self, int64_t c0, int64_t c1,
+                           const nwc_tensor_view *values, nwc_tensor_view *recon) {
+    auto *bc = static_cast<BlockCodec *>(self->ctx);
+    try {
+      bc->encode_block(c0, c1, values, recon);
+      return NWC_OK;
+    } catch (const Error &e) {
+      bc->error = e.what();
+      bc->error_code = e.code();
+      return e.code();
+    } catch (const std::bad_alloc &) {
+      bc->error = "out of memory";
+      bc->error_code = NWC_E_NOMEM;
+      return NWC_E_NOMEM;
+    } catch (const std::exception &e) {
+      bc->error = e.what();
+      bc->error_code = NWC_E_INTERNAL;
+      return NWC_E_INTERNAL;
+    }
+  }
+
+  void encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values, nwc_tensor_view *recon) {
+    if (c0 < 0 || c1 <= c0 || c1 > cols)
+      fail(NWC_E_INVALID_ARG, "tensor " + name + ": compensator asked for columns [" +
+                                  std::to_string(c0) + ", " + std::to_string(c1) + ")");
+    const int64_t w = c1 - c0;
+    auto check_view = [&](const nwc_tensor_view *v, const char *what) {
+      if (!v || !v->data || v->dtype != NWC_DTYPE_F32 || v->ndim != 2 || v->shape[0] != rows ||
+          v->shape[1] != w || v->strides)
+        fail(NWC_E_INVALID_ARG, "tensor " + name + ": compensator passed a bad " + what + " view");
+    };
+    check_view(values, "values");
+    check_view(recon, "reconstruction");
+    const Stages &st = *stages;
+    nwc_block_info info{sizeof(nwc_block_info), 0, name.c_str(), rows, cols, c0, c1};
+    Geometry g = plan_block(st, info);
+
+    EncodedBlock out;
+    out.record = {c0, c1, g.symbols()};
+    std::vector<float> chunks(static_cast<size_t>(g.count * g.length));
+    View chunks_v(chunks.data(), NWC_DTYPE_F32, g.count, g.length);
+    VectorSink chunk_side;
+    st.at(Slot::Chunker)
+        .check(st.chunker->split(st.at(Slot::Chunker).raw(), &info, values, chunks_v.get(),
+                                 &chunk_side.sink),
+               "split");
+
+    std::vector<float> latents_buf;
+    std::vector<float> *latents = &chunks;
+    if (st.transform) {
+      latents_buf.resize(static_cast<size_t>(g.count * g.latent));
+      View lat_v(latents_buf.data(), NWC_DTYPE_F32, g.count, g.latent);
+      st.at(Slot::Transform)
+          .check(st.transform->forward(st.at(Slot::Transform).raw(), &info, chunks_v.get(),
+                                       lat_v.get()),
+                 "forward");
+      latents = &latents_buf;
+    }
+    View lat_in(latents->data(), NWC_DTYPE_F32, g.count, g.latent);
+    std::vector<int32_t> symbols(static_cast<size_t>(g.symbols()));
+    std::vector<float> dequant(symbols.size());
+    View sym_v(symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
+    View deq_v(dequant.data(), NWC_DTYPE_F32, g.count, g.latent);
+    VectorSink quant_side;
+    st.at(Slot::Quantizer)
+        .check(st.quantizer->quantize(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
+                                      sym_v.get(), deq_v.get(), &quant_side.sink),
+               "quantize");
+
+    const nwc_cdf_model *model =
+        st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
+    VectorSink coded;
+    st.at(Slot::Entropy)
+        .check(st.entropy->encode(st.at(Slot::Entropy).raw(), sym_v.get(), model, &coded.sink),
+               "encode");
+
+    // Reconstruct exactly as the decoder will: dequantized latents -> inverse -> merge.
+    std::vector<float> rec_chunks_buf;
+    nwc_tensor_view *rec_chunks = deq_v.get();
+    View rec_chunks_v(nullptr, NWC_DTYPE_F32, g.count, g.length);
+    if (st.transform) {
+      rec_chunks_buf.resize(static_cast<size_t>(g.count * g.length));
+      rec_chunks_v.view.data = rec_chunks_buf.data();
+      st.at(Slot::Transform)
+          .check(st.transform->inverse(st.at(Slot::Transform).raw(), &info, deq_v.get(),
+                                       rec_chunks_v.get()),
+                 "inverse");
+      rec_chunks = rec_chunks_v.get();
+    }
+    nwc_bytes side{chunk_side.bytes.data(), chunk_side.bytes.size()};
+    st.at(Slot::Chunker)
+        .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, rec_chunks, side, recon),
+               "merge");
+
+    if (!chunk_side.bytes.empty()) out.streams.emplace_back("chunker", std::move(chunk_side.bytes));
+    if (!quant_side.bytes.empty())
+      out.streams.emplace_back("quantizer", std::move(quant_side.bytes));
+    out.streams.emplace_back("entropy", std::move(coded.bytes));
+    blocks.push_back(std::move(out));
+  }
+};
+
+struct EncodedTensor {
+  TensorRecord record; // offsets filled when written
+  std::vector<std::pair<std::string, std::pair<int32_t, std::vector<uint8_t>>>> streams;
+  nlohmann::json chain; // stage chain used (pipeline storage)
+  OptionValues resolved[5];
+};
+
+std::vector<uint8_t> raw_bytes(DType dtype, const std::vector<float> &values) {
+  std::vector<uint8_t> out(values.size() * dtype_size(dtype));
+  from_float(dtype, values.data(), values.size(), out.data());
+  return out;
+}
+
+DType storage_dtype(DType original) {
+  return original == DType::F16 || original == DType::BF16 ? original : DType::F32;
+}
+
+} // namespace
+
+unsigned resolve_threads(unsigned threads) {
+  if (threads > 0) return threads;
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? hc : 1;
+}
+
+// ---- compression -------------------------------------------------------------------------------
+
+CompressResult compress_model(const Model &model, const Pipeline &pipeline,
+                              const Registry &registry, const std::filesystem::path &out,
+                              const CompressSettings &settings) {
+  // Resolve every tensor's chain first: configuration errors surface before any work.
+  const size_t n = model.tensors.size();
+  std::vector<std::optional<StageChain>> chains(n);
+  for (size_t i = 0; i < n; ++i) chains[i] = pipeline.chain_for(model.tensors[i].info.name);
+  bool any = std::any_of(chains.begin(), chains.end(), [](auto &c) { return c.has_value(); });
+  if (!any)
+    fail(NWC_E_INVALID_ARG, pipeline.file.string() +
+                                ": pipeline.select matches no tensor of the model (first tensor: " +
+                                (n ? model.tensors[0].info.name : std::string("none")) + ")");
+  // Instantiate each distinct chain once up front: a plugin that cannot be created with these
+  // options, or needs what we lack, fails here, before the output file exists.
+  for (size_t i = 0; i < n; ++i) {
+    if (!chains[i]) continue;
+    auto st = make_stages(chains[i]->stages, registry, false);
+    if (st->compensator) {
+      uint32_t req = st->compensator->requirements(st->at(Slot::Compensator).raw());
+      if (req & NWC_COMPENSATOR_NEEDS_HESSIAN)
+        fail(NWC_E_INVALID_ARG,
+             "plugin " + st->at(Slot::Compensator).plugin().id +
+                 " needs calibration Hessians, which `nwc compress` cannot compute yet");
+    }
+  }
+
+  ContainerWriter writer(out);
+  const unsigned threads = std::min<unsigned>(resolve_threads(settings.threads),
+                                              static_cast<unsigned>(std::max<size_t>(n, 1)));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::unique_ptr<EncodedTensor>> done(n);
+  std::atomic<size_t> next{0};
+  size_t written = 0;
+  std::exception_ptr error;
+  size_t error_index = 0; // the failing tensor earliest in model order is the one reported
+  std::atomic<bool> stop{false};
+  const size_t window = 2 * static_cast<size_t>(threads); // bounds tensors held in memory
+
+  auto encode_one = [&](size_t i, std::map<std::string, std::unique_ptr<Stages>> &cache) {
+    const ModelTensor &mt = model.tensors[i];
+    auto enc = std::make_unique<EncodedTensor>();
+    TensorRecord &rec = enc->record;
+    rec.name = mt.info.name;
+    rec.dtype = mt.info.dtype;
+    rec.shape = mt.info.shape;
+    std::vector<float> values = mt.load();
+    if (values.size() != mt.info.numel())
+      fail(NWC_E_INTERNAL, "tensor " + rec.name + ": loader returned the wrong element count");
+    if (!chains[i]) {
+      DType sd = storage_dtype(mt.info.dtype);
+      rec.dtype = sd;
+      auto bytes = raw_bytes(sd, values);
+      if (pipeline.unselected == "zstd") {
+        std::vector<uint8_t> z(ZSTD_compressBound(bytes.size()));
+        size_t zn = ZSTD_compress(z.data(), z.size(), bytes.data(), bytes.size(), 9);
+        if (ZSTD_isError(zn)) fail(NWC_E_INTERNAL, "zstd: " + std::string(ZSTD_getErrorName(zn)));
+        z.resize(zn);
+        rec.storage = "zstd";
+        enc->streams.push_back({"zstd", {-1, std::move(z)}});
+      } else {
+        rec.storage = "raw";
+        enc->streams.push_back({"raw", {-1, std::move(bytes)}});
+      }
+      return enc;
+    }
+    rec.storage = "pipeline";
+    enc->chain = chains[i]->to_json();
+    std::string key = enc->chain.dump();
+    auto &slot = cache[key];
+    if (!slot) slot = make_stages(chains[i]->stages, registry, false);
+    const Stages &st = *slot;
+    for (size_t s = 0; s < 5; ++s)
+      if (st.inst[s]) enc->resolved[s] = st.inst[s]->resolved_options();
+
+    auto [rows, cols] = as_matrix(mt.info.shape);
+    BlockCodec bc;
+    bc.stages = &st;
+    bc.name = rec.name;
+    bc.rows = rows;
+    bc.cols = cols;
+    bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode};
+    int64_t shape[2] = {rows, cols};
+    nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    if (st.compensator) {
+      nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
+                                                 &wv, nullptr, &bc.c);
+      if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
+      st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
+    } else { // no compensator: the whole tensor is one block
+      std::vector<float> recon(values.size());
+      nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+      bc.encode_block(0, cols, &wv, &rv);
+    }
+
+    // Blocks must tile [0, cols) exactly once.
+    std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
+      return a.record.col_begin < b.record.col_begin;
+    });
+    int64_t expect = 0;
+    for (const auto &b : bc.blocks) {
+      if (b.record.col_begin != expect)
+        fail(NWC_E_INTERNAL,
+             "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+                 " did not code every column exactly once (gap or overlap at column " +
+                 std::to_string(expect) + ")");
+      expect = b.record.col_end;
+    }
+    if (expect != cols)
+      fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " +
+                               st.at(Slot::Compensator).plugin().id + " left columns [" +
+                               std::to_string(expect) + ", " + std::to_string(cols) + ") uncoded");
+    for (size_t b = 0; b < bc.blocks.size(); ++b) {
+      rec.blocks.push_back(bc.blocks[b].record);
+      for (auto &s : bc.blocks[b].streams)
+        enc->streams.push_back({s.first, {static_cast<int32_t>(b), std::move(s.second)}});
+    }
+    return enc;
+  };
+
+  auto worker = [&] {
+    std::map<std::string, std::unique_ptr<Stages>> cache;
+    while (!stop) {
+      size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stop || i < written + window; });
+        if (stop) return;
+      }
+      try {
+        auto enc = encode_one(i, cache);
+        std::lock_guard<std::mutex> lock(mu);
+        done[i] = std::move(enc);
+      } catch (...) {
+        // Tensors before i are already claimed and finish; the earliest failure is reported, so
+        // the error does not depend on the thread count.
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error || i < error_index) {
+          error = std::current_exception();
+          error_index = i;
+        }
+        stop = true;
+      }
+      cv.notify_all();
+    }
+  };
+
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker);
+
+  CompressResult result;
+  std::map<std::string, int32_t> config_index;
+  ContainerManifest manifest;
+  try {
+    while (written < n) {
+      std::unique_ptr<EncodedTensor> enc;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return error || done[written] != nullptr; });
+        if (error) break;
+        enc = std::move(done[written]);
+      }
+      TensorRecord rec = std::move(enc->record);
+      for (auto &s : enc->streams)
+        rec.streams.push_back(writer.append_stream(s.first, s.second.first, s.second.second.data(),
+                                                   s.second.second.size()));
+      if (rec.storage == "pipeline") {
+        std::string key = enc->chain.dump();
+        auto it = config_index.find(key);
+        if (it == config_index.end()) {
+          StageConfig cfg;
+          for (size_t s = 0; s < kSlotNames.size(); ++s) {
+            const auto &spec =
+                enc->chain.contains(kSlotNames[s]) ? enc->chain[kSlotNames[s]] : nlohmann::json();
+            if (spec.is_null()) continue;
+            const Plugin *p = registry.find(spec["plugin"].get<std::string>());
+            cfg.stages.push_back(StageRecord{kSlotNames[s], p->id, p->version, p->stream_version,
+                                             enc->resolved[s].to_json()});
+          }
+          manifest.stage_configs.push_back(std::move(cfg));
+          it = config_index.emplace(key, static_cast<int32_t>(manifest.stage_configs.size() - 1))
+                   .first;
+        }
+        rec.stage_config = it->second;
+      }
+      result.tensors.push_back({rec.name, rec.storage, rec.numel(), rec.stream_bytes()});
+      writer.add_tensor(std::move(rec));
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++written;
+      }
+      cv.notify_all();
+      if (settings.progress) settings.progress(written, n, result.tensors.back().name);
+    }
+  } catch (...) { // writing failed: nothing after it matters
+    std::lock_guard<std::mutex> lock(mu);
+    error = std::current_exception();
+    error_index = 0;
+    stop = true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error) stop = true;
+  }
+  cv.notify_all();
+  for (auto &t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+
+  manifest.architecture = model.arch.to_json();
+  manifest.pipeline_name = pipeline.name;
+  manifest.pipeline_text = pipeline.text;
+  manifest.source_model = model.path.filename().string();
+  manifest.source_format = model.format;
+  writer.finish(std::move(manifest));
+  result.file_bytes = std::filesystem::file_size(out);
+  return result;
+}
+
+// ---- decoding ----------------------------------------------------------------------------------
+
+struct ContainerDecoder::Impl {
+  const ContainerReader *reader = nullptr;
+  const Registry *registry = nullptr;
+  std::vector<std::array<StageSpec, 5>> configs;
+  // Idle stage sets per configuration. Instances are [instance-serial], so each decoding thread
+  // leases its own set and returns it when the block is done.
+  mutable std::mutex mu;
+  mutable std::map<int32_t, std::vector<std::unique_ptr<Stages>>> idle;
+
+  struct Lease {
+    const Impl *impl;
+    int32_t config;
+    std::unique_ptr<Stages> stages;
+    ~Lease() {
+      std::lock_guard<std::mutex> lock(impl->mu);
+      impl->idle[config].push_back(std::move(stages));
+    }
+  };
+
+  Lease lease(int32_t config) const {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto &pool = idle[config];
+      if (!pool.empty()) {
+        auto st = std::move(pool.back());
+        pool.pop_back();
+        return Lease{this, config, std::move(st)};
+      }
+    }
+    return Lease{this, config, make_stages(configs[static_cast<size_t>(config)], *registry, true)};
+  }
+};
+
+ContainerDecoder::ContainerDecoder(const ContainerReader &reader, const Registry &registry)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->reader = &reader;
+  impl_->registry = &registry;
+  const std::string file = reader.path().string();
+  for (const auto &cfg : reader.manifest().stage_configs) {
+    std::array<StageSpec, 5> specs;
+    for (const auto &s : cfg.stages) {
+      bool known = false;
+      size_t slot = 0;
+      for (size_t i = 0; i < kSlotNames.size(); ++i)
+        if (s.slot == kSlotNames[i]) {
+          known = true;
+          slot = i;
+        }
+      if (!known) fail(NWC_E_CORRUPT_STREAM, file + ": unknown stage slot '" + s.slot + "'");
+      if (static_cast<Slot>(slot) == Slot::Compensator) continue; // not needed to decode
+      const Plugin *p = registry.find(s.plugin_id);
+      if (!p)
+        fail(NWC_E_VERSION, file + ": needs plugin " + s.plugin_id + " (version " +
+                                s.plugin_version + ", stream version " +
+                                std::to_string(s.stream_version) +
+                                "), which is not installed; see `nwc plugins list`");
+      if (p->kind != slot_kind(static_cast<Slot>(slot)))
+        fail(NWC_E_CORRUPT_STREAM, file + ": plugin " + s.plugin_id + " recorded as " + s.slot +
+                                       " is a " + kind_name(p->kind));
+      if (p->stream_version < s.stream_version)
+        fail(NWC_E_VERSION, file + ": needs plugin " + s.plugin_id + " reading stream version " +
+                                std::to_string(s.stream_version) + ", but the installed version " +
+                                p->version + " reads up to " + std::to_string(p->stream_version));
+      specs[slot].plugin = s.plugin_id;
+      specs[slot].options = OptionValues::from_json(s.options, p->options.data(),
+                                                    static_cast<uint32_t>(p->options.size()),
+                                                    file + ": plugin " + s.plugin_id);
+      std::string why = validate_options(*p, specs[slot].options);
+      if (!why.empty()) fail(NWC_E_CORRUPT_STREAM, file + ": plugin " + s.plugin_id + ": " + why);
+    }
+    for (Slot req : {Slot::Chunker, Slot::Quantizer, Slot::Entropy})
+      if (specs[static_cast<size_t>(req)].plugin.empty())
+        fail(NWC_E_CORRUPT_STREAM,
+             file + ": a stage configuration lacks its " + kSlotNames[static_cast<size_t>(req)]);
+    impl_->configs.push_back(std::move(specs));
+  }
+}
+
+ContainerDecoder::~ContainerDecoder() = default;
+
+std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t block) const {
+  const ContainerReader &reader = *impl_->reader;
+  const std::string file = reader.path().string();
+  if (t.storage != "pipeline" || block >= t.blocks.size())
+    fail(NWC_E_INVALID_ARG, file + ": tensor " + t.name + " has no block " + std::to_string(block));
+  auto lease = impl_->lease(t.stage_config);
+  const Stages &st = *lease.stages;
+  auto [rows, cols] = as_matrix(t.shape);
+  const BlockRecord &b = t.blocks[block];
+  nwc_block_info info{
+      sizeof(nwc_block_info), 0, t.name.c_str(), rows, cols, b.col_begin, b.col_end};
+  Geometry g = plan_block(st, info);
+  if (g.symbols() != b.symbol_count)
+    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
+                                   ": manifest says " + std::to_string(b.symbol_count) +
+                                   " symbols, the stages expect " + std::to_string(g.symbols()));
+  std::vector<uint8_t> chunk_side, quant_side, coded;
+  bool have_entropy = false;
+  for (const auto &s : t.streams) {
+    if (s.block != static_cast<int32_t>(block)) continue;
+    if (s.role == "chunker")
+      chunk_side = reader.read_stream(t, s);
+    else if (s.role == "quantizer")
+      quant_side = reader.read_stream(t, s);
+    else if (s.role == "entropy") {
+      coded = reader.read_stream(t, s);
+      have_entropy = true;
+    } else
+      fail(NWC_E_CORRUPT_STREAM,
+           file + ": tensor " + t.name + ": unknown stream role '" + s.role + "'");
+  }
+  if (!have_entropy)
+    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
+                                   " has no entropy stream");
+
+  std::vector<int32_t> symbols(static_cast<size_t>(g.symbols()));
+  View sym_v(symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
+  const nwc_cdf_model *model =
+      st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
+  st.at(Slot::Entropy)
+      .check(st.entropy->decode(st.at(Slot::Entropy).raw(), nwc_bytes{coded.data(), coded.size()},
+                                model, sym_v.get()),
+             ("decode of tensor " + t.name).c_str());
+  std::vector<float> latents(symbols.size());
+  View lat_v(latents.data(), NWC_DTYPE_F32, g.count, g.latent);
+  st.at(Slot::Quantizer)
+      .check(st.quantizer->dequantize(st.at(Slot::Quantizer).raw(), &info, sym_v.get(),
+                                      nwc_bytes{quant_side.data(), quant_side.size()}, lat_v.get()),
+             ("dequantize of tensor " + t.name).c_str());
+  std::vector<float> chunks_buf;
+  nwc_tensor_view *chunks = lat_v.get();
+  View chunks_v(nullptr, NWC_DTYPE_F32, g.count, g.length);
+  if (st.transform) {
+    chunks_buf.resize(static_cast<size_t>(g.count * g.length));
+    chunks_v.view.data = chunks_buf.data();
+    st.at(Slot::Transform)
+        .check(
+            st.transform->inverse(st.at(Slot::Transform).raw(), &info, lat_v.get(), chunks_v.get()),
+            ("inverse of tensor " + t.name).c_str());
+    chunks = chunks_v.get();
+  }
+  const int64_t w = b.col_end - b.col_begin;
+  std::vector<float> out(static_cast<size_t>(rows * w));
+  View out_v(out.data(), NWC_DTYPE_F32, rows, w);
+  st.at(Slot::Chunker)
+      .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, chunks,
+                               nwc_bytes{chunk_side.data(), chunk_side.size()}, out_v.get()),
+             ("merge of tensor " + t.name).c_str());
+  return out;
+}
+
+std::vector<float> ContainerDecoder::decode_tensor(const TensorRecord &t, unsigned threads) const {
+  const ContainerReader &reader = *impl_->reader;
+  const std::string file = reader.path().string();
+  const uint64_t numel = t.numel();
+  if (t.storage == "raw" || t.storage == "zstd") {
+    if (t.streams.size() != 1)
+      fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " should have one stream");
+    std::vector<uint8_t> bytes = reader.read_stream(t, t.streams[0]);
+    const uint64_t expect = numel * dtype_size(t.dtype);
+    if (t.storage == "zstd") {
+      unsigned long long size = ZSTD_getFrameContentSize(bytes.data(), bytes.size());
+      if (size != expect)
+        fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": zstd frame holds " +
+                                       std::to_string(size) + " bytes, expected " +
+                                       std::to_string(expect));
+      std::vector<uint8_t> raw(static_cast<size_t>(expect));
+      size_t got = ZSTD_decompress(raw.data(), raw.size(), bytes.data(), bytes.size());
+      if (ZSTD_isError(got) || got != expect)
+        fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": zstd stream is corrupt");
+      bytes.swap(raw);
+    }
+    if (bytes.size() != expect)
+      fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": raw stream has " +
+                                     std::to_string(bytes.size()) + " bytes, expected " +
+                                     std::to_string(expect));
+    std::vector<float> out(static_cast<size_t>(numel));
+    to_float(t.dtype, bytes.data(), out.size(), out.data());
+    return out;
+  }
+  auto [rows, cols] = as_matrix(t.shape);
+  std::vector<float> out(static_cast<size_t>(numel));
+  const size_t nb = t.blocks.size();
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex mu;
+  auto work = [&] {
+    for (size_t b; (b = next.fetch_add(1)) < nb;) {
+      try {
+        std::vector<float> v = decode_block(t, b);
+        const BlockRecord &br = t.blocks[b];
+        const int64_t w = br.col_end - br.col_begin;
+        for (int64_t r = 0; r < rows; ++r)
+          std::copy_n(v.data() + r * w, w, out.data() + r * cols + br.col_begin);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+        next = nb;
+      }
+    }
+  };
+  unsigned nthreads = std::min<unsigned>(resolve_threads(threads), static_cast<unsigned>(nb));
+  if (nthreads <= 1)
+    work();
+  else {
+    std::vector<std::thread> pool;
+    for (unsigned i = 0; i < nthreads; ++i) pool.emplace_back(work);
+    for (auto &th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
+  return out;
+}
+
+Model open_container_model(const std::filesystem::path &path, const Registry &registry,
+                           unsigned threads) {
+  struct State {
+    ContainerReader reader;
+    std::unique_ptr<ContainerDecoder> decoder;
+    explicit State(const std::filesystem::path &p) : reader(p) {}
+  };
+  auto state = std::make_shared<State>(path);
+  state->decoder = std::make_unique<ContainerDecoder>(state->reader, registry);
+  Model m;
+  m.format = "nwc";
+  m.path = path;
+  m.arch = Architecture::from_json(state->reader.manifest().architecture);
+  for (const auto &t : state->reader.manifest().tensors) {
+    ModelTensor mt;
+    mt.info.name = t.name;
+    mt.info.dtype = t.dtype;
+    mt.info.shape = t.shape;
+    const TensorRecord *rec = &t;
+    State *s = state.get();
+    mt.load = [s, rec, threads] { return s->decoder->decode_tensor(*rec, threads); };
+    m.tensors.push_back(std::move(mt));
+  }
+  m.keepalive = state;
+  return m;
+}
+
+void decompress_to_safetensors(const std::filesystem::path &in, const std::filesystem::path &out,
+                               const Registry &registry, DType dtype, unsigned threads,
+                               const ProgressFn &progress) {
+  Model m = open_container_model(in, registry, threads);
+  std::vector<TensorInfo> infos;
+  for (const auto &t : m.tensors) {
+    TensorInfo i = t.info;
+    i.dtype = dtype;
+    infos.push_back(i);
+  }
+  std::map<std::string, std::string> meta{{"format", "pt"},
+                                          {"nwc.architecture", m.arch.to_json().dump()},
+                                          {"nwc.source", in.filename().string()}};
+  SafetensorsWriter writer(out, infos, meta);
+  for (size_t i = 0; i < m.tensors.size(); ++i) {
+    std::vector<float> v = m.tensors[i].load();
+    writer.write(m.tensors[i].info.name, v.data());
+    if (progress) progress(i + 1, m.tensors.size(), m.tensors[i].info.name);
+  }
+  writer.commit();
+}
+
+} // namespace nwc::host

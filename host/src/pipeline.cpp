@@ -1,0 +1,409 @@
+#include "nwc/host/pipeline.hpp"
+
+#include "nwc/cpp/error.hpp"
+
+#include <fstream>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace nwc::host {
+
+namespace {
+
+// Collects context for messages: "file:line:column: ".
+struct Where {
+  std::string file;
+  std::string at(const toml::source_region &r) const {
+    return file + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+  }
+};
+
+[[noreturn]] void bad(const std::string &where, const std::string &msg) {
+  fail(NWC_E_INVALID_OPTION, where + ": " + msg);
+}
+
+const char *toml_type_name(const toml::node &n) {
+  switch (n.type()) {
+  case toml::node_type::string:
+    return "string";
+  case toml::node_type::integer:
+    return "int";
+  case toml::node_type::floating_point:
+    return "float";
+  case toml::node_type::boolean:
+    return "bool";
+  case toml::node_type::array:
+    return "array";
+  case toml::node_type::table:
+    return "table";
+  default:
+    return "date/time";
+  }
+}
+
+std::string resolve_path(const std::string &value, const std::filesystem::path &file) {
+  std::filesystem::path p(value);
+  if (p.is_absolute() || value.empty()) return value;
+  return (file.parent_path() / p).lexically_normal().string();
+}
+
+// Converts a TOML value to an option value of the spec's type.
+// `key` names the value in messages ("quantizer.bits"); the option keeps the spec's key.
+OptionValue convert(const toml::node &n, const nwc_option_spec &spec, const std::string &where,
+                    const std::string &key, const std::filesystem::path &file) {
+  OptionValue v;
+  v.key = spec.key;
+  v.type = spec.type;
+  auto expected = [&](const char *what) {
+    bad(where, key + ": expected " + std::string(what) + ", got " + toml_type_name(n));
+  };
+  switch (spec.type) {
+  case NWC_OPT_BOOL:
+    if (!n.is_boolean()) expected("a bool");
+    v.value = static_cast<int64_t>(n.as_boolean()->get());
+    break;
+  case NWC_OPT_INT:
+    if (!n.is_integer()) expected("an int");
+    v.value = n.as_integer()->get();
+    break;
+  case NWC_OPT_FLOAT:
+    if (n.is_integer())
+      v.value = static_cast<double>(n.as_integer()->get());
+    else if (n.is_floating_point())
+      v.value = n.as_floating_point()->get();
+    else
+      expected("a number");
+    break;
+  case NWC_OPT_STRING:
+  case NWC_OPT_ENUM:
+    if (!n.is_string()) expected("a string");
+    v.value = n.as_string()->get();
+    break;
+  case NWC_OPT_PATH:
+    if (!n.is_string()) expected("a path string");
+    v.value = resolve_path(n.as_string()->get(), file);
+    break;
+  case NWC_OPT_INT_LIST: {
+    if (!n.is_array()) expected("an array of ints");
+    std::vector<int64_t> l;
+    for (auto &e : *n.as_array()) {
+      if (!e.is_integer()) expected("an array of ints");
+      l.push_back(e.as_integer()->get());
+    }
+    v.value = std::move(l);
+    break;
+  }
+  case NWC_OPT_FLOAT_LIST: {
+    if (!n.is_array()) expected("an array of numbers");
+    std::vector<double> l;
+    for (auto &e : *n.as_array()) {
+      if (e.is_integer())
+        l.push_back(static_cast<double>(e.as_integer()->get()));
+      else if (e.is_floating_point())
+        l.push_back(e.as_floating_point()->get());
+      else
+        expected("an array of numbers");
+    }
+    v.value = std::move(l);
+    break;
+  }
+  default:
+    bad(where, key + ": option has an unsupported type");
+  }
+  return v;
+}
+
+std::vector<std::string> string_list(const toml::node &n, const std::string &where,
+                                     const std::string &key) {
+  std::vector<std::string> out;
+  if (n.is_string()) {
+    out.push_back(n.as_string()->get());
+    return out;
+  }
+  if (!n.is_array()) bad(where, key + ": expected a string or an array of strings");
+  for (auto &e : *n.as_array()) {
+    if (!e.is_string()) bad(where, key + ": expected an array of strings");
+    out.push_back(e.as_string()->get());
+  }
+  return out;
+}
+
+// Reads one stage table ({plugin = "...", options...}); when `base` is given, the plugin may be
+// omitted and options are merged over base's.
+StageSpec read_stage(const toml::table &t, Slot slot, const Registry &reg, const Where &w,
+                     const StageSpec *base, const std::filesystem::path &file) {
+  const char *slot_name = kSlotNames[static_cast<size_t>(slot)];
+  StageSpec spec;
+  if (base) spec = *base;
+  if (auto *p = t.get("plugin")) {
+    if (!p->is_string())
+      bad(w.at(p->source()), std::string(slot_name) + ".plugin: expected a string");
+    std::string id = p->as_string()->get();
+    if (base && id != base->plugin) spec.options = OptionValues(); // options belong to a plugin
+    spec.plugin = id;
+  }
+  if (spec.plugin.empty())
+    bad(w.at(t.source()), std::string("[") + slot_name + "] needs plugin = \"<id>\"");
+  const Plugin *plugin = reg.find(spec.plugin);
+  const std::string plugin_where = w.at(t.get("plugin") ? t.get("plugin")->source() : t.source());
+  if (!plugin) {
+    std::vector<std::string> ids;
+    for (const auto &q : reg.plugins()) ids.push_back(q->id);
+    std::string hint = did_you_mean(spec.plugin, ids);
+    bad(plugin_where, std::string(slot_name) + ".plugin: unknown plugin id '" + spec.plugin + "'" +
+                          (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+                          "; see `nwc plugins list`");
+  }
+  if (plugin->kind != slot_kind(slot))
+    bad(plugin_where, std::string(slot_name) + ".plugin: " + spec.plugin + " is a " +
+                          kind_name(plugin->kind) + ", not a " + kind_name(slot_kind(slot)));
+  for (auto &&[k, node] : t) {
+    std::string key(k.str());
+    if (key == "plugin") continue;
+    std::string where = w.at(k.source());
+    const nwc_option_spec *os = plugin->option(key);
+    if (!os) {
+      std::string hint = did_you_mean(key, plugin->option_keys());
+      bad(where, std::string(slot_name) + "." + key + ": unknown option of " + spec.plugin +
+                     (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+    }
+    spec.options.set(convert(node, *os, where, std::string(slot_name) + "." + key, file));
+    // Range, choices: checked per key so that the message points at it.
+    OptionValues one;
+    one.set(*spec.options.find(key));
+    std::string why = validate_options(*plugin, one);
+    if (!why.empty() && why.find("is required") == std::string::npos)
+      bad(where, std::string(slot_name) + "." + key + ": " + why);
+  }
+  return spec;
+}
+
+void check_keys(const toml::table &t, const std::vector<std::string> &allowed, const Where &w,
+                const std::string &table) {
+  for (auto &&[k, node] : t) {
+    std::string key(k.str());
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+    std::string hint = did_you_mean(key, allowed);
+    bad(w.at(k.source()), table + "." + key + ": unknown key" +
+                              (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+  }
+}
+
+} // namespace
+
+uint32_t slot_kind(Slot s) {
+  switch (s) {
+  case Slot::Chunker:
+    return NWC_KIND_CHUNKER;
+  case Slot::Transform:
+    return NWC_KIND_TRANSFORM;
+  case Slot::Quantizer:
+    return NWC_KIND_QUANTIZER;
+  case Slot::Entropy:
+    return NWC_KIND_ENTROPY_CODER;
+  case Slot::Compensator:
+    return NWC_KIND_COMPENSATOR;
+  }
+  return 0;
+}
+
+nlohmann::json StageChain::to_json() const {
+  auto j = nlohmann::json::object();
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (stages[i].plugin.empty()) continue;
+    j[kSlotNames[i]] = {{"plugin", stages[i].plugin}, {"options", stages[i].options.to_json()}};
+  }
+  return j;
+}
+
+bool glob_match(const std::string &pattern, const std::string &name) {
+  // Iterative matcher with backtracking to the last '*': linear in practice, no recursion.
+  size_t p = 0, n = 0, star = std::string::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p;
+      ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+std::string validate_chain(const StageChain &chain, const Registry &registry) {
+  for (size_t i = 0; i < chain.stages.size(); ++i) {
+    const auto &s = chain.stages[i];
+    auto slot = static_cast<Slot>(i);
+    if (s.plugin.empty()) {
+      if (slot == Slot::Transform || slot == Slot::Compensator) continue;
+      return std::string("[") + kSlotNames[i] + "] is required";
+    }
+    const Plugin *p = registry.find(s.plugin);
+    if (!p) return std::string(kSlotNames[i]) + ": plugin " + s.plugin + " is not installed";
+    if (p->kind != slot_kind(slot))
+      return std::string(kSlotNames[i]) + ": " + s.plugin + " is a " + kind_name(p->kind);
+    std::string why = validate_options(*p, s.options);
+    if (!why.empty()) return std::string(kSlotNames[i]) + ": " + why;
+  }
+  return {};
+}
+
+std::optional<StageChain> Pipeline::chain_for(const std::string &tensor_name) const {
+  bool selected = false;
+  for (const auto &pat : select) selected = selected || glob_match(pat, tensor_name);
+  for (const auto &pat : exclude)
+    if (glob_match(pat, tensor_name)) selected = false;
+  StageChain chain = base;
+  for (const auto &rule : overrides) {
+    bool hit = false;
+    for (const auto &pat : rule.match) hit = hit || glob_match(pat, tensor_name);
+    if (!hit) continue;
+    if (rule.skip) {
+      selected = false;
+      continue;
+    }
+    selected = true; // an override names tensors explicitly: they are coded
+    for (size_t i = 0; i < rule.stages.size(); ++i) {
+      if (!rule.stages[i]) continue;
+      const StageSpec &o = *rule.stages[i];
+      if (o.plugin != chain.stages[i].plugin)
+        chain.stages[i] = o;
+      else
+        for (const auto &v : o.options.items()) chain.stages[i].options.set(v);
+    }
+  }
+  if (!selected) return std::nullopt;
+  if (registry) {
+    std::string why = validate_chain(chain, *registry);
+    if (!why.empty())
+      fail(NWC_E_INVALID_OPTION, file.string() + ": tensor " + tensor_name + ": " + why);
+  }
+  return chain;
+}
+
+Pipeline load_pipeline(const std::filesystem::path &file, const Registry &registry) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(NWC_E_IO, file.string() + ": cannot read pipeline file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_pipeline(ss.str(), file, registry);
+}
+
+Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
+                        const Registry &registry) {
+  Where w{file.string()};
+  toml::table root;
+  try {
+    root = toml::parse(text, file.string());
+  } catch (const toml::parse_error &e) {
+    bad(w.at(e.source()), std::string("invalid TOML: ") + std::string(e.description()));
+  }
+  Pipeline pl;
+  pl.file = file;
+  pl.text = text;
+  pl.registry = &registry;
+  pl.name = file.stem().string();
+  pl.select = {"*_proj.weight"};
+
+  check_keys(root,
+             {"pipeline", "calibration", "chunker", "transform", "quantizer", "entropy",
+              "compensator", "override"},
+             w, "(top level)");
+
+  if (auto *p = root.get("pipeline")) {
+    if (!p->is_table()) bad(w.at(p->source()), "pipeline: expected a table");
+    const auto &t = *p->as_table();
+    check_keys(t, {"name", "select", "exclude", "unselected"}, w, "pipeline");
+    if (auto *n = t.get("name")) {
+      if (!n->is_string()) bad(w.at(n->source()), "pipeline.name: expected a string");
+      pl.name = n->as_string()->get();
+    }
+    if (auto *n = t.get("select"))
+      pl.select = string_list(*n, w.at(n->source()), "pipeline.select");
+    if (auto *n = t.get("exclude"))
+      pl.exclude = string_list(*n, w.at(n->source()), "pipeline.exclude");
+    if (auto *n = t.get("unselected")) {
+      if (!n->is_string() || (n->as_string()->get() != "raw" && n->as_string()->get() != "zstd"))
+        bad(w.at(n->source()), "pipeline.unselected: expected \"raw\" or \"zstd\"");
+      pl.unselected = n->as_string()->get();
+    }
+  }
+
+  if (auto *c = root.get("calibration")) {
+    if (!c->is_table()) bad(w.at(c->source()), "calibration: expected a table");
+    const auto &t = *c->as_table();
+    check_keys(t, {"text", "tokens", "seq_len"}, w, "calibration");
+    if (auto *n = t.get("text")) {
+      if (!n->is_string()) bad(w.at(n->source()), "calibration.text: expected a path string");
+      pl.calibration["text"] = resolve_path(n->as_string()->get(), file);
+    }
+    for (const char *k : {"tokens", "seq_len"})
+      if (auto *n = t.get(k)) {
+        if (!n->is_integer() || n->as_integer()->get() <= 0)
+          bad(w.at(n->source()), std::string("calibration.") + k + ": expected a positive int");
+        pl.calibration[k] = n->as_integer()->get();
+      }
+  }
+
+  for (size_t i = 0; i < kSlotNames.size(); ++i) {
+    auto *n = root.get(kSlotNames[i]);
+    if (!n) continue;
+    if (!n->is_table()) bad(w.at(n->source()), std::string(kSlotNames[i]) + ": expected a table");
+    pl.base.stages[i] =
+        read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, nullptr, file);
+  }
+  if (pl.base[Slot::Compensator].plugin.empty() && registry.find("nwc.comp.none"))
+    pl.base[Slot::Compensator].plugin = "nwc.comp.none";
+  for (Slot s : {Slot::Chunker, Slot::Quantizer, Slot::Entropy})
+    if (pl.base[s].plugin.empty())
+      bad(file.string(), std::string("missing [") + kSlotNames[static_cast<size_t>(s)] +
+                             "] table (every pipeline needs a chunker, a quantizer and an entropy "
+                             "coder)");
+  // Required options without defaults must be set in the base chain.
+  std::string why = validate_chain(pl.base, registry);
+  if (!why.empty()) bad(file.string(), why);
+
+  if (auto *o = root.get("override")) {
+    if (!o->is_array_of_tables()) bad(w.at(o->source()), "override: expected [[override]] tables");
+    for (auto &elem : *o->as_array()) {
+      const auto &t = *elem.as_table();
+      OverrideRule rule;
+      rule.where = w.at(t.source());
+      std::vector<std::string> allowed{"match", "skip"};
+      for (auto *s : kSlotNames) allowed.emplace_back(s);
+      check_keys(t, allowed, w, "override");
+      auto *m = t.get("match");
+      if (!m) bad(rule.where, "override: needs match = \"<pattern>\"");
+      rule.match = string_list(*m, w.at(m->source()), "override.match");
+      if (auto *s = t.get("skip")) {
+        if (!s->is_boolean()) bad(w.at(s->source()), "override.skip: expected a bool");
+        rule.skip = s->as_boolean()->get();
+      }
+      for (size_t i = 0; i < kSlotNames.size(); ++i) {
+        auto *n = t.get(kSlotNames[i]);
+        if (!n) continue;
+        if (!n->is_table())
+          bad(w.at(n->source()), std::string("override.") + kSlotNames[i] + ": expected a table");
+        const StageSpec *base = pl.base.stages[i].plugin.empty() ? nullptr : &pl.base.stages[i];
+        rule.stages[i] = read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, base, file);
+      }
+      // The rule applied over the base chain must itself be valid.
+      StageChain merged = pl.base;
+      for (size_t i = 0; i < rule.stages.size(); ++i)
+        if (rule.stages[i]) merged.stages[i] = *rule.stages[i];
+      std::string err = validate_chain(merged, registry);
+      if (!err.empty()) bad(rule.where, "override: " + err);
+      pl.overrides.push_back(std::move(rule));
+    }
+  }
+  return pl;
+}
+
+} // namespace nwc::host

@@ -1,0 +1,152 @@
+// The compression driver and container decoder on the real stories260K model.
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/container.hpp"
+#include "nwc/formats/model.hpp"
+#include "nwc/host/codec.hpp"
+#include "test_support.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <doctest/doctest.h>
+
+using namespace nwc;
+using namespace nwc::host;
+
+namespace {
+const Registry &registry() {
+  static Registry r = [] {
+    set_log_level(NWC_LOG_ERROR + 1);
+    Registry x;
+    x.scan({test::plugin_dir(), std::filesystem::path(NWC_TEST_PLUGIN_ROOT) / "broken"});
+    return x;
+  }();
+  return r;
+}
+
+std::string pipeline_text(int bits, int group, const std::string &extra = "",
+                          const std::string &quantizer = "nwc.quant.uniform",
+                          const std::string &entropy = "nwc.entropy.raw") {
+  return "[pipeline]\nname = \"t\"\nselect = [\"*_proj.weight\"]\nunselected = \"zstd\"\n"
+         "[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = " +
+         std::to_string(group) + "\n" + extra + "[quantizer]\nplugin = \"" + quantizer + "\"\n" +
+         (quantizer == "nwc.quant.uniform" ? "bits = " + std::to_string(bits) + "\n" : "") +
+         "[entropy]\nplugin = \"" + entropy +
+         "\"\n[compensator]\nplugin = \"nwc.comp.none\"\nblock = 64\n";
+}
+} // namespace
+
+TEST_CASE("8-bit uniform pipeline reconstructs stories260K within half a step per group") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl = parse_pipeline(pipeline_text(8, 32), dir / "p.toml", registry());
+  CompressSettings s;
+  s.threads = 2;
+  CompressResult r = compress_model(model, pl, registry(), dir / "m.nwc", s);
+  CHECK(r.tensors.size() == model.tensors.size());
+  CHECK(dir.entries() == std::vector<std::string>{"m.nwc"});
+
+  ContainerReader reader(dir / "m.nwc");
+  ContainerDecoder dec(reader, registry());
+  size_t coded = 0;
+  for (const auto &mt : model.tensors) {
+    const TensorRecord *t = reader.find(mt.info.name);
+    REQUIRE(t != nullptr);
+    std::vector<float> orig = mt.load();
+    std::vector<float> back = dec.decode_tensor(*t, 2);
+    REQUIRE(back.size() == orig.size());
+    if (t->storage != "pipeline") {
+      CHECK(t->storage == "zstd");
+      CHECK(back == orig); // stored losslessly
+      continue;
+    }
+    ++coded;
+    // Groups of 32 columns inside blocks of 64 columns: group g of row r covers columns
+    // [block + 32g, block + 32g + 32).
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    for (const auto &b : t->blocks)
+      for (int64_t r0 = 0; r0 < rows; ++r0)
+        for (int64_t g0 = b.col_begin; g0 < b.col_end; g0 += 32) {
+          const int64_t g1 = std::min(g0 + 32, b.col_end);
+          float lo = orig[r0 * cols + g0], hi = lo;
+          for (int64_t c = g0; c < g1; ++c) {
+            lo = std::min(lo, orig[r0 * cols + c]);
+            hi = std::max(hi, orig[r0 * cols + c]);
+          }
+          // Step of 8-bit affine quantization; the fp16 scale is rounded up (at most 2^-10
+          // relative) and the fp16 offset adds at most half an fp16 ulp of |lo|.
+          const double step = (hi - lo) / 255.0;
+          const double tol = step / 2 * (1 + 1.0 / 512) + std::abs(lo) * 1.0 / 2048 + 1e-7;
+          for (int64_t c = g0; c < g1; ++c)
+            REQUIRE(std::abs(back[r0 * cols + c] - orig[r0 * cols + c]) <= tol);
+        }
+  }
+  CHECK(coded == 35); // 5 layers x 7 linear weights
+}
+
+TEST_CASE("output bytes do not depend on the thread count") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl = parse_pipeline(pipeline_text(4, 32), dir / "p.toml", registry());
+  CompressSettings one, four;
+  one.threads = 1;
+  four.threads = 4;
+  compress_model(model, pl, registry(), dir / "a.nwc", one);
+  compress_model(model, pl, registry(), dir / "b.nwc", four);
+  CHECK(test::read_bytes(dir / "a.nwc") == test::read_bytes(dir / "b.nwc"));
+}
+
+TEST_CASE("one column block decodes on its own and matches the whole-tensor decode") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl = parse_pipeline(pipeline_text(4, 32), dir / "p.toml", registry());
+  compress_model(model, pl, registry(), dir / "m.nwc", {});
+  ContainerReader reader(dir / "m.nwc");
+  ContainerDecoder dec(reader, registry());
+  const TensorRecord *t = reader.find("model.layers.2.mlp.down_proj.weight");
+  REQUIRE(t != nullptr);
+  REQUIRE(t->blocks.size() == 3); // 172 columns in blocks of 64
+  std::vector<float> whole = dec.decode_tensor(*t, 1);
+  std::vector<float> last = dec.decode_block(*t, 2);
+  const int64_t rows = t->shape[0], cols = t->shape[1], c0 = t->blocks[2].col_begin;
+  const int64_t w = cols - c0;
+  REQUIRE(last.size() == static_cast<size_t>(rows * w));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < w; ++c) REQUIRE(last[r * w + c] == whole[r * cols + c0 + c]);
+}
+
+TEST_CASE("a failing plugin mid-run leaves no output and no temporary file") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl =
+      parse_pipeline(pipeline_text(4, 32, "", "org.nwc-test.throws"), dir / "p.toml", registry());
+  CHECK_THROWS_WITH_AS(compress_model(model, pl, registry(), dir / "m.nwc", {}),
+                       doctest::Contains("deliberate failure inside quantize"), nwc::Error);
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("a tensor shape the chunker cannot handle is an error naming the tensor") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl =
+      parse_pipeline(pipeline_text(4, 32, "tail = \"error\"\n"), dir / "p.toml", registry());
+  CHECK_THROWS_WITH_AS(compress_model(model, pl, registry(), dir / "m.nwc", {}),
+                       doctest::Contains("down_proj.weight"), nwc::Error);
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("bits per weight include the container overhead") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl = parse_pipeline(pipeline_text(4, 32), dir / "p.toml", registry());
+  compress_model(model, pl, registry(), dir / "m.nwc", {});
+  ContainerReader reader(dir / "m.nwc");
+  double sum = 0;
+  for (const auto &t : reader.manifest().tensors)
+    sum += container_tensor_bytes(reader.manifest(), reader.file_size(), t);
+  CHECK(sum == doctest::Approx(static_cast<double>(reader.file_size())).epsilon(1e-9));
+  // 4-bit symbols + 2 fp16 per group of 32 = 5 bits/weight before the raw coder's headers.
+  const TensorRecord *q = reader.find("model.layers.0.self_attn.q_proj.weight");
+  double bpw = static_cast<double>(q->stream_bytes()) * 8 / static_cast<double>(q->numel());
+  CHECK(bpw > 5.0);
+  CHECK(bpw < 5.1);
+}

@@ -1,0 +1,141 @@
+// Pipeline files: every error names file:line:column and the key, before any work starts.
+#include "nwc/cpp/error.hpp"
+#include "nwc/host/pipeline.hpp"
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace nwc::host;
+
+namespace {
+const Registry &registry() {
+  static Registry r = [] {
+    set_log_level(NWC_LOG_ERROR);
+    Registry x;
+    x.scan({nwc::test::plugin_dir()});
+    return x;
+  }();
+  return r;
+}
+
+const std::string kGood = R"([pipeline]
+name = "rtn4"
+select = ["model.layers.*.weight"]
+exclude = ["*norm*"]
+
+[chunker]
+plugin = "nwc.chunk.group"
+group = 32
+
+[quantizer]
+plugin = "nwc.quant.uniform"
+bits = 4
+
+[entropy]
+plugin = "nwc.entropy.raw"
+
+[[override]]
+match = "model.layers.0.*"
+quantizer = { bits = 8 }
+
+[[override]]
+match = "model.layers.4.mlp.down_proj.weight"
+skip = true
+)";
+
+std::string error_of(const std::string &text) {
+  try {
+    parse_pipeline(text, "p.toml", registry());
+  } catch (const nwc::Error &e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string replace(std::string s, const std::string &from, const std::string &to) {
+  auto pos = s.find(from);
+  REQUIRE(pos != std::string::npos);
+  return s.replace(pos, from.size(), to);
+}
+} // namespace
+
+TEST_CASE("a valid pipeline resolves per-tensor chains with overrides in order") {
+  Pipeline p = parse_pipeline(kGood, "p.toml", registry());
+  CHECK(p.name == "rtn4");
+  auto c1 = p.chain_for("model.layers.1.self_attn.q_proj.weight");
+  REQUIRE(c1);
+  CHECK((*c1)[Slot::Quantizer].plugin == "nwc.quant.uniform");
+  CHECK(std::get<int64_t>((*c1)[Slot::Quantizer].options.find("bits")->value) == 4);
+  CHECK((*c1)[Slot::Compensator].plugin == "nwc.comp.none"); // the default compensator
+  auto c0 = p.chain_for("model.layers.0.self_attn.q_proj.weight");
+  REQUIRE(c0);
+  CHECK(std::get<int64_t>((*c0)[Slot::Quantizer].options.find("bits")->value) == 8);
+  CHECK(std::get<int64_t>((*c0)[Slot::Chunker].options.find("group")->value) == 32);
+  CHECK_FALSE(p.chain_for("model.layers.4.mlp.down_proj.weight"));
+  CHECK_FALSE(p.chain_for("model.layers.1.input_layernorm.weight")); // excluded
+  CHECK_FALSE(p.chain_for("model.embed_tokens.weight"));             // not selected
+}
+
+TEST_CASE("invalid TOML names line and column") {
+  std::string e = error_of("[chunker\nplugin = 1\n");
+  CHECK(e.find("p.toml:1:") != std::string::npos);
+  CHECK(e.find("invalid TOML") != std::string::npos);
+}
+
+TEST_CASE("unknown key with a suggestion, at its position") {
+  std::string e = error_of(replace(kGood, "group = 32", "gruop = 32"));
+  CHECK(e.find("p.toml:8:1: chunker.gruop: unknown option of nwc.chunk.group (did you mean "
+               "'group'?)") != std::string::npos);
+  e = error_of(replace(kGood, "[entropy]", "[entropi]"));
+  CHECK(e.find("did you mean 'entropy'") != std::string::npos);
+}
+
+TEST_CASE("wrong type names the key and both types") {
+  std::string e = error_of(replace(kGood, "bits = 4", "bits = \"four\""));
+  CHECK(e.find("p.toml:12:1: quantizer.bits: expected an int, got string") != std::string::npos);
+}
+
+TEST_CASE("out of range names the key, the value and the bounds") {
+  std::string e = error_of(replace(kGood, "bits = 4", "bits = 12"));
+  CHECK(e.find("p.toml:12:1: quantizer.bits") != std::string::npos);
+  CHECK(e.find("out of range [2, 8]") != std::string::npos);
+  e = error_of(replace(kGood, "bits = 8 }", "bits = 1 }"));
+  CHECK(e.find("p.toml:19:") != std::string::npos);
+}
+
+TEST_CASE("unknown plugin id, with a suggestion") {
+  std::string e = error_of(replace(kGood, "nwc.entropy.raw", "nwc.entropy.rawr"));
+  CHECK(e.find("p.toml:15:") != std::string::npos);
+  CHECK(e.find("unknown plugin id 'nwc.entropy.rawr' (did you mean 'nwc.entropy.raw'?)") !=
+        std::string::npos);
+}
+
+TEST_CASE("a plugin of the wrong kind in a slot") {
+  std::string e =
+      error_of(replace(kGood, "plugin = \"nwc.entropy.raw\"", "plugin = \"nwc.quant.uniform\""));
+  CHECK(e.find("entropy.plugin: nwc.quant.uniform is a quantizer, not a entropy") !=
+        std::string::npos);
+}
+
+TEST_CASE("missing required stage tables") {
+  std::string e = error_of("[chunker]\nplugin = \"nwc.chunk.group\"\n");
+  CHECK(e.find("missing [quantizer]") != std::string::npos);
+}
+
+TEST_CASE("bad enum value lists the choices") {
+  std::string e = error_of(replace(kGood, "group = 32", "group = 32\ntail = \"wrap\""));
+  CHECK(e.find("chunker.tail") != std::string::npos);
+  CHECK(e.find("\"pad\"") != std::string::npos);
+}
+
+TEST_CASE("glob patterns") {
+  CHECK(glob_match("model.layers.*.self_attn.*_proj.weight",
+                   "model.layers.3.self_attn.q_proj.weight"));
+  CHECK_FALSE(
+      glob_match("model.layers.*.self_attn.*_proj.weight", "model.layers.3.mlp.up_proj.weight"));
+  CHECK(glob_match("*", ""));
+  CHECK(glob_match("a?c", "abc"));
+  CHECK_FALSE(glob_match("a?c", "ac"));
+  CHECK(glob_match("*a*a*a*", "xaxaxax"));
+  CHECK_FALSE(glob_match("*a*a*a*b", std::string(200, 'a')));
+}
