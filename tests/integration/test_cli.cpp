@@ -1,0 +1,321 @@
+// The nwc executable end to end: the main job on stories260K, and every kind of bad input gets a
+// one-line error, a non-zero exit and no output file.
+#include "test_support.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <sys/wait.h>
+#include <xxhash.h>
+
+namespace fs = std::filesystem;
+using nwc::test::TempDir;
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string &s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string slurp(const fs::path &p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs `nwc ARGS` with the build tree's plugins (install-relative discovery).
+Result run_nwc(const std::vector<std::string> &args, const std::string &env = "") {
+  static int counter = 0;
+  fs::path dir = fs::temp_directory_path();
+  std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  fs::path out = dir / ("nwc-cli-out-" + tag), err = dir / ("nwc-cli-err-" + tag);
+  std::string cmd = env + " " + quote((nwc::test::binary_dir() / "bin" / "nwc").string());
+  for (const auto &a : args) cmd += " " + quote(a);
+  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+  int st = std::system(cmd.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+std::string model() {
+  return nwc::test::stories260k().string();
+}
+std::string pipeline(const std::string &name) {
+  return (nwc::test::source_dir() / "pipelines" / name).string();
+}
+
+// A failed command: the expected exit code, exactly one line on stderr naming the problem, and
+// nothing left in the output directory.
+void expect_failure(const Result &r, int code, const std::string &needle, const TempDir &dir,
+                    const std::vector<std::string> &allowed = {}) {
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == code);
+  CHECK(r.err.find(needle) != std::string::npos);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  std::vector<std::string> left;
+  for (const auto &e : dir.entries())
+    if (std::find(allowed.begin(), allowed.end(), e) == allowed.end()) left.push_back(e);
+  CHECK(left.empty());
+}
+
+void write_text(const fs::path &p, const std::string &s) {
+  nwc::test::write_bytes(p, s.data(), s.size());
+}
+
+// Compresses stories260K into dir/m.nwc with the 4-bit preset.
+void make_container(const TempDir &dir) {
+  Result r = run_nwc({"compress", model(), "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o",
+                      (dir / "m.nwc").string(), "--quiet"});
+  REQUIRE(r.exit_code == 0);
+}
+
+uint64_t le64(const uint8_t *p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+} // namespace
+
+TEST_CASE("compress, inspect, decompress stories260K with the 4-bit preset") {
+  TempDir dir;
+  Result c = run_nwc({"compress", model(), "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o",
+                      (dir / "m.nwc").string(), "--json"});
+  REQUIRE(c.exit_code == 0);
+  auto cj = nlohmann::json::parse(c.out);
+  CHECK(cj["tensors"] == 47); // embedding, 5 x (2 norms + 7 linears), final norm
+  CHECK(cj["weights"] == 260032);
+  CHECK(cj["bytes"].get<uint64_t>() == fs::file_size(dir / "m.nwc"));
+
+  Result i = run_nwc({"inspect", (dir / "m.nwc").string(), "--reference", model(), "--json"});
+  REQUIRE(i.exit_code == 0);
+  auto ij = nlohmann::json::parse(i.out);
+  const auto &totals = ij["totals"];
+  CHECK(totals["bytes"].get<uint64_t>() == fs::file_size(dir / "m.nwc"));
+  CHECK(totals["bits_per_weight"].get<double>() ==
+        doctest::Approx(8.0 * static_cast<double>(fs::file_size(dir / "m.nwc")) / 260032));
+  // Coded linears: 4-bit symbols + 32 bits of fp16 scale/offset per 32 weights = 5 bits, plus
+  // stream headers and the container's share.
+  // down_proj (172 columns) pads its last group of each block, and the 16 KB manifest is shared
+  // by 260K weights: about 0.5 bits/weight of container overhead on a model this small.
+  CHECK(totals["pipeline_bits_per_weight"].get<double>() > 5.0);
+  CHECK(totals["pipeline_bits_per_weight"].get<double>() < 6.0);
+  uint64_t q_bytes = 0;
+  for (const auto &t : ij["tensors"])
+    if (t["name"] == "model.layers.0.self_attn.q_proj.weight") q_bytes = t["stream_bytes"];
+  // 64x64 weights: 2048 bytes of 4-bit symbols + 5-byte raw header, 128 groups x 4 bytes of side.
+  CHECK(q_bytes == 2048 + 5 + 128 * 4);
+  CHECK(totals["mse"].get<double>() > 0);
+  CHECK(totals["mse"].get<double>() < 1e-3);
+  for (const auto &t : ij["tensors"])
+    if (t["storage"] == "raw") CHECK(t["mse"].get<double>() == 0.0);
+
+  Result d =
+      run_nwc({"decompress", (dir / "m.nwc").string(), "-o", (dir / "m.safetensors").string()});
+  REQUIRE(d.exit_code == 0);
+  // The decompressed file is itself a model: compressing it losslessly gives the same MSE.
+  Result i2 = run_nwc({"inspect", (dir / "m.nwc").string(), "--reference",
+                       (dir / "m.safetensors").string(), "--json"});
+  REQUIRE(i2.exit_code == 0);
+  CHECK(nlohmann::json::parse(i2.out)["totals"]["mse"].get<double>() == 0.0);
+}
+
+TEST_CASE("plugins list and show describe the shipped plugins and their options") {
+  Result r = run_nwc({"plugins", "list", "--json"});
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  std::vector<std::string> ids;
+  for (const auto &p : j["plugins"]) ids.push_back(p["id"]);
+  for (const char *id : {"nwc.chunk.group", "nwc.quant.uniform", "nwc.entropy.raw",
+                         "nwc.entropy.zstd", "nwc.comp.none"})
+    CHECK(std::find(ids.begin(), ids.end(), id) != ids.end());
+  Result s = run_nwc({"plugins", "show", "nwc.quant.uniform", "--json"});
+  REQUIRE(s.exit_code == 0);
+  auto sj = nlohmann::json::parse(s.out);
+  bool found = false;
+  for (const auto &o : sj["options"])
+    if (o["key"] == "bits") {
+      found = true;
+      CHECK(o["range"][0] == 2);
+      CHECK(o["range"][1] == 8);
+      CHECK(!o["doc"].get<std::string>().empty());
+    }
+  CHECK(found);
+  Result text = run_nwc({"plugins", "show", "nwc.quant.uniform"});
+  CHECK(text.out.find("bits (int, default 4, 2..8") != std::string::npos);
+}
+
+TEST_CASE("usage errors exit with 2") {
+  CHECK(run_nwc({"compress"}).exit_code == 2);
+  CHECK(run_nwc({"frobnicate"}).exit_code == 2);
+  CHECK(run_nwc({"compress", model(), "--pipeline", "x", "-o", "y", "--bogus"}).exit_code == 2);
+  CHECK(run_nwc({"decompress", "x.nwc", "-o", "y", "--dtype", "F64"}).exit_code == 2);
+}
+
+TEST_CASE("bad model inputs") {
+  TempDir dir;
+  const std::string out = (dir / "o.nwc").string();
+  auto compress = [&](const std::string &m) {
+    return run_nwc({"compress", m, "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o", out});
+  };
+  SUBCASE("missing model") {
+    expect_failure(compress((dir / "absent.bin").string()), 1, "absent.bin", dir);
+  }
+  SUBCASE("a directory without model files") {
+    fs::create_directory(dir / "empty");
+    expect_failure(compress((dir / "empty").string()), 1, "empty", dir, {"empty"});
+  }
+  SUBCASE("a .gguf that is not GGUF") {
+    write_text(dir / "x.gguf", "hello, this is text\n");
+    expect_failure(compress((dir / "x.gguf").string()), 1, "not a GGUF file", dir, {"x.gguf"});
+  }
+  SUBCASE("a .safetensors that is not safetensors") {
+    write_text(dir / "x.safetensors", "hello, this is text and not a header\n");
+    expect_failure(compress((dir / "x.safetensors").string()), 1, "safetensors", dir,
+                   {"x.safetensors"});
+  }
+  SUBCASE("truncated llama2.c") {
+    auto bytes = nwc::test::read_bytes(model());
+    nwc::test::write_bytes(dir / "t.bin", bytes.data(), bytes.size() - 1000);
+    expect_failure(compress((dir / "t.bin").string()), 1, "truncated", dir, {"t.bin"});
+  }
+  SUBCASE("truncated safetensors") {
+    TempDir work;
+    make_container(work);
+    REQUIRE(
+        run_nwc({"decompress", (work / "m.nwc").string(), "-o", (work / "m.safetensors").string()})
+            .exit_code == 0);
+    auto bytes = nwc::test::read_bytes(work / "m.safetensors");
+    nwc::test::write_bytes(dir / "t.safetensors", bytes.data(), bytes.size() / 2);
+    expect_failure(compress((dir / "t.safetensors").string()), 1, "t.safetensors", dir,
+                   {"t.safetensors"});
+  }
+  SUBCASE("safetensors header with offsets outside the file") {
+    std::string header = R"({"a.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}})";
+    std::string file(8, '\0');
+    uint64_t n = header.size();
+    std::memcpy(file.data(), &n, 8);
+    file += header + std::string(16, '\0');
+    write_text(dir / "o.safetensors", file);
+    expect_failure(compress((dir / "o.safetensors").string()), 1, "o.safetensors", dir,
+                   {"o.safetensors"});
+  }
+  SUBCASE("truncated GGUF") {
+    std::string g = "GGUF";
+    uint32_t version = 3;
+    uint64_t tensors = 1, kvs = 5;
+    g.append(reinterpret_cast<const char *>(&version), 4);
+    g.append(reinterpret_cast<const char *>(&tensors), 8);
+    g.append(reinterpret_cast<const char *>(&kvs), 8);
+    write_text(dir / "t.gguf", g);
+    expect_failure(compress((dir / "t.gguf").string()), 1, "t.gguf", dir, {"t.gguf"});
+  }
+}
+
+TEST_CASE("bad pipeline inputs") {
+  TempDir dir;
+  const std::string out = (dir / "o.nwc").string();
+  const std::string good = slurp(pipeline("rtn-4bit-g32.toml"));
+  auto with = [&](const std::string &from, const std::string &to) {
+    std::string s = good;
+    auto pos = s.find(from);
+    REQUIRE(pos != std::string::npos);
+    s.replace(pos, from.size(), to);
+    write_text(dir / "p.toml", s);
+    return run_nwc({"compress", model(), "--pipeline", (dir / "p.toml").string(), "-o", out});
+  };
+  SUBCASE("invalid TOML") {
+    expect_failure(with("[chunker]", "[chunker"), 1, "invalid TOML", dir, {"p.toml"});
+  }
+  SUBCASE("unknown plugin id") {
+    expect_failure(with("nwc.entropy.raw", "nwc.entropy.rans2"), 1, "unknown plugin id", dir,
+                   {"p.toml"});
+  }
+  SUBCASE("option of the wrong type") {
+    expect_failure(with("bits = 4", "bits = 4.5"), 1, "quantizer.bits: expected an int, got float",
+                   dir, {"p.toml"});
+  }
+  SUBCASE("option out of range") {
+    expect_failure(with("bits = 4", "bits = 9"), 1, "out of range [2, 8]", dir, {"p.toml"});
+  }
+  SUBCASE("a shape the chunker cannot handle") {
+    expect_failure(with("group = 32", "group = 32\ntail = \"error\""), 1,
+                   "model.layers.0.mlp.down_proj.weight", dir, {"p.toml"});
+  }
+  SUBCASE("missing pipeline file") {
+    Result r =
+        run_nwc({"compress", model(), "--pipeline", (dir / "none.toml").string(), "-o", out});
+    expect_failure(r, 1, "none.toml", dir);
+  }
+}
+
+TEST_CASE("output path not writable") {
+  TempDir dir;
+  Result r = run_nwc({"compress", model(), "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o",
+                      (dir / "no-such-dir" / "o.nwc").string()});
+  expect_failure(r, 1, "no-such-dir", dir);
+}
+
+TEST_CASE("bad containers") {
+  TempDir dir;
+  make_container(dir);
+  const auto good = nwc::test::read_bytes(dir / "m.nwc");
+  auto decompress = [&](const std::vector<uint8_t> &bytes, const std::string &extra_env = "") {
+    nwc::test::write_bytes(dir / "bad.nwc", bytes);
+    return run_nwc(
+        {"decompress", (dir / "bad.nwc").string(), "-o", (dir / "o.safetensors").string()},
+        extra_env);
+  };
+  const std::vector<std::string> inputs{"m.nwc", "bad.nwc"};
+  SUBCASE("truncated") {
+    for (size_t cut :
+         {size_t{10}, size_t{100}, good.size() / 2, good.size() - 41, good.size() - 1}) {
+      std::vector<uint8_t> t(good.begin(), good.begin() + static_cast<long>(cut));
+      expect_failure(decompress(t), 1, "bad.nwc", dir, inputs);
+    }
+  }
+  SUBCASE("a flipped byte in a stream fails its checksum") {
+    std::vector<uint8_t> t = good;
+    t[200] ^= 0x01;
+    expect_failure(decompress(t), 1, "checksum", dir, inputs);
+  }
+  SUBCASE("a manifest that lies about a stream length") {
+    const uint8_t *footer = good.data() + good.size() - 40;
+    uint64_t moff = le64(footer), mlen = le64(footer + 8);
+    auto manifest = nlohmann::json::parse(good.begin() + static_cast<long>(moff),
+                                          good.begin() + static_cast<long>(moff + mlen));
+    manifest["tensors"][1]["streams"][0]["length"] = moff; // runs into the manifest
+    std::string m = manifest.dump();
+    std::vector<uint8_t> t(good.begin(), good.begin() + static_cast<long>(moff));
+    t.insert(t.end(), m.begin(), m.end());
+    uint64_t f[3] = {moff, m.size(), XXH64(m.data(), m.size(), 0)};
+    const uint8_t *rest = footer + 24;
+    t.insert(t.end(), reinterpret_cast<uint8_t *>(f), reinterpret_cast<uint8_t *>(f) + 24);
+    t.insert(t.end(), rest, rest + 16);
+    expect_failure(decompress(t), 1, "bad.nwc", dir, inputs);
+  }
+  SUBCASE("a plugin the file needs is not installed") {
+    Result r = run_nwc({"decompress", (dir / "m.nwc").string(), "-o",
+                        (dir / "o.safetensors").string(), "--no-default-plugin-path"},
+                       "NWC_PLUGIN_PATH=");
+    expect_failure(r, 1, "not installed", dir, {"m.nwc"});
+  }
+}
