@@ -16,8 +16,8 @@ NWC_EXTERN_C_BEGIN
 #define NWC_OPT_ENUM 5u /* a string restricted to spec.choices */
 #define NWC_OPT_INT_LIST 6u
 #define NWC_OPT_FLOAT_LIST 7u
-#define NWC_OPT_PATH 8u /* a string naming a file; the host resolves it relative to the pipeline   \
-                         */
+/* PATH: a string naming a file; the host resolves it relative to the pipeline file. */
+#define NWC_OPT_PATH 8u
 
 /* Option flags. */
 #define NWC_OPTF_REQUIRED 0x1u          /* no default: the pipeline must set it */
