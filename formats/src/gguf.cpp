@@ -241,11 +241,24 @@ json read_value(Cursor &c, uint32_t type, const std::string &key, uint64_t &arra
   return arr;
 }
 
+// GGUF llama tensor parts and their HF Llama names.
+constexpr std::pair<const char *, const char *> kLayerNames[] = {
+    {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
+    {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
+    {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+    {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
+};
+constexpr std::pair<const char *, const char *> kModelNames[] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+};
+
 // blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight and friends.
 std::string hf_name(const std::string &g) {
-  if (g == "token_embd.weight") return "model.embed_tokens.weight";
-  if (g == "output_norm.weight") return "model.norm.weight";
-  if (g == "output.weight") return "lm_head.weight";
+  for (const auto &[from, to] : kModelNames)
+    if (g == from) return to;
   if (g.rfind("blk.", 0) != 0) return g;
   size_t i = 4;
   while (i < g.size() && g[i] >= '0' && g[i] <= '9') ++i;
@@ -255,16 +268,25 @@ std::string hf_name(const std::string &g) {
   const size_t dot = rest.find('.');
   if (dot == std::string::npos) return g;
   const std::string part = rest.substr(0, dot), suffix = rest.substr(dot); // ".weight"
-  static const std::pair<const char *, const char *> map[] = {
-      {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
-      {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
-      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
-      {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
-      {"ffn_down", "mlp.down_proj"},
-  };
-  for (const auto &[from, to] : map)
+  for (const auto &[from, to] : kLayerNames)
     if (part == from) return "model.layers." + layer + "." + to + suffix;
   return g;
+}
+
+// The inverse: model.layers.N.mlp.up_proj.weight -> blk.N.ffn_up.weight.
+std::string gguf_name(const std::string &h) {
+  for (const auto &[g, hf] : kModelNames)
+    if (h == hf) return g;
+  const std::string pre = "model.layers.";
+  if (h.rfind(pre, 0) != 0) return h;
+  const size_t dot = h.find('.', pre.size());
+  if (dot == std::string::npos) return h;
+  const std::string layer = h.substr(pre.size(), dot - pre.size()), rest = h.substr(dot + 1);
+  for (const auto &[g, hf] : kLayerNames) {
+    const std::string part(hf);
+    if (rest.rfind(part + ".", 0) == 0) return "blk." + layer + "." + g + rest.substr(part.size());
+  }
+  return h;
 }
 
 struct Info {
@@ -497,13 +519,102 @@ Model read_gguf(const fs::path &path) {
              e && e->info.shape.size() == 2)
       a.vocab_size = e->info.shape[0];
   }
-  // llama.cpp's converters permute the q/k rows of HF checkpoints to suit ggml's RoPE, so which
-  // pairing a consumer must use depends on that converter: report "gguf" rather than claiming
-  // llama2.c's "interleaved" or HF's "rotate_half".
-  a.rope_style = "gguf";
+  // llama.cpp's converter permutes the q/k rows of HF checkpoints back to Meta's layout, because
+  // ggml's normal RoPE mode rotates adjacent pairs (2i, 2i+1): llama2.c's convention.
+  a.rope_style = "interleaved";
   a.tied_embeddings = m.find("lm_head.weight") == nullptr;
   m.metadata["gguf.version"] = version;
   return m;
+}
+
+void write_gguf(const Model &model, const fs::path &path, DType dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16)
+    fail(NWC_E_UNSUPPORTED_DTYPE, path.string() + ": GGUF output supports F32 and F16");
+  const Architecture &a = model.arch;
+  if (a.dim <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 || a.n_layers <= 0)
+    fail(NWC_E_INVALID_ARG, model.path.string() + ": no Llama architecture to describe in GGUF");
+  if (a.rope_style != "interleaved" && a.rope_style != "rotate_half")
+    fail(NWC_E_INVALID_ARG, model.path.string() + ": unknown RoPE style '" + a.rope_style + "'");
+  const bool permute = a.rope_style == "rotate_half"; // ggml's RoPE pairs adjacent channels
+  const int64_t head_dim = a.dim / a.n_heads;
+  constexpr uint64_t kAlign = 32;
+  const uint32_t ggml_type = dtype == DType::F32 ? 0u : 1u;
+
+  std::vector<uint8_t> head;
+  auto put = [&](const void *p, size_t n) {
+    head.insert(head.end(), static_cast<const uint8_t *>(p), static_cast<const uint8_t *>(p) + n);
+  };
+  auto u32 = [&](uint32_t v) { put(&v, 4); };
+  auto u64 = [&](uint64_t v) { put(&v, 8); };
+  auto str = [&](const std::string &s) {
+    u64(s.size());
+    put(s.data(), s.size());
+  };
+  auto kv_u32 = [&](const std::string &k, int64_t v) {
+    str(k);
+    u32(4);
+    u32(static_cast<uint32_t>(v));
+  };
+  auto kv_f32 = [&](const std::string &k, double v) {
+    str(k);
+    u32(6);
+    float f = static_cast<float>(v);
+    put(&f, 4);
+  };
+  head.insert(head.end(), {'G', 'G', 'U', 'F'});
+  u32(3);
+  u64(model.tensors.size());
+  u64(10);
+  str("general.architecture");
+  u32(8);
+  str("llama");
+  str("general.name");
+  u32(8);
+  str(model.path.stem().string());
+  kv_u32("llama.context_length", a.max_seq_len);
+  kv_u32("llama.embedding_length", a.dim);
+  kv_u32("llama.feed_forward_length", a.hidden_dim);
+  kv_u32("llama.block_count", a.n_layers);
+  kv_u32("llama.attention.head_count", a.n_heads);
+  kv_u32("llama.attention.head_count_kv", a.n_kv_heads);
+  kv_f32("llama.attention.layer_norm_rms_epsilon", a.norm_eps);
+  kv_f32("llama.rope.freq_base", a.rope_theta);
+  uint64_t offset = 0;
+  std::vector<uint64_t> offsets;
+  for (const auto &t : model.tensors) {
+    str(gguf_name(t.info.name));
+    u32(static_cast<uint32_t>(t.info.shape.size()));
+    for (auto d = t.info.shape.rbegin(); d != t.info.shape.rend(); ++d)
+      u64(static_cast<uint64_t>(*d));
+    u32(ggml_type);
+    u64(offset);
+    offsets.push_back(offset);
+    offset += (t.info.numel() * dtype_size(dtype) + kAlign - 1) / kAlign * kAlign;
+  }
+  while (head.size() % kAlign) head.push_back(0);
+
+  AtomicFile out(path);
+  out.write(head.data(), head.size());
+  const uint64_t data_start = head.size();
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    const ModelTensor &t = model.tensors[i];
+    std::vector<float> v = t.load();
+    const std::string &n = t.info.name;
+    auto ends = [&](const std::string &suffix) {
+      return n.size() >= suffix.size() &&
+             n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (permute && ends("self_attn.q_proj.weight"))
+      v = permute_rope_rows(v, a.n_heads, head_dim, a.dim, false);
+    else if (permute && ends("self_attn.k_proj.weight"))
+      v = permute_rope_rows(v, a.n_kv_heads, head_dim, a.dim, false);
+    std::vector<uint8_t> bytes(v.size() * dtype_size(dtype));
+    from_float(dtype, v.data(), v.size(), bytes.data());
+    std::vector<uint8_t> pad(static_cast<size_t>(data_start + offsets[i] - out.size()), 0);
+    out.write(pad.data(), pad.size());
+    out.write(bytes.data(), bytes.size());
+  }
+  out.commit();
 }
 
 } // namespace nwc

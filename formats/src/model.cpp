@@ -164,4 +164,21 @@ Model load_model(const fs::path &path) {
                                  ".safetensors file or directory, or a .gguf file)");
 }
 
+std::vector<float> permute_rope_rows(const std::vector<float> &w, int64_t heads, int64_t head_dim,
+                                     int64_t cols, bool to_rotate_half) {
+  std::vector<float> out(w.size());
+  const int64_t half = head_dim / 2;
+  if (static_cast<int64_t>(w.size()) != heads * head_dim * cols)
+    fail(NWC_E_INVALID_ARG,
+         "permute_rope_rows: tensor size does not match heads x head_dim x cols");
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t inter = h * head_dim + 2 * i + j, halves = h * head_dim + j * half + i;
+        const int64_t from = to_rotate_half ? inter : halves, to = to_rotate_half ? halves : inter;
+        std::copy_n(w.begin() + from * cols, cols, out.begin() + to * cols);
+      }
+  return out;
+}
+
 } // namespace nwc

@@ -4,16 +4,24 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/file.hpp"
+#include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
+#include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
+#include "nwc/host/convert.hpp"
+#include "nwc/host/eval.hpp"
+#include "nwc/host/llama.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
+#include "nwc/host/tokenizer.hpp"
 
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -123,17 +131,42 @@ std::string sci(double v) {
   return o.str();
 }
 
+// A model file, or a .nwc container decoded through the installed plugins.
+Model open_model(const std::string &path, const Registry &reg, unsigned threads) {
+  static const unsigned char magic[8] = {0x89, 'N', 'W', 'C', '\r', '\n', 0x1a, '\n'};
+  unsigned char head[8] = {};
+  if (FILE *f = std::fopen(path.c_str(), "rb")) {
+    size_t got = std::fread(head, 1, 8, f);
+    std::fclose(f);
+    if (got == 8 && std::memcmp(head, magic, 8) == 0)
+      return open_container_model(path, reg, threads);
+  }
+  return load_model(path);
+}
+
+DType parse_output_dtype(std::string name) {
+  for (auto &ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  DType dtype;
+  if (!dtype_from_name(name, dtype) ||
+      (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16))
+    throw UsageError("--dtype: expected F32, F16 or BF16, got '" + name + "'");
+  return dtype;
+}
+
 // ---- commands ----------------------------------------------------------------------------------
 
 int cmd_compress(const std::vector<std::string> &args) {
   Common c;
-  std::string model_path, pipeline_path, out;
+  std::string model_path, pipeline_path, out, calibration_path;
   po::options_description d("nwc compress");
   d.add_options()("model", po::value(&model_path)->required(), "model file or directory")(
       "pipeline,p", po::value(&pipeline_path)->required(),
-      "pipeline TOML file")("output,o", po::value(&out)->required(), "output .nwc file");
+      "pipeline TOML file")("output,o", po::value(&out)->required(), "output .nwc file")(
+      "calibration", po::value(&calibration_path),
+      "Hessians from `nwc calibrate` of this same model (for compensators that use them)");
   add_common(d, c);
-  parse(args, d, {"model"}, "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc");
+  parse(args, d, {"model"},
+        "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc [--calibration H.safetensors]");
   Registry reg = load_registry(c);
   Pipeline pl = load_pipeline(pipeline_path, reg);
   Model model = load_model(model_path);
@@ -141,6 +174,18 @@ int cmd_compress(const std::vector<std::string> &args) {
   CompressSettings s;
   s.threads = c.threads;
   s.progress = std::ref(progress);
+  if (!calibration_path.empty()) {
+    Calibration cal = load_calibration(calibration_path);
+    std::string fp = model_fingerprint(model);
+    if (fp != cal.model_hash)
+      throw Error(NWC_E_INVALID_ARG, calibration_path + ": calibrated on model " + cal.model_hash +
+                                         ", but " + model_path + " is " + fp +
+                                         " (rerun nwc calibrate on this model)");
+    for (const auto &h : cal.hessians) {
+      auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
+      for (const auto &l : h.linears) s.hessians[l] = v;
+    }
+  }
   auto t0 = std::chrono::steady_clock::now();
   CompressResult r = compress_model(model, pl, reg, out, s);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -162,19 +207,25 @@ int cmd_compress(const std::vector<std::string> &args) {
 
 int cmd_decompress(const std::vector<std::string> &args) {
   Common c;
-  std::string in, out, dtype_name = "F32";
+  std::string in, out, dtype_name = "F32", layout = "safetensors";
   po::options_description d("nwc decompress");
   d.add_options()("input", po::value(&in)->required(), "input .nwc file")(
-      "output,o", po::value(&out)->required(), "output .safetensors file")(
-      "dtype", po::value(&dtype_name)->default_value("F32"), "output dtype: F32, F16 or BF16");
+      "output,o", po::value(&out)->required(), "output .safetensors file (or directory for hf)")(
+      "dtype", po::value(&dtype_name)->default_value("F32"), "output dtype: F32, F16 or BF16")(
+      "layout", po::value(&layout)->default_value("safetensors"),
+      "safetensors: one file; hf: config.json + model.safetensors");
   add_common(d, c);
   parse(args, d, {"input"}, "nwc decompress IN.nwc -o OUT.safetensors [--dtype F32|F16|BF16]");
-  for (auto &ch : dtype_name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  DType dtype;
-  if (!dtype_from_name(dtype_name, dtype) ||
-      (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16))
-    throw UsageError("--dtype: expected F32, F16 or BF16, got '" + dtype_name + "'");
+  DType dtype = parse_output_dtype(dtype_name);
+  if (layout != "safetensors" && layout != "hf")
+    throw UsageError("--layout: expected safetensors or hf, got '" + layout + "'");
   Registry reg = load_registry(c);
+  if (layout == "hf") {
+    Model model = open_container_model(in, reg, c.threads);
+    write_hf_directory(model, out, dtype);
+    if (!c.quiet) std::cout << "wrote " << out << " (HF Llama layout, " << dtype_name << ")\n";
+    return 0;
+  }
   Progress progress(!c.quiet && !c.json, "decompress");
   auto t0 = std::chrono::steady_clock::now();
   decompress_to_safetensors(in, out, reg, dtype, c.threads, std::ref(progress));
@@ -280,17 +331,21 @@ int cmd_inspect(const std::vector<std::string> &args) {
   }
   std::cout << in << ": pipeline " << m.pipeline_name << ", source " << m.source_model << " ("
             << m.source_format << "), " << m.tensors.size() << " tensors\n";
-  std::cout << std::left << std::setw(44) << "tensor" << std::setw(12) << "shape" << std::setw(10)
-            << "storage" << std::right << std::setw(10) << "bytes" << std::setw(8) << "bits/w";
+  int name_width = 8;
+  for (const auto &t : m.tensors)
+    name_width = std::max(name_width, static_cast<int>(t.name.size()) + 2);
+  std::cout << std::left << std::setw(name_width) << "tensor" << std::setw(12) << "shape"
+            << std::setw(10) << "storage" << std::right << std::setw(10) << "bytes" << std::setw(8)
+            << "bits/w";
   if (ref) std::cout << std::setw(12) << "MSE" << std::setw(9) << "SQNR dB";
   std::cout << "\n";
   for (const auto &row : tensors) {
     std::string shape;
     for (auto &x : row["shape"])
       shape += (shape.empty() ? "" : "x") + std::to_string(x.get<int64_t>());
-    std::cout << std::left << std::setw(44) << row["name"].get<std::string>() << std::setw(12)
-              << shape << std::setw(10) << row["storage"].get<std::string>() << std::right
-              << std::setw(10) << fmt(row["bytes"].get<double>(), 0) << std::setw(8)
+    std::cout << std::left << std::setw(name_width) << row["name"].get<std::string>()
+              << std::setw(12) << shape << std::setw(10) << row["storage"].get<std::string>()
+              << std::right << std::setw(10) << fmt(row["bytes"].get<double>(), 0) << std::setw(8)
               << fmt(row["bits_per_weight"].get<double>(), 3);
     if (ref) {
       double sq = row["sqnr_db"].get<double>();
@@ -412,6 +467,195 @@ int cmd_plugins(const std::vector<std::string> &args) {
   throw UsageError("plugins: unknown action '" + action + "' (expected list or show)");
 }
 
+int cmd_eval(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, tok_path, text_path;
+  EvalSettings es;
+  po::options_description d("nwc eval");
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
+      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "text", po::value(&text_path)->required(), "UTF-8 text to evaluate on")(
+      "seq-len", po::value(&es.seq_len)->default_value(0), "window length (0 = model maximum)")(
+      "max-tokens", po::value(&es.max_tokens)->default_value(0), "truncate the token stream")(
+      "batch", po::value(&es.batch)->default_value(1), "windows per forward pass");
+  add_common(d, c);
+  parse(args, d, {}, "nwc eval --model M --tokenizer T --text FILE [--seq-len N] [--max-tokens N]");
+  if (es.seq_len < 0 || es.max_tokens < 0 || es.batch < 1)
+    throw UsageError("--seq-len and --max-tokens must be >= 0, --batch >= 1");
+  Registry reg = load_registry(c);
+  Model model = open_model(model_path, reg, c.threads);
+  // Windows run in parallel, each on one LibTorch thread: on a loaded machine, intra-op threads
+  // that spin at barriers are several times slower than this.
+  LlamaModel llama(model, 1);
+  es.threads = c.threads;
+  auto tok = load_tokenizer(tok_path, model.arch.vocab_size);
+  auto stream = ppl_token_stream(read_text_file(text_path), *tok);
+  EvalResult r = evaluate_ppl(llama, stream, es);
+  if (c.json) {
+    std::cout << json{{"protocol", r.protocol},
+                      {"model", model_path},
+                      {"text", text_path},
+                      {"tokens", r.tokens},
+                      {"windows", r.windows},
+                      {"seq_len", r.seq_len},
+                      {"predicted_tokens", r.predicted_tokens},
+                      {"nll", r.nll},
+                      {"ppl", r.ppl},
+                      {"seconds", r.seconds},
+                      {"tokens_per_second", r.tokens_per_second}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::cout << "protocol " << r.protocol << "\n"
+            << "model    " << model_path << "\n"
+            << "text     " << text_path << "\n"
+            << "tokens   " << r.tokens << " (" << r.windows << " windows x " << r.seq_len << ", "
+            << r.predicted_tokens << " predicted)\n"
+            << "nll      " << fmt(r.nll, 5) << "\n"
+            << "ppl      " << fmt(r.ppl, 4) << "\n"
+            << "speed    " << fmt(r.tokens_per_second, 0) << " tokens/s (" << fmt(r.seconds, 2)
+            << " s)\n";
+  return 0;
+}
+
+int cmd_generate(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, tok_path, prompt;
+  int64_t steps = 256;
+  po::options_description d("nwc generate");
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
+      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "prompt", po::value(&prompt)->default_value(""), "text to continue (BOS is prepended)")(
+      "steps", po::value(&steps)->default_value(256), "maximum number of new tokens");
+  add_common(d, c);
+  parse(args, d, {}, "nwc generate --model M --tokenizer T [--prompt S] [--steps N]");
+  if (steps < 0) throw UsageError("--steps must be >= 0");
+  Registry reg = load_registry(c);
+  Model model = open_model(model_path, reg, c.threads);
+  LlamaModel llama(model, c.threads);
+  auto tok = load_tokenizer(tok_path, model.arch.vocab_size);
+  std::vector<int32_t> ids;
+  std::string text = generate_text(llama, *tok, prompt, steps, &ids);
+  if (c.json) {
+    std::cout << json{{"text", text}, {"tokens", ids}}.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << text << "\n";
+  return 0;
+}
+
+int cmd_calibrate(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, tok_path, text_path, out;
+  CalibrationSettings cs;
+  po::options_description d("nwc calibrate");
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
+      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "text", po::value(&text_path),
+      "calibration text (default: $NWC_DATA/text/tinystories-calib.txt; never the eval text)")(
+      "tokens", po::value(&cs.tokens)->default_value(65536), "tokens to run (whole windows)")(
+      "seq-len", po::value(&cs.seq_len)->default_value(0), "window length (0 = model maximum)")(
+      "output,o", po::value(&out)->required(), "output .safetensors file of Hessians");
+  add_common(d, c);
+  parse(args, d, {}, "nwc calibrate --model M --tokenizer T [--text FILE] -o H.safetensors");
+  if (cs.tokens < 1 || cs.seq_len < 0) throw UsageError("--tokens must be >= 1, --seq-len >= 0");
+  if (text_path.empty()) {
+    const char *data = std::getenv("NWC_DATA");
+    if (!data || !*data)
+      throw UsageError(
+          "--text is required (or set NWC_DATA to use its text/tinystories-calib.txt)");
+    text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
+  }
+  // Calibrating on the evaluation text would flatter every method evaluated on it afterwards.
+  if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
+    throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
+                                               "calibrate on tinystories-calib.txt");
+  Registry reg = load_registry(c);
+  Model model = open_model(model_path, reg, c.threads);
+  LlamaModel llama(model, c.threads);
+  auto tok = load_tokenizer(tok_path, model.arch.vocab_size);
+  std::string text = read_text_file(text_path);
+  auto t0 = std::chrono::steady_clock::now();
+  Calibration cal = calibrate(llama, ppl_token_stream(text, *tok), cs);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  cal.model_hash = model_fingerprint(model);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(container_checksum(text.data(), text.size())));
+  cal.text_hash = hex;
+  save_calibration(cal, out);
+  json inputs = json::array();
+  for (const auto &h : cal.hessians) {
+    double trace = 0;
+    for (int64_t i = 0; i < h.dim; ++i) trace += h.h[static_cast<size_t>(i * h.dim + i)];
+    inputs.push_back({{"input", h.input},
+                      {"linears", h.linears},
+                      {"dim", h.dim},
+                      {"count", h.count},
+                      {"trace", trace}});
+  }
+  if (c.json) {
+    std::cout << json{{"output", out},
+                      {"tokens", cal.tokens},
+                      {"seq_len", cal.seq_len},
+                      {"model_hash", cal.model_hash},
+                      {"text_hash", cal.text_hash},
+                      {"seconds", secs},
+                      {"tokens_per_second", secs > 0 ? static_cast<double>(cal.tokens) / secs : 0},
+                      {"inputs", inputs}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::cout << "calibrated " << model_path << " on " << cal.tokens << " tokens of " << text_path
+            << " (windows of " << cal.seq_len << ", " << fmt(secs, 2) << " s, "
+            << fmt(static_cast<double>(cal.tokens) / std::max(secs, 1e-9), 0) << " tokens/s)\n";
+  std::cout << std::left << std::setw(22) << "input" << std::setw(6) << "dim" << std::setw(12)
+            << "trace(H)"
+            << "linears\n";
+  for (const auto &row : inputs) {
+    std::string names;
+    for (const auto &l : row["linears"]) {
+      std::string n = l.get<std::string>();
+      auto dot = n.rfind('.', n.size() - 8); // "...q_proj.weight" -> "q_proj"
+      names += (names.empty() ? "" : ", ") + n.substr(dot + 1, n.size() - dot - 8);
+    }
+    std::cout << std::left << std::setw(22) << row["input"].get<std::string>() << std::setw(6)
+              << row["dim"].get<int64_t>() << std::setw(12) << sci(row["trace"].get<double>())
+              << names << "\n";
+  }
+  std::cout << "wrote " << out << " (model " << cal.model_hash << ", text " << cal.text_hash
+            << ")\n";
+  return 0;
+}
+
+int cmd_convert(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, out, layout = "hf", dtype_name = "F32";
+  po::options_description d("nwc convert");
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
+      "output,o", po::value(&out)->required(),
+      "output directory")("layout", po::value(&layout)->default_value("hf"),
+                          "hf: config.json + model.safetensors; gguf: one GGUF v3 file")(
+      "dtype", po::value(&dtype_name)->default_value("F32"), "F32, F16 or BF16");
+  add_common(d, c);
+  parse(args, d, {}, "nwc convert --model M -o OUT [--layout hf|gguf] [--dtype F32|F16|BF16]");
+  if (layout != "hf" && layout != "gguf")
+    throw UsageError("--layout: expected hf or gguf, got '" + layout + "'");
+  DType dtype = parse_output_dtype(dtype_name);
+  Registry reg = load_registry(c);
+  Model model = open_model(model_path, reg, c.threads);
+  if (layout == "gguf")
+    write_gguf(model, out, dtype);
+  else
+    write_hf_directory(model, out, dtype);
+  if (!c.quiet)
+    std::cout << "wrote " << out << " (" << (layout == "hf" ? "HF Llama directory" : "GGUF v3")
+              << ", " << dtype_name << ")\n";
+  return 0;
+}
+
 void print_help() {
   std::cout << "nwc " << kVersion << " — compress the weights of language models\n\n"
             << "usage: nwc <command> [options]\n\n"
@@ -419,6 +663,10 @@ void print_help() {
             << "  compress MODEL --pipeline FILE.toml -o OUT.nwc   code a model into a container\n"
             << "  decompress IN.nwc -o OUT.safetensors              decode every tensor\n"
             << "  inspect IN.nwc [--reference MODEL]                sizes, bits/weight, MSE\n"
+            << "  eval --model M --tokenizer T --text FILE          perplexity (protocol ppl-v1)\n"
+            << "  generate --model M --tokenizer T [--prompt S]     greedy decoding\n"
+            << "  calibrate --model M --tokenizer T --text F -o H   per-linear input Hessians\n"
+            << "  convert --model M -o DIR --layout hf              HF Llama directory\n"
             << "  plugins list | plugins show ID                    installed plugins, options\n\n"
             << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
 }
@@ -445,6 +693,10 @@ int main(int argc, char **argv) {
     if (cmd == "decompress") return cmd_decompress(args);
     if (cmd == "inspect") return cmd_inspect(args);
     if (cmd == "plugins") return cmd_plugins(args);
+    if (cmd == "eval") return cmd_eval(args);
+    if (cmd == "generate") return cmd_generate(args);
+    if (cmd == "calibrate") return cmd_calibrate(args);
+    if (cmd == "convert") return cmd_convert(args);
     throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
   } catch (const UsageError &e) {
     std::cerr << "nwc: usage error: " << e.what() << "\n";

@@ -270,13 +270,21 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   // options, or needs what we lack, fails here, before the output file exists.
   for (size_t i = 0; i < n; ++i) {
     if (!chains[i]) continue;
+    const TensorInfo &info = model.tensors[i].info;
     auto st = make_stages(chains[i]->stages, registry, false);
-    if (st->compensator) {
+    auto h = settings.hessians.find(info.name);
+    const int64_t cols = as_matrix(info.shape).second;
+    if (h != settings.hessians.end() &&
+        h->second->size() != static_cast<size_t>(cols) * static_cast<size_t>(cols))
+      fail(NWC_E_INVALID_ARG, "calibration: Hessian of " + info.name + " has " +
+                                  std::to_string(h->second->size()) + " entries, expected " +
+                                  std::to_string(cols) + " x " + std::to_string(cols));
+    if (st->compensator && h == settings.hessians.end()) {
       uint32_t req = st->compensator->requirements(st->at(Slot::Compensator).raw());
       if (req & NWC_COMPENSATOR_NEEDS_HESSIAN)
-        fail(NWC_E_INVALID_ARG,
-             "plugin " + st->at(Slot::Compensator).plugin().id +
-                 " needs calibration Hessians, which `nwc compress` cannot compute yet");
+        fail(NWC_E_INVALID_ARG, "plugin " + st->at(Slot::Compensator).plugin().id +
+                                    " needs the calibration Hessian of " + info.name +
+                                    "; run `nwc calibrate` and pass --calibration FILE");
     }
   }
 
@@ -340,8 +348,22 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
     int64_t shape[2] = {rows, cols};
     nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
     if (st.compensator) {
+      nwc_tensor_view hv{};
+      const nwc_tensor_view *hessian = nullptr;
+      int64_t hshape[2] = {cols, cols};
+      if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
+        hv = nwc_tensor_view{const_cast<float *>(h->second->data()),
+                             0,
+                             NWC_DTYPE_F32,
+                             NWC_DEVICE_CPU,
+                             0,
+                             2,
+                             hshape,
+                             nullptr};
+        hessian = &hv;
+      }
       nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
-                                                 &wv, nullptr, &bc.c);
+                                                 &wv, hessian, &bc.c);
       if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
       st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
     } else { // no compensator: the whole tensor is one block

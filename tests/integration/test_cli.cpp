@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -317,5 +318,99 @@ TEST_CASE("bad containers") {
                         (dir / "o.safetensors").string(), "--no-default-plugin-path"},
                        "NWC_PLUGIN_PATH=");
     expect_failure(r, 1, "not installed", dir, {"m.nwc"});
+  }
+}
+
+TEST_CASE("eval: the original model and its 4-bit container, side by side") {
+  TempDir dir;
+  make_container(dir);
+  const auto data = nwc::test::data_dir();
+  const std::string tok = (data / "models" / "stories260K" / "tok512.bin").string();
+  const std::string text = (data / "text" / "tinystories-eval.txt").string();
+  auto eval = [&](const std::string &m) {
+    Result r = run_nwc({"eval", "--model", m, "--tokenizer", tok, "--text", text, "--max-tokens",
+                        "20480", "--threads", "1", "--json"});
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  auto orig = eval(model()), quant = eval((dir / "m.nwc").string());
+  for (const auto &j : {orig, quant}) {
+    CHECK(j["protocol"] == "ppl-v1");
+    CHECK(j["tokens"] == 20480);
+    CHECK(j["windows"] == 40);
+    CHECK(j["tokens_per_second"].get<double>() > 0);
+    CHECK(j["ppl"].get<double>() == doctest::Approx(std::exp(j["nll"].get<double>())));
+  }
+  CHECK(std::abs(orig["nll"].get<double>() - 1.40716) <= 0.0005);
+  // 4-bit RTN costs some perplexity on a model this small, but not all of it.
+  CHECK(quant["nll"].get<double>() > orig["nll"].get<double>() + 0.005);
+  CHECK(quant["nll"].get<double>() < orig["nll"].get<double>() + 0.5);
+  MESSAGE("ppl-v1 (20480 tokens): original NLL " << orig["nll"] << ", rtn-4bit-g32 NLL "
+                                                 << quant["nll"]);
+}
+
+TEST_CASE("generate prints llama2.c's greedy story") {
+  const auto dir = nwc::test::data_dir() / "models" / "stories260K";
+  Result r = run_nwc({"generate", "--model", model(), "--tokenizer", (dir / "tok512.bin").string(),
+                      "--steps", "511", "--threads", "1"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == slurp(dir / "greedy_output.txt"));
+}
+
+TEST_CASE("calibrate writes Hessians that compress accepts only for the same model") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  Result c = run_nwc({"calibrate", "--model", model(), "--tokenizer",
+                      (data / "models" / "stories260K" / "tok512.bin").string(), "--text",
+                      (data / "text" / "tinystories-calib.txt").string(), "--tokens", "2048",
+                      "--threads", "1", "-o", (dir / "h.safetensors").string(), "--json"});
+  REQUIRE(c.exit_code == 0);
+  auto j = nlohmann::json::parse(c.out);
+  CHECK(j["tokens"] == 2048);
+  CHECK(j["inputs"].size() == 20);
+  Result ok = run_nwc({"compress", model(), "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o",
+                       (dir / "a.nwc").string(), "--calibration", (dir / "h.safetensors").string(),
+                       "--quiet"});
+  CHECK(ok.exit_code == 0);
+  // The same Hessians offered for another model are refused before any output is written.
+  Result other =
+      run_nwc({"compress", (data / "models" / "aidreams260K" / "aidreams260K.bin").string(),
+               "--pipeline", pipeline("rtn-4bit-g32.toml"), "-o", (dir / "b.nwc").string(),
+               "--calibration", (dir / "h.safetensors").string()});
+  expect_failure(other, 1, "calibrated on model", dir, {"h.safetensors", "a.nwc"});
+}
+
+TEST_CASE("calibrate refuses the evaluation text") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  Result r = run_nwc({"calibrate", "--model", model(), "--tokenizer",
+                      (data / "models" / "stories260K" / "tok512.bin").string(), "--text",
+                      (data / "text" / "tinystories-eval.txt").string(), "-o",
+                      (dir / "h.safetensors").string()});
+  expect_failure(r, 1, "evaluation half", dir);
+}
+
+TEST_CASE("convert writes HF and GGUF layouts that evaluate like the original") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  REQUIRE(
+      run_nwc({"convert", "--model", model(), "-o", (dir / "hf").string(), "--quiet"}).exit_code ==
+      0);
+  REQUIRE(run_nwc({"convert", "--model", model(), "-o", (dir / "m.gguf").string(), "--layout",
+                   "gguf", "--quiet"})
+              .exit_code == 0);
+  CHECK(fs::exists(dir / "hf" / "config.json"));
+  for (const std::string &m : {(dir / "hf").string(), (dir / "m.gguf").string()}) {
+    Result r = run_nwc({"eval", "--model", m, "--tokenizer",
+                        (data / "models" / "stories260K" / "tok512.bin").string(), "--text",
+                        (data / "text" / "tinystories-eval.txt").string(), "--max-tokens", "2048",
+                        "--json"});
+    REQUIRE(r.exit_code == 0);
+    auto ref = run_nwc({"eval", "--model", model(), "--tokenizer",
+                        (data / "models" / "stories260K" / "tok512.bin").string(), "--text",
+                        (data / "text" / "tinystories-eval.txt").string(), "--max-tokens", "2048",
+                        "--json"});
+    CHECK(std::abs(nlohmann::json::parse(r.out)["nll"].get<double>() -
+                   nlohmann::json::parse(ref.out)["nll"].get<double>()) <= 1e-4);
   }
 }

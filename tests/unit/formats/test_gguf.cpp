@@ -192,7 +192,7 @@ TEST_CASE("GGUF v3 and v2: metadata, architecture, names, shapes and values") {
     CHECK(m.arch.vocab_size == 3);
     CHECK(m.arch.norm_eps == doctest::Approx(1e-6));
     CHECK(m.arch.rope_theta == 500000.0);
-    CHECK(m.arch.rope_style == "gguf");
+    CHECK(m.arch.rope_style == "interleaved");
     CHECK(m.arch.tied_embeddings); // no output.weight
 
     REQUIRE(m.tensors.size() == 7);

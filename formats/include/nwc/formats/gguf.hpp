@@ -13,4 +13,10 @@ namespace nwc {
 // is validated against the file size before allocation.
 Model read_gguf(const std::filesystem::path &path);
 
+// Writes a Llama model as GGUF v3 (llama architecture metadata, F32 or F16 tensors, alignment 32),
+// with GGUF tensor names; q/k rows of rotate-half (HF) models are permuted to the interleaved
+// pairing ggml's RoPE uses. Written through a temporary file renamed on success. Tokenizer
+// metadata is not written.
+void write_gguf(const Model &model, const std::filesystem::path &path, DType dtype);
+
 } // namespace nwc

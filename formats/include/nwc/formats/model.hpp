@@ -63,4 +63,10 @@ struct Model {
 // was expected, e.g. "model.gguf: not a GGUF file (bad magic)".
 Model load_model(const std::filesystem::path &path);
 
+// Reorders the rows of a q/k projection ([heads * head_dim, cols]) between the two RoPE pairings:
+// interleaved pairs (2i, 2i+1) of each head (llama2.c, Meta, ggml) and halves (i, i + head_dim/2)
+// (HF's rotate-half). to_rotate_half selects the direction.
+std::vector<float> permute_rope_rows(const std::vector<float> &w, int64_t heads, int64_t head_dim,
+                                     int64_t cols, bool to_rotate_half);
+
 } // namespace nwc

@@ -12,6 +12,8 @@
 #include "nwc/host/registry.hpp"
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,9 @@ using ProgressFn = std::function<void(size_t done, size_t total, const std::stri
 struct CompressSettings {
   unsigned threads = 0; // 0 = all cores
   ProgressFn progress;
+  // Input second moments H (cols x cols, row-major) of linear weights, by weight name; handed to
+  // compensators (NWC_COMPENSATOR_NEEDS_HESSIAN requires one for every coded tensor).
+  std::map<std::string, std::shared_ptr<const std::vector<float>>> hessians;
 };
 
 struct CompressedTensor {
