@@ -127,9 +127,15 @@ struct BlockCodec {
 
   static nwc_status encode(nwc_block_codec *self, int64_t c0, int64_t c1,
                            const nwc_tensor_view *values, nwc_tensor_view *recon) {
+    return encode_ex(self, c0, c1, values, nullptr, 0, recon);
+  }
+
+  static nwc_status encode_ex(nwc_block_codec *self, int64_t c0, int64_t c1,
+                              const nwc_tensor_view *values, const nwc_tensor_view *fit,
+                              uint32_t flags, nwc_tensor_view *recon) {
     auto *bc = static_cast<BlockCodec *>(self->ctx);
     try {
-      bc->encode_block(c0, c1, values, recon);
+      bc->encode_block(c0, c1, values, fit, flags, recon);
       return NWC_OK;
     } catch (const Error &e) {
       bc->error = e.what();
@@ -146,7 +152,8 @@ struct BlockCodec {
     }
   }
 
-  void encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values, nwc_tensor_view *recon) {
+  void encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                    const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon) {
     if (c0 < 0 || c1 <= c0 || c1 > cols)
       fail(NWC_E_INVALID_ARG, "tensor " + name + ": compensator asked for columns [" +
                                   std::to_string(c0) + ", " + std::to_string(c1) + ")");
@@ -158,6 +165,10 @@ struct BlockCodec {
     };
     check_view(values, "values");
     check_view(recon, "reconstruction");
+    if (fit) check_view(fit, "fit values");
+    if (flags & ~NWC_BLOCK_DRY_RUN)
+      fail(NWC_E_INVALID_ARG, "tensor " + name + ": unknown block codec flags");
+    const bool dry = (flags & NWC_BLOCK_DRY_RUN) != 0;
     const Stages &st = *stages;
     nwc_block_info info{sizeof(nwc_block_info), 0, name.c_str(), rows, cols, c0, c1};
     Geometry g = plan_block(st, info);
@@ -189,17 +200,55 @@ struct BlockCodec {
     View sym_v(symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
     View deq_v(dequant.data(), NWC_DTYPE_F32, g.count, g.latent);
     VectorSink quant_side;
-    st.at(Slot::Quantizer)
-        .check(st.quantizer->quantize(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
-                                      sym_v.get(), deq_v.get(), &quant_side.sink),
-               "quantize");
+    if (fit) {
+      // The reference goes through the same chunker and transform; a chunker whose side
+      // information depends on the values cannot serve both, so that is refused.
+      std::vector<float> ref_chunks(chunks.size()), ref_lat_buf;
+      View ref_chunks_v(ref_chunks.data(), NWC_DTYPE_F32, g.count, g.length);
+      VectorSink ref_side;
+      st.at(Slot::Chunker)
+          .check(st.chunker->split(st.at(Slot::Chunker).raw(), &info, fit, ref_chunks_v.get(),
+                                   &ref_side.sink),
+                 "split");
+      if (ref_side.bytes != chunk_side.bytes)
+        fail(NWC_E_INVALID_ARG, "tensor " + name + ": chunker " + st.at(Slot::Chunker).plugin().id +
+                                    " writes value-dependent side information, which fitted "
+                                    "quantization (GPTQ groups) cannot use");
+      nwc_tensor_view *ref_lat = ref_chunks_v.get();
+      View ref_lat_v(nullptr, NWC_DTYPE_F32, g.count, g.latent);
+      if (st.transform) {
+        ref_lat_buf.resize(static_cast<size_t>(g.count * g.latent));
+        ref_lat_v.view.data = ref_lat_buf.data();
+        st.at(Slot::Transform)
+            .check(st.transform->forward(st.at(Slot::Transform).raw(), &info, ref_chunks_v.get(),
+                                         ref_lat_v.get()),
+                   "forward");
+        ref_lat = ref_lat_v.get();
+      }
+      if (st.quantizer->struct_size < sizeof(nwc_quantizer_interface) ||
+          !st.quantizer->quantize_fitted)
+        fail(NWC_E_INVALID_ARG, "tensor " + name + ": quantizer " +
+                                    st.at(Slot::Quantizer).plugin().id +
+                                    " cannot fit its parameters on reference values (needed by "
+                                    "the compensator)");
+      st.at(Slot::Quantizer)
+          .check(st.quantizer->quantize_fitted(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
+                                               ref_lat, sym_v.get(), deq_v.get(), &quant_side.sink),
+                 "quantize_fitted");
+    } else {
+      st.at(Slot::Quantizer)
+          .check(st.quantizer->quantize(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
+                                        sym_v.get(), deq_v.get(), &quant_side.sink),
+                 "quantize");
+    }
 
     const nwc_cdf_model *model =
         st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
     VectorSink coded;
-    st.at(Slot::Entropy)
-        .check(st.entropy->encode(st.at(Slot::Entropy).raw(), sym_v.get(), model, &coded.sink),
-               "encode");
+    if (!dry) // a trial needs only the reconstruction
+      st.at(Slot::Entropy)
+          .check(st.entropy->encode(st.at(Slot::Entropy).raw(), sym_v.get(), model, &coded.sink),
+                 "encode");
 
     // Reconstruct exactly as the decoder will: dequantized latents -> inverse -> merge.
     std::vector<float> rec_chunks_buf;
@@ -219,6 +268,7 @@ struct BlockCodec {
         .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, rec_chunks, side, recon),
                "merge");
 
+    if (dry) return;
     if (!chunk_side.bytes.empty()) out.streams.emplace_back("chunker", std::move(chunk_side.bytes));
     if (!quant_side.bytes.empty())
       out.streams.emplace_back("quantizer", std::move(quant_side.bytes));
@@ -344,7 +394,8 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
     bc.name = rec.name;
     bc.rows = rows;
     bc.cols = cols;
-    bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode};
+    bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
+                           &BlockCodec::encode_ex};
     int64_t shape[2] = {rows, cols};
     nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
     if (st.compensator) {
@@ -369,7 +420,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
     } else { // no compensator: the whole tensor is one block
       std::vector<float> recon(values.size());
       nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
-      bc.encode_block(0, cols, &wv, &rv);
+      bc.encode_block(0, cols, &wv, nullptr, 0, &rv);
     }
 
     // Blocks must tile [0, cols) exactly once.
@@ -405,7 +456,9 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
       {
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return stop || i < written + window; });
-        if (stop) return;
+        // After a failure only tensors before it still matter: one of them may fail too, and
+        // the earliest failure is the one reported, whatever the thread count.
+        if (stop && (!error || i > error_index)) return;
       }
       try {
         auto enc = encode_one(i, cache);
