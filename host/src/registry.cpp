@@ -17,8 +17,15 @@ namespace {
 
 std::atomic<int32_t> g_log_level{NWC_LOG_INFO};
 std::mutex g_log_mutex;
+// While a create() runs on this thread, the plugin's error messages are collected here so that
+// the exception can say why (create failures have no instance to ask for last_error).
+thread_local std::string *t_create_errors = nullptr;
 
 void host_log(const nwc_host *, int32_t level, const char *msg) {
+  if (t_create_errors && level >= NWC_LOG_ERROR) {
+    *t_create_errors += (t_create_errors->empty() ? "" : "; ") + std::string(msg ? msg : "");
+    return;
+  }
   log_message(level, msg ? msg : "");
 }
 void host_progress(const nwc_host *, uint64_t, uint64_t, const char *) {}
@@ -343,10 +350,14 @@ std::unique_ptr<Instance> Registry::create(const std::string &id,
   std::string why = validate_options(*p, options);
   if (!why.empty()) fail(NWC_E_INVALID_OPTION, "plugin " + id + ": " + why);
   nwc_instance *raw = nullptr;
+  std::string errors;
+  t_create_errors = &errors;
   nwc_status st = p->vtable->create(&g_host, options.c_options(), &raw);
+  t_create_errors = nullptr;
   if (st != NWC_OK || !raw)
-    fail(st != NWC_OK ? st : NWC_E_INTERNAL,
-         "plugin " + id + ": create failed (" + nwc_status_name(st) + ")");
+    fail(st != NWC_OK ? st : NWC_E_INTERNAL, "plugin " + id + ": create failed (" +
+                                                 nwc_status_name(st) + ")" +
+                                                 (errors.empty() ? "" : ": " + errors));
   auto inst = std::make_unique<Instance>(*p, raw);
   inst->interface(kind_interface(p->kind)); // refuse plugins that lack their kind's interface
   return inst;
