@@ -86,20 +86,22 @@ NWC_PIN(offsetof(nwc_chunker_interface, split) == 16);
 NWC_PIN(offsetof(nwc_chunker_interface, merge) == 24);
 NWC_PIN(sizeof(nwc_transform_interface) == 40);
 NWC_PIN(offsetof(nwc_transform_interface, probability_model) == 32);
-NWC_PIN(sizeof(nwc_quantizer_interface) == 24);
+NWC_PIN(sizeof(nwc_quantizer_interface) == 32);
 NWC_PIN(offsetof(nwc_quantizer_interface, dequantize) == 16);
+NWC_PIN(offsetof(nwc_quantizer_interface, quantize_fitted) == 24); /* since 1.1 */
 NWC_PIN(sizeof(nwc_entropy_interface) == 24);
 NWC_PIN(offsetof(nwc_entropy_interface, decode) == 16);
 NWC_PIN(sizeof(nwc_compensator_interface) == 24);
 NWC_PIN(offsetof(nwc_compensator_interface, compensate) == 16);
-NWC_PIN(sizeof(nwc_block_codec) == 40);
+NWC_PIN(sizeof(nwc_block_codec) == 48);
+NWC_PIN(offsetof(nwc_block_codec, encode_ex) == 40); /* since 1.1 */
 NWC_PIN(offsetof(nwc_block_codec, ctx) == 8);
 NWC_PIN(offsetof(nwc_block_codec, rows) == 16);
 NWC_PIN(offsetof(nwc_block_codec, encode) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010000u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010001u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
         NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);

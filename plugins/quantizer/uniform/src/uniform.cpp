@@ -103,6 +103,7 @@ public:
       "is rounded up so that every value stays within half a step. Optionally searches a "
       "clipping ratio that minimizes the squared error (as in GPTQ/HQQ).";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
+  static constexpr bool supports_fitted = true;
   NWC_OPTIONS(
       nwc::int_option("bits", 4, 2, 8, "Bits per symbol: 2^bits levels per chunk.",
                       NWC_OPTF_AFFECTS_BITSTREAM, "bits"),
@@ -132,61 +133,15 @@ public:
   void quantize(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
                 nwc::Tensor<int32_t> symbols, nwc::Tensor<float> dequantized,
                 nwc::Sink &side) override {
-    check_shape(b, "symbols", latents, symbols.rows, symbols.cols);
-    check_shape(b, "dequantized", latents, dequantized.rows, dequantized.cols);
-    const int64_t m = latents.cols;
-    for (int64_t r = 0; r < latents.rows; ++r)
-      for (int64_t c = 0; c < m; ++c) {
-        const float x = latents(r, c);
-        if (!std::isfinite(x))
-          nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
-                                           "': non-finite value at chunk " + std::to_string(r) +
-                                           ", element " + std::to_string(c));
-        if (std::fabs(static_cast<double>(x)) > kHalfMax)
-          nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': value " +
-                                           std::to_string(x) + " at chunk " + std::to_string(r) +
-                                           ", element " + std::to_string(c) +
-                                           " is outside the fp16 range +-65504 that the "
-                                           "uniform quantizer's fp16 scales can address");
-      }
+    quantize_on(b, latents, latents, symbols, dequantized, side);
+  }
 
-    std::vector<uint8_t> out;
-    out.reserve(static_cast<size_t>(latents.rows) * 4);
-    for (int64_t r = 0; r < latents.rows; ++r) {
-      const float *x = latents.row(r);
-      double lo = 0.0, hi = 0.0;
-      for (int64_t c = 0; c < m; ++c) {
-        const double v = x[c];
-        lo = c == 0 ? v : std::min(lo, v);
-        hi = c == 0 ? v : std::max(hi, v);
-      }
-      Params best = params_for(lo, hi, 1.0);
-      if (clip_ && m > 0) {
-        // Ratio 1.0 comes first and only a strictly lower error replaces it, so clipping never
-        // does worse than no clipping.
-        double best_err = squared_error(best, x, m);
-        for (int k = 1; k <= clip_steps_; ++k) {
-          const double ratio = 1.0 - (1.0 - clip_min_) * k / clip_steps_;
-          const Params p = params_for(lo, hi, ratio);
-          const double err = squared_error(p, x, m);
-          if (err < best_err) {
-            best_err = err;
-            best = p;
-          }
-        }
-      }
-      int32_t *q = symbols.row(r);
-      float *dq = dequantized.row(r);
-      for (int64_t c = 0; c < m; ++c) {
-        q[c] = symbol(best, x[c]);
-        dq[c] = reconstruct(best, q[c]);
-      }
-      for (uint16_t h : {best.scale_bits, best.offset_bits}) {
-        out.push_back(static_cast<uint8_t>(h));
-        out.push_back(static_cast<uint8_t>(h >> 8));
-      }
-    }
-    side.write(out.data(), out.size());
+  // The grid of each chunk is fitted on the reference chunk; values outside it are clamped.
+  void quantize_fitted(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+                       nwc::ConstTensor<float> reference, nwc::Tensor<int32_t> symbols,
+                       nwc::Tensor<float> dequantized, nwc::Sink &side) override {
+    check_shape(b, "reference", latents, reference.rows, reference.cols);
+    quantize_on(b, latents, reference, symbols, dequantized, side);
   }
 
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
@@ -229,6 +184,68 @@ public:
   }
 
 private:
+  // Symbols of latents on grids fitted on fit (the same array for plain quantize).
+  void quantize_on(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+                   nwc::ConstTensor<float> fit, nwc::Tensor<int32_t> symbols,
+                   nwc::Tensor<float> dequantized, nwc::Sink &side) const {
+    check_shape(b, "symbols", latents, symbols.rows, symbols.cols);
+    check_shape(b, "dequantized", latents, dequantized.rows, dequantized.cols);
+    const int64_t m = latents.cols;
+    for (const nwc::ConstTensor<float> *t : {&latents, &fit})
+      for (int64_t r = 0; r < t->rows; ++r)
+        for (int64_t c = 0; c < m; ++c) {
+          const float x = (*t)(r, c);
+          if (!std::isfinite(x))
+            nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
+                                             "': non-finite value at chunk " + std::to_string(r) +
+                                             ", element " + std::to_string(c));
+          if (std::fabs(static_cast<double>(x)) > kHalfMax)
+            nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': value " +
+                                             std::to_string(x) + " at chunk " + std::to_string(r) +
+                                             ", element " + std::to_string(c) +
+                                             " is outside the fp16 range +-65504 that the "
+                                             "uniform quantizer's fp16 scales can address");
+        }
+
+    std::vector<uint8_t> out;
+    out.reserve(static_cast<size_t>(latents.rows) * 4);
+    for (int64_t r = 0; r < latents.rows; ++r) {
+      const float *x = latents.row(r), *f = fit.row(r);
+      double lo = 0.0, hi = 0.0;
+      for (int64_t c = 0; c < m; ++c) {
+        const double v = f[c];
+        lo = c == 0 ? v : std::min(lo, v);
+        hi = c == 0 ? v : std::max(hi, v);
+      }
+      Params best = params_for(lo, hi, 1.0);
+      if (clip_ && m > 0) {
+        // Ratio 1.0 comes first and only a strictly lower error replaces it, so clipping never
+        // does worse than no clipping.
+        double best_err = squared_error(best, f, m);
+        for (int k = 1; k <= clip_steps_; ++k) {
+          const double ratio = 1.0 - (1.0 - clip_min_) * k / clip_steps_;
+          const Params p = params_for(lo, hi, ratio);
+          const double err = squared_error(p, f, m);
+          if (err < best_err) {
+            best_err = err;
+            best = p;
+          }
+        }
+      }
+      int32_t *q = symbols.row(r);
+      float *dq = dequantized.row(r);
+      for (int64_t c = 0; c < m; ++c) {
+        q[c] = symbol(best, x[c]);
+        dq[c] = reconstruct(best, q[c]);
+      }
+      for (uint16_t h : {best.scale_bits, best.offset_bits}) {
+        out.push_back(static_cast<uint8_t>(h));
+        out.push_back(static_cast<uint8_t>(h >> 8));
+      }
+    }
+    side.write(out.data(), out.size());
+  }
+
   static void check_shape(const nwc::BlockInfo &b, const char *what,
                           const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
     if (rows != latents.rows || cols != latents.cols)

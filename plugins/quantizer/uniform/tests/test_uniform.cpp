@@ -352,3 +352,40 @@ TEST_CASE("uniform: fp16 oracle sanity") {
   CHECK(half_value(0x0001) == std::ldexp(1.0, -24));
   CHECK(half_value(0xc000) == -2.0);
 }
+
+TEST_CASE("uniform: quantize_fitted codes values on the grid fitted to the reference") {
+  Instance inst(kId, {opt_int("bits", 3)});
+  const auto &q = quantizer(inst);
+  REQUIRE(q.struct_size >= sizeof(nwc_quantizer_interface));
+  REQUIRE(static_cast<bool>(q.quantize_fitted));
+  const int64_t n = 4, m = 16;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> ref(static_cast<size_t>(n * m)), x(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ref[i] = dist(rng);
+    x[i] = ref[i] + 0.3f * dist(rng); // moved by error feedback; some fall outside the grid
+  }
+  // The grid of the reference alone, from plain quantize.
+  const Quantized grid = quantize(inst, ref, n, m);
+  REQUIRE(grid.status == NWC_OK);
+  std::vector<int32_t> sym(ref.size());
+  std::vector<float> dq(ref.size());
+  Block block("layers.0.q_proj", n, m, 0, m);
+  View xv(x.data(), n, m), rv(ref.data(), n, m), sv(sym.data(), n, m), dv(dq.data(), n, m);
+  VecSink side;
+  REQUIRE(q.quantize_fitted(inst.get(), block.get(), xv.get(), rv.get(), sv.get(), dv.get(),
+                            side.get()) == NWC_OK);
+  CHECK(side.bytes == grid.side); // same scale/offset as fitting on the reference
+  for (size_t i = 0; i < x.size(); ++i) {
+    const size_t chunk = i / static_cast<size_t>(m);
+    const double s = grid.scale(chunk), o = grid.offset(chunk);
+    // Nearest grid point to x, clamped to the 8 levels.
+    double t = std::floor((x[i] - o) / s + 0.5);
+    t = std::min(std::max(t, 0.0), 7.0);
+    CHECK(sym[i] == static_cast<int32_t>(t));
+  }
+  std::vector<float> back;
+  REQUIRE(dequantize(inst, sym, side.bytes, n, m, back) == NWC_OK);
+  CHECK(same_bits(back, dq));
+}

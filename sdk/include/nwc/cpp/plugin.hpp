@@ -428,10 +428,17 @@ public:
 class Quantizer : public Stage {
 public:
   static constexpr uint32_t kind = NWC_KIND_QUANTIZER;
+  // Set to true in a quantizer that implements quantize_fitted (ABI 1.1).
+  static constexpr bool supports_fitted = false;
   virtual void quantize(const BlockInfo &block, ConstTensor<float> latents, Tensor<int32_t> symbols,
                         Tensor<float> dequantized, Sink &side) = 0;
   virtual void dequantize(const BlockInfo &block, ConstTensor<int32_t> symbols, Bytes side,
                           Tensor<float> latents) = 0;
+  // Side parameters fitted on reference, latents coded with them (see quantizer.h).
+  virtual void quantize_fitted(const BlockInfo &, ConstTensor<float>, ConstTensor<float>,
+                               Tensor<int32_t>, Tensor<float>, Sink &) {
+    fail(NWC_E_INVALID_ARG, "this quantizer cannot fit its parameters on reference values");
+  }
 };
 
 class EntropyCoder : public Stage {
@@ -457,6 +464,25 @@ inline void encode_block(nwc_block_codec &codec, int64_t begin, int64_t end,
       const_cast<float *>(values.data), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_tensor_view out{reconstruction.data, 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_status st = codec.encode(&codec, begin, end, &in, &out);
+  if (st != NWC_OK)
+    fail(st, "block codec failed on columns [" + std::to_string(begin) + ", " +
+                 std::to_string(end) + ")");
+}
+
+// The same with fit values and flags (ABI 1.1): fit may be empty (data == nullptr) to fit on
+// values; NWC_BLOCK_DRY_RUN computes the reconstruction without committing the block.
+inline void encode_block_ex(nwc_block_codec &codec, int64_t begin, int64_t end,
+                            ConstTensor<float> values, ConstTensor<float> fit, uint32_t flags,
+                            Tensor<float> reconstruction) {
+  if (codec.struct_size < sizeof(nwc_block_codec) || !codec.encode_ex)
+    fail(NWC_E_VERSION, "the host's block codec predates ABI 1.1 (no encode_ex)");
+  int64_t shape[2] = {values.rows, values.cols};
+  nwc_tensor_view in{
+      const_cast<float *>(values.data), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_tensor_view ref{
+      const_cast<float *>(fit.data), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_tensor_view out{reconstruction.data, 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_status st = codec.encode_ex(&codec, begin, end, &in, fit.data ? &ref : nullptr, flags, &out);
   if (st != NWC_OK)
     fail(st, "block codec failed on columns [" + std::to_string(begin) + ", " +
                  std::to_string(end) + ")");
@@ -607,6 +633,15 @@ template <class P> struct Trampolines {
                             Bytes{side.data, side.size}, Tensor<float>(l));
     });
   }
+  static nwc_status quantize_fitted(nwc_instance *i, const nwc_block_info *b,
+                                    const nwc_tensor_view *l, const nwc_tensor_view *ref,
+                                    nwc_tensor_view *s, nwc_tensor_view *d, nwc_sink *side) {
+    return guarded(i, [&] {
+      Sink sk(side);
+      self<P>(i).quantize_fitted(BlockInfo::from(b), ConstTensor<float>(l), ConstTensor<float>(ref),
+                                 Tensor<int32_t>(s), Tensor<float>(d), sk);
+    });
+  }
   static nwc_status encode(nwc_instance *i, const nwc_tensor_view *s, const nwc_cdf_model *m,
                            nwc_sink *out) {
     return guarded(i, [&] {
@@ -644,7 +679,8 @@ template <class P> struct Trampolines {
                                              forward,   inverse, probability_model};
       if (want == NWC_TRANSFORM_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<Quantizer, P>) {
-      static const nwc_quantizer_interface t{sizeof(t), 0, quantize, dequantize};
+      static const nwc_quantizer_interface t{sizeof(t), 0, quantize, dequantize,
+                                             P::supports_fitted ? quantize_fitted : nullptr};
       if (want == NWC_QUANTIZER_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<EntropyCoder, P>) {
       static const nwc_entropy_interface t{sizeof(t), 0, encode, decode};

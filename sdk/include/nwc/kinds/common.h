@@ -24,7 +24,8 @@ typedef struct nwc_block_info {
 /* A discrete probability model for entropy coders (e.g. a transform's learned prior), as quantized
  * CDF tables. Symbol i of a stream uses channel i % channel_count; in channel c the symbol value v
  * has index v - offsets[c] and probability (cdf[idx+1] - cdf[idx]) / 2^precision; values outside
- * [offsets[c], offsets[c] + lengths[c] - 2] are escaped by the coder. */
+ * [offsets[c], offsets[c] + lengths[c] - 3] are escaped by the coder: the last interval of
+ * each table (index lengths[c] - 2) is the escape symbol, as in CompressAI. */
 typedef struct nwc_cdf_model {
   uint32_t struct_size;
   uint32_t precision; /* bits of probability resolution, <= 16 */

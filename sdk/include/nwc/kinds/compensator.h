@@ -13,6 +13,10 @@ NWC_EXTERN_C_BEGIN
 
 #define NWC_COMPENSATOR_NEEDS_HESSIAN 0x1u
 
+/* Flags of nwc_block_codec.encode_ex. */
+#define NWC_BLOCK_DRY_RUN 0x1u /* compute the reconstruction only; nothing is written or counted   \
+                                */
+
 /* Provided by the host for one tensor. */
 typedef struct nwc_block_codec {
   uint32_t struct_size;
@@ -25,6 +29,14 @@ typedef struct nwc_block_codec {
    * compensate() call the blocks must cover every column exactly once. [instance-serial] */
   nwc_status (*encode)(struct nwc_block_codec *codec, int64_t col_begin, int64_t col_end,
                        const nwc_tensor_view *values, nwc_tensor_view *reconstruction);
+  /* Since ABI 1.1 (present when struct_size covers it). Like encode, plus:
+   * fit_values (F32 [rows, width] or NULL = values): the values the stages fit their side
+   * parameters on; values are then coded with those parameters (needs a quantizer with
+   * quantize_fitted). flags: NWC_BLOCK_DRY_RUN computes the reconstruction without writing the
+   * block, so a compensator can try columns before committing them. [instance-serial] */
+  nwc_status (*encode_ex)(struct nwc_block_codec *codec, int64_t col_begin, int64_t col_end,
+                          const nwc_tensor_view *values, const nwc_tensor_view *fit_values,
+                          uint32_t flags, nwc_tensor_view *reconstruction);
 } nwc_block_codec;
 
 typedef struct nwc_compensator_interface {

@@ -23,6 +23,14 @@ typedef struct nwc_quantizer_interface {
   nwc_status (*dequantize)(nwc_instance *inst, const nwc_block_info *block,
                            const nwc_tensor_view *symbols, nwc_bytes side,
                            nwc_tensor_view *latents);
+  /* Since ABI 1.1; NULL when not supported (check struct_size first). Like quantize, but the
+   * side parameters (scales, offsets, ...) are fitted on reference (F32 [n, m], e.g. the columns
+   * as they were when a GPTQ group started) and latents are then coded on that grid.
+   * [instance-serial] */
+  nwc_status (*quantize_fitted)(nwc_instance *inst, const nwc_block_info *block,
+                                const nwc_tensor_view *latents, const nwc_tensor_view *reference,
+                                nwc_tensor_view *symbols, nwc_tensor_view *dequantized,
+                                nwc_sink *side);
 } nwc_quantizer_interface;
 
 NWC_EXTERN_C_END
