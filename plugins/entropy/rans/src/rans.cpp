@@ -1,0 +1,624 @@
+// nwc.entropy.rans — byte-oriented rANS (Duda's asymmetric numeral systems, after Fabian Giesen's
+// description: 32-bit state kept in [2^23, 2^31), renormalised a byte at a time) with 1, 2 or 4
+// interleaved states. Without a probability model it codes each stream with a static model built
+// from the stream's own histogram (frequencies normalised to 2^16, stored in the stream); with the
+// transform's per-channel CDF tables it codes against those, escaping values the tables cannot
+// code. The stream format is documented in README.md.
+#include "nwc/cpp/plugin.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <queue>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+// ---- stream constants ---------------------------------------------------------------------------
+
+constexpr uint8_t kFormatVersion = 1;
+constexpr uint8_t kModeRaw = 0;    // fixed-width bit packing (also: all symbols equal, n = 0)
+constexpr uint8_t kModeStatic = 1; // rANS with a stored static table
+constexpr uint8_t kModeModel = 2;  // rANS with the caller's CDF tables
+
+constexpr uint32_t kRansLow = 1u << 23; // states live in [kRansLow, kRansLow << 8)
+constexpr uint32_t kStaticBits = 16;    // probability precision of the static model
+constexpr uint32_t kStaticTotal = 1u << kStaticBits;
+constexpr size_t kMaxStaticAlphabet = kStaticTotal - 1; // every symbol needs freq >= 1, A >= 2
+constexpr uint32_t kEscapeLengthBits = 6;               // bit length of an escaped value's code
+constexpr uint32_t kMaxEscapeLength = 33;               // zig-zag of an index in (-2^32, 2^32)
+constexpr uint32_t kBypassChunkBits = 16;
+
+[[noreturn]] void corrupt(const std::string &what) {
+  nwc::fail(NWC_E_CORRUPT_STREAM, "rans stream: " + what);
+}
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+uint64_t zigzag(int64_t v) {
+  return v < 0 ? (static_cast<uint64_t>(-(v + 1)) << 1) | 1u : static_cast<uint64_t>(v) << 1;
+}
+int64_t unzigzag(uint64_t u) { // u < 2^62
+  return (u & 1u) ? -static_cast<int64_t>(u >> 1) - 1 : static_cast<int64_t>(u >> 1);
+}
+
+uint32_t bit_length(uint64_t v) {
+  uint32_t n = 0;
+  while (v) {
+    ++n;
+    v >>= 1;
+  }
+  return n;
+}
+
+void put_varint(std::vector<uint8_t> &out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+// Bounds-checked cursor over untrusted bytes.
+class Cursor {
+public:
+  Cursor(const uint8_t *p, size_t n) : p_(p), end_(p + n) {}
+  uint8_t byte() {
+    if (p_ == end_) corrupt("truncated");
+    return *p_++;
+  }
+  uint32_t u32() {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(byte()) << (8 * i);
+    return v;
+  }
+  // At most 10 bytes, value below 2^max_bits; rejects overlong (non-canonical) encodings.
+  uint64_t varint(uint32_t max_bits) {
+    uint64_t v = 0;
+    for (uint32_t shift = 0; shift < 64; shift += 7) {
+      const uint8_t b = byte();
+      const uint64_t part = b & 0x7Fu;
+      if (shift > 0 && b == 0) corrupt("overlong varint");
+      if (shift >= max_bits || (max_bits < 64 && (part << shift) >> max_bits) != 0)
+        corrupt("varint out of range");
+      v |= part << shift;
+      if (!(b & 0x80)) return v;
+    }
+    corrupt("varint too long");
+  }
+  size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+  const uint8_t *pos() const { return p_; }
+
+private:
+  const uint8_t *p_;
+  const uint8_t *end_;
+};
+
+// ---- rANS core ----------------------------------------------------------------------------------
+
+// Encoder: symbols are pushed in reverse decoding order; bytes are collected reversed and flipped
+// at the end, so the decoder reads them forwards.
+struct RansEncoder {
+  std::vector<uint8_t> rev;
+
+  void put(uint32_t &x, uint32_t start, uint32_t freq, uint32_t bits) {
+    // x_max = ((kRansLow >> bits) << 8) * freq <= 2^31 for bits <= 16, freq <= 2^bits.
+    const uint64_t x_max = static_cast<uint64_t>((kRansLow >> bits) << 8) * freq;
+    while (x >= x_max) {
+      rev.push_back(static_cast<uint8_t>(x));
+      x >>= 8;
+    }
+    x = ((x / freq) << bits) + (x % freq) + start;
+  }
+  // Final states in the order the decoder reads them (state 0 first), little-endian.
+  std::vector<uint8_t> finish(const std::vector<uint32_t> &states) {
+    for (size_t j = states.size(); j-- > 0;)
+      for (int b = 3; b >= 0; --b) rev.push_back(static_cast<uint8_t>(states[j] >> (8 * b)));
+    std::reverse(rev.begin(), rev.end());
+    return std::move(rev);
+  }
+};
+
+struct RansDecoder {
+  Cursor &in;
+  std::vector<uint32_t> states;
+
+  RansDecoder(Cursor &c, uint32_t k) : in(c), states(k) {
+    for (auto &x : states) {
+      x = in.u32();
+      if (x < kRansLow || x >= (kRansLow << 8)) corrupt("initial rANS state out of range");
+    }
+  }
+  static uint32_t slot(uint32_t x, uint32_t bits) { return x & ((1u << bits) - 1); }
+  // x in [L, 2^31) -> decode step, then refill to [L, 2^31): at most 3 bytes per call.
+  void advance(uint32_t &x, uint32_t start, uint32_t freq, uint32_t bits) {
+    x = freq * (x >> bits) + slot(x, bits) - start;
+    while (x < kRansLow) x = (x << 8) | in.byte();
+  }
+  void finish() {
+    for (uint32_t x : states)
+      if (x != kRansLow) corrupt("final rANS state mismatch");
+    if (in.remaining() != 0)
+      corrupt(std::to_string(in.remaining()) + " trailing bytes after the last symbol");
+  }
+};
+
+// ---- raw mode -----------------------------------------------------------------------------------
+
+void encode_raw(const int32_t *s, int64_t n, std::vector<uint8_t> &out) {
+  int32_t lo = 0, hi = 0;
+  if (n > 0) {
+    const auto [mn, mx] = std::minmax_element(s, s + n);
+    lo = *mn;
+    hi = *mx;
+  }
+  const uint32_t width = bit_length(static_cast<uint64_t>(static_cast<int64_t>(hi) - lo));
+  out.push_back(static_cast<uint8_t>(width));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<uint8_t>(static_cast<uint32_t>(lo) >> (8 * i)));
+  put_varint(out, static_cast<uint64_t>(n));
+  if (width == 0) return;
+  uint64_t acc = 0;
+  uint32_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    acc |= static_cast<uint64_t>(static_cast<int64_t>(s[i]) - lo) << count;
+    count += width;
+    while (count >= 8) {
+      out.push_back(static_cast<uint8_t>(acc));
+      acc >>= 8;
+      count -= 8;
+    }
+  }
+  if (count > 0) out.push_back(static_cast<uint8_t>(acc));
+}
+
+size_t raw_payload_bytes(int64_t n, uint32_t width) {
+  const uint64_t un = static_cast<uint64_t>(n);
+  if (width && un > (std::numeric_limits<uint64_t>::max() - 7) / width)
+    corrupt("symbol count too large");
+  return static_cast<size_t>((un * width + 7) / 8);
+}
+
+void decode_raw(Cursor &in, int32_t *s, int64_t n) {
+  const uint32_t width = in.byte();
+  if (width > 32) corrupt("raw width " + std::to_string(width) + " exceeds 32");
+  const int64_t lo = static_cast<int32_t>(in.u32());
+  const uint64_t stored = in.varint(63);
+  if (stored != static_cast<uint64_t>(n))
+    corrupt("raw stream holds " + std::to_string(stored) + " symbols, expected " +
+            std::to_string(n));
+  const size_t expected = raw_payload_bytes(n, width);
+  if (in.remaining() != expected)
+    corrupt("raw payload has " + std::to_string(in.remaining()) + " bytes, expected " +
+            std::to_string(expected));
+  const uint8_t *p = in.pos();
+  const uint64_t mask = (uint64_t{1} << width) - 1;
+  uint64_t acc = 0;
+  uint32_t count = 0;
+  size_t pos = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    while (count < width) {
+      acc |= static_cast<uint64_t>(p[pos++]) << count;
+      count += 8;
+    }
+    const int64_t v = lo + static_cast<int64_t>(acc & mask);
+    if (v > std::numeric_limits<int32_t>::max()) corrupt("raw symbol outside int32");
+    s[i] = static_cast<int32_t>(v);
+    acc >>= width;
+    count -= width;
+  }
+  if (acc != 0) corrupt("nonzero raw padding bits");
+}
+
+// ---- static model (mode 1) ----------------------------------------------------------------------
+
+// Distinct values (ascending) and their counts; empty when there are more than `limit`.
+void histogram(const int32_t *s, int64_t n, size_t limit, std::vector<int32_t> &values,
+               std::vector<uint64_t> &counts) {
+  values.clear();
+  counts.clear();
+  if (n == 0) return;
+  const auto [mn, mx] = std::minmax_element(s, s + n);
+  const int64_t lo = *mn;
+  const uint64_t span = static_cast<uint64_t>(static_cast<int64_t>(*mx) - lo) + 1;
+  if (span <= (uint64_t{1} << 20) || span <= 2 * static_cast<uint64_t>(n)) {
+    std::vector<uint64_t> dense(static_cast<size_t>(span), 0);
+    for (int64_t i = 0; i < n; ++i) ++dense[static_cast<size_t>(s[i] - lo)];
+    for (size_t k = 0; k < dense.size(); ++k) {
+      if (!dense[k]) continue;
+      if (values.size() == limit) {
+        values.clear();
+        counts.clear();
+        return;
+      }
+      values.push_back(static_cast<int32_t>(lo + static_cast<int64_t>(k)));
+      counts.push_back(dense[k]);
+    }
+    return;
+  }
+  std::vector<int32_t> sorted(s, s + n);
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t k = 0; k < sorted.size();) {
+    size_t e = k;
+    while (e < sorted.size() && sorted[e] == sorted[k]) ++e;
+    if (values.size() == limit) {
+      values.clear();
+      counts.clear();
+      return;
+    }
+    values.push_back(sorted[k]);
+    counts.push_back(e - k);
+    k = e;
+  }
+}
+
+// Frequencies summing to 2^bits, each >= 1, close to minimising sum c_i * log2(total / f_i):
+// proportional rounding, then greedy unit corrections by smallest cost / largest gain.
+std::vector<uint32_t> normalise(const std::vector<uint64_t> &counts, uint32_t bits) {
+  const uint64_t total = uint64_t{1} << bits;
+  uint64_t n = 0;
+  for (uint64_t c : counts) n += c;
+  std::vector<uint32_t> f(counts.size());
+  int64_t sum = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const double ideal =
+        static_cast<double>(counts[i]) * static_cast<double>(total) / static_cast<double>(n);
+    f[i] = static_cast<uint32_t>(std::max<double>(1.0, std::floor(ideal + 0.5)));
+    sum += f[i];
+  }
+  using Item = std::pair<double, size_t>;
+  auto cost_down = [&](size_t i) { // bits lost by f -> f - 1 (infinite when f == 1)
+    return f[i] <= 1
+               ? std::numeric_limits<double>::infinity()
+               : static_cast<double>(counts[i]) * std::log2(static_cast<double>(f[i]) / (f[i] - 1));
+  };
+  auto gain_up = [&](size_t i) {
+    return static_cast<double>(counts[i]) * std::log2(static_cast<double>(f[i] + 1) / f[i]);
+  };
+  const int64_t target = static_cast<int64_t>(total);
+  if (sum > target) {
+    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> q;
+    for (size_t i = 0; i < f.size(); ++i)
+      if (f[i] > 1) q.push({cost_down(i), i});
+    while (sum > target) {
+      const auto [c, i] = q.top();
+      q.pop();
+      if (c != cost_down(i)) continue; // stale entry
+      --f[i];
+      --sum;
+      if (f[i] > 1) q.push({cost_down(i), i});
+    }
+  } else if (sum < target) {
+    std::priority_queue<Item> q;
+    for (size_t i = 0; i < f.size(); ++i) q.push({gain_up(i), i});
+    while (sum < target) {
+      const auto [g, i] = q.top();
+      q.pop();
+      if (g != gain_up(i)) continue;
+      ++f[i];
+      ++sum;
+      q.push({gain_up(i), i});
+    }
+  }
+  return f;
+}
+
+// Table: varint A (2..65535), zig-zag varint of the smallest value, then for each value after the
+// first "0, varint(gap - 1)" when it is not the previous value + 1, and every value's varint
+// frequency (1..65535). Frequencies sum to 2^16.
+void put_static_table(std::vector<uint8_t> &out, const std::vector<int32_t> &values,
+                      const std::vector<uint32_t> &freq) {
+  put_varint(out, values.size());
+  put_varint(out, zigzag(values[0]));
+  for (size_t k = 0; k < values.size(); ++k) {
+    if (k > 0) {
+      const uint64_t gap = static_cast<uint64_t>(static_cast<int64_t>(values[k]) - values[k - 1]);
+      if (gap > 1) {
+        out.push_back(0);
+        put_varint(out, gap - 2);
+      }
+    }
+    put_varint(out, freq[k]);
+  }
+}
+
+struct StaticTable {
+  std::vector<int32_t> values;
+  std::vector<uint32_t> start, freq;
+  std::vector<uint16_t> lookup; // slot -> symbol index
+};
+
+StaticTable read_static_table(Cursor &in) {
+  StaticTable t;
+  const uint64_t a = in.varint(17);
+  if (a < 2 || a > kMaxStaticAlphabet)
+    corrupt("static alphabet size " + std::to_string(a) + " outside [2, 65535]");
+  const int64_t first = unzigzag(in.varint(33));
+  if (first < std::numeric_limits<int32_t>::min() || first > std::numeric_limits<int32_t>::max())
+    corrupt("static table minimum outside int32");
+  t.values.reserve(a);
+  t.start.reserve(a);
+  t.freq.reserve(a);
+  int64_t v = first;
+  uint64_t sum = 0;
+  for (uint64_t k = 0; k < a; ++k) {
+    uint64_t f = in.varint(17);
+    if (k > 0) {
+      ++v;
+      if (f == 0) {
+        v += static_cast<int64_t>(in.varint(32)) + 1;
+        f = in.varint(17);
+        if (f == 0) corrupt("two gaps in a row in the static table");
+      }
+      if (v > std::numeric_limits<int32_t>::max()) corrupt("static table value outside int32");
+    }
+    if (f == 0 || f >= kStaticTotal) corrupt("static frequency out of range");
+    t.values.push_back(static_cast<int32_t>(v));
+    t.start.push_back(static_cast<uint32_t>(sum));
+    t.freq.push_back(static_cast<uint32_t>(f));
+    sum += f;
+    if (sum > kStaticTotal) corrupt("static frequencies exceed 2^16");
+  }
+  if (sum != kStaticTotal)
+    corrupt("static frequencies sum to " + std::to_string(sum) + ", not 2^16");
+  t.lookup.resize(kStaticTotal);
+  for (size_t k = 0; k < t.values.size(); ++k)
+    std::fill_n(t.lookup.begin() + t.start[k], t.freq[k], static_cast<uint16_t>(k));
+  return t;
+}
+
+// ---- external CDF model (mode 2) ----------------------------------------------------------------
+
+// A validated copy of the caller's tables. Convention (CompressAI's): a channel with length L has
+// L - 1 intervals; interval j < L - 2 codes the value offset + j, interval L - 2 is the escape.
+// If the escape interval is empty it is given one unit taken from the widest value interval, so
+// every value stays codable (both sides apply the same rule).
+struct CdfTables {
+  uint32_t bits = 0;
+  uint32_t channels = 0;
+  size_t stride = 0;
+  std::vector<uint32_t> cdf; // channels x stride
+  std::vector<uint32_t> length;
+  std::vector<int32_t> offset;
+
+  const uint32_t *row(uint32_t c) const { return cdf.data() + static_cast<size_t>(c) * stride; }
+};
+
+[[noreturn]] void bad_model(const std::string &what) {
+  nwc::fail(NWC_E_INVALID_ARG, "rans: invalid CDF model: " + what);
+}
+
+CdfTables load_model(const nwc_cdf_model &m) {
+  if (m.struct_size < sizeof(nwc_cdf_model)) bad_model("struct_size too small");
+  if (m.precision < 1 || m.precision > 16)
+    bad_model("precision " + std::to_string(m.precision) + " outside [1, 16]");
+  if (m.channel_count == 0) bad_model("no channels");
+  if (m.max_length < 2) bad_model("max_length below 2");
+  if (!m.cdfs || !m.lengths || !m.offsets) bad_model("null table");
+  if (static_cast<uint64_t>(m.channel_count) * m.max_length > (uint64_t{1} << 31))
+    bad_model("tables too large");
+  CdfTables t;
+  t.bits = m.precision;
+  t.channels = m.channel_count;
+  t.stride = m.max_length;
+  t.cdf.assign(m.cdfs, m.cdfs + static_cast<size_t>(m.channel_count) * m.max_length);
+  t.length.assign(m.lengths, m.lengths + m.channel_count);
+  t.offset.assign(m.offsets, m.offsets + m.channel_count);
+  const uint32_t total = 1u << m.precision;
+  for (uint32_t c = 0; c < t.channels; ++c) {
+    const uint32_t len = t.length[c];
+    const std::string where = "channel " + std::to_string(c) + ": ";
+    if (len < 2 || len > m.max_length)
+      bad_model(where + "length " + std::to_string(len) + " outside [2, max_length]");
+    uint32_t *r = t.cdf.data() + static_cast<size_t>(c) * t.stride;
+    if (r[0] != 0) bad_model(where + "cdf[0] != 0");
+    if (r[len - 1] != total) bad_model(where + "last cdf entry != 2^precision");
+    for (uint32_t j = 1; j < len; ++j)
+      if (r[j] < r[j - 1]) bad_model(where + "cdf not monotone at " + std::to_string(j));
+    if (r[len - 1] == r[len - 2]) { // empty escape interval: borrow from the widest interval
+      uint32_t widest = 0;
+      for (uint32_t j = 1; j + 2 < len; ++j)
+        if (r[j + 1] - r[j] > r[widest + 1] - r[widest]) widest = j;
+      for (uint32_t j = widest + 1; j + 1 < len; ++j) --r[j];
+    }
+  }
+  return t;
+}
+
+// ---- the plugin ---------------------------------------------------------------------------------
+
+class RansCoder final : public nwc::EntropyCoder {
+public:
+  static constexpr const char *id = "nwc.entropy.rans";
+  static constexpr const char *version = "1.0.0";
+  static constexpr uint32_t stream_version = 1;
+  static constexpr const char *name = "rans";
+  static constexpr const char *description =
+      "Byte-oriented rANS with 32-bit states. Without a probability model, each stream carries a "
+      "static table (its symbol histogram normalised to 2^16) and falls back to fixed-width bit "
+      "packing when that is smaller or the alphabet exceeds 65535 values; with the transform's "
+      "per-channel CDF tables it codes against them and escapes out-of-range values.";
+  static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
+  NWC_OPTIONS(nwc::int_option("interleave", 4, 1, 4,
+                              "Independent rANS states interleaved round-robin over the symbols: "
+                              "1, 2 or 4. Recorded in the stream; the decoder reads it from there.",
+                              NWC_OPTF_AFFECTS_BITSTREAM));
+
+  explicit RansCoder(const nwc::Options &opts) {
+    const int64_t k = opts.get_int("interleave");
+    if (k != 1 && k != 2 && k != 4)
+      nwc::fail(NWC_E_INVALID_OPTION,
+                "option 'interleave' must be 1, 2 or 4, got " + std::to_string(k));
+    interleave_ = static_cast<uint32_t>(k);
+    log2_interleave_ = k == 1 ? 0 : k == 2 ? 1 : 2;
+  }
+
+  void encode(nwc::ConstTensor<int32_t> symbols, const nwc_cdf_model *model,
+              nwc::Sink &out) override {
+    const int64_t n = symbols.size();
+    std::vector<uint8_t> bytes;
+    if (model) {
+      const CdfTables t = load_model(*model);
+      bytes = {kFormatVersion, static_cast<uint8_t>(kModeModel | (log2_interleave_ << 4))};
+      const auto payload = encode_model(symbols.data, n, t);
+      bytes.insert(bytes.end(), payload.begin(), payload.end());
+    } else {
+      std::vector<uint8_t> raw = {kFormatVersion, kModeRaw};
+      encode_raw(symbols.data, n, raw);
+      bytes = std::move(raw);
+      std::vector<int32_t> values;
+      std::vector<uint64_t> counts;
+      histogram(symbols.data, n, kMaxStaticAlphabet, values, counts);
+      if (values.size() >= 2) {
+        std::vector<uint8_t> st = {kFormatVersion,
+                                   static_cast<uint8_t>(kModeStatic | (log2_interleave_ << 4))};
+        encode_static(symbols.data, n, values, counts, st);
+        if (st.size() < bytes.size()) bytes = std::move(st);
+      }
+    }
+    out.write(bytes.data(), bytes.size());
+  }
+
+  void decode(nwc::Bytes stream, const nwc_cdf_model *model,
+              nwc::Tensor<int32_t> symbols) override {
+    const int64_t n = symbols.size();
+    Cursor in(stream.data, stream.size);
+    const uint8_t ver = in.byte();
+    if (ver != kFormatVersion) corrupt("unknown format version " + std::to_string(ver));
+    const uint8_t tag = in.byte();
+    const uint8_t mode = tag & 0x0F;
+    const uint32_t lk = tag >> 4;
+    if (lk > 2) corrupt("interleave code " + std::to_string(lk) + " is not 0, 1 or 2");
+    const uint32_t k = 1u << lk;
+    switch (mode) {
+    case kModeRaw:
+      if (lk != 0) corrupt("raw mode with an interleave code");
+      decode_raw(in, symbols.data, n);
+      return;
+    case kModeStatic:
+      decode_static(in, k, symbols.data, n);
+      return;
+    case kModeModel:
+      if (!model)
+        nwc::fail(NWC_E_INVALID_ARG, "rans: stream was coded with a CDF model, none was given");
+      decode_model(in, k, load_model(*model), symbols.data, n);
+      return;
+    default:
+      corrupt("unknown mode " + std::to_string(mode));
+    }
+  }
+
+private:
+  void encode_static(const int32_t *s, int64_t n, const std::vector<int32_t> &values,
+                     const std::vector<uint64_t> &counts, std::vector<uint8_t> &out) const {
+    const std::vector<uint32_t> freq = normalise(counts, kStaticBits);
+    put_static_table(out, values, freq);
+    std::vector<uint32_t> start(freq.size());
+    for (size_t k = 1; k < freq.size(); ++k) start[k] = start[k - 1] + freq[k - 1];
+    std::vector<uint32_t> states(interleave_, kRansLow);
+    RansEncoder enc;
+    enc.rev.reserve(static_cast<size_t>(n) / 2 + 16);
+    for (int64_t i = n; i-- > 0;) {
+      const size_t k = static_cast<size_t>(std::lower_bound(values.begin(), values.end(), s[i]) -
+                                           values.begin());
+      enc.put(states[static_cast<size_t>(i) % interleave_], start[k], freq[k], kStaticBits);
+    }
+    const auto payload = enc.finish(states);
+    out.insert(out.end(), payload.begin(), payload.end());
+  }
+
+  static void decode_static(Cursor &in, uint32_t k, int32_t *s, int64_t n) {
+    const StaticTable t = read_static_table(in);
+    RansDecoder dec(in, k);
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t &x = dec.states[static_cast<size_t>(i) % k];
+      const uint16_t sym = t.lookup[RansDecoder::slot(x, kStaticBits)];
+      dec.advance(x, t.start[sym], t.freq[sym], kStaticBits);
+      s[i] = t.values[sym];
+    }
+    dec.finish();
+  }
+
+  // Escaped index: escape interval, then (decoding order) the 6-bit bit length b of zigzag(idx),
+  // then its low b - 1 bits (the top bit is implied) in 16-bit chunks, least significant first.
+  std::vector<uint8_t> encode_model(const int32_t *s, int64_t n, const CdfTables &t) const {
+    std::vector<uint32_t> states(interleave_, kRansLow);
+    RansEncoder enc;
+    enc.rev.reserve(static_cast<size_t>(n) / 2 + 16);
+    for (int64_t i = n; i-- > 0;) {
+      uint32_t &x = states[static_cast<size_t>(i) % interleave_];
+      const uint32_t c = static_cast<uint32_t>(i % t.channels);
+      const uint32_t *r = t.row(c);
+      const uint32_t len = t.length[c];
+      const int64_t idx = static_cast<int64_t>(s[i]) - t.offset[c];
+      if (idx >= 0 && idx + 2 < len && r[idx + 1] > r[idx]) {
+        enc.put(x, r[idx], r[idx + 1] - r[idx], t.bits);
+        continue;
+      }
+      const uint64_t z = zigzag(idx);
+      const uint32_t b = bit_length(z);
+      if (b > 1) {
+        const uint32_t low_bits = b - 1;
+        const uint32_t chunks = (low_bits + kBypassChunkBits - 1) / kBypassChunkBits;
+        for (uint32_t q = chunks; q-- > 0;) {
+          const uint32_t w = std::min(kBypassChunkBits, low_bits - q * kBypassChunkBits);
+          const uint32_t v = static_cast<uint32_t>(z >> (q * kBypassChunkBits)) & ((1u << w) - 1);
+          enc.put(x, v, 1, w);
+        }
+      }
+      enc.put(x, b, 1, kEscapeLengthBits);
+      enc.put(x, r[len - 2], r[len - 1] - r[len - 2], t.bits);
+    }
+    return enc.finish(states);
+  }
+
+  static void decode_model(Cursor &in, uint32_t k, const CdfTables &t, int32_t *s, int64_t n) {
+    RansDecoder dec(in, k);
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t &x = dec.states[static_cast<size_t>(i) % k];
+      const uint32_t c = static_cast<uint32_t>(i % t.channels);
+      const uint32_t *r = t.row(c);
+      const uint32_t len = t.length[c];
+      const uint32_t sl = RansDecoder::slot(x, t.bits);
+      // cdf[0] = 0 <= sl < cdf[len - 1]: j is the nonempty interval holding sl.
+      const uint32_t j = static_cast<uint32_t>(std::upper_bound(r, r + len, sl) - r) - 1;
+      dec.advance(x, r[j], r[j + 1] - r[j], t.bits);
+      if (j + 2 < len) {
+        s[i] = static_cast<int32_t>(static_cast<int64_t>(t.offset[c]) + j);
+        continue;
+      }
+      const uint32_t b = RansDecoder::slot(x, kEscapeLengthBits);
+      dec.advance(x, b, 1, kEscapeLengthBits);
+      if (b > kMaxEscapeLength) corrupt("escape length " + std::to_string(b) + " too large");
+      uint64_t z = 0;
+      if (b > 0) {
+        const uint32_t low_bits = b - 1;
+        for (uint32_t q = 0; q * kBypassChunkBits < low_bits; ++q) {
+          const uint32_t w = std::min(kBypassChunkBits, low_bits - q * kBypassChunkBits);
+          const uint32_t v = RansDecoder::slot(x, w);
+          dec.advance(x, v, 1, w);
+          z |= static_cast<uint64_t>(v) << (q * kBypassChunkBits);
+        }
+        z |= uint64_t{1} << low_bits;
+      }
+      const int64_t idx = unzigzag(z);
+      if (idx >= 0 && idx + 2 < len && r[idx + 1] > r[idx])
+        corrupt("escape codes a value its table codes directly");
+      const int64_t v = idx + t.offset[c];
+      if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+        corrupt("escaped value outside int32");
+      s[i] = static_cast<int32_t>(v);
+    }
+    dec.finish();
+  }
+
+  uint32_t interleave_ = 4;
+  uint32_t log2_interleave_ = 2;
+};
+
+} // namespace
+
+NWC_MODULE(RansCoder)
