@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libboost-dev libboost-filesystem-dev libboost-program-options-dev
   libtomlplusplus-dev libzstd-dev libxxhash-dev nlohmann-json3-dev doctest-dev
-  libopenblas0-pthread libtorch-dev
+  libopenblas0-pthread libtorch-dev gnuplot-nox
   sentencepiece
 )
 missing=()

@@ -6,6 +6,7 @@
 #include "nwc/formats/file.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
+#include "nwc/host/bench.hpp"
 #include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
 #include "nwc/host/convert.hpp"
@@ -656,6 +657,74 @@ int cmd_convert(const std::vector<std::string> &args) {
   return 0;
 }
 
+int cmd_bench(const std::vector<std::string> &args) {
+  Common c;
+  std::string model_path, tok_path, eval_text, calib_text, out;
+  std::vector<std::string> pipelines;
+  BenchSettings bs;
+  po::options_description d("nwc bench");
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or directory")(
+      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "pipelines,p", po::value(&pipelines)->multitoken()->required(),
+      "pipeline files, or directories of *.toml files")(
+      "eval-text", po::value(&eval_text),
+      "evaluation text (default: $NWC_DATA/text/tinystories-eval.txt)")(
+      "calib-text", po::value(&calib_text),
+      "calibration text (default: $NWC_DATA/text/tinystories-calib.txt)")(
+      "max-tokens", po::value(&bs.max_tokens)->default_value(0), "truncate the evaluation stream")(
+      "calib-tokens", po::value(&bs.calib_tokens)->default_value(65536),
+      "calibration tokens")("output,o", po::value(&out)->required(), "results directory");
+  add_common(d, c);
+  parse(args, d, {},
+        "nwc bench --model M --tokenizer T --pipelines a.toml b.toml ... -o results/ "
+        "[--eval-text F] [--calib-text F] [--max-tokens N]");
+  if (bs.max_tokens < 0 || bs.calib_tokens < 1)
+    throw UsageError("--max-tokens must be >= 0 and --calib-tokens >= 1");
+  const char *data = std::getenv("NWC_DATA");
+  auto from_data = [&](std::string &path, const char *name, const char *flag) {
+    if (!path.empty()) return;
+    if (!data || !*data)
+      throw UsageError(std::string(flag) + " is required (or set NWC_DATA to use its text/" + name +
+                       ")");
+    path = (std::filesystem::path(data) / "text" / name).string();
+  };
+  from_data(eval_text, "tinystories-eval.txt", "--eval-text");
+  from_data(calib_text, "tinystories-calib.txt", "--calib-text");
+  for (const auto &p : pipelines) {
+    if (std::filesystem::is_directory(p)) {
+      std::vector<std::filesystem::path> files;
+      for (const auto &e : std::filesystem::directory_iterator(p))
+        if (e.path().extension() == ".toml") files.push_back(e.path());
+      std::sort(files.begin(), files.end());
+      if (files.empty()) throw Error(NWC_E_INVALID_ARG, p + ": no .toml pipeline files");
+      bs.pipelines.insert(bs.pipelines.end(), files.begin(), files.end());
+    } else {
+      bs.pipelines.emplace_back(p);
+    }
+  }
+  bs.model = model_path;
+  bs.tokenizer = tok_path;
+  bs.eval_text = eval_text;
+  bs.calib_text = calib_text;
+  bs.output_dir = out;
+  bs.threads = c.threads;
+  bs.argv = {"nwc", "bench"};
+  bs.argv.insert(bs.argv.end(), args.begin(), args.end());
+  Registry reg = load_registry(c);
+  auto rows = run_bench(bs, reg, [&](const std::string &line) {
+    if (!c.quiet) std::cerr << "bench: " << line << "\n";
+  });
+  if (c.json) {
+    json j = json::array();
+    for (const auto &r : rows) j.push_back(r.to_json());
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "wrote " << out << "/results.md, results.csv, results.json, rate_ppl.png/svg ("
+              << rows.size() << " rows)\n";
+  }
+  return 0;
+}
+
 void print_help() {
   std::cout << "nwc " << kVersion << " — compress the weights of language models\n\n"
             << "usage: nwc <command> [options]\n\n"
@@ -667,6 +736,7 @@ void print_help() {
             << "  generate --model M --tokenizer T [--prompt S]     greedy decoding\n"
             << "  calibrate --model M --tokenizer T --text F -o H   per-linear input Hessians\n"
             << "  convert --model M -o DIR --layout hf              HF Llama directory\n"
+            << "  bench --model M --tokenizer T --pipelines ... -o D compare pipelines\n"
             << "  plugins list | plugins show ID                    installed plugins, options\n\n"
             << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
 }
@@ -697,6 +767,7 @@ int main(int argc, char **argv) {
     if (cmd == "generate") return cmd_generate(args);
     if (cmd == "calibrate") return cmd_calibrate(args);
     if (cmd == "convert") return cmd_convert(args);
+    if (cmd == "bench") return cmd_bench(args);
     throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
   } catch (const UsageError &e) {
     std::cerr << "nwc: usage error: " << e.what() << "\n";

@@ -312,7 +312,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   std::vector<std::optional<StageChain>> chains(n);
   for (size_t i = 0; i < n; ++i) chains[i] = pipeline.chain_for(model.tensors[i].info.name);
   bool any = std::any_of(chains.begin(), chains.end(), [](auto &c) { return c.has_value(); });
-  if (!any)
+  if (!any && !pipeline.select.empty())
     fail(NWC_E_INVALID_ARG, pipeline.file.string() +
                                 ": pipeline.select matches no tensor of the model (first tensor: " +
                                 (n ? model.tensors[0].info.name : std::string("none")) + ")");
@@ -363,10 +363,10 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
     if (values.size() != mt.info.numel())
       fail(NWC_E_INTERNAL, "tensor " + rec.name + ": loader returned the wrong element count");
     if (!chains[i]) {
-      DType sd = storage_dtype(mt.info.dtype);
+      DType sd = pipeline.unselected == "zstd-f16" ? DType::F16 : storage_dtype(mt.info.dtype);
       rec.dtype = sd;
       auto bytes = raw_bytes(sd, values);
-      if (pipeline.unselected == "zstd") {
+      if (pipeline.unselected == "zstd" || pipeline.unselected == "zstd-f16") {
         std::vector<uint8_t> z(ZSTD_compressBound(bytes.size()));
         size_t zn = ZSTD_compress(z.data(), z.size(), bytes.data(), bytes.size(), 9);
         if (ZSTD_isError(zn)) fail(NWC_E_INTERNAL, "zstd: " + std::string(ZSTD_getErrorName(zn)));

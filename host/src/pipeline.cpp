@@ -320,19 +320,24 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   if (auto *p = root.get("pipeline")) {
     if (!p->is_table()) bad(w.at(p->source()), "pipeline: expected a table");
     const auto &t = *p->as_table();
-    check_keys(t, {"name", "select", "exclude", "unselected"}, w, "pipeline");
+    check_keys(t, {"name", "method", "select", "exclude", "unselected"}, w, "pipeline");
     if (auto *n = t.get("name")) {
       if (!n->is_string()) bad(w.at(n->source()), "pipeline.name: expected a string");
       pl.name = n->as_string()->get();
+    }
+    if (auto *n = t.get("method")) {
+      if (!n->is_string()) bad(w.at(n->source()), "pipeline.method: expected a string");
+      pl.method = n->as_string()->get();
     }
     if (auto *n = t.get("select"))
       pl.select = string_list(*n, w.at(n->source()), "pipeline.select");
     if (auto *n = t.get("exclude"))
       pl.exclude = string_list(*n, w.at(n->source()), "pipeline.exclude");
     if (auto *n = t.get("unselected")) {
-      if (!n->is_string() || (n->as_string()->get() != "raw" && n->as_string()->get() != "zstd"))
-        bad(w.at(n->source()), "pipeline.unselected: expected \"raw\" or \"zstd\"");
-      pl.unselected = n->as_string()->get();
+      const std::string v = n->is_string() ? n->as_string()->get() : "";
+      if (v != "raw" && v != "zstd" && v != "zstd-f16")
+        bad(w.at(n->source()), "pipeline.unselected: expected \"raw\", \"zstd\" or \"zstd-f16\"");
+      pl.unselected = v;
     }
   }
 
@@ -361,13 +366,16 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   }
   if (pl.base[Slot::Compensator].plugin.empty() && registry.find("nwc.comp.none"))
     pl.base[Slot::Compensator].plugin = "nwc.comp.none";
+  // A pipeline that selects nothing (select = []) stores every tensor the `unselected` way and
+  // needs no stages.
+  const bool codes_nothing = pl.select.empty() && !root.get("override");
   for (Slot s : {Slot::Chunker, Slot::Quantizer, Slot::Entropy})
-    if (pl.base[s].plugin.empty())
+    if (!codes_nothing && pl.base[s].plugin.empty())
       bad(file.string(), std::string("missing [") + kSlotNames[static_cast<size_t>(s)] +
                              "] table (every pipeline needs a chunker, a quantizer and an entropy "
                              "coder)");
   // Required options without defaults must be set in the base chain.
-  std::string why = validate_chain(pl.base, registry);
+  std::string why = codes_nothing ? "" : validate_chain(pl.base, registry);
   if (!why.empty()) bad(file.string(), why);
 
   if (auto *o = root.get("override")) {
@@ -403,6 +411,7 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
       pl.overrides.push_back(std::move(rule));
     }
   }
+  if (pl.method.empty()) pl.method = pl.name;
   return pl;
 }
 

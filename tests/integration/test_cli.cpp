@@ -414,3 +414,59 @@ TEST_CASE("convert writes HF and GGUF layouts that evaluate like the original") 
                    nlohmann::json::parse(ref.out)["nll"].get<double>()) <= 1e-4);
   }
 }
+
+TEST_CASE("bench compares pipelines against fp32 with measured bits and writes table and plot") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const auto suite = nwc::test::source_dir() / "benchmarks" / "suites" / "baselines";
+  Result r = run_nwc({"bench",
+                      "--model",
+                      model(),
+                      "--tokenizer",
+                      (data / "models" / "stories260K" / "tok512.bin").string(),
+                      "--pipelines",
+                      (suite / "rtn-g32-3b.toml").string(),
+                      (suite / "gptq-ao-g32-3b.toml").string(),
+                      (suite / "zstd-fp16.toml").string(),
+                      "--eval-text",
+                      (data / "text" / "tinystories-eval.txt").string(),
+                      "--calib-text",
+                      (data / "text" / "tinystories-calib.txt").string(),
+                      "--max-tokens",
+                      "2048",
+                      "--calib-tokens",
+                      "4096",
+                      "--threads",
+                      "2",
+                      "-o",
+                      (dir / "out").string(),
+                      "--quiet",
+                      "--json"});
+  REQUIRE(r.exit_code == 0);
+  auto rows = nlohmann::json::parse(r.out);
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0]["pipeline"] == "fp32");
+  CHECK(rows[1]["pipeline"] == "rtn-g32-3b");
+  // The fp32 row is the model's own ppl-v1 on the same tokens.
+  Result e = run_nwc({"eval", "--model", model(), "--tokenizer",
+                      (data / "models" / "stories260K" / "tok512.bin").string(), "--text",
+                      (data / "text" / "tinystories-eval.txt").string(), "--max-tokens", "2048",
+                      "--json"});
+  CHECK(std::abs(rows[0]["nll"].get<double>() - nlohmann::json::parse(e.out)["nll"].get<double>()) <
+        1e-9);
+  // Bits are the container's, as inspect measures them.
+  for (size_t i = 1; i < rows.size(); ++i) {
+    Result in = run_nwc({"inspect", rows[i]["container"].get<std::string>(), "--json"});
+    REQUIRE(in.exit_code == 0);
+    auto totals = nlohmann::json::parse(in.out)["totals"];
+    CHECK(rows[i]["bits_per_weight"].get<double>() ==
+          doctest::Approx(totals["bits_per_weight"].get<double>()));
+  }
+  CHECK(rows[2]["hessian_error"].get<double>() < rows[1]["hessian_error"].get<double>());
+  CHECK(rows[3]["mse"].get<double>() < 1e-6); // fp16 rounding only
+  for (const char *f :
+       {"results.md", "results.csv", "results.json", "rate_ppl.png", "rate_ppl.svg"})
+    CHECK(fs::file_size(dir / "out" / f) > 100);
+  CHECK(slurp(dir / "out" / "results.md").find("| GPTQ act-order g32 | gptq-ao-g32-3b |") !=
+        std::string::npos);
+}

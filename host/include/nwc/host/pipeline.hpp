@@ -1,6 +1,7 @@
 // nwc/host/pipeline.hpp — pipeline files (TOML): which tensors to code and with which stages.
 //
-//   [pipeline]     name, select (glob patterns), exclude, unselected ("raw" | "zstd")
+//   [pipeline]     name, method, select (glob patterns), exclude, unselected
+//                  ("raw" | "zstd" | "zstd-f16")
 //   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
 //   [calibration]  text, tokens, seq_len (used by compensators that need Hessians)
 //   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
@@ -50,9 +51,12 @@ struct Pipeline {
   std::filesystem::path file;
   std::string text;
   std::string name;
+  std::string method; // label grouping pipelines of one method in `nwc bench` (default: name)
   std::vector<std::string> select;
   std::vector<std::string> exclude;
-  std::string unselected = "raw"; // storage of tensors not selected: "raw" or "zstd"
+  // Storage of tensors not selected: "raw" or "zstd" (lossless), or "zstd-f16" (rounded to fp16,
+  // then zstd: the usual lossless-compression reference for fp16 checkpoints).
+  std::string unselected = "raw";
   StageChain base;
   std::vector<OverrideRule> overrides;
   nlohmann::json calibration = nlohmann::json::object();
