@@ -146,7 +146,7 @@ TEST_CASE("the Hessian diagonal ranks input channels stably across disjoint halv
   CHECK(sum / static_cast<double>(a.hessians.size()) > 0.9);
 }
 
-TEST_CASE("calibration files round-trip with provenance; junk is refused") {
+TEST_CASE("calibration files round-trip with provenance and junk is refused") {
   test::TempDir dir;
   Model model = load_model(test::stories260k());
   LlamaModel llama(model, 1);
