@@ -230,3 +230,25 @@ TEST_CASE("random least squares: GPTQ beats RTN on tr(ΔW H ΔWᵀ) at every bit
     CHECK(e_ao < e_rtn);
   }
 }
+
+TEST_CASE("GPTQ works over the NF4 quantizer too (any quantizer with fitted grids)") {
+  test::TempDir dir;
+  auto nf4 = [](const std::string &comp) {
+    return "[pipeline]\nname = \"t\"\n[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = 64\n"
+           "[quantizer]\nplugin = \"nwc.quant.nf4\"\n[entropy]\nplugin = \"nwc.entropy.raw\"\n"
+           "[compensator]\n" +
+           comp + "\n";
+  };
+  auto rtn = decode_all(run(dir, "nf4", nf4("plugin = \"nwc.comp.none\"\nblock = 128"), false));
+  auto gptq = decode_all(run(dir, "nf4-gptq", nf4("plugin = \"nwc.comp.gptq\"\ngroup = 64")));
+  double e_rtn = 0, e_gptq = 0;
+  for (const auto &t : fixture().model.tensors) {
+    auto h = fixture().hessians.find(t.info.name);
+    if (h == fixture().hessians.end()) continue;
+    const auto w = t.load();
+    e_rtn += hessian_error(w, rtn[t.info.name], *h->second, t.info.shape[0], t.info.shape[1]);
+    e_gptq += hessian_error(w, gptq[t.info.name], *h->second, t.info.shape[0], t.info.shape[1]);
+  }
+  MESSAGE("NF4 g64, summed relative Hessian error: plain " << e_rtn << ", GPTQ " << e_gptq);
+  CHECK(e_gptq < 0.9 * e_rtn);
+}

@@ -103,6 +103,7 @@ public:
       "relative to the block's mean absmax, with one fp32 scale per 256 chunks (QLoRA's double "
       "quantization).";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
+  static constexpr bool supports_fitted = true;
   NWC_OPTIONS(nwc::bool_option("double_quant", false,
                                "Quantize the per-chunk absmax values (QLoRA double quantization): "
                                "subtract the block's mean absmax, code the residual in 8 bits "
@@ -123,20 +124,34 @@ public:
   void quantize(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
                 nwc::Tensor<int32_t> symbols, nwc::Tensor<float> dequantized,
                 nwc::Sink &side) override {
+    quantize_on(b, latents, latents, symbols, dequantized, side);
+  }
+
+  // Each chunk's absmax comes from the reference chunk; values beyond it map to the end levels.
+  void quantize_fitted(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+                       nwc::ConstTensor<float> reference, nwc::Tensor<int32_t> symbols,
+                       nwc::Tensor<float> dequantized, nwc::Sink &side) override {
+    check_shape(b, "reference", latents, reference.rows, reference.cols);
+    quantize_on(b, latents, reference, symbols, dequantized, side);
+  }
+
+  void quantize_on(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+                   nwc::ConstTensor<float> fit, nwc::Tensor<int32_t> symbols,
+                   nwc::Tensor<float> dequantized, nwc::Sink &side) const {
     check_shape(b, "symbols", latents, symbols.rows, symbols.cols);
     check_shape(b, "dequantized", latents, dequantized.rows, dequantized.cols);
     const int64_t n = latents.rows, m = latents.cols;
     std::vector<float> absmax(static_cast<size_t>(n), 0.0f);
+    for (const nwc::ConstTensor<float> *t : {&latents, &fit})
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < m; ++c)
+          if (!std::isfinite((*t)(r, c)))
+            nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
+                                             "': non-finite value at chunk " + std::to_string(r) +
+                                             ", element " + std::to_string(c));
     for (int64_t r = 0; r < n; ++r) {
       float a = 0.0f;
-      for (int64_t c = 0; c < m; ++c) {
-        const float x = latents(r, c);
-        if (!std::isfinite(x))
-          nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
-                                           "': non-finite value at chunk " + std::to_string(r) +
-                                           ", element " + std::to_string(c));
-        a = std::max(a, std::fabs(x));
-      }
+      for (int64_t c = 0; c < m; ++c) a = std::max(a, std::fabs(fit(r, c)));
       absmax[static_cast<size_t>(r)] = a;
     }
 
