@@ -14,8 +14,8 @@ NWC_EXTERN_C_BEGIN
 #define NWC_COMPENSATOR_NEEDS_HESSIAN 0x1u
 
 /* Flags of nwc_block_codec.encode_ex. */
-#define NWC_BLOCK_DRY_RUN 0x1u /* compute the reconstruction only; nothing is written or counted   \
-                                */
+/* NWC_BLOCK_DRY_RUN: compute the reconstruction only; nothing is written or counted. */
+#define NWC_BLOCK_DRY_RUN 0x1u
 
 /* Provided by the host for one tensor. */
 typedef struct nwc_block_codec {
