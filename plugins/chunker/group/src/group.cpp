@@ -8,7 +8,7 @@
 
 namespace {
 
-const char *const kTailChoices[] = {"pad", "error"};
+const char *const kTailChoices[] = {"fit", "pad", "error"};
 
 class GroupChunker final : public nwc::Chunker {
 public:
@@ -19,21 +19,26 @@ public:
   static constexpr const char *description =
       "Splits each row of a column block into groups of `group` consecutive input columns; each "
       "group is one chunk, ordered by (row, group). This is the layout of group-wise scales "
-      "(RTN, GPTQ): a quantizer that works per chunk then keeps one scale per group. A short "
-      "last group is padded by repeating its last value (min/max/absmax unchanged); the padding "
-      "is dropped on merge. Writes no side information.";
+      "(RTN, GPTQ): a quantizer that works per chunk then keeps one scale per group. A block "
+      "narrower than the group is one group of its width (tail = \"fit\"); otherwise a short "
+      "last group is padded by repeating its last value (min/max/absmax unchanged) and the "
+      "padding is dropped on merge. Writes no side information.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_OPTIONS(nwc::int_option("group", 128, 0, 1 << 24,
                               "Input columns per chunk; 0 makes the whole row of the block one "
                               "chunk.",
                               NWC_OPTF_AFFECTS_BITSTREAM, "columns"),
-              nwc::enum_option("tail", "pad", kTailChoices, 2,
+              nwc::enum_option("tail", "fit", kTailChoices, 3,
                                "What to do when the block width is not a multiple of `group`: "
-                               "\"pad\" repeats the last value of each row's short last group, "
-                               "\"error\" refuses the block."));
+                               "\"fit\" uses the block width as the group when the block is "
+                               "narrower than `group` and pads otherwise, \"pad\" always repeats "
+                               "the last value of each row's short last group, \"error\" refuses "
+                               "the block.",
+                               NWC_OPTF_AFFECTS_BITSTREAM));
 
   explicit GroupChunker(const nwc::Options &opts)
-      : group_(opts.get_int("group")), pad_(opts.get_string("tail") == "pad") {}
+      : group_(opts.get_int("group")), pad_(opts.get_string("tail") != "error"),
+        fit_(opts.get_string("tail") == "fit") {}
 
   nwc_chunk_geometry plan(const nwc::BlockInfo &b) override {
     const int64_t width = b.width();
@@ -93,7 +98,13 @@ public:
   }
 
 private:
-  int64_t length(int64_t width) const { return group_ == 0 ? width : group_; }
+  // Chunk length of a block: with "fit", a block narrower than the group is one group of its
+  // width rather than a padded one (64-wide matrices with group 128 would otherwise code twice
+  // as many symbols as weights).
+  int64_t length(int64_t width) const {
+    if (group_ == 0) return width;
+    return fit_ ? std::min(group_, width) : group_;
+  }
 
   static void check_shapes(const nwc::BlockInfo &b, const nwc_chunk_geometry &geo, int64_t vr,
                            int64_t vc, int64_t cr, int64_t cc) {
@@ -111,6 +122,7 @@ private:
 
   int64_t group_;
   bool pad_;
+  bool fit_;
 };
 
 } // namespace

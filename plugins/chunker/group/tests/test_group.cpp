@@ -70,7 +70,7 @@ TEST_CASE("group: descriptor") {
   CHECK(d.options[0].default_value.u.i == 128);
   CHECK((d.options[0].flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0);
   CHECK(std::string(d.options[1].key) == "tail");
-  CHECK(std::string(d.options[1].default_value.u.s) == "pad");
+  CHECK(std::string(d.options[1].default_value.u.s) == "fit");
 }
 
 TEST_CASE("group: split/merge round trip is exact") {
@@ -86,38 +86,44 @@ TEST_CASE("group: split/merge round trip is exact") {
       {1, 1, 0, 1, 16},       // a single value
       {6, 50, 49, 50, 1},     // width-1 block
   };
-  for (const Case &t : cases) {
-    CAPTURE(t.rows);
-    CAPTURE(t.cols);
-    CAPTURE(t.col_begin);
-    CAPTURE(t.col_end);
-    CAPTURE(t.group);
-    Instance inst(kId, {opt_int("group", t.group)});
-    REQUIRE(inst.ok());
-    Block block("model.w", t.rows, t.cols, t.col_begin, t.col_end);
-    const int64_t width = t.col_end - t.col_begin;
-    auto values = random_values(static_cast<size_t>(t.rows * width), static_cast<uint64_t>(width));
-    Chunked ch = split(inst, block, values);
-    REQUIRE(ch.status == NWC_OK);
-    const int64_t g = t.group == 0 ? width : t.group;
-    const int64_t groups = (width + g - 1) / g;
-    CHECK(ch.geo.length == g);
-    CHECK(ch.geo.count == t.rows * groups);
-    CHECK(ch.side.empty());
+  for (const char *tail : {"fit", "pad"})
+    for (const Case &t : cases) {
+      CAPTURE(tail);
+      CAPTURE(t.rows);
+      CAPTURE(t.cols);
+      CAPTURE(t.col_begin);
+      CAPTURE(t.col_end);
+      CAPTURE(t.group);
+      Instance inst(kId, {opt_int("group", t.group), opt_enum("tail", tail)});
+      REQUIRE(inst.ok());
+      Block block("model.w", t.rows, t.cols, t.col_begin, t.col_end);
+      const int64_t width = t.col_end - t.col_begin;
+      auto values =
+          random_values(static_cast<size_t>(t.rows * width), static_cast<uint64_t>(width));
+      Chunked ch = split(inst, block, values);
+      REQUIRE(ch.status == NWC_OK);
+      // "fit": a block narrower than the group is one group of its width; "pad" pads it.
+      const int64_t g = t.group == 0                 ? width
+                        : std::string(tail) == "fit" ? std::min(t.group, width)
+                                                     : t.group;
+      const int64_t groups = (width + g - 1) / g;
+      CHECK(ch.geo.length == g);
+      CHECK(ch.geo.count == t.rows * groups);
+      CHECK(ch.side.empty());
 
-    // Chunk (r, k) holds columns [k g, k g + g) of row r, the tail padded with the last value.
-    for (int64_t r = 0; r < t.rows; ++r)
-      for (int64_t k = 0; k < groups; ++k)
-        for (int64_t j = 0; j < g; ++j) {
-          const int64_t col = std::min(k * g + j, width - 1);
-          REQUIRE(ch.chunks[static_cast<size_t>((r * groups + k) * g + j)] ==
-                  values[static_cast<size_t>(r * width + col)]);
-        }
+      // Chunk (r, k) holds columns [k g, k g + g) of row r, the tail padded with the last value.
+      for (int64_t r = 0; r < t.rows; ++r)
+        for (int64_t k = 0; k < groups; ++k)
+          for (int64_t j = 0; j < g; ++j) {
+            const int64_t col = std::min(k * g + j, width - 1);
+            REQUIRE(ch.chunks[static_cast<size_t>((r * groups + k) * g + j)] ==
+                    values[static_cast<size_t>(r * width + col)]);
+          }
 
-    std::vector<float> back;
-    REQUIRE(merge(inst, block, ch, back, nwc_bytes{nullptr, 0}) == NWC_OK);
-    CHECK(back == values);
-  }
+      std::vector<float> back;
+      REQUIRE(merge(inst, block, ch, back, nwc_bytes{nullptr, 0}) == NWC_OK);
+      CHECK(back == values);
+    }
 }
 
 TEST_CASE("group: padding repeats the last real value") {
