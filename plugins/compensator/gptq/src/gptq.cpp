@@ -8,6 +8,7 @@
 // codec fits on a reference (encode_ex fit_values) and tries columns without committing them
 // (NWC_BLOCK_DRY_RUN). Committed blocks are contiguous in the original column order, so decoding
 // needs nothing from this plugin.
+#include "../../common/hessian.hpp"
 #include "nwc/cpp/plugin.hpp"
 
 #include <algorithm>
@@ -19,24 +20,6 @@
 namespace {
 
 using Matrix = std::vector<double>; // row-major square or [rows, cols]
-
-// In-place lower Cholesky factor of a symmetric matrix; false if it is not positive definite.
-bool cholesky(Matrix &a, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    double d = a[j * n + j];
-    for (int64_t k = 0; k < j; ++k) d -= a[j * n + k] * a[j * n + k];
-    if (!(d > 0.0) || !std::isfinite(d)) return false;
-    d = std::sqrt(d);
-    a[j * n + j] = d;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double v = a[i * n + j];
-      for (int64_t k = 0; k < j; ++k) v -= a[i * n + k] * a[j * n + k];
-      a[i * n + j] = v / d;
-    }
-    for (int64_t i = 0; i < j; ++i) a[i * n + j] = 0.0;
-  }
-  return true;
-}
 
 // H^-1 from its lower Cholesky factor L (H = L Lᵀ): invert L, then L^-ᵀ L^-1.
 Matrix inverse_from_cholesky(const Matrix &l, int64_t n) {
@@ -120,12 +103,7 @@ public:
     Matrix w(static_cast<size_t>(rows * n)), h(static_cast<size_t>(n * n));
     for (int64_t i = 0; i < rows * n; ++i) w[i] = weight.data[i];
     for (int64_t i = 0; i < n * n; ++i) h[i] = hv.data[i];
-    // Dead inputs: never active in calibration, so their weights cannot matter; zero them.
-    for (int64_t j = 0; j < n; ++j)
-      if (h[j * n + j] == 0.0) {
-        h[j * n + j] = 1.0;
-        for (int64_t r = 0; r < rows; ++r) w[r * n + j] = 0.0;
-      }
+    nwc::compensate::zero_dead_columns(h, w, rows, n);
     std::vector<int64_t> perm(static_cast<size_t>(n));
     std::iota(perm.begin(), perm.end(), 0);
     if (act_order_)
@@ -135,26 +113,9 @@ public:
     Matrix hp(static_cast<size_t>(n * n));
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < n; ++j) hp[i * n + j] = h[perm[i] * n + perm[j]];
-    double mean_diag = 0.0;
-    for (int64_t i = 0; i < n; ++i) mean_diag += hp[i * n + i];
-    mean_diag /= static_cast<double>(n);
-    double damp = percdamp_ * mean_diag;
-    Matrix l;
-    for (int attempt = 0;; ++attempt) {
-      l = hp;
-      for (int64_t i = 0; i < n; ++i) l[i * n + i] += damp;
-      if (cholesky(l, n)) break;
-      if (attempt == 8)
-        nwc::fail(NWC_E_INVALID_ARG, "tensor " + tname +
-                                         ": Hessian is not positive definite even "
-                                         "with dampening " +
-                                         std::to_string(damp));
-      damp = damp > 0 ? damp * 10 : 1e-6 * std::max(mean_diag, 1e-12);
-      host.warn("tensor " + tname + ": Cholesky failed, retrying with dampening " +
-                std::to_string(damp));
-    }
+    const Matrix l = nwc::compensate::dampened_cholesky(hp, n, percdamp_, host, tname, nullptr);
     Matrix u = inverse_from_cholesky(l, n); // H^-1 (symmetric)
-    if (!cholesky(u, n))
+    if (!nwc::compensate::lower_cholesky(u, n))
       nwc::fail(NWC_E_INTERNAL, "tensor " + tname + ": inverse Hessian is not positive definite");
     // u now holds L' with H^-1 = L' L'ᵀ; GPTQ's U is L'ᵀ (upper): U[i][j] = u[j][i].
     auto U = [&](int64_t i, int64_t j) { return u[j * n + i]; };

@@ -11,6 +11,7 @@
 // block k's term is ‖(w_k − Ŵ_k) · D_k‖² with w_k = W[:, k] + (W − Ŵ)[:, >k] · L[>k, k], so block
 // k is coded from w_k. Each block is committed as soon as it is coded and is decoded on its own:
 // decoding needs nothing from this plugin.
+#include "../../common/hessian.hpp"
 #include "nwc/cpp/plugin.hpp"
 
 #include <algorithm>
@@ -19,27 +20,6 @@
 #include <vector>
 
 namespace {
-
-// Lower Cholesky factor of the symmetric n×n matrix a (row-major, only the lower triangle is read),
-// written over a with zeros above the diagonal. Returns false when a is not positive definite.
-bool lower_cholesky(std::vector<double> &a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    double *ri = a.data() + i * n;
-    for (int64_t j = 0; j <= i; ++j) {
-      const double *rj = a.data() + j * n;
-      double s = ri[j];
-      for (int64_t k = 0; k < j; ++k) s -= ri[k] * rj[k];
-      if (j < i) {
-        ri[j] = s / rj[j];
-      } else {
-        if (!(s > 0.0) || !std::isfinite(s)) return false;
-        ri[i] = std::sqrt(s);
-      }
-    }
-    std::fill(ri + i + 1, ri + n, 0.0);
-  }
-  return true;
-}
 
 class Ldlq final : public nwc::Compensator {
 public:
@@ -93,36 +73,14 @@ public:
       for (int64_t j = 0; j < n; ++j) h[sz(i * n + j)] = hv.row(i)[j];
     // Dead inputs (never active during calibration): their weights cannot affect the output, so
     // they are coded as zeros, and a unit diagonal keeps H positive definite.
-    int64_t dead = 0;
-    for (int64_t j = 0; j < n; ++j)
-      if (h[sz(j * n + j)] == 0.0) {
-        ++dead;
-        h[sz(j * n + j)] = 1.0;
-        for (int64_t r = 0; r < rows; ++r) w[sz(r * n + j)] = 0.0;
-      }
+    const int64_t dead = nwc::compensate::zero_dead_columns(h, w, rows, n);
     if (dead > 0)
       host.log(NWC_LOG_DEBUG,
                "tensor " + tname + ": " + std::to_string(dead) + " dead input columns zeroed");
 
     // Dampened Cholesky factor C (H + damp·I = C Cᵀ).
-    double mean_diag = 0.0;
-    for (int64_t i = 0; i < n; ++i) mean_diag += h[sz(i * n + i)];
-    mean_diag /= static_cast<double>(n);
-    double damp = percdamp_ * mean_diag;
-    std::vector<double> c;
-    for (int attempt = 0;; ++attempt) {
-      c = h;
-      for (int64_t i = 0; i < n; ++i) c[sz(i * n + i)] += damp;
-      if (lower_cholesky(c, n)) break;
-      if (attempt == 8)
-        nwc::fail(NWC_E_INVALID_ARG, "tensor " + tname +
-                                         ": Hessian is not positive definite even with "
-                                         "dampening " +
-                                         std::to_string(damp));
-      damp = damp > 0.0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-12);
-      host.warn("tensor " + tname + ": Cholesky factorization failed, retrying with dampening " +
-                std::to_string(damp));
-    }
+    double damp = 0.0;
+    std::vector<double> c = nwc::compensate::dampened_cholesky(h, n, percdamp_, host, tname, &damp);
     h = {}; // no longer needed
 
     // L[e:, s:e] = C[e:, s:e] · D_k⁻¹ for every block [s, e), written over C in place (the
