@@ -574,7 +574,8 @@ int cmd_calibrate(const std::vector<std::string> &args) {
                                                "calibrate on tinystories-calib.txt");
   Registry reg = load_registry(c);
   Model model = open_model(model_path, reg, c.threads);
-  LlamaModel llama(model, c.threads);
+  LlamaModel llama(model, 1); // windows run in parallel instead, as for eval
+  cs.threads = c.threads;
   auto tok = load_tokenizer(tok_path, model.arch.vocab_size);
   std::string text = read_text_file(text_path);
   auto t0 = std::chrono::steady_clock::now();

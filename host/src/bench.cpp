@@ -236,6 +236,7 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     log("calibrating on " + std::to_string(s.calib_tokens) + " tokens of " + s.calib_text.string());
     CalibrationSettings cal;
     cal.tokens = s.calib_tokens;
+    cal.threads = s.threads;
     Calibration c = calibrate(llama, calib_stream, cal);
     for (const auto &h : c.hessians) {
       auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());

@@ -4,7 +4,10 @@
 #include "nwc/formats/safetensors.hpp"
 
 #include <cstdio>
+#include <exception>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <xxhash.h>
 
 namespace nwc::host {
@@ -45,22 +48,59 @@ Calibration calibrate(const LlamaModel &model, const std::vector<int32_t> &strea
     h.linears = model.linears_of(name);
     c.hessians.push_back(std::move(h));
   }
-  std::vector<std::vector<double>> sums(c.hessians.size());
-  auto hook = [&](const std::string &input, const float *x, int64_t rows, int64_t dim) {
-    Hessian &h = c.hessians[index.at(input)];
-    auto &s = sums[index.at(input)];
-    if (s.empty()) {
-      h.dim = dim;
-      s.assign(static_cast<size_t>(dim * dim), 0.0);
-    }
-    accumulate_gram(x, rows, dim, s.data());
-    h.count += rows;
+  unsigned threads = settings.threads ? settings.threads : std::thread::hardware_concurrency();
+  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(windows)));
+  // Per worker: a Gram sum and a row count per input; window w goes to worker w % threads.
+  struct Partial {
+    std::vector<std::vector<double>> sums;
+    std::vector<int64_t> counts;
+    std::vector<int64_t> dims;
   };
-  for (int64_t w = 0; w < windows; ++w) {
-    std::vector<int32_t> window(stream.begin() + w * c.seq_len,
-                                stream.begin() + (w + 1) * c.seq_len);
-    model.forward_with_hook(window, 1, c.seq_len, hook);
-  }
+  std::vector<Partial> parts(threads);
+  std::exception_ptr error;
+  std::mutex mu;
+  auto work = [&](unsigned t) {
+    Partial &p = parts[t];
+    p.sums.resize(c.hessians.size());
+    p.counts.assign(c.hessians.size(), 0);
+    p.dims.assign(c.hessians.size(), 0);
+    auto hook = [&](const std::string &input, const float *x, int64_t rows, int64_t dim) {
+      const size_t k = index.at(input);
+      if (p.sums[k].empty()) {
+        p.dims[k] = dim;
+        p.sums[k].assign(static_cast<size_t>(dim * dim), 0.0);
+      }
+      accumulate_gram(x, rows, dim, p.sums[k].data());
+      p.counts[k] += rows;
+    };
+    try {
+      for (int64_t w = t; w < windows; w += threads) {
+        std::vector<int32_t> window(stream.begin() + w * c.seq_len,
+                                    stream.begin() + (w + 1) * c.seq_len);
+        model.forward_with_hook(window, 1, c.seq_len, hook);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!error) error = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto &th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+  std::vector<std::vector<double>> sums(c.hessians.size());
+  for (size_t k = 0; k < c.hessians.size(); ++k)
+    for (const Partial &p : parts) {
+      if (p.sums[k].empty()) continue;
+      if (sums[k].empty()) {
+        sums[k] = p.sums[k];
+        c.hessians[k].dim = p.dims[k];
+      } else {
+        for (size_t i = 0; i < sums[k].size(); ++i) sums[k][i] += p.sums[k][i];
+      }
+      c.hessians[k].count += p.counts[k];
+    }
   for (size_t i = 0; i < c.hessians.size(); ++i) {
     Hessian &h = c.hessians[i];
     h.h = std::move(sums[i]);

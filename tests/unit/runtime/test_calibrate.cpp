@@ -174,3 +174,23 @@ TEST_CASE("calibration files round-trip with provenance and junk is refused") {
   CHECK_THROWS_WITH_AS(load_calibration(test::stories260k()), doctest::Contains("stories260K.bin"),
                        nwc::Error);
 }
+
+TEST_CASE("calibration with parallel windows gives the same Hessians") {
+  Model model = load_model(test::stories260k());
+  LlamaModel llama(model, 1);
+  auto stream = calib_stream();
+  CalibrationSettings one, two;
+  one.tokens = two.tokens = 4096;
+  two.threads = 3; // 8 windows over 3 workers: uneven shares
+  Calibration a = calibrate(llama, stream, one), b = calibrate(llama, stream, two);
+  REQUIRE(a.hessians.size() == b.hessians.size());
+  for (size_t k = 0; k < a.hessians.size(); ++k) {
+    CHECK(a.hessians[k].count == b.hessians[k].count);
+    REQUIRE(a.hessians[k].h.size() == b.hessians[k].h.size());
+    // Only the order of float64 additions differs: equal to rounding, relative to the matrix.
+    double largest = 0;
+    for (double v : a.hessians[k].h) largest = std::max(largest, std::abs(v));
+    for (size_t i = 0; i < a.hessians[k].h.size(); ++i)
+      REQUIRE(std::abs(b.hessians[k].h[i] - a.hessians[k].h[i]) <= 1e-12 * largest);
+  }
+}

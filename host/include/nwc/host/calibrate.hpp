@@ -35,6 +35,8 @@ struct Calibration {
 struct CalibrationSettings {
   int64_t tokens = 65536; // upper bound on tokens used (whole windows only)
   int64_t seq_len = 0;    // 0 = the model's maximum
+  unsigned threads = 1;   // windows run in parallel (0 = all cores), each with its own sums,
+                          // added in thread order: deterministic for a given thread count
 };
 
 // Runs the calibration text (ppl-v1 document splitting and tokenization) through the model.
