@@ -5,9 +5,29 @@
 #include <cstdint>
 #include <optional>
 #include <queue>
+#include <string_view>
 #include <vector>
 
 namespace nwc::host::detail {
+
+// "<0xHH>" -> the byte; -1 for any other piece.
+inline int byte_piece_value(std::string_view piece) {
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
+  int value = 0;
+  for (char c : piece.substr(3, 2)) {
+    int d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'A' && c <= 'F')
+      d = c - 'A' + 10;
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return -1;
+    value = value * 16 + d;
+  }
+  return value;
+}
 
 // What merging two adjacent symbols would give: its score and an opaque value handed back to
 // `apply` (e.g. the merged token id).

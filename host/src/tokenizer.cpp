@@ -108,25 +108,6 @@ Llama2cVocab parse_llama2c(const std::string &name, std::span<const uint8_t> byt
   return v;
 }
 
-// "<0xHH>" -> the byte; -1 for any other piece.
-int byte_piece_value(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (char c : piece.substr(3, 2)) {
-    int d;
-    if (c >= '0' && c <= '9')
-      d = c - '0';
-    else if (c >= 'A' && c <= 'F')
-      d = c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f')
-      d = c - 'a' + 10;
-    else
-      return -1;
-    value = value * 16 + d;
-  }
-  return value;
-}
-
 class Llama2cTokenizer final : public Tokenizer {
 public:
   Llama2cTokenizer(std::string name, Llama2cVocab vocab)
@@ -172,7 +153,8 @@ public:
     std::string_view piece = vocab_.pieces[static_cast<size_t>(token)];
     // The dummy-prefix space of the first word after BOS is not part of the text.
     if (prev == kBos && !piece.empty() && piece[0] == ' ') piece.remove_prefix(1);
-    if (const int b = byte_piece_value(piece); b >= 0) return std::string(1, static_cast<char>(b));
+    if (const int b = detail::byte_piece_value(piece); b >= 0)
+      return std::string(1, static_cast<char>(b));
     return std::string(piece);
   }
 

@@ -328,25 +328,6 @@ size_t valid_utf8_len(std::string_view s) {
   return 0;
 }
 
-// "<0xHH>" -> the byte; -1 for any other piece.
-int byte_piece_value(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (char c : piece.substr(3, 2)) {
-    int d;
-    if (c >= '0' && c <= '9')
-      d = c - '0';
-    else if (c >= 'A' && c <= 'F')
-      d = c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f')
-      d = c - 'a' + 10;
-    else
-      return -1;
-    value = value * 16 + d;
-  }
-  return value;
-}
-
 class SentencePieceTokenizer final : public Tokenizer {
 public:
   SentencePieceTokenizer(std::string name, ModelSpec spec)
@@ -427,7 +408,7 @@ public:
     const Piece &p = m_.pieces[static_cast<size_t>(token)];
     if (p.type == kControl || p.type == kUnknown) return {};
     if (p.type == kByte) {
-      const int b = byte_piece_value(p.text);
+      const int b = detail::byte_piece_value(p.text);
       if (b < 0)
         fail(NWC_E_CORRUPT_STREAM, name_ + ": byte piece " + std::to_string(token) + " is '" +
                                        p.text + "', expected <0xHH>");
