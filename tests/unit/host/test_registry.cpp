@@ -60,7 +60,7 @@ TEST_CASE("an exception inside a plugin operation becomes a status and a message
   nwc_tensor_view xv{x, 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_tensor_view sv{s, 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   nwc_tensor_view dv{d, 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
-  nwc_block_info info{sizeof(nwc_block_info), 0, "t", 1, 4, 0, 4};
+  nwc_block_info info{sizeof(nwc_block_info), 0, "t", 1, 4, 0, 4, nullptr, nullptr};
   nwc_status st = q.quantize(inst->raw(), &info, &xv, &sv, &dv, nullptr);
   CHECK(st == NWC_E_INTERNAL);
   CHECK_THROWS_WITH_AS(inst->check(st, "quantize"),

@@ -29,6 +29,7 @@
 #include "nwc/nwc.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -388,6 +389,8 @@ public:
 struct BlockInfo {
   std::string_view tensor_name;
   int64_t rows = 0, cols = 0, col_begin = 0, col_end = 0;
+  const float *row_scales = nullptr;     // [rows] or null (ABI 1.2)
+  const uint8_t *chunk_levels = nullptr; // [chunk count] or null (ABI 1.2)
   int64_t width() const { return col_end - col_begin; }
   static BlockInfo from(const nwc_block_info *b) {
     if (!b) fail(NWC_E_INVALID_ARG, "missing block info");
@@ -397,6 +400,10 @@ struct BlockInfo {
     info.cols = b->cols;
     info.col_begin = b->col_begin;
     info.col_end = b->col_end;
+    if (b->struct_size >= offsetof(nwc_block_info, chunk_levels) + sizeof(b->chunk_levels)) {
+      info.row_scales = b->row_scales;
+      info.chunk_levels = b->chunk_levels;
+    }
     if (info.rows < 0 || info.col_begin < 0 || info.col_end < info.col_begin ||
         info.col_end > info.cols)
       fail(NWC_E_INVALID_ARG, "inconsistent block info");
@@ -412,6 +419,14 @@ public:
                      Sink &side) = 0;
   virtual void merge(const BlockInfo &block, ConstTensor<float> chunks, Bytes side,
                      Tensor<float> values) = 0;
+  // ABI 1.2 hooks, exported only when the plugin sets the flag (see chunker.h).
+  static constexpr bool has_row_scales = false;
+  static constexpr bool has_chunk_columns = false;
+  // Row scales of the whole tensor; returns the storage dtype (0 = this instance scales nothing).
+  virtual uint32_t row_scales(const BlockInfo &, ConstTensor<float>, Tensor<float>) { return 0; }
+  virtual void chunk_columns(const BlockInfo &, Tensor<int64_t>) {
+    fail(NWC_E_INVALID_ARG, "this chunker cannot map chunks to columns");
+  }
 };
 
 class Transform : public Stage {
@@ -592,6 +607,17 @@ template <class P> struct Trampolines {
                        Tensor<float>(v));
     });
   }
+  static nwc_status row_scales(nwc_instance *i, const nwc_block_info *b, const nwc_tensor_view *w,
+                               nwc_tensor_view *scales, uint32_t *dtype) {
+    return guarded(i, [&] {
+      if (!dtype) fail(NWC_E_INVALID_ARG, "null output");
+      *dtype =
+          self<P>(i).row_scales(BlockInfo::from(b), ConstTensor<float>(w), Tensor<float>(scales));
+    });
+  }
+  static nwc_status chunk_columns(nwc_instance *i, const nwc_block_info *b, nwc_tensor_view *c) {
+    return guarded(i, [&] { self<P>(i).chunk_columns(BlockInfo::from(b), Tensor<int64_t>(c)); });
+  }
   static nwc_status latent_length(nwc_instance *i, int64_t chunk, int64_t *out) {
     return guarded(i, [&] {
       if (!out) fail(NWC_E_INVALID_ARG, "null output");
@@ -672,7 +698,13 @@ template <class P> struct Trampolines {
     if (!id) return nullptr;
     std::string_view want(id);
     if constexpr (std::is_base_of_v<Chunker, P>) {
-      static const nwc_chunker_interface t{sizeof(t), 0, plan, split, merge};
+      static const nwc_chunker_interface t{sizeof(t),
+                                           0,
+                                           plan,
+                                           split,
+                                           merge,
+                                           P::has_row_scales ? row_scales : nullptr,
+                                           P::has_chunk_columns ? chunk_columns : nullptr};
       if (want == NWC_CHUNKER_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<Transform, P>) {
       static const nwc_transform_interface t{sizeof(t), 0,       latent_length,

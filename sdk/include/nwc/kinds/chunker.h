@@ -29,6 +29,20 @@ typedef struct nwc_chunker_interface {
    * [rows, col_end - col_begin]. side is untrusted. [instance-serial] */
   nwc_status (*merge)(nwc_instance *inst, const nwc_block_info *block,
                       const nwc_tensor_view *chunks, nwc_bytes side, nwc_tensor_view *values);
+  /* Since ABI 1.2; NULL when not provided. Row scales of a whole tensor: weight F32 [rows, cols]
+   * -> scales F32 [rows] (host-allocated); *storage_dtype = NWC_DTYPE_F32, _F16 or _BF16, the
+   * precision the host stores them at, or 0 when this instance does not scale rows. The host rounds
+   * them to that precision, stores them once per tensor (counted in its bits) and passes them, as
+   * rounded, in nwc_block_info.row_scales. block covers all columns. [instance-serial] */
+  nwc_status (*row_scales)(nwc_instance *inst, const nwc_block_info *block,
+                           const nwc_tensor_view *weight, nwc_tensor_view *scales,
+                           uint32_t *storage_dtype);
+  /* Since ABI 1.2; NULL when not provided. For each chunk of a block, the absolute input column it
+   * comes from (in [col_begin, col_end)), or -1 for a chunk that spans several columns: columns
+   * I64 [count] (host-allocated). The host uses it to give chunks their column's quality level.
+   * [instance-serial] */
+  nwc_status (*chunk_columns)(nwc_instance *inst, const nwc_block_info *block,
+                              nwc_tensor_view *columns);
 } nwc_chunker_interface;
 
 NWC_EXTERN_C_END

@@ -19,6 +19,14 @@ typedef struct nwc_block_info {
   int64_t cols;
   int64_t col_begin; /* the block: columns [col_begin, col_end) */
   int64_t col_end;
+  /* Since ABI 1.2 (present when struct_size covers them; NULL when absent). */
+  /* [rows]: the tensor's row scales as stored, chosen by the chunker's row_scales() (or replaced by
+   * a compensator that fine-tunes them). The chunker divides by them in split, multiplies in merge.
+   */
+  const float *row_scales;
+  /* [chunk count of the block]: the quality level of each chunk, from the per-column levels the
+   * host stores for the tensor. NULL in plan() and when the tensor has no levels. */
+  const uint8_t *chunk_levels;
 } nwc_block_info;
 
 /* A discrete probability model for entropy coders (e.g. a transform's learned prior), as quantized
