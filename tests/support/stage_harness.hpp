@@ -196,4 +196,68 @@ inline nwc_status entropy_decode(Instance &inst, const std::vector<uint8_t> &str
   return entropy_decode(inst, stream.data(), stream.size(), symbols);
 }
 
+// ---- ABI 1.2 chunker hooks ----------------------------------------------------------------------
+
+// A contiguous CPU 1-D view [n] over borrowed F32 or I64 memory (row scales, chunk columns).
+struct View1D {
+  int64_t shape[1] = {0};
+  nwc_tensor_view view{};
+  View1D(float *data, int64_t n) { init(data, NWC_DTYPE_F32, n); }
+  View1D(int64_t *data, int64_t n) { init(data, NWC_DTYPE_I64, n); }
+  View1D(const View1D &) = delete;
+  View1D &operator=(const View1D &) = delete;
+  nwc_tensor_view *get() { return &view; }
+
+private:
+  void init(void *data, uint32_t dtype, int64_t n) {
+    shape[0] = n;
+    view.data = data;
+    view.dtype = dtype;
+    view.device_type = NWC_DEVICE_CPU;
+    view.ndim = 1;
+    view.shape = shape;
+    view.strides = nullptr;
+  }
+};
+
+// The tensor-level values a 1.2 host passes with every block (borrowed; either may be null).
+inline void set_tensor_side(Block &block, const float *row_scales,
+                            const uint8_t *chunk_levels = nullptr) {
+  block.info.row_scales = row_scales;
+  block.info.chunk_levels = chunk_levels;
+}
+
+inline const nwc_chunker_interface &chunker_interface(Instance &inst) {
+  const auto *c = inst.iface<nwc_chunker_interface>(NWC_CHUNKER_INTERFACE);
+  if (!c) throw std::runtime_error("instance does not serve " NWC_CHUNKER_INTERFACE);
+  return *c;
+}
+
+// Calls row_scales() on the whole tensor weight (F32 [rows, cols], row-major); scales is resized
+// to rows. Throws when the chunker does not provide the hook.
+inline nwc_status chunker_row_scales(Instance &inst, const Block &block,
+                                     const std::vector<float> &weight, std::vector<float> &scales,
+                                     uint32_t &storage_dtype) {
+  const auto &c = chunker_interface(inst);
+  if (c.struct_size < sizeof(nwc_chunker_interface) || !c.row_scales)
+    throw std::runtime_error("chunker does not provide row_scales (ABI 1.2)");
+  scales.assign(static_cast<size_t>(block.info.rows), -1.0f);
+  View w(weight.data(), block.info.rows, block.info.cols);
+  View1D s(scales.data(), block.info.rows);
+  storage_dtype = 0xffffffffu;
+  return c.row_scales(inst.get(), block.get(), w.get(), s.get(), &storage_dtype);
+}
+
+// Calls chunk_columns() for a block with count chunks; columns is resized to count. Throws when
+// the chunker does not provide the hook.
+inline nwc_status chunker_chunk_columns(Instance &inst, const Block &block, int64_t count,
+                                        std::vector<int64_t> &columns) {
+  const auto &c = chunker_interface(inst);
+  if (c.struct_size < sizeof(nwc_chunker_interface) || !c.chunk_columns)
+    throw std::runtime_error("chunker does not provide chunk_columns (ABI 1.2)");
+  columns.assign(static_cast<size_t>(count), -2);
+  View1D v(columns.data(), count);
+  return c.chunk_columns(inst.get(), block.get(), v.get());
+}
+
 } // namespace nwc::test
