@@ -755,9 +755,14 @@ const TensorRecord *ContainerReader::find(const std::string &name) const {
 
 std::vector<uint8_t> ContainerReader::read_stream(const TensorRecord &tensor,
                                                   const StreamRef &stream) const {
-  const std::string where = impl_->file + ": tensor " + tensor.name + ": stream " + stream.role +
-                            " block " + std::to_string(stream.block) + " at offset " +
-                            std::to_string(stream.offset);
+  return read_stream_at(stream, "tensor " + tensor.name + ": stream " + stream.role + " block " +
+                                    std::to_string(stream.block));
+}
+
+std::vector<uint8_t> ContainerReader::read_stream_at(const StreamRef &stream,
+                                                     const std::string &what) const {
+  const std::string where =
+      impl_->file + ": " + what + " at offset " + std::to_string(stream.offset);
   // The manifest's streams were validated; re-check in case the caller built its own StreamRef.
   const uint64_t end = impl_->manifest_offset;
   if (stream.offset < kHeaderSize || stream.offset > end || stream.length > end - stream.offset)

@@ -15,6 +15,7 @@
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
 #include "nwc/host/tokenizer.hpp"
+#include "nwc/host/train_codec.hpp"
 
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -164,10 +165,12 @@ int cmd_compress(const std::vector<std::string> &args) {
       "pipeline,p", po::value(&pipeline_path)->required(),
       "pipeline TOML file")("output,o", po::value(&out)->required(), "output .nwc file")(
       "calibration", po::value(&calibration_path),
-      "Hessians from `nwc calibrate` of this same model (for compensators that use them)");
+      "Hessians from `nwc calibrate` of this same model (for compensators that use them)")(
+      "embed-codec", "store the codec files the pipeline names inside the container");
   add_common(d, c);
-  parse(args, d, {"model"},
-        "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc [--calibration H.safetensors]");
+  auto vm =
+      parse(args, d, {"model"},
+            "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc [--calibration H.safetensors]");
   Registry reg = load_registry(c);
   Pipeline pl = load_pipeline(pipeline_path, reg);
   Model model = load_model(model_path);
@@ -175,6 +178,7 @@ int cmd_compress(const std::vector<std::string> &args) {
   CompressSettings s;
   s.threads = c.threads;
   s.progress = std::ref(progress);
+  s.embed_resources = vm.count("embed-codec") > 0;
   if (!calibration_path.empty()) {
     Calibration cal = load_calibration(calibration_path);
     std::string fp = model_fingerprint(model);
@@ -632,6 +636,94 @@ int cmd_calibrate(const std::vector<std::string> &args) {
   return 0;
 }
 
+int cmd_train_codec(const std::vector<std::string> &args) {
+  Common c;
+  TrainCodecSettings ts;
+  std::vector<std::string> models;
+  std::string out, coefficients, layer_norm = "on";
+  po::options_description d("nwc train-codec");
+  d.add_options()("model,m", po::value(&models)->required()->composing(),
+                  "model whose decoder-block linear weights form the training set (repeatable)")(
+      "lambda", po::value(&ts.lambda)->required(),
+      "rate-distortion trade-off (larger = more bits)")("output,o", po::value(&out)->required(),
+                                                        "output codec file (.nwcc)")(
+      "steps", po::value(&ts.steps)->default_value(2000),
+      "training steps")("batch", po::value(&ts.batch)->default_value(256), "samples per step")(
+      "sample-length", po::value(&ts.sample_length)->default_value(0),
+      "weights per sample, a multiple of 16 (0 = min(1024, shortest column))")(
+      "width", po::value(&ts.width)->default_value(64),
+      "hidden width D")("blocks", po::value(&ts.blocks)->default_value(1), "residual blocks")(
+      "latent", po::value(&ts.latent)->default_value(16),
+      "latent dimension M")("levels", po::value(&ts.levels)->default_value(4), "quality levels Q")(
+      "layer-norm", po::value(&layer_norm)->default_value("on"), "LayerNorm in the blocks: on|off")(
+      "coefficients", po::value(&coefficients),
+      "rate weight per level, comma-separated (default 3.4,1.2,0.1,0.05 for Q = 4)")(
+      "normalize", po::value(&ts.normalize)->default_value("scalar"),
+      "scalar (dataset mean/std, as the reference) or row (per-row std, as at compression)")(
+      "lr", po::value(&ts.lr)->default_value(1e-4), "Adam learning rate of the transforms")(
+      "aux-lr", po::value(&ts.aux_lr)->default_value(1e-3), "Adam learning rate of the quantiles")(
+      "clip", po::value(&ts.clip)->default_value(1.0),
+      "gradient norm clip (0 = off)")("eval-every", po::value(&ts.eval_every)->default_value(250),
+                                      "steps between held-out evaluations (and checkpoints)")(
+      "validation-samples", po::value(&ts.validation_samples)->default_value(1000),
+      "held-out samples (at most 10% of the data)")("seed", po::value(&ts.seed)->default_value(100),
+                                                    "random seed")(
+      "restart", "ignore an existing checkpoint and start afresh");
+  add_common(d, c);
+  auto vm =
+      parse(args, d, {},
+            "nwc train-codec --model M [--model M2 ...] --lambda L -o codec.nwcc [--steps N]");
+  if (layer_norm != "on" && layer_norm != "off") throw UsageError("--layer-norm: on or off");
+  ts.layer_norm = layer_norm == "on";
+  ts.resume = !vm.count("restart");
+  ts.threads = c.threads;
+  for (const auto &m : models) ts.models.emplace_back(m);
+  ts.output = out;
+  if (!coefficients.empty()) {
+    std::stringstream ss(coefficients);
+    for (std::string item; std::getline(ss, item, ',');) {
+      try {
+        ts.level_coefficients.push_back(std::stod(item));
+      } catch (const std::exception &) {
+        throw UsageError("--coefficients: '" + item + "' is not a number");
+      }
+    }
+  }
+  Registry reg = load_registry(c);
+  if (!c.quiet && !c.json) ts.log = [](const std::string &line) { std::cerr << line << "\n"; };
+  TrainCodecResult r = train_codec(ts, reg);
+  json levels = json::array();
+  for (const auto &l : r.validation)
+    levels.push_back({{"level", l.level},
+                      {"bits_per_weight", l.bits_per_weight},
+                      {"estimate_bpw", l.estimate_bpw},
+                      {"mse", l.mse}});
+  if (c.json) {
+    std::cout << json{{"output", out},
+                      {"steps", r.steps},
+                      {"best_step", r.best_step},
+                      {"resumed_from", r.resumed_from},
+                      {"best_loss", r.best_loss},
+                      {"seconds", r.seconds},
+                      {"train_samples", r.train_samples},
+                      {"validation_samples", r.validation_samples},
+                      {"sample_length", r.sample_length},
+                      {"dataset_std", r.dataset_std},
+                      {"train_loss", r.train_loss},
+                      {"validation", levels}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::cout << "wrote " << out << " (best held-out loss " << fmt(r.best_loss, 4) << " at step "
+            << r.best_step << " of " << r.steps << ", " << fmt(r.seconds, 1) << " s)\n";
+  std::cout << "level  bits/w (rANS)  bits/w (estimate)  MSE/sigma^2\n";
+  for (const auto &l : r.validation)
+    std::cout << std::left << std::setw(7) << l.level << std::setw(15) << fmt(l.bits_per_weight, 3)
+              << std::setw(19) << fmt(l.estimate_bpw, 3) << sci(l.mse) << "\n";
+  return 0;
+}
+
 int cmd_convert(const std::vector<std::string> &args) {
   Common c;
   std::string model_path, out, layout = "hf", dtype_name = "F32";
@@ -738,6 +830,7 @@ void print_help() {
             << "  calibrate --model M --tokenizer T --text F -o H   per-linear input Hessians\n"
             << "  convert --model M -o DIR --layout hf              HF Llama directory\n"
             << "  bench --model M --tokenizer T --pipelines ... -o D compare pipelines\n"
+            << "  train-codec --model M --lambda L -o C.nwcc       train an NWC neural codec\n"
             << "  plugins list | plugins show ID                    installed plugins, options\n\n"
             << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
 }
@@ -769,6 +862,7 @@ int main(int argc, char **argv) {
     if (cmd == "calibrate") return cmd_calibrate(args);
     if (cmd == "convert") return cmd_convert(args);
     if (cmd == "bench") return cmd_bench(args);
+    if (cmd == "train-codec") return cmd_train_codec(args);
     throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
   } catch (const UsageError &e) {
     std::cerr << "nwc: usage error: " << e.what() << "\n";

@@ -5,11 +5,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <cmath>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdio>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unistd.h>
 #include <zstd.h>
 
 namespace nwc::host {
@@ -86,6 +91,107 @@ std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape) {
   return {shape[0], cols};
 }
 
+// ---- tensor-level side information (ABI 1.2) ---------------------------------------------------
+// Stored as tensor streams (block -1): "row_scales" = [u8 NWC_DTYPE_F32|F16|BF16][rows values, LE]
+// and "levels" = [u8 bits per level: 2, 4 or 8][levels of the columns, packed LSB first].
+
+struct TensorSide {
+  std::vector<float> row_scales; // empty = none
+  std::vector<uint8_t> levels;   // per column; empty = none
+};
+
+bool chunker_has(const nwc_chunker_interface *c, size_t offset) {
+  return c->struct_size >= offset + sizeof(void *);
+}
+
+DType scale_dtype(uint32_t code, const std::string &where) {
+  switch (code) {
+  case NWC_DTYPE_F32:
+    return DType::F32;
+  case NWC_DTYPE_F16:
+    return DType::F16;
+  case NWC_DTYPE_BF16:
+    return DType::BF16;
+  default:
+    fail(NWC_E_CORRUPT_STREAM, where + ": row scales have dtype code " + std::to_string(code) +
+                                   " (expected F32, F16 or BF16)");
+  }
+}
+
+std::vector<uint8_t> encode_row_scales(uint32_t code, std::vector<float> &scales,
+                                       const std::string &where) {
+  DType dt = scale_dtype(code, where);
+  std::vector<uint8_t> out(1 + scales.size() * dtype_size(dt));
+  out[0] = static_cast<uint8_t>(code);
+  from_float(dt, scales.data(), scales.size(), out.data() + 1);
+  to_float(dt, out.data() + 1, scales.size(), scales.data()); // what the decoder will see
+  for (float v : scales)
+    if (!std::isfinite(v) || v == 0.0f)
+      fail(NWC_E_INVALID_ARG, where + ": row scale " + std::to_string(v) +
+                                  " is zero or not finite at the stored precision");
+  return out;
+}
+
+std::vector<float> decode_row_scales(const std::vector<uint8_t> &bytes, int64_t rows,
+                                     const std::string &where) {
+  if (bytes.empty()) fail(NWC_E_CORRUPT_STREAM, where + ": empty row_scales stream");
+  DType dt = scale_dtype(bytes[0], where);
+  if (bytes.size() != 1 + static_cast<size_t>(rows) * dtype_size(dt))
+    fail(NWC_E_CORRUPT_STREAM, where + ": row_scales stream has " + std::to_string(bytes.size()) +
+                                   " bytes, expected " +
+                                   std::to_string(1 + static_cast<size_t>(rows) * dtype_size(dt)));
+  std::vector<float> out(static_cast<size_t>(rows));
+  to_float(dt, bytes.data() + 1, out.size(), out.data());
+  for (float v : out)
+    if (!std::isfinite(v) || v == 0.0f)
+      fail(NWC_E_CORRUPT_STREAM, where + ": row_scales stream holds a zero or non-finite scale");
+  return out;
+}
+
+std::vector<uint8_t> pack_levels(const std::vector<uint8_t> &levels) {
+  uint8_t top = 0;
+  for (uint8_t l : levels) top = std::max(top, l);
+  const unsigned bits = top < 4 ? 2 : top < 16 ? 4 : 8;
+  std::vector<uint8_t> out(1 + (levels.size() * bits + 7) / 8, 0);
+  out[0] = static_cast<uint8_t>(bits);
+  for (size_t i = 0; i < levels.size(); ++i) {
+    const size_t bit = i * bits;
+    out[1 + bit / 8] |= static_cast<uint8_t>(levels[i] << (bit % 8));
+  }
+  return out;
+}
+
+std::vector<uint8_t> unpack_levels(const std::vector<uint8_t> &bytes, int64_t cols,
+                                   const std::string &where) {
+  if (bytes.empty() || (bytes[0] != 2 && bytes[0] != 4 && bytes[0] != 8))
+    fail(NWC_E_CORRUPT_STREAM, where + ": levels stream must start with 2, 4 or 8 bits per level");
+  const unsigned bits = bytes[0];
+  const size_t need = 1 + (static_cast<size_t>(cols) * bits + 7) / 8;
+  if (bytes.size() != need)
+    fail(NWC_E_CORRUPT_STREAM, where + ": levels stream has " + std::to_string(bytes.size()) +
+                                   " bytes, expected " + std::to_string(need));
+  std::vector<uint8_t> out(static_cast<size_t>(cols));
+  const unsigned mask = (1u << bits) - 1u;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const size_t bit = i * bits;
+    out[i] = static_cast<uint8_t>((bytes[1 + bit / 8] >> (bit % 8)) & mask);
+  }
+  return out;
+}
+
+nwc_block_info block_info(const std::string &name, int64_t rows, int64_t cols, int64_t c0,
+                          int64_t c1, const TensorSide &side) {
+  return nwc_block_info{sizeof(nwc_block_info),
+                        0,
+                        name.c_str(),
+                        rows,
+                        cols,
+                        c0,
+                        c1,
+                        side.row_scales.empty() ? nullptr : side.row_scales.data(),
+                        nullptr};
+}
+
 struct Geometry {
   int64_t count = 0, length = 0, latent = 0;
   int64_t symbols() const { return count * latent; }
@@ -110,6 +216,34 @@ Geometry plan_block(const Stages &st, const nwc_block_info &info) {
   return out;
 }
 
+// The quality level of each chunk of a block, from the tensor's per-column levels.
+std::vector<uint8_t> chunk_levels(const Stages &st, const nwc_block_info &info, const Geometry &g,
+                                  const std::vector<uint8_t> &levels) {
+  if (levels.empty()) return {};
+  const Instance &ch = st.at(Slot::Chunker);
+  if (!chunker_has(st.chunker, offsetof(nwc_chunker_interface, chunk_columns)) ||
+      !st.chunker->chunk_columns)
+    fail(NWC_E_INVALID_ARG, std::string("tensor ") + info.tensor_name +
+                                ": per-column quality levels need a chunker that maps chunks to "
+                                "columns (such as nwc.chunk.column); " +
+                                ch.plugin().id + " does not");
+  std::vector<int64_t> cols(static_cast<size_t>(g.count));
+  int64_t shape[1] = {g.count};
+  nwc_tensor_view v{cols.data(), 0, NWC_DTYPE_I64, NWC_DEVICE_CPU, 0, 1, shape, nullptr};
+  ch.check(st.chunker->chunk_columns(ch.raw(), &info, &v), "chunk_columns");
+  std::vector<uint8_t> out(cols.size());
+  for (size_t k = 0; k < cols.size(); ++k) {
+    if (cols[k] < info.col_begin || cols[k] >= info.col_end)
+      fail(NWC_E_INVALID_ARG, std::string("tensor ") + info.tensor_name + ": chunker " +
+                                  ch.plugin().id + " put chunk " + std::to_string(k) +
+                                  " in column " + std::to_string(cols[k]) +
+                                  ", outside the block (per-column levels need chunks within "
+                                  "one column)");
+    out[k] = levels[static_cast<size_t>(cols[k])];
+  }
+  return out;
+}
+
 struct EncodedBlock {
   BlockRecord record;
   std::vector<std::pair<std::string, std::vector<uint8_t>>> streams; // role, bytes
@@ -121,6 +255,7 @@ struct BlockCodec {
   const Stages *stages = nullptr;
   std::string name;
   int64_t rows = 0, cols = 0;
+  TensorSide tensor_side;
   std::vector<EncodedBlock> blocks;
   std::string error; // exception message when encode failed
   nwc_status error_code = NWC_OK;
@@ -170,8 +305,10 @@ struct BlockCodec {
       fail(NWC_E_INVALID_ARG, "tensor " + name + ": unknown block codec flags");
     const bool dry = (flags & NWC_BLOCK_DRY_RUN) != 0;
     const Stages &st = *stages;
-    nwc_block_info info{sizeof(nwc_block_info), 0, name.c_str(), rows, cols, c0, c1};
+    nwc_block_info info = block_info(name, rows, cols, c0, c1, tensor_side);
     Geometry g = plan_block(st, info);
+    const std::vector<uint8_t> levels = chunk_levels(st, info, g, tensor_side.levels);
+    if (!levels.empty()) info.chunk_levels = levels.data();
 
     EncodedBlock out;
     out.record = {c0, c1, g.symbols()};
@@ -294,6 +431,38 @@ DType storage_dtype(DType original) {
   return original == DType::F16 || original == DType::BF16 ? original : DType::F32;
 }
 
+// Files behind bitstream-affecting path options (a codec): recorded in manifest.extra.resources
+// as {config, slot, option, file, path, bytes, xxh64[, stream]} so decoding can find and verify
+// them; with `embed`, their bytes go into the container as a stream.
+void record_resources(const Plugin &p, const OptionValues &resolved, size_t config,
+                      const std::string &slot, bool embed, ContainerWriter &writer,
+                      nlohmann::json &resources) {
+  for (const auto &spec : p.options) {
+    if (spec.type != NWC_OPT_PATH || !(spec.flags & NWC_OPTF_AFFECTS_BITSTREAM)) continue;
+    const OptionValue *v = resolved.find(spec.key);
+    if (!v) continue;
+    const std::string path = std::filesystem::absolute(std::get<std::string>(v->value)).string();
+    MappedFile f(path);
+    const uint64_t hash = container_checksum(f.data(), f.size());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+    nlohmann::json r = {{"config", config},
+                        {"slot", slot},
+                        {"plugin", p.id},
+                        {"option", spec.key},
+                        {"file", std::filesystem::path(path).filename().string()},
+                        {"path", path},
+                        {"bytes", f.size()},
+                        {"xxh64", hex}};
+    if (embed) {
+      StreamRef ref = writer.append_stream("resource", -1, f.data(), f.size());
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(ref.xxh64));
+      r["stream"] = {{"offset", ref.offset}, {"length", ref.length}, {"xxh64", hex}};
+    }
+    resources.push_back(std::move(r));
+  }
+}
+
 } // namespace
 
 unsigned resolve_threads(unsigned threads) {
@@ -398,6 +567,34 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
                            &BlockCodec::encode_ex};
     int64_t shape[2] = {rows, cols};
     nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    // Tensor-level side information first: every block is coded with it.
+    if (chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) &&
+        st.chunker->row_scales) {
+      std::vector<float> scales(static_cast<size_t>(rows), 1.0f);
+      int64_t sshape[1] = {rows};
+      nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
+      uint32_t code = 0;
+      nwc_block_info whole = block_info(rec.name, rows, cols, 0, cols, TensorSide{});
+      st.at(Slot::Chunker)
+          .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &wv, &sv, &code),
+                 "row_scales");
+      if (code != 0) {
+        auto bytes = encode_row_scales(
+            code, scales, "tensor " + rec.name + ": chunker " + st.at(Slot::Chunker).plugin().id);
+        bc.tensor_side.row_scales = std::move(scales);
+        enc->streams.push_back({"row_scales", {-1, std::move(bytes)}});
+      }
+    }
+    if (auto lv = settings.column_levels.find(rec.name); lv != settings.column_levels.end()) {
+      if (static_cast<int64_t>(lv->second.size()) != cols)
+        fail(NWC_E_INVALID_ARG, "tensor " + rec.name + ": " + std::to_string(lv->second.size()) +
+                                    " quality levels for " + std::to_string(cols) + " columns");
+      if (!st.transform)
+        fail(NWC_E_INVALID_ARG,
+             "tensor " + rec.name + ": quality levels need a transform stage that uses them");
+      bc.tensor_side.levels = lv->second;
+      enc->streams.push_back({"levels", {-1, pack_levels(lv->second)}});
+    }
     if (st.compensator) {
       nwc_tensor_view hv{};
       const nwc_tensor_view *hessian = nullptr;
@@ -484,6 +681,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   CompressResult result;
   std::map<std::string, int32_t> config_index;
   ContainerManifest manifest;
+  nlohmann::json resources = nlohmann::json::array();
   try {
     while (written < n) {
       std::unique_ptr<EncodedTensor> enc;
@@ -509,6 +707,8 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
             const Plugin *p = registry.find(spec["plugin"].get<std::string>());
             cfg.stages.push_back(StageRecord{kSlotNames[s], p->id, p->version, p->stream_version,
                                              enc->resolved[s].to_json()});
+            record_resources(*p, enc->resolved[s], manifest.stage_configs.size(), kSlotNames[s],
+                             settings.embed_resources, writer, resources);
           }
           manifest.stage_configs.push_back(std::move(cfg));
           it = config_index.emplace(key, static_cast<int32_t>(manifest.stage_configs.size() - 1))
@@ -540,6 +740,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   if (error) std::rethrow_exception(error);
 
   manifest.architecture = model.arch.to_json();
+  if (!resources.empty()) manifest.extra["resources"] = resources;
   manifest.pipeline_name = pipeline.name;
   manifest.pipeline_text = pipeline.text;
   manifest.source_model = model.path.filename().string();
@@ -559,6 +760,13 @@ struct ContainerDecoder::Impl {
   // leases its own set and returns it when the block is done.
   mutable std::mutex mu;
   mutable std::map<int32_t, std::vector<std::unique_ptr<Stages>>> idle;
+  std::vector<std::filesystem::path>
+      extracted; // embedded resources written out; removed at the end
+  ~Impl() {
+    idle.clear();
+    std::error_code ec;
+    for (const auto &p : extracted) std::filesystem::remove(p, ec);
+  }
 
   struct Lease {
     const Impl *impl;
@@ -584,12 +792,108 @@ struct ContainerDecoder::Impl {
   }
 };
 
+namespace {
+
+std::string file_hash(const std::filesystem::path &p) {
+  MappedFile f(p);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(container_checksum(f.data(), f.size())));
+  return hex;
+}
+
+// Where a recorded resource is on this machine (see ContainerDecoder), verified by hash.
+std::string resolve_resource(const ContainerReader &reader, const nlohmann::json &r,
+                             std::vector<std::filesystem::path> &extracted) {
+  namespace fs = std::filesystem;
+  const std::string file = reader.path().string();
+  auto str = [&](const char *key) {
+    if (!r.contains(key) || !r[key].is_string())
+      fail(NWC_E_CORRUPT_STREAM, file + ": manifest resource lacks string '" + key + "'");
+    return r[key].get<std::string>();
+  };
+  const std::string want = str("xxh64"), name = str("file"), recorded = str("path");
+  const std::string what = "plugin " + str("plugin") + " option " + str("option");
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    fail(NWC_E_CORRUPT_STREAM, file + ": " + what + ": bad resource file name '" + name + "'");
+  if (r.contains("stream")) {
+    const auto &js = r["stream"];
+    StreamRef ref;
+    ref.role = "resource";
+    try {
+      ref.offset = js.at("offset").get<uint64_t>();
+      ref.length = js.at("length").get<uint64_t>();
+      ref.xxh64 = std::stoull(js.at("xxh64").get<std::string>(), nullptr, 16);
+    } catch (const std::exception &) {
+      fail(NWC_E_CORRUPT_STREAM, file + ": " + what + ": malformed embedded resource record");
+    }
+    std::vector<uint8_t> bytes = reader.read_stream_at(ref, "embedded " + name);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx",
+                  static_cast<unsigned long long>(container_checksum(bytes.data(), bytes.size())));
+    if (want != hex)
+      fail(NWC_E_CORRUPT_STREAM,
+           file + ": embedded " + name + " hashes to " + hex + ", the manifest expects " + want);
+    std::string tmpl = (fs::temp_directory_path() / ("nwc-resource-XXXXXX-" + name)).string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    int fd = mkstemps(buf.data(), static_cast<int>(name.size() + 1));
+    if (fd < 0) fail(NWC_E_IO, file + ": cannot create a temporary file for embedded " + name);
+    fs::path out(buf.data());
+    extracted.push_back(out);
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (w <= 0) {
+        ::close(fd);
+        fail(NWC_E_IO, out.string() + ": write failed");
+      }
+      done += static_cast<size_t>(w);
+    }
+    ::close(fd);
+    return out.string();
+  }
+  std::vector<fs::path> candidates{recorded, reader.path().parent_path() / name};
+  if (const char *env = std::getenv("NWC_CODEC_PATH")) {
+    std::string dirs = env;
+    for (size_t a = 0; a <= dirs.size();) {
+      size_t b = dirs.find(':', a);
+      if (b == std::string::npos) b = dirs.size();
+      if (b > a) candidates.push_back(fs::path(dirs.substr(a, b - a)) / name);
+      a = b + 1;
+    }
+  }
+  boost::system::error_code bec;
+  auto exe = boost::dll::program_location(bec);
+  if (!bec)
+    candidates.push_back(fs::path(exe.parent_path().string()) / ".." / "share" / "nwc" / "codecs" /
+                         name);
+  std::string mismatch;
+  std::error_code ec;
+  for (const auto &c : candidates) {
+    if (!fs::is_regular_file(c, ec)) continue;
+    const std::string got = file_hash(c);
+    if (got == want) return c.string();
+    if (mismatch.empty()) mismatch = c.string() + " hashes to " + got;
+  }
+  if (!mismatch.empty())
+    fail(NWC_E_VERSION, file + ": " + what + " needs " + name + " with xxh64 " + want + ", but " +
+                            mismatch + " (a different codec); put the right one on NWC_CODEC_PATH");
+  fail(NWC_E_IO, file + ": " + what + " needs " + name + " (xxh64 " + want + "), not found at " +
+                     recorded +
+                     ", next to the container or on NWC_CODEC_PATH (compress with "
+                     "--embed-codec to carry it inside the container)");
+}
+
+} // namespace
+
 ContainerDecoder::ContainerDecoder(const ContainerReader &reader, const Registry &registry)
     : impl_(std::make_unique<Impl>()) {
   impl_->reader = &reader;
   impl_->registry = &registry;
   const std::string file = reader.path().string();
-  for (const auto &cfg : reader.manifest().stage_configs) {
+  for (size_t cfg_index = 0; cfg_index < reader.manifest().stage_configs.size(); ++cfg_index) {
+    const StageConfig &cfg = reader.manifest().stage_configs[cfg_index];
     std::array<StageSpec, 5> specs;
     for (const auto &s : cfg.stages) {
       bool known = false;
@@ -618,6 +922,21 @@ ContainerDecoder::ContainerDecoder(const ContainerReader &reader, const Registry
       specs[slot].options = OptionValues::from_json(s.options, p->options.data(),
                                                     static_cast<uint32_t>(p->options.size()),
                                                     file + ": plugin " + s.plugin_id);
+      // Path options recorded as resources point at files verified by hash on this machine.
+      if (reader.manifest().extra.contains("resources") &&
+          reader.manifest().extra["resources"].is_array())
+        for (const auto &r : reader.manifest().extra["resources"]) {
+          if (!r.is_object() || r.value("config", -1) != static_cast<int64_t>(cfg_index) ||
+              r.value("slot", "") != s.slot)
+            continue;
+          const std::string key = r.value("option", "");
+          const nwc_option_spec *spec = p->option(key);
+          if (!spec || spec->type != NWC_OPT_PATH)
+            fail(NWC_E_CORRUPT_STREAM, file + ": resource for unknown path option '" + key +
+                                           "' of plugin " + s.plugin_id);
+          specs[slot].options.set(
+              OptionValue{key, NWC_OPT_PATH, resolve_resource(reader, r, impl_->extracted)});
+        }
       std::string why = validate_options(*p, specs[slot].options);
       if (!why.empty()) fail(NWC_E_CORRUPT_STREAM, file + ": plugin " + s.plugin_id + ": " + why);
     }
@@ -640,16 +959,20 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
   const Stages &st = *lease.stages;
   auto [rows, cols] = as_matrix(t.shape);
   const BlockRecord &b = t.blocks[block];
-  nwc_block_info info{
-      sizeof(nwc_block_info), 0, t.name.c_str(), rows, cols, b.col_begin, b.col_end};
-  Geometry g = plan_block(st, info);
-  if (g.symbols() != b.symbol_count)
-    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
-                                   ": manifest says " + std::to_string(b.symbol_count) +
-                                   " symbols, the stages expect " + std::to_string(g.symbols()));
   std::vector<uint8_t> chunk_side, quant_side, coded;
+  TensorSide side;
   bool have_entropy = false;
   for (const auto &s : t.streams) {
+    const std::string where = file + ": tensor " + t.name;
+    if (s.block == -1) {
+      if (s.role == "row_scales")
+        side.row_scales = decode_row_scales(reader.read_stream(t, s), rows, where);
+      else if (s.role == "levels")
+        side.levels = unpack_levels(reader.read_stream(t, s), cols, where);
+      else
+        fail(NWC_E_CORRUPT_STREAM, where + ": unknown tensor stream role '" + s.role + "'");
+      continue;
+    }
     if (s.block != static_cast<int32_t>(block)) continue;
     if (s.role == "chunker")
       chunk_side = reader.read_stream(t, s);
@@ -659,9 +982,16 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
       coded = reader.read_stream(t, s);
       have_entropy = true;
     } else
-      fail(NWC_E_CORRUPT_STREAM,
-           file + ": tensor " + t.name + ": unknown stream role '" + s.role + "'");
+      fail(NWC_E_CORRUPT_STREAM, where + ": unknown stream role '" + s.role + "'");
   }
+  nwc_block_info info = block_info(t.name, rows, cols, b.col_begin, b.col_end, side);
+  Geometry g = plan_block(st, info);
+  if (g.symbols() != b.symbol_count)
+    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
+                                   ": manifest says " + std::to_string(b.symbol_count) +
+                                   " symbols, the stages expect " + std::to_string(g.symbols()));
+  const std::vector<uint8_t> levels = chunk_levels(st, info, g, side.levels);
+  if (!levels.empty()) info.chunk_levels = levels.data();
   if (!have_entropy)
     fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
                                    " has no entropy stream");

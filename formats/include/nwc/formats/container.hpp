@@ -100,6 +100,9 @@ public:
   // Bytes of one stream after verifying its checksum; a mismatch throws
   // "FILE: tensor NAME: stream ROLE block B at offset O: checksum mismatch".
   std::vector<uint8_t> read_stream(const TensorRecord &tensor, const StreamRef &stream) const;
+  // Any stream of the stream area (e.g. an embedded codec recorded in manifest.extra), bounds and
+  // checksum checked; `what` names it in errors.
+  std::vector<uint8_t> read_stream_at(const StreamRef &stream, const std::string &what) const;
   uint64_t file_size() const;
   const std::filesystem::path &path() const;
 

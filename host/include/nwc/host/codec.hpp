@@ -28,6 +28,12 @@ struct CompressSettings {
   // Input second moments H (cols x cols, row-major) of linear weights, by weight name; handed to
   // compensators (NWC_COMPENSATOR_NEEDS_HESSIAN requires one for every coded tensor).
   std::map<std::string, std::shared_ptr<const std::vector<float>>> hessians;
+  // Quality level of every input column, by weight name (stored with the tensor, 2 bits per column
+  // for up to 4 levels; handed to the transform per chunk).
+  std::map<std::string, std::vector<uint8_t>> column_levels;
+  // Copy the files named by bitstream-affecting path options (codecs) into the container. They are
+  // always recorded by XXH64 hash; decoding refuses a file whose hash differs.
+  bool embed_resources = false;
 };
 
 struct CompressedTensor {
@@ -48,6 +54,10 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
 
 // Decodes tensors of an opened container. The constructor checks that every plugin the file
 // needs is installed and new enough, naming what is missing.
+//
+// Files named by path options (codecs) are found by their recorded XXH64 hash: the copy embedded in
+// the container, else the recorded path, else a file of the same name next to the container, in
+// the directories of NWC_CODEC_PATH (colon-separated), or in <exe>/../share/nwc/codecs.
 class ContainerDecoder {
 public:
   ContainerDecoder(const ContainerReader &reader, const Registry &registry);

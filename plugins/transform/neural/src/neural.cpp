@@ -1,0 +1,129 @@
+// nwc.transform.neural — the NWC learned transform: each chunk (a 16-vector running down a column,
+// row-normalized by nwc.chunk.column) goes through the codec's analysis MLP g_a with its quality
+// level's embedding; the latents are centered on the entropy model's medians, so that plain
+// rounding (nwc.quant.round) is rounding around the medians, and the entropy model's quantized CDF
+// tables (stored in the codec file, never recomputed) are handed to nwc.entropy.rans.
+#include "codec_model.hpp"
+#include "nwc/cpp/plugin.hpp"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+class NeuralTransform final : public nwc::Transform {
+public:
+  static constexpr const char *id = "nwc.transform.neural";
+  static constexpr const char *version = "1.0.0";
+  static constexpr uint32_t stream_version = 1;
+  static constexpr const char *name = "neural";
+  static constexpr const char *description =
+      "The NWC neural codec (arXiv 2510.11234): an MLP analysis transform with residual blocks "
+      "and a quality-level embedding maps each chunk to latents; a factorized-prior entropy model "
+      "supplies per-latent-channel CDF tables for nwc.entropy.rans (mode = \"external\"). Latents "
+      "are centered on the model's medians, so nwc.quant.round rounds around them. Expects "
+      "unit-variance chunks (nwc.chunk.column with normalize = \"row\").";
+  static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
+  NWC_OPTIONS(nwc::string_option("codec", "",
+                                 "The trained codec (.nwcc file). Containers record its XXH64 "
+                                 "hash; decoding with a different codec is refused.",
+                                 NWC_OPTF_REQUIRED | NWC_OPTF_AFFECTS_BITSTREAM, NWC_OPT_PATH),
+              nwc::int_option("level", 0, 0, 15,
+                              "Quality level of every chunk when the host supplies no per-column "
+                              "levels (0 = fewest bits; the codec defines how many levels exist).",
+                              NWC_OPTF_AFFECTS_BITSTREAM));
+
+  explicit NeuralTransform(const nwc::Options &opts)
+      : file_(nwc::neural::load_codec(opts.get_string("codec"))),
+        level_(opts.get_int("level")) {
+    if (level_ >= file_.config.levels)
+      nwc::fail(NWC_E_INVALID_ARG, "level = " + std::to_string(level_) + ", but codec " +
+                                       opts.get_string("codec") + " has " +
+                                       std::to_string(file_.config.levels) + " levels");
+    const auto &t = file_.tables;
+    model_ = nwc_cdf_model{sizeof(nwc_cdf_model),
+                           t.precision,
+                           static_cast<uint32_t>(t.channels),
+                           static_cast<uint32_t>(t.max_length),
+                           t.cdf.data(),
+                           t.lengths.data(),
+                           t.offsets.data()};
+    medians_ = torch::from_blob(const_cast<float *>(t.medians.data()), {t.channels},
+                                torch::kFloat32)
+                   .clone();
+  }
+
+  int64_t latent_length(int64_t chunk_length) override {
+    if (chunk_length != file_.config.chunk)
+      nwc::fail(NWC_E_UNSUPPORTED_SHAPE,
+                "the codec codes chunks of " + std::to_string(file_.config.chunk) +
+                    " values, the chunker made chunks of " + std::to_string(chunk_length) +
+                    " (set the chunker's chunk option to " + std::to_string(file_.config.chunk) +
+                    ")");
+    return file_.config.latent;
+  }
+
+  void forward(const nwc::BlockInfo &b, nwc::ConstTensor<float> chunks,
+               nwc::Tensor<float> latents) override {
+    const int64_t n = check(b, chunks.rows, chunks.cols, latents.rows,
+                            latents.cols, file_.config.chunk, file_.config.latent);
+    torch::NoGradGuard no_grad;
+    auto x = torch::from_blob(const_cast<float *>(chunks.data), {n, file_.config.chunk},
+                              torch::kFloat32);
+    for (int64_t i = 0; i < x.numel(); ++i)
+      if (!std::isfinite(chunks.data[i]))
+        nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) +
+                                         ": a chunk holds a non-finite value");
+    auto y = (file_.model->analyze(x, levels(b, n)) - medians_).contiguous();
+    std::memcpy(latents.data, y.data_ptr<float>(), static_cast<size_t>(y.numel()) * 4);
+  }
+
+  void inverse(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+               nwc::Tensor<float> chunks) override {
+    const int64_t n = check(b, latents.rows, latents.cols, chunks.rows,
+                            chunks.cols, file_.config.latent, file_.config.chunk);
+    torch::NoGradGuard no_grad;
+    auto y = torch::from_blob(const_cast<float *>(latents.data), {n, file_.config.latent},
+                              torch::kFloat32);
+    auto x = file_.model->synthesize(y + medians_, levels(b, n)).contiguous();
+    std::memcpy(chunks.data, x.data_ptr<float>(), static_cast<size_t>(x.numel()) * 4);
+  }
+
+  const nwc_cdf_model *probability_model() override { return &model_; }
+
+private:
+  int64_t check(const nwc::BlockInfo &b, int64_t in_rows, int64_t in_cols, int64_t out_rows,
+                int64_t out_cols, int64_t want_in, int64_t want_out) const {
+    if (in_cols != want_in || out_cols != want_out || in_rows != out_rows)
+      nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) + ": expected [n, " +
+                                       std::to_string(want_in) + "] -> [n, " +
+                                       std::to_string(want_out) + "] views");
+    return in_rows;
+  }
+
+  // The quality level of each chunk: the host's per-chunk levels, or the uniform option.
+  torch::Tensor levels(const nwc::BlockInfo &b, int64_t n) const {
+    if (!b.chunk_levels) return torch::full({n}, level_, torch::kInt64);
+    auto out = torch::empty({n}, torch::kInt64);
+    auto *p = out.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (b.chunk_levels[i] >= file_.config.levels)
+        nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) + ": quality level " +
+                                         std::to_string(b.chunk_levels[i]) +
+                                         " is out of range for a codec with " +
+                                         std::to_string(file_.config.levels) + " levels");
+      p[i] = b.chunk_levels[i];
+    }
+    return out;
+  }
+
+  nwc::neural::CodecFile file_;
+  int64_t level_;
+  nwc_cdf_model model_{};
+  torch::Tensor medians_;
+};
+
+} // namespace
+
+NWC_MODULE(NeuralTransform)
