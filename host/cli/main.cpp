@@ -1,6 +1,7 @@
 // nwc — command-line front end: compress, decompress, inspect, plugins.
 //
 // Exit codes: 0 success, 1 runtime failure, 2 usage error. Every error is one line on stderr.
+#include "codec_file.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/file.hpp"
@@ -9,6 +10,7 @@
 #include "nwc/host/bench.hpp"
 #include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
+#include "nwc/host/codec_measure.hpp"
 #include "nwc/host/convert.hpp"
 #include "nwc/host/eval.hpp"
 #include "nwc/host/llama.hpp"
@@ -724,6 +726,95 @@ int cmd_train_codec(const std::vector<std::string> &args) {
   return 0;
 }
 
+int cmd_codec(const std::vector<std::string> &args) {
+  if (args.empty() || (args[0] != "info" && args[0] != "measure"))
+    throw UsageError("nwc codec info FILE | nwc codec measure FILE --model M [--level Q]");
+  const std::string sub = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  Common c;
+  CodecMeasureSettings ms;
+  std::string file;
+  po::options_description d("nwc codec " + sub);
+  d.add_options()("codec", po::value(&file)->required(), "codec file (.nwcc)");
+  if (sub == "measure")
+    d.add_options()("model,m", po::value<std::string>()->required(), "model to code")(
+        "level", po::value(&ms.level)->default_value(0), "quality level of every column")(
+        "block", po::value(&ms.block)->default_value(128), "columns per rANS stream");
+  add_common(d, c);
+  auto vm = parse(rest, d, {"codec"},
+                  sub == "info" ? "nwc codec info FILE.nwcc"
+                                : "nwc codec measure FILE.nwcc --model M [--level Q]");
+  if (sub == "info") {
+    neural::CodecFile f = neural::load_codec(file);
+    MappedFile mf(file);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx",
+                  static_cast<unsigned long long>(container_checksum(mf.data(), mf.size())));
+    json j = f.metadata;
+    j["file"] = file;
+    j["bytes"] = mf.size();
+    j["xxh64"] = hex;
+    j["tables"] = {{"channels", f.tables.channels},
+                   {"max_length", f.tables.max_length},
+                   {"lengths", f.tables.lengths},
+                   {"offsets", f.tables.offsets},
+                   {"medians", f.tables.medians}};
+    if (c.json) {
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
+    const auto &cfg = f.config;
+    std::cout << file << ": NWC codec, " << mf.size() << " bytes, xxh64 " << hex << "\n"
+              << "  chunk " << cfg.chunk << ", width " << cfg.width << ", " << cfg.blocks
+              << " residual blocks, latent " << cfg.latent << ", " << cfg.levels
+              << " quality levels, LayerNorm " << (cfg.layer_norm ? "on" : "off") << "\n";
+    if (j.contains("lambda")) std::cout << "  lambda " << j["lambda"].dump() << "\n";
+    if (j.contains("training")) std::cout << "  training " << j["training"].dump() << "\n";
+    if (j.contains("validation")) std::cout << "  validation " << j["validation"].dump() << "\n";
+    return 0;
+  }
+  ms.codec = file;
+  ms.model = vm["model"].as<std::string>();
+  Registry reg = load_registry(c);
+  CodecMeasure m = measure_codec(ms, reg);
+  const double gap = m.estimate_bpw > 0 ? (m.rans_bpw / m.estimate_bpw - 1.0) * 100.0 : 0.0;
+  if (c.json) {
+    json tensors = json::array();
+    for (const auto &t : m.tensors)
+      tensors.push_back({{"name", t.name},
+                         {"shape", {t.rows, t.cols}},
+                         {"estimate_bits", t.estimate_bits},
+                         {"rans_bits", t.rans_bits},
+                         {"side_bits", t.side_bits},
+                         {"squared_error", t.squared_error}});
+    std::cout << json{{"codec", file},
+                      {"model", ms.model},
+                      {"level", ms.level},
+                      {"weights", m.weights},
+                      {"estimate_bpw", m.estimate_bpw},
+                      {"rans_bpw", m.rans_bpw},
+                      {"side_bpw", m.side_bpw},
+                      {"bits_per_weight", m.rans_bpw + m.side_bpw},
+                      {"rans_over_estimate_percent", gap},
+                      {"mse", m.mse},
+                      {"variance", m.variance},
+                      {"shannon_mse", m.shannon_mse},
+                      {"tensors", tensors}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::cout << "codec " << file << " on " << ms.model << " (level " << ms.level << ", "
+            << static_cast<int64_t>(m.weights) << " linear weights)\n"
+            << "  latents: rANS " << fmt(m.rans_bpw, 4) << " bits/weight, estimate "
+            << fmt(m.estimate_bpw, 4) << " (rANS " << (gap >= 0 ? "+" : "") << fmt(gap, 2) << "%)\n"
+            << "  row scales: " << fmt(m.side_bpw, 4) << " bits/weight; total "
+            << fmt(m.rans_bpw + m.side_bpw, 4) << "\n"
+            << "  MSE " << sci(m.mse) << " (weight variance " << sci(m.variance)
+            << ", Shannon bound at this rate " << sci(m.shannon_mse) << ")\n";
+  return 0;
+}
+
 int cmd_convert(const std::vector<std::string> &args) {
   Common c;
   std::string model_path, out, layout = "hf", dtype_name = "F32";
@@ -831,6 +922,7 @@ void print_help() {
             << "  convert --model M -o DIR --layout hf              HF Llama directory\n"
             << "  bench --model M --tokenizer T --pipelines ... -o D compare pipelines\n"
             << "  train-codec --model M --lambda L -o C.nwcc       train an NWC neural codec\n"
+            << "  codec info C.nwcc | codec measure C.nwcc -m M    a codec's metadata, its rates\n"
             << "  plugins list | plugins show ID                    installed plugins, options\n\n"
             << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
 }
@@ -863,6 +955,7 @@ int main(int argc, char **argv) {
     if (cmd == "convert") return cmd_convert(args);
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "train-codec") return cmd_train_codec(args);
+    if (cmd == "codec") return cmd_codec(args);
     throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
   } catch (const UsageError &e) {
     std::cerr << "nwc: usage error: " << e.what() << "\n";

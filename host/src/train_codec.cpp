@@ -57,7 +57,8 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
           for (int64_t c = 0; c < cols; ++c) sq += (w[r * cols + c] - mu) * (w[r * cols + c] - mu);
           double sd = cols > 1 ? std::sqrt(sq / static_cast<double>(cols - 1)) : 1.0;
           if (!(sd > 0) || !std::isfinite(sd)) sd = 1.0;
-          for (int64_t c = 0; c < cols; ++c) w[r * cols + c] = static_cast<float>(w[r * cols + c] / sd);
+          for (int64_t c = 0; c < cols; ++c)
+            w[r * cols + c] = static_cast<float>(w[r * cols + c] / sd);
         }
       std::vector<float> wt(w.size());
       for (int64_t r = 0; r < rows; ++r)
@@ -136,8 +137,8 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
                    tables.lengths.data(),
                    tables.offsets.data()};
   int64_t shape[2] = {sym.size(0), sym.size(1)};
-  nwc_tensor_view sv{sym.data_ptr<int32_t>(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape,
-                     nullptr};
+  nwc_tensor_view sv{
+      sym.data_ptr<int32_t>(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   struct Counter {
     size_t bytes = 0;
     static nwc_status write(nwc_sink *s, const void *, size_t len) {
@@ -181,9 +182,9 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
   cfg.levels = s.levels;
   cfg.layer_norm = s.layer_norm;
   cfg.validate("train-codec");
-  std::vector<double> coef =
-      s.level_coefficients.empty() ? neural::default_level_coefficients(cfg.levels)
-                                   : s.level_coefficients;
+  std::vector<double> coef = s.level_coefficients.empty()
+                                 ? neural::default_level_coefficients(cfg.levels)
+                                 : s.level_coefficients;
   if (static_cast<int64_t>(coef.size()) != cfg.levels)
     fail(NWC_E_INVALID_ARG, "train-codec: " + std::to_string(coef.size()) +
                                 " level coefficients for " + std::to_string(cfg.levels) +
@@ -282,6 +283,7 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
 
     if (step % s.eval_every == 0 || step == s.steps) {
       model->eval();
+      neural::fit_quantiles(model);
       neural::CdfTables tables = neural::compute_tables(model);
       double vloss = 0;
       json levels = json::array();
@@ -353,8 +355,7 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
     result.validation.push_back({l.at("level").get<int64_t>(),
                                  l.at("bits_per_weight").get<double>(),
                                  l.at("estimate_bpw").get<double>(), l.at("mse").get<double>()});
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }
 

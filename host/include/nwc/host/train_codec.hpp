@@ -25,12 +25,12 @@ struct TrainCodecSettings {
   std::filesystem::path output; // .nwcc; checkpoints go beside it (OUTPUT.ckpt*)
   double lambda = 100.0;
   int64_t steps = 2000;
-  int64_t batch = 256;         // samples per step
-  int64_t sample_length = 0;   // entries per sample; 0 = min(1024, shortest column), multiple of 16
-  int64_t width = 64;          // hidden width D
-  int64_t blocks = 1;          // residual blocks
-  int64_t latent = 16;         // latent dimension M
-  int64_t levels = 4;          // quality levels Q
+  int64_t batch = 256;       // samples per step
+  int64_t sample_length = 0; // entries per sample; 0 = min(1024, shortest column), multiple of 16
+  int64_t width = 64;        // hidden width D
+  int64_t blocks = 1;        // residual blocks
+  int64_t latent = 16;       // latent dimension M
+  int64_t levels = 4;        // quality levels Q
   bool layer_norm = true;
   std::vector<double> level_coefficients; // empty = the reference table for `levels`
   std::string normalize = "scalar";       // "scalar" (dataset mean/std) or "row" (per-row std)

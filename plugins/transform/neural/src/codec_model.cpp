@@ -20,96 +20,17 @@ void bad(const std::string &where, const std::string &what) {
 
 } // namespace
 
-// ---- configuration -----------------------------------------------------------------------------
-
-json CodecConfig::to_json() const {
-  return json{{"chunk", chunk},           {"width", width},
-              {"blocks", blocks},         {"latent", latent},
-              {"levels", levels},         {"layer_norm", layer_norm},
-              {"density_filters", density_filters}, {"init_scale", init_scale},
-              {"tail_mass", tail_mass}};
-}
-
-CodecConfig CodecConfig::from_json(const json &j, const std::string &where) {
-  if (!j.is_object()) bad(where, "codec config must be an object");
-  CodecConfig c;
-  auto integer = [&](const char *key, int64_t &out) {
-    if (!j.contains(key) || !j[key].is_number_integer())
-      bad(where, std::string("codec config: '") + key + "' must be an integer");
-    out = j[key].get<int64_t>();
-  };
-  integer("chunk", c.chunk);
-  integer("width", c.width);
-  integer("blocks", c.blocks);
-  integer("latent", c.latent);
-  integer("levels", c.levels);
-  if (!j.contains("layer_norm") || !j["layer_norm"].is_boolean())
-    bad(where, "codec config: 'layer_norm' must be a bool");
-  c.layer_norm = j["layer_norm"].get<bool>();
-  if (!j.contains("density_filters") || !j["density_filters"].is_array())
-    bad(where, "codec config: 'density_filters' must be an array of integers");
-  c.density_filters.clear();
-  for (const auto &f : j["density_filters"]) {
-    if (!f.is_number_integer()) bad(where, "codec config: 'density_filters' must hold integers");
-    c.density_filters.push_back(f.get<int64_t>());
-  }
-  for (const char *key : {"init_scale", "tail_mass"})
-    if (!j.contains(key) || !j[key].is_number())
-      bad(where, std::string("codec config: '") + key + "' must be a number");
-  c.init_scale = j["init_scale"].get<double>();
-  c.tail_mass = j["tail_mass"].get<double>();
-  c.validate(where);
-  return c;
-}
-
-void CodecConfig::validate(const std::string &where) const {
-  auto in = [&](const char *what, int64_t v, int64_t lo, int64_t hi) {
-    if (v < lo || v > hi)
-      bad(where, std::string("codec config: ") + what + " = " + std::to_string(v) +
-                     " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  };
-  in("chunk", chunk, 1, 4096);
-  in("width", width, 1, 8192);
-  in("blocks", blocks, 0, 64);
-  in("latent", latent, 1, 4096);
-  in("levels", levels, 1, 16);
-  if (density_filters.empty() || density_filters.size() > 8)
-    bad(where, "codec config: density_filters must have 1 to 8 entries");
-  for (int64_t f : density_filters) in("density filter", f, 1, 64);
-  if (!(init_scale > 0 && init_scale < 1e6)) bad(where, "codec config: init_scale out of range");
-  if (!(tail_mass > 0 && tail_mass < 0.1)) bad(where, "codec config: tail_mass out of range");
-}
-
-std::vector<double> default_level_coefficients(int64_t levels) {
-  switch (levels) {
-  case 1:
-    return {1.0};
-  case 2:
-    return {3.4, 0.05};
-  case 4:
-    return {3.4, 1.2, 0.1, 0.05};
-  case 8:
-    return {4.0, 1.707, 0.724, 0.307, 0.130, 0.055, 0.024, 0.010};
-  default: { // geometric from 4.0 down to 0.001, as the reference does for Q = 16
-    std::vector<double> c(static_cast<size_t>(levels));
-    for (int64_t q = 0; q < levels; ++q)
-      c[static_cast<size_t>(q)] =
-          4.0 * std::pow(0.001 / 4.0, static_cast<double>(q) / static_cast<double>(levels - 1));
-    return c;
-  }
-  }
-}
-
 // ---- modules -----------------------------------------------------------------------------------
 
 CoderImpl::CoderImpl(int64_t in, int64_t out, const CodecConfig &cfg) {
   input = register_module("input", torch::nn::Linear(in, cfg.width));
   for (int64_t b = 0; b < cfg.blocks; ++b) {
-    linears.push_back(register_module("linear" + std::to_string(b),
-                                      torch::nn::Linear(cfg.width, cfg.width)));
+    linears.push_back(
+        register_module("linear" + std::to_string(b), torch::nn::Linear(cfg.width, cfg.width)));
     if (cfg.layer_norm)
-      norms.push_back(register_module("norm" + std::to_string(b),
-                                      torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.width}))));
+      norms.push_back(
+          register_module("norm" + std::to_string(b),
+                          torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.width}))));
   }
   output = register_module("output", torch::nn::Linear(cfg.width, out));
 }
@@ -135,11 +56,11 @@ EntropyBottleneckImpl::EntropyBottleneckImpl(const CodecConfig &cfg)
     const double init = std::log(std::expm1(1.0 / scale / static_cast<double>(f[i + 1])));
     matrices.push_back(register_parameter("matrix" + std::to_string(i),
                                           torch::full({channels, f[i + 1], f[i]}, init)));
-    biases.push_back(register_parameter("bias" + std::to_string(i),
-                                        torch::rand({channels, f[i + 1], 1}) - 0.5));
+    biases.push_back(
+        register_parameter("bias" + std::to_string(i), torch::rand({channels, f[i + 1], 1}) - 0.5));
     if (i + 2 < f.size())
-      factors.push_back(register_parameter("factor" + std::to_string(i),
-                                           torch::zeros({channels, f[i + 1], 1})));
+      factors.push_back(
+          register_parameter("factor" + std::to_string(i), torch::zeros({channels, f[i + 1], 1})));
   }
   auto q = torch::tensor({-cfg.init_scale, 0.0, cfg.init_scale}, torch::kFloat32);
   quantiles = register_parameter("quantiles", q.repeat({channels, 1, 1}));
@@ -191,11 +112,8 @@ NwcCodecImpl::NwcCodecImpl(const CodecConfig &cfg) : config(cfg) {
   cfg.validate("codec");
   g_a = register_module("g_a", Coder(cfg.chunk, cfg.latent, cfg));
   g_s = register_module("g_s", Coder(cfg.latent, cfg.chunk, cfg));
-  // Starts as the identity scaling so every level begins from the same transform; the levels
-  // then diverge through their different rate weights.
+  // nn.Embedding's own initialization, N(0, 1), as the reference: the levels start apart.
   level_embedding = register_module("level_embedding", torch::nn::Embedding(cfg.levels, cfg.width));
-  torch::NoGradGuard no_grad;
-  level_embedding->weight.fill_(1.0);
   bottleneck = register_module("bottleneck", EntropyBottleneck(cfg));
 }
 
@@ -228,40 +146,44 @@ std::vector<torch::Tensor> NwcCodecImpl::main_parameters() {
   return out;
 }
 
-std::vector<torch::Tensor> NwcCodecImpl::aux_parameters() { return {bottleneck->quantiles}; }
+std::vector<torch::Tensor> NwcCodecImpl::aux_parameters() {
+  return {bottleneck->quantiles};
+}
 
-// ---- CDF tables ----------------------------------------------------------------------------------
+// ---- CDF tables
+// ----------------------------------------------------------------------------------
 
-std::vector<uint32_t> quantize_pmf(const std::vector<double> &pmf, uint32_t precision) {
-  const size_t n = pmf.size();
-  const uint64_t total = uint64_t{1} << precision;
-  if (n == 0 || n > total) fail(NWC_E_INVALID_ARG, "quantize_pmf: bad symbol count");
-  double sum = 0;
-  for (double p : pmf) {
-    if (!(p >= 0) || !std::isfinite(p)) fail(NWC_E_INVALID_ARG, "quantize_pmf: bad probability");
-    sum += p;
+void fit_quantiles(NwcCodec &codec) {
+  torch::NoGradGuard no_grad;
+  EntropyBottleneckImpl &eb = *codec->bottleneck;
+  const double t = std::log(2.0 / eb.tail_mass - 1.0);
+  const double targets[3] = {-t, 0.0, t};
+  auto q = eb.quantiles.detach().to(torch::kFloat64).clone();
+  auto qa = q.accessor<double, 3>();
+  for (int64_t c = 0; c < eb.channels; ++c) {
+    auto logits = [&](double x) {
+      auto v = torch::full({1, 1, 1}, x, torch::kFloat64);
+      for (size_t i = 0; i < eb.matrices.size(); ++i) {
+        auto ch = [&](const torch::Tensor &p) {
+          return p.detach().index({torch::indexing::Slice(c, c + 1)}).to(torch::kFloat64);
+        };
+        v = torch::matmul(torch::softplus(ch(eb.matrices[i])), v) + ch(eb.biases[i]);
+        if (i < eb.factors.size()) v = v + torch::tanh(ch(eb.factors[i])) * torch::tanh(v);
+      }
+      return v.item<double>();
+    };
+    for (int k = 0; k < 3; ++k) {
+      // The cumulative logits are monotone in x (positive matrices, factors above -1).
+      double lo = -1e4, hi = 1e4;
+      if (logits(lo) > targets[k] || logits(hi) < targets[k]) continue; // keep the trained value
+      for (int it = 0; it < 80; ++it) {
+        const double mid = 0.5 * (lo + hi);
+        (logits(mid) < targets[k] ? lo : hi) = mid;
+      }
+      qa[c][0][k] = 0.5 * (lo + hi);
+    }
   }
-  // One unit per symbol, the rest shared in proportion to the mass (floor), and the remainder
-  // handed out one unit at a time by largest fractional part (ties: lower index).
-  const uint64_t spare = total - n;
-  std::vector<uint64_t> freq(n, 1);
-  std::vector<std::pair<double, size_t>> frac(n);
-  uint64_t used = n;
-  for (size_t i = 0; i < n; ++i) {
-    const double share = sum > 0 ? pmf[i] / sum * static_cast<double>(spare) : 0.0;
-    const auto whole = static_cast<uint64_t>(std::floor(share));
-    freq[i] += whole;
-    used += whole;
-    frac[i] = {share - static_cast<double>(whole), i};
-  }
-  if (used > total) fail(NWC_E_INTERNAL, "quantize_pmf: rounding overflow");
-  std::stable_sort(frac.begin(), frac.end(), [](const auto &a, const auto &b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
-  for (size_t k = 0; used < total; ++k, ++used) ++freq[frac[k % n].second];
-  std::vector<uint32_t> cdf(n + 1, 0);
-  for (size_t i = 0; i < n; ++i) cdf[i + 1] = cdf[i] + static_cast<uint32_t>(freq[i]);
-  return cdf;
+  eb.quantiles.copy_(q.to(torch::kFloat32));
 }
 
 CdfTables compute_tables(const NwcCodec &codec) {
@@ -308,7 +230,8 @@ CdfTables compute_tables(const NwcCodec &codec) {
     };
     auto lower = logits(x - 0.5), upper = logits(x + 0.5);
     auto sign = -torch::sign(lower + upper);
-    auto pmf_t = torch::abs(torch::sigmoid(sign * upper) - torch::sigmoid(sign * lower)).view({len});
+    auto pmf_t =
+        torch::abs(torch::sigmoid(sign * upper) - torch::sigmoid(sign * lower)).view({len});
     const double tail = torch::sigmoid(lower.view({len})[0]).item<double>() +
                         torch::sigmoid(-upper.view({len})[len - 1]).item<double>();
     std::vector<double> pmf(static_cast<size_t>(len) + 1);
@@ -332,7 +255,8 @@ void save_codec(const std::filesystem::path &path, const NwcCodec &model, const 
   std::vector<std::vector<float>> data;
   for (const auto &p : model->named_parameters()) {
     auto v = p.value().detach().to(torch::kFloat32).contiguous();
-    infos.push_back({p.key(), DType::F32, std::vector<int64_t>(v.sizes().begin(), v.sizes().end())});
+    infos.push_back(
+        {p.key(), DType::F32, std::vector<int64_t>(v.sizes().begin(), v.sizes().end())});
     data.emplace_back(v.data_ptr<float>(), v.data_ptr<float>() + v.numel());
   }
   auto add_table = [&](const std::string &name, DType dt, std::vector<int64_t> shape,
@@ -367,81 +291,21 @@ void save_codec(const std::filesystem::path &path, const NwcCodec &model, const 
   w.commit();
 }
 
-CodecFile load_codec(const std::filesystem::path &path) {
-  const std::string where = path.string();
-  Model m = read_safetensors(path);
-  json meta;
-  try {
-    meta = json::parse(m.metadata.at("__metadata__").at("nwc.codec").get<std::string>());
-  } catch (const std::exception &) {
-    bad(where, "not an NWC codec file (safetensors metadata lacks a valid \"nwc.codec\" entry)");
+NwcCodec load_codec_module(const std::filesystem::path &path) {
+  CodecFile f = load_codec(path); // validates everything
+  NwcCodec m(f.config);
+  Model file = read_safetensors(path);
+  torch::NoGradGuard no_grad;
+  for (auto &p : m->named_parameters()) {
+    const ModelTensor *t = file.find(p.key());
+    if (!t) bad(path.string(), "missing tensor " + p.key());
+    std::vector<float> v = t->load();
+    if (static_cast<int64_t>(v.size()) != p.value().numel())
+      bad(path.string(), "tensor " + p.key() + " has the wrong size");
+    p.value().copy_(torch::from_blob(v.data(), p.value().sizes(), torch::kFloat32));
   }
-  if (!meta.is_object() || meta.value("format", "") != "nwcc")
-    bad(where, "not an NWC codec file (metadata format is not \"nwcc\")");
-  if (!meta.contains("version") || !meta["version"].is_number_integer() ||
-      meta["version"].get<int>() != kCodecFormatVersion)
-    bad(where, "unsupported codec file version (expected " + std::to_string(kCodecFormatVersion) +
-                   ")");
-  CodecFile f;
-  f.config = CodecConfig::from_json(meta.value("config", json()), where);
-  f.metadata = meta;
-  f.model = NwcCodec(f.config);
-  std::map<std::string, const ModelTensor *> by_name;
-  for (const auto &t : m.tensors) by_name[t.info.name] = &t;
-  auto get = [&](const std::string &name, const std::vector<int64_t> &shape) {
-    auto it = by_name.find(name);
-    if (it == by_name.end()) bad(where, "missing tensor " + name);
-    if (it->second->info.shape != shape) bad(where, "tensor " + name + " has the wrong shape");
-    return it->second->load();
-  };
-  {
-    torch::NoGradGuard no_grad;
-    for (auto &p : f.model->named_parameters()) {
-      std::vector<int64_t> shape(p.value().sizes().begin(), p.value().sizes().end());
-      std::vector<float> v = get(p.key(), shape);
-      for (float x : v)
-        if (!std::isfinite(x)) bad(where, "tensor " + p.key() + " holds a non-finite value");
-      p.value().copy_(torch::from_blob(v.data(), p.value().sizes(), torch::kFloat32));
-    }
-  }
-  f.model->eval();
-  const int64_t C = f.config.latent;
-  if (!meta.contains("cdf_precision") || !meta["cdf_precision"].is_number_integer() ||
-      meta["cdf_precision"].get<int64_t>() != kCdfPrecision)
-    bad(where, "CDF precision must be " + std::to_string(kCdfPrecision));
-  auto lengths = get("tables.lengths", {C});
-  auto offsets = get("tables.offsets", {C});
-  auto medians = get("tables.medians", {C});
-  auto it = by_name.find("tables.cdf");
-  if (it == by_name.end() || it->second->info.shape.size() != 2 ||
-      it->second->info.shape[0] != C || it->second->info.shape[1] < 3 ||
-      it->second->info.shape[1] > 8194)
-    bad(where, "tables.cdf must be [" + std::to_string(C) + ", 3..8194]");
-  CdfTables &t = f.tables;
-  t.channels = C;
-  t.max_length = it->second->info.shape[1];
-  auto cdf = it->second->load();
-  t.cdf.assign(cdf.size(), 0);
-  for (size_t i = 0; i < cdf.size(); ++i) {
-    if (!(cdf[i] >= 0 && cdf[i] <= 65536)) bad(where, "tables.cdf value out of range");
-    t.cdf[i] = static_cast<uint32_t>(cdf[i]);
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    if (!(lengths[c] >= 3 && lengths[c] <= static_cast<float>(t.max_length)))
-      bad(where, "tables.lengths[" + std::to_string(c) + "] out of range");
-    if (!(std::fabs(offsets[c]) <= 1e6f) || !std::isfinite(medians[c]))
-      bad(where, "tables.offsets/medians[" + std::to_string(c) + "] out of range");
-    t.lengths.push_back(static_cast<uint32_t>(lengths[c]));
-    t.offsets.push_back(static_cast<int32_t>(offsets[c]));
-    t.medians.push_back(medians[c]);
-    const uint32_t *row = t.cdf.data() + c * t.max_length;
-    if (row[0] != 0 || row[t.lengths[c] - 1] != (1u << kCdfPrecision))
-      bad(where, "tables.cdf row " + std::to_string(c) + " does not run from 0 to 2^16");
-    for (uint32_t k = 0; k + 1 < t.lengths[c]; ++k)
-      if (row[k + 1] <= row[k])
-        bad(where, "tables.cdf row " + std::to_string(c) + " is not strictly increasing");
-  }
-  return f;
+  m->eval();
+  return m;
 }
 
 } // namespace nwc::neural

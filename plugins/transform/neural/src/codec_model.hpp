@@ -1,10 +1,13 @@
-// codec_model.hpp — the NWC neural codec (arXiv 2510.11234, §1.4–1.5 of
-// docs/reference/nwc-method.md): analysis transform g_a, synthesis transform g_s, the quality-level
-// embedding they share, and a factorized-prior entropy bottleneck; plus its quantized CDF tables
-// and the `.nwcc` codec file. Shared by the nwc.transform.neural plugin and `nwc train-codec`.
+// codec_model.hpp — the NWC neural codec as a trainable LibTorch module (arXiv 2510.11234, §1.4–1.5
+// of docs/reference/nwc-method.md): analysis transform g_a, synthesis transform g_s, the
+// quality-level embedding they share, and a factorized-prior entropy bottleneck; computing its
+// quantized CDF tables and writing the `.nwcc` codec file. Used by `nwc train-codec` and tests; the
+// plugin evaluates finalized codecs without LibTorch (codec_file.hpp).
 //
-// Private to the plugin and the trainer (it includes LibTorch); never part of the public SDK.
+// Private (it includes LibTorch); never part of the public SDK.
 #pragma once
+
+#include "codec_file.hpp"
 
 #include <torch/torch.h>
 
@@ -15,28 +18,6 @@
 #include <vector>
 
 namespace nwc::neural {
-
-inline constexpr int kCodecFormatVersion = 1;
-inline constexpr uint32_t kCdfPrecision = 16;
-
-struct CodecConfig {
-  int64_t chunk = 16;  // elements per input vector
-  int64_t width = 512; // hidden width D
-  int64_t blocks = 4;  // residual blocks nRB
-  int64_t latent = 16; // latent dimension M (= entropy model channels)
-  int64_t levels = 4;  // quality levels Q
-  bool layer_norm = true;
-  std::vector<int64_t> density_filters{3, 3, 3, 3};
-  double init_scale = 10.0;
-  double tail_mass = 1e-9;
-
-  nlohmann::json to_json() const;
-  static CodecConfig from_json(const nlohmann::json &j, const std::string &where);
-  void validate(const std::string &where) const;
-};
-
-// The rate coefficients c[q] of the training loss, per quality level (Q = 4: 3.4, 1.2, 0.1, 0.05).
-std::vector<double> default_level_coefficients(int64_t levels);
 
 // Input Linear -> nRB x (h += ReLU(LN(Linear(h))); h *= e_q) -> output Linear.
 struct CoderImpl : torch::nn::Module {
@@ -68,18 +49,6 @@ struct EntropyBottleneckImpl : torch::nn::Module {
 };
 TORCH_MODULE(EntropyBottleneck);
 
-// Quantized CDF tables of the entropy bottleneck, computed once when a codec is finalized and then
-// only read (decoding never recomputes them). Layout matches nwc_cdf_model.
-struct CdfTables {
-  uint32_t precision = kCdfPrecision;
-  int64_t channels = 0;
-  int64_t max_length = 0;
-  std::vector<uint32_t> cdf; // channels x max_length
-  std::vector<uint32_t> lengths;
-  std::vector<int32_t> offsets;
-  std::vector<float> medians;
-};
-
 struct NwcCodecImpl : torch::nn::Module {
   explicit NwcCodecImpl(const CodecConfig &cfg);
   // x: [N, chunk] (normalized weights), levels: [N] int64 -> latents y [N, latent].
@@ -102,27 +71,20 @@ struct NwcCodecImpl : torch::nn::Module {
 };
 TORCH_MODULE(NwcCodec);
 
+// Sets the entropy model's quantiles to the exact tail_mass/2, median and 1 - tail_mass/2 points of
+// the learned densities (bisection on the monotone cumulative), instead of where the auxiliary
+// loss has got to: the tables then cover the latents' real range and few values are escaped.
+void fit_quantiles(NwcCodec &codec);
+
 // Builds the tables from the trained density (CompressAI's update(): per channel the integer range
 // around the median covering the quantiles, plus one escape interval for the tails).
 CdfTables compute_tables(const NwcCodec &codec);
-
-// A probability mass function (non-negative, finite) -> a CDF of n + 1 points with cdf[0] = 0,
-// cdf[n] = 2^precision and every interval at least 1 (each symbol stays codable).
-std::vector<uint32_t> quantize_pmf(const std::vector<double> &pmf, uint32_t precision);
-
-// A finalized codec as stored in a `.nwcc` file.
-struct CodecFile {
-  CodecConfig config;
-  NwcCodec model{nullptr};
-  CdfTables tables;
-  nlohmann::json metadata = nlohmann::json::object(); // lambda, coefficients, training, validation
-};
 
 // `.nwcc` = safetensors: every parameter (F32) and the tables (cdf/lengths/offsets as I32, medians
 // F32), metadata key "nwc.codec" holding {"format": "nwcc", "version", "config", ...metadata}.
 void save_codec(const std::filesystem::path &path, const NwcCodec &model, const CdfTables &tables,
                 const nlohmann::json &metadata);
-// Loads and validates a codec file; errors name the file and what is wrong.
-CodecFile load_codec(const std::filesystem::path &path);
+// The parameters of a codec file in a LibTorch module (for tools and tests).
+NwcCodec load_codec_module(const std::filesystem::path &path);
 
 } // namespace nwc::neural

@@ -3,10 +3,10 @@
 // level's embedding; the latents are centered on the entropy model's medians, so that plain
 // rounding (nwc.quant.round) is rounding around the medians, and the entropy model's quantized CDF
 // tables (stored in the codec file, never recomputed) are handed to nwc.entropy.rans.
-#include "codec_model.hpp"
+#include "codec_file.hpp"
 #include "nwc/cpp/plugin.hpp"
 
-#include <cstring>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -35,8 +35,7 @@ public:
                               NWC_OPTF_AFFECTS_BITSTREAM));
 
   explicit NeuralTransform(const nwc::Options &opts)
-      : file_(nwc::neural::load_codec(opts.get_string("codec"))),
-        level_(opts.get_int("level")) {
+      : file_(nwc::neural::load_codec(opts.get_string("codec"))), level_(opts.get_int("level")) {
     if (level_ >= file_.config.levels)
       nwc::fail(NWC_E_INVALID_ARG, "level = " + std::to_string(level_) + ", but codec " +
                                        opts.get_string("codec") + " has " +
@@ -49,9 +48,6 @@ public:
                            t.cdf.data(),
                            t.lengths.data(),
                            t.offsets.data()};
-    medians_ = torch::from_blob(const_cast<float *>(t.medians.data()), {t.channels},
-                                torch::kFloat32)
-                   .clone();
   }
 
   int64_t latent_length(int64_t chunk_length) override {
@@ -66,28 +62,29 @@ public:
 
   void forward(const nwc::BlockInfo &b, nwc::ConstTensor<float> chunks,
                nwc::Tensor<float> latents) override {
-    const int64_t n = check(b, chunks.rows, chunks.cols, latents.rows,
-                            latents.cols, file_.config.chunk, file_.config.latent);
-    torch::NoGradGuard no_grad;
-    auto x = torch::from_blob(const_cast<float *>(chunks.data), {n, file_.config.chunk},
-                              torch::kFloat32);
-    for (int64_t i = 0; i < x.numel(); ++i)
+    const int64_t n = check(b, chunks.rows, chunks.cols, latents.rows, latents.cols,
+                            file_.config.chunk, file_.config.latent);
+    for (int64_t i = 0; i < chunks.size(); ++i)
       if (!std::isfinite(chunks.data[i]))
-        nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) +
-                                         ": a chunk holds a non-finite value");
-    auto y = (file_.model->analyze(x, levels(b, n)) - medians_).contiguous();
-    std::memcpy(latents.data, y.data_ptr<float>(), static_cast<size_t>(y.numel()) * 4);
+        nwc::fail(NWC_E_INVALID_ARG,
+                  "tensor " + std::string(b.tensor_name) + ": a chunk holds a non-finite value");
+    file_.analyze(chunks.data, n, levels(b, n).data(), latents.data);
+    const auto &med = file_.tables.medians;
+    const int64_t m = file_.config.latent;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < m; ++c) latents.data[i * m + c] -= med[static_cast<size_t>(c)];
   }
 
   void inverse(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
                nwc::Tensor<float> chunks) override {
-    const int64_t n = check(b, latents.rows, latents.cols, chunks.rows,
-                            chunks.cols, file_.config.latent, file_.config.chunk);
-    torch::NoGradGuard no_grad;
-    auto y = torch::from_blob(const_cast<float *>(latents.data), {n, file_.config.latent},
-                              torch::kFloat32);
-    auto x = file_.model->synthesize(y + medians_, levels(b, n)).contiguous();
-    std::memcpy(chunks.data, x.data_ptr<float>(), static_cast<size_t>(x.numel()) * 4);
+    const int64_t n = check(b, latents.rows, latents.cols, chunks.rows, chunks.cols,
+                            file_.config.latent, file_.config.chunk);
+    const auto &med = file_.tables.medians;
+    const int64_t m = file_.config.latent;
+    std::vector<float> y(latents.data, latents.data + latents.size());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < m; ++c) y[i * m + c] += med[static_cast<size_t>(c)];
+    file_.synthesize(y.data(), n, levels(b, n).data(), chunks.data);
   }
 
   const nwc_cdf_model *probability_model() override { return &model_; }
@@ -103,25 +100,21 @@ private:
   }
 
   // The quality level of each chunk: the host's per-chunk levels, or the uniform option.
-  torch::Tensor levels(const nwc::BlockInfo &b, int64_t n) const {
-    if (!b.chunk_levels) return torch::full({n}, level_, torch::kInt64);
-    auto out = torch::empty({n}, torch::kInt64);
-    auto *p = out.data_ptr<int64_t>();
-    for (int64_t i = 0; i < n; ++i) {
+  std::vector<uint8_t> levels(const nwc::BlockInfo &b, int64_t n) const {
+    if (!b.chunk_levels)
+      return std::vector<uint8_t>(static_cast<size_t>(n), static_cast<uint8_t>(level_));
+    for (int64_t i = 0; i < n; ++i)
       if (b.chunk_levels[i] >= file_.config.levels)
         nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) + ": quality level " +
                                          std::to_string(b.chunk_levels[i]) +
                                          " is out of range for a codec with " +
                                          std::to_string(file_.config.levels) + " levels");
-      p[i] = b.chunk_levels[i];
-    }
-    return out;
+    return std::vector<uint8_t>(b.chunk_levels, b.chunk_levels + n);
   }
 
   nwc::neural::CodecFile file_;
   int64_t level_;
   nwc_cdf_model model_{};
-  torch::Tensor medians_;
 };
 
 } // namespace
