@@ -4,7 +4,8 @@
 //   nwc_codec_throughput --model M [--threads N] [--repeat R] PIPELINE.toml...
 //
 // Encode = compress_model (tensors in parallel). Decode = every column block of every coded tensor
-// through ContainerDecoder, blocks spread over the threads. Prints a Markdown table; asserts nothing.
+// through ContainerDecoder, blocks spread over the threads. Prints a Markdown table; asserts
+// nothing.
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/model.hpp"
 #include "nwc/host/codec.hpp"
@@ -33,7 +34,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Decodes every block of every pipeline tensor once; returns the coded weights.
-double decode_all(const ContainerReader &reader, const ContainerDecoder &decoder, unsigned threads) {
+double decode_all(const ContainerReader &reader, const ContainerDecoder &decoder,
+                  unsigned threads) {
   std::vector<std::pair<const TensorRecord *, size_t>> work;
   double weights = 0;
   for (const auto &t : reader.manifest().tensors) {

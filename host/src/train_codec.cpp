@@ -213,6 +213,7 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
                       {"sample_length", data.sample_length},
                       {"normalize", s.normalize},
                       {"seed", s.seed},
+                      {"lr_drop", s.lr_drop},
                       {"sources", data.sources}};
   const fs::path ckpt = s.output.string() + ".ckpt";
   const fs::path ckpt_state = s.output.string() + ".ckpt.json";
@@ -246,7 +247,15 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
   auto coef_t = torch::tensor(coef, torch::kFloat32);
   double loss_sum = 0;
   int64_t loss_count = 0;
+  auto set_lr = [&](double factor) {
+    for (auto &g : opt.param_groups())
+      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s.lr * factor);
+    for (auto &g : aux_opt.param_groups())
+      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s.aux_lr * factor);
+  };
+  set_lr(s.lr_drop > 0 && step >= s.lr_drop ? 0.1 : 1.0);
   while (step < s.steps) {
+    if (s.lr_drop > 0 && step == s.lr_drop) set_lr(0.1);
     model->train();
     std::vector<int64_t> idx;
     for (int64_t b = 0; b < std::min(s.batch, ntrain); ++b) {
@@ -323,6 +332,7 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
                        {"batch", s.batch},
                        {"lr", s.lr},
                        {"aux_lr", s.aux_lr},
+                       {"lr_drop", s.lr_drop},
                        {"clip", s.clip},
                        {"seed", s.seed},
                        {"step", step},

@@ -35,6 +35,9 @@ struct TrainCodecSettings {
   std::vector<double> level_coefficients; // empty = the reference table for `levels`
   std::string normalize = "scalar";       // "scalar" (dataset mean/std) or "row" (per-row std)
   double lr = 1e-4;
+  // Steps after which both learning rates drop tenfold (0 = never). The reference trains 200k
+  // steps at a constant rate; a short CPU run needs the drop to reach fine reconstructions.
+  int64_t lr_drop = 0;
   double aux_lr = 1e-3;
   double clip = 1.0; // global gradient L2 norm; 0 = off
   int64_t eval_every = 250;

@@ -22,10 +22,14 @@ void bad(const std::string &where, const std::string &what) {
 // ---- configuration -----------------------------------------------------------------------------
 
 json CodecConfig::to_json() const {
-  return json{{"chunk", chunk},           {"width", width},
-              {"blocks", blocks},         {"latent", latent},
-              {"levels", levels},         {"layer_norm", layer_norm},
-              {"density_filters", density_filters}, {"init_scale", init_scale},
+  return json{{"chunk", chunk},
+              {"width", width},
+              {"blocks", blocks},
+              {"latent", latent},
+              {"levels", levels},
+              {"layer_norm", layer_norm},
+              {"density_filters", density_filters},
+              {"init_scale", init_scale},
               {"tail_mass", tail_mass}};
 }
 
@@ -99,7 +103,8 @@ std::vector<double> default_level_coefficients(int64_t levels) {
   }
 }
 
-// ---- CDF tables ----------------------------------------------------------------------------------
+// ---- CDF tables
+// ----------------------------------------------------------------------------------
 
 std::vector<uint32_t> quantize_pmf(const std::vector<double> &pmf, uint32_t precision) {
   const size_t n = pmf.size();
@@ -133,7 +138,8 @@ std::vector<uint32_t> quantize_pmf(const std::vector<double> &pmf, uint32_t prec
   return cdf;
 }
 
-// ---- the MLPs in plain C++ ------------------------------------------------------------------------
+// ---- the MLPs in plain C++
+// ------------------------------------------------------------------------
 
 namespace {
 
@@ -234,8 +240,8 @@ CodecFile load_codec(const std::filesystem::path &path) {
     bad(where, "not an NWC codec file (metadata format is not \"nwcc\")");
   if (!meta.contains("version") || !meta["version"].is_number_integer() ||
       meta["version"].get<int>() != kCodecFormatVersion)
-    bad(where, "unsupported codec file version (expected " + std::to_string(kCodecFormatVersion) +
-                   ")");
+    bad(where,
+        "unsupported codec file version (expected " + std::to_string(kCodecFormatVersion) + ")");
   CodecFile f;
   f.config = CodecConfig::from_json(meta.value("config", json()), where);
   f.metadata = meta;
@@ -321,9 +327,8 @@ CodecFile load_codec(const std::filesystem::path &path) {
   auto offsets = get("tables.offsets", {C});
   auto medians = get("tables.medians", {C});
   auto it = by_name.find("tables.cdf");
-  if (it == by_name.end() || it->second->info.shape.size() != 2 ||
-      it->second->info.shape[0] != C || it->second->info.shape[1] < 3 ||
-      it->second->info.shape[1] > 8194)
+  if (it == by_name.end() || it->second->info.shape.size() != 2 || it->second->info.shape[0] != C ||
+      it->second->info.shape[1] < 3 || it->second->info.shape[1] > 8194)
     bad(where, "tables.cdf must be [" + std::to_string(C) + ", 3..8194]");
   CdfTables &t = f.tables;
   t.channels = C;

@@ -79,10 +79,10 @@ struct ChannelDensity {
 
 struct CodecFile {
   CodecConfig config;
-  DenseCoder analysis, synthesis;            // g_a, g_s
-  std::vector<float> level_embedding;   // [levels][width]
+  DenseCoder analysis, synthesis;     // g_a, g_s
+  std::vector<float> level_embedding; // [levels][width]
   CdfTables tables;
-  std::vector<ChannelDensity> density; // per latent channel: the entropy estimate
+  std::vector<ChannelDensity> density;                // per latent channel: the entropy estimate
   nlohmann::json metadata = nlohmann::json::object(); // lambda, coefficients, training, validation
   std::vector<std::string> parameter_names;           // as stored, for the training tools
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Trains the NWC codecs this repository ships (codecs/) and the ones the measurements in
+# docs/results.md compare (out/codecs/): the lambda ladder, codec sizes, and codec transfer.
+#
+#   bash benchmarks/codecs/train_codecs.sh [ladder|sizes|transfer|all]   (default: all)
+#
+# Each codec's exact command is printed before it runs; `nwc train-codec` resumes an interrupted
+# run from OUTPUT.ckpt. Threads: NWC_TRAIN_THREADS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NWC=${NWC:-build/release/bin/nwc}
+DATA=${NWC_DATA:-../shared/data}
+STORIES=$DATA/models/stories260K/stories260K.bin
+AIDREAMS=$DATA/models/aidreams260K/aidreams260K.bin
+THREADS=${NWC_TRAIN_THREADS:-2}
+what=${1:-all}
+mkdir -p codecs out/codecs
+
+train() { # train OUTPUT ARGS...
+  local out=$1
+  shift
+  echo "+ $NWC train-codec $* -o $out --threads $THREADS --quiet --json"
+  local t0=$(date +%s)
+  "$NWC" train-codec "$@" -o "$out" --threads "$THREADS" --quiet --json > "$out.json"
+  echo "  $(($(date +%s) - t0)) s"
+}
+
+# The shipped ladder: D 64, one residual block, trained on stories260K's weights only, so that
+# aidreams260K stays held out for every measurement.
+if [[ $what == ladder || $what == all ]]; then
+  for lambda in 30 100 300 1000 3000 10000 30000; do
+    train codecs/nwc-s-l$lambda.nwcc --model "$STORIES" --lambda $lambda \
+      --width 64 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+  done
+fi
+
+# Codec size trade-off at lambda 300 (the last is the paper's size: D 512, 4 blocks).
+if [[ $what == sizes || $what == all ]]; then
+  for size in "16 1" "64 1" "128 2" "512 4"; do
+    set -- $size
+    lr=3e-3
+    [[ $1 -ge 512 ]] && lr=1e-3
+    train out/codecs/size-d$1-b$2-l300.nwcc --model "$STORIES" --lambda 300 \
+      --width $1 --blocks $2 --steps 6000 --lr $lr --lr-drop 4000 --eval-every 500
+  done
+fi
+
+# Transfer: the ladder's lambda 300 codec (stories260K weights) against the same codec trained on
+# aidreams260K's weights alone.
+if [[ $what == transfer || $what == all ]]; then
+  train out/codecs/transfer-aidreams-l300.nwcc --model "$AIDREAMS" --lambda 300 \
+    --width 64 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+fi
