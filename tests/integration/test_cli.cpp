@@ -1,5 +1,6 @@
 // The nwc executable end to end: the main job on stories260K, and every kind of bad input gets a
 // one-line error, a non-zero exit and no output file.
+#include "cli_runner.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -15,46 +16,12 @@
 #include <xxhash.h>
 
 namespace fs = std::filesystem;
+using nwc::test::Result;
+using nwc::test::run_nwc;
+using nwc::test::slurp;
 using nwc::test::TempDir;
 
 namespace {
-
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string &s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string slurp(const fs::path &p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Runs `nwc ARGS` with the build tree's plugins (install-relative discovery).
-Result run_nwc(const std::vector<std::string> &args, const std::string &env = "") {
-  static int counter = 0;
-  fs::path dir = fs::temp_directory_path();
-  std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  fs::path out = dir / ("nwc-cli-out-" + tag), err = dir / ("nwc-cli-err-" + tag);
-  std::string cmd = env + " " + quote((nwc::test::binary_dir() / "bin" / "nwc").string());
-  for (const auto &a : args) cmd += " " + quote(a);
-  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-  int st = std::system(cmd.c_str());
-  Result r;
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
 
 std::string model() {
   return nwc::test::stories260k().string();
