@@ -8,6 +8,7 @@
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
 #include "nwc/host/bench.hpp"
+#include "nwc/host/blockft.hpp"
 #include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
 #include "nwc/host/codec_measure.hpp"
@@ -168,7 +169,11 @@ int cmd_compress(const std::vector<std::string> &args) {
       "pipeline TOML file")("output,o", po::value(&out)->required(), "output .nwc file")(
       "calibration", po::value(&calibration_path),
       "Hessians from `nwc calibrate` of this same model (for compensators that use them)")(
-      "embed-codec", "store the codec files the pipeline names inside the container");
+      "embed-codec", "store the codec files the pipeline names inside the container")(
+      "tokenizer,t", po::value<std::string>(),
+      "tokenizer of the model (pipelines with [blockft] fine-tune on calibration text)")(
+      "calib-text", po::value<std::string>(),
+      "calibration text for [blockft] (default: $NWC_DATA/text/tinystories-calib.txt)");
   add_common(d, c);
   auto vm =
       parse(args, d, {"model"},
@@ -194,7 +199,32 @@ int cmd_compress(const std::vector<std::string> &args) {
     }
   }
   auto t0 = std::chrono::steady_clock::now();
-  CompressResult r = compress_model(model, pl, reg, out, s);
+  CompressResult r;
+  if (pl.blockft.enabled) {
+    if (!vm.count("tokenizer"))
+      throw UsageError(pipeline_path + " has [blockft]: --tokenizer is required");
+    std::string text_path = vm.count("calib-text") ? vm["calib-text"].as<std::string>() : "";
+    if (text_path.empty()) {
+      const char *data = std::getenv("NWC_DATA");
+      if (!data || !*data)
+        throw UsageError("--calib-text is required (or set NWC_DATA to use its "
+                         "text/tinystories-calib.txt)");
+      text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
+    }
+    if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
+      throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
+                                                 "fine-tune on tinystories-calib.txt");
+    auto tok = load_tokenizer(vm["tokenizer"].as<std::string>(), model.arch.vocab_size);
+    auto tokens = ppl_token_stream(read_text_file(text_path), *tok);
+    auto ft = compress_model_blockft(model, pl, reg, out, s, tokens, [&](const BlockFtReport &b) {
+      if (!c.quiet && !c.json)
+        std::cerr << "blockft: " << b.linear << " held-out block MSE " << sci(b.mse_before)
+                  << " -> " << sci(b.mse_after) << " (epoch " << b.best_epoch << ")\n";
+    });
+    r = ft.compress;
+  } else {
+    r = compress_model(model, pl, reg, out, s);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   uint64_t numel = 0;
   for (const auto &t : r.tensors) numel += t.numel;
@@ -664,6 +694,8 @@ int cmd_train_codec(const std::vector<std::string> &args) {
       "scalar (dataset mean/std, as the reference) or row (per-row std, as at compression)")(
       "lr", po::value(&ts.lr)->default_value(1e-4), "Adam learning rate of the transforms")(
       "aux-lr", po::value(&ts.aux_lr)->default_value(1e-3), "Adam learning rate of the quantiles")(
+      "lr-drop", po::value(&ts.lr_drop)->default_value(0),
+      "step after which both learning rates drop tenfold (0 = constant rate)")(
       "clip", po::value(&ts.clip)->default_value(1.0),
       "gradient norm clip (0 = off)")("eval-every", po::value(&ts.eval_every)->default_value(250),
                                       "steps between held-out evaluations (and checkpoints)")(

@@ -2,6 +2,7 @@
 
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
+#include "nwc/host/blockft.hpp"
 #include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
 #include "nwc/host/eval.hpp"
@@ -263,7 +264,10 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     log("[" + std::to_string(i + 1) + "/" + std::to_string(pipelines.size()) + "] " + pl.name);
     reset_peak_rss();
     auto t0 = Clock::now();
-    compress_model(model, pl, registry, row.container, cs);
+    if (pl.blockft.enabled) // fine-tuning on the same calibration tokens as the Hessians
+      compress_model_blockft(model, pl, registry, row.container, cs, calib_stream);
+    else
+      compress_model(model, pl, registry, row.container, cs);
     row.encode_seconds = since(t0);
 
     ContainerReader reader(row.container);

@@ -256,6 +256,8 @@ struct BlockCodec {
   std::string name;
   int64_t rows = 0, cols = 0;
   TensorSide tensor_side;
+  std::vector<float> *full_reconstruction = nullptr; // [rows, cols], filled by committed blocks
+  std::vector<float> *unit_reconstruction = nullptr; // the same with unit row scales
   std::vector<EncodedBlock> blocks;
   std::string error; // exception message when encode failed
   nwc_status error_code = NWC_OK;
@@ -406,19 +408,31 @@ struct BlockCodec {
                "merge");
 
     if (dry) return;
+    if (full_reconstruction) {
+      const auto *r = static_cast<const float *>(recon->data);
+      for (int64_t i = 0; i < rows; ++i)
+        std::copy(r + i * w, r + (i + 1) * w, full_reconstruction->data() + i * cols + c0);
+    }
+    if (unit_reconstruction && !tensor_side.row_scales.empty()) {
+      // The block merged with unit row scales: what fine-tuned scales will multiply.
+      std::vector<float> ones(static_cast<size_t>(rows), 1.0f), unit(static_cast<size_t>(rows * w));
+      nwc_block_info unit_info = info;
+      unit_info.row_scales = ones.data();
+      View unit_v(unit.data(), NWC_DTYPE_F32, rows, w);
+      st.at(Slot::Chunker)
+          .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &unit_info, rec_chunks, side,
+                                   unit_v.get()),
+                 "merge");
+      for (int64_t i = 0; i < rows; ++i)
+        std::copy(unit.begin() + i * w, unit.begin() + (i + 1) * w,
+                  unit_reconstruction->data() + i * cols + c0);
+    }
     if (!chunk_side.bytes.empty()) out.streams.emplace_back("chunker", std::move(chunk_side.bytes));
     if (!quant_side.bytes.empty())
       out.streams.emplace_back("quantizer", std::move(quant_side.bytes));
     out.streams.emplace_back("entropy", std::move(coded.bytes));
     blocks.push_back(std::move(out));
   }
-};
-
-struct EncodedTensor {
-  TensorRecord record; // offsets filled when written
-  std::vector<std::pair<std::string, std::pair<int32_t, std::vector<uint8_t>>>> streams;
-  nlohmann::json chain; // stage chain used (pipeline storage)
-  OptionValues resolved[5];
 };
 
 std::vector<uint8_t> raw_bytes(DType dtype, const std::vector<float> &values) {
@@ -465,10 +479,210 @@ void record_resources(const Plugin &p, const OptionValues &resolved, size_t conf
 
 } // namespace
 
+std::vector<uint8_t> levels_from_hessian(const float *hessian, int64_t n,
+                                         const std::vector<double> &fractions) {
+  if (fractions.size() > 15) fail(NWC_E_INVALID_ARG, "levels: at most 15 fractions");
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) order[static_cast<size_t>(j)] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return hessian[a * n + a] > hessian[b * n + b]; });
+  std::vector<uint8_t> levels(static_cast<size_t>(n), 0);
+  size_t next = 0;
+  for (size_t k = 0; k < fractions.size(); ++k) {
+    const auto count = static_cast<size_t>(std::ceil(fractions[k] * static_cast<double>(n) - 1e-9));
+    for (size_t c = 0; c < count && next < order.size(); ++c, ++next)
+      levels[static_cast<size_t>(order[next])] = static_cast<uint8_t>(fractions.size() - k);
+  }
+  return levels;
+}
+
+struct EncodedTensor {
+  TensorRecord record; // offsets filled when written
+  std::vector<std::pair<std::string, std::pair<int32_t, std::vector<uint8_t>>>> streams;
+  nlohmann::json chain; // stage chain used (pipeline storage)
+  OptionValues resolved[5];
+};
+
 unsigned resolve_threads(unsigned threads) {
   if (threads > 0) return threads;
   unsigned hc = std::thread::hardware_concurrency();
   return hc > 0 ? hc : 1;
+}
+
+// Codes one tensor (values: [rows, cols] as the record's shape says) with a stage chain:
+// tensor-level side information, then the compensator (or one block), into enc's record and
+// streams; the decoder's reconstruction goes to *reconstruction when given.
+static void encode_with_chain(EncodedTensor &enc, std::vector<float> &values,
+                              const StageChain &chain, const Stages &st, const Pipeline &pipeline,
+                              const CompressSettings &settings, std::vector<float> *reconstruction,
+                              std::vector<float> *unit_reconstruction = nullptr) {
+  TensorRecord &rec = enc.record;
+  rec.storage = "pipeline";
+  enc.chain = chain.to_json();
+  for (size_t s = 0; s < 5; ++s)
+    if (st.inst[s]) enc.resolved[s] = st.inst[s]->resolved_options();
+
+  auto [rows, cols] = as_matrix(rec.shape);
+  BlockCodec bc;
+  bc.stages = &st;
+  bc.name = rec.name;
+  bc.rows = rows;
+  bc.cols = cols;
+  bc.full_reconstruction = reconstruction;
+  if (reconstruction) reconstruction->assign(values.size(), 0.0f);
+  bc.unit_reconstruction = unit_reconstruction;
+  if (unit_reconstruction) unit_reconstruction->assign(values.size(), 0.0f);
+  bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
+                         &BlockCodec::encode_ex};
+  int64_t shape[2] = {rows, cols};
+  nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  // Tensor-level side information first: every block is coded with it.
+  if (chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) &&
+      st.chunker->row_scales) {
+    std::vector<float> scales(static_cast<size_t>(rows), 1.0f);
+    int64_t sshape[1] = {rows};
+    nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
+    uint32_t code = 0;
+    nwc_block_info whole = block_info(rec.name, rows, cols, 0, cols, TensorSide{});
+    st.at(Slot::Chunker)
+        .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &wv, &sv, &code),
+               "row_scales");
+    if (code != 0) {
+      auto bytes = encode_row_scales(
+          code, scales, "tensor " + rec.name + ": chunker " + st.at(Slot::Chunker).plugin().id);
+      bc.tensor_side.row_scales = std::move(scales);
+      enc.streams.push_back({"row_scales", {-1, std::move(bytes)}});
+    }
+  }
+  std::vector<uint8_t> hessian_levels;
+  const std::vector<uint8_t> *column_levels = nullptr;
+  if (auto lv = settings.column_levels.find(rec.name); lv != settings.column_levels.end())
+    column_levels = &lv->second;
+  else if (pipeline.levels.enabled) {
+    auto h = settings.hessians.find(rec.name);
+    if (h == settings.hessians.end())
+      fail(NWC_E_INVALID_ARG, pipeline.levels.where +
+                                  ": [levels] needs the calibration Hessian of " + rec.name +
+                                  " (run `nwc calibrate` and pass --calibration FILE)");
+    hessian_levels = levels_from_hessian(h->second->data(), cols, pipeline.levels.fractions);
+    column_levels = &hessian_levels;
+  }
+  if (column_levels) {
+    const auto &levels = *column_levels;
+    if (static_cast<int64_t>(levels.size()) != cols)
+      fail(NWC_E_INVALID_ARG, "tensor " + rec.name + ": " + std::to_string(levels.size()) +
+                                  " quality levels for " + std::to_string(cols) + " columns");
+    if (!st.transform)
+      fail(NWC_E_INVALID_ARG,
+           "tensor " + rec.name + ": quality levels need a transform stage that uses them");
+    bc.tensor_side.levels = levels;
+    enc.streams.push_back({"levels", {-1, pack_levels(levels)}});
+  }
+  if (st.compensator) {
+    nwc_tensor_view hv{};
+    const nwc_tensor_view *hessian = nullptr;
+    int64_t hshape[2] = {cols, cols};
+    if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
+      hv = nwc_tensor_view{const_cast<float *>(h->second->data()),
+                           0,
+                           NWC_DTYPE_F32,
+                           NWC_DEVICE_CPU,
+                           0,
+                           2,
+                           hshape,
+                           nullptr};
+      hessian = &hv;
+    }
+    nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
+                                               &wv, hessian, &bc.c);
+    if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
+    st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
+  } else { // no compensator: the whole tensor is one block
+    std::vector<float> recon(values.size());
+    nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    bc.encode_block(0, cols, &wv, nullptr, 0, &rv);
+  }
+
+  // Blocks must tile [0, cols) exactly once.
+  std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
+    return a.record.col_begin < b.record.col_begin;
+  });
+  int64_t expect = 0;
+  for (const auto &b : bc.blocks) {
+    if (b.record.col_begin != expect)
+      fail(NWC_E_INTERNAL,
+           "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+               " did not code every column exactly once (gap or overlap at column " +
+               std::to_string(expect) + ")");
+    expect = b.record.col_end;
+  }
+  if (expect != cols)
+    fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+                             " left columns [" + std::to_string(expect) + ", " +
+                             std::to_string(cols) + ") uncoded");
+  for (size_t b = 0; b < bc.blocks.size(); ++b) {
+    rec.blocks.push_back(bc.blocks[b].record);
+    for (auto &s : bc.blocks[b].streams)
+      enc.streams.push_back({s.first, {static_cast<int32_t>(b), std::move(s.second)}});
+  }
+}
+
+TensorCoding encode_tensor(const Pipeline &pipeline, const Registry &registry,
+                           const TensorInfo &info, std::vector<float> values,
+                           const CompressSettings &settings) {
+  auto chain = pipeline.chain_for(info.name);
+  if (!chain) fail(NWC_E_INVALID_ARG, "tensor " + info.name + " is not selected by the pipeline");
+  if (values.size() != info.numel())
+    fail(NWC_E_INVALID_ARG, "tensor " + info.name + ": wrong number of values");
+  auto st = make_stages(chain->stages, registry, false);
+  TensorCoding out;
+  out.encoded = std::make_shared<EncodedTensor>();
+  out.encoded->record.name = info.name;
+  out.encoded->record.dtype = info.dtype;
+  out.encoded->record.shape = info.shape;
+  encode_with_chain(*out.encoded, values, *chain, *st, pipeline, settings, &out.reconstruction,
+                    &out.unit_reconstruction);
+  for (const auto &s : out.encoded->streams)
+    if (s.first == "row_scales")
+      out.row_scales =
+          decode_row_scales(s.second.second, as_matrix(info.shape).first, "tensor " + info.name);
+  if (out.row_scales.empty()) out.unit_reconstruction = out.reconstruction;
+  return out;
+}
+
+std::vector<float> set_row_scales(TensorCoding &coding, const std::vector<float> &scales) {
+  EncodedTensor &enc = *coding.encoded;
+  const auto [rows, cols] = as_matrix(enc.record.shape);
+  if (static_cast<int64_t>(scales.size()) != rows)
+    fail(NWC_E_INVALID_ARG, "tensor " + enc.record.name + ": " + std::to_string(scales.size()) +
+                                " row scales for " + std::to_string(rows) + " rows");
+  const std::string where = "tensor " + enc.record.name;
+  // Replace the chunker's scales when it has them, else set the host's row gain; both multiply
+  // whole rows of what the decoder reconstructs.
+  const bool chunker = !coding.row_scales.empty();
+  const std::string role = chunker ? "row_scales" : "row_gain";
+  uint32_t code = NWC_DTYPE_F16;
+  for (auto &s : enc.streams)
+    if (s.first == role) code = s.second.second.at(0);
+  std::vector<float> stored = scales;
+  auto bytes = encode_row_scales(code, stored, where);
+  bool replaced = false;
+  for (auto &s : enc.streams)
+    if (s.first == role) {
+      s.second.second = bytes;
+      replaced = true;
+    }
+  if (!replaced) enc.streams.insert(enc.streams.begin(), {role, {-1, std::move(bytes)}});
+  if (chunker) coding.row_scales = stored;
+  // The reconstruction as the decoder will compute it: chunker scales are applied by the chunker's
+  // merge (value = chunk x scale in double, rounded once), the row gain by the host (same rule).
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const size_t k = static_cast<size_t>(i * cols + j);
+      coding.reconstruction[k] = static_cast<float>(
+          static_cast<double>(coding.unit_reconstruction[k]) * static_cast<double>(stored[i]));
+    }
+  return stored;
 }
 
 // ---- compression -------------------------------------------------------------------------------
@@ -498,6 +712,11 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
       fail(NWC_E_INVALID_ARG, "calibration: Hessian of " + info.name + " has " +
                                   std::to_string(h->second->size()) + " entries, expected " +
                                   std::to_string(cols) + " x " + std::to_string(cols));
+    if (pipeline.levels.enabled && h == settings.hessians.end() &&
+        settings.column_levels.find(info.name) == settings.column_levels.end())
+      fail(NWC_E_INVALID_ARG, pipeline.levels.where +
+                                  ": [levels] needs the calibration Hessian of " + info.name +
+                                  "; run `nwc calibrate` and pass --calibration FILE");
     if (st->compensator && h == settings.hessians.end()) {
       uint32_t req = st->compensator->requirements(st->at(Slot::Compensator).raw());
       if (req & NWC_COMPENSATOR_NEEDS_HESSIAN)
@@ -528,7 +747,17 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
     rec.name = mt.info.name;
     rec.dtype = mt.info.dtype;
     rec.shape = mt.info.shape;
-    std::vector<float> values = mt.load();
+    if (auto pre = settings.precoded.find(rec.name); pre != settings.precoded.end()) {
+      if (!chains[i])
+        fail(NWC_E_INVALID_ARG, "tensor " + rec.name + " was coded ahead but is not selected");
+      *enc = *pre->second->encoded;
+      return enc;
+    }
+    std::vector<float> values;
+    if (auto r = settings.replaced.find(rec.name); r != settings.replaced.end())
+      values = *r->second;
+    else
+      values = mt.load();
     if (values.size() != mt.info.numel())
       fail(NWC_E_INTERNAL, "tensor " + rec.name + ": loader returned the wrong element count");
     if (!chains[i]) {
@@ -548,100 +777,10 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
       }
       return enc;
     }
-    rec.storage = "pipeline";
-    enc->chain = chains[i]->to_json();
-    std::string key = enc->chain.dump();
+    std::string key = chains[i]->to_json().dump();
     auto &slot = cache[key];
     if (!slot) slot = make_stages(chains[i]->stages, registry, false);
-    const Stages &st = *slot;
-    for (size_t s = 0; s < 5; ++s)
-      if (st.inst[s]) enc->resolved[s] = st.inst[s]->resolved_options();
-
-    auto [rows, cols] = as_matrix(mt.info.shape);
-    BlockCodec bc;
-    bc.stages = &st;
-    bc.name = rec.name;
-    bc.rows = rows;
-    bc.cols = cols;
-    bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
-                           &BlockCodec::encode_ex};
-    int64_t shape[2] = {rows, cols};
-    nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
-    // Tensor-level side information first: every block is coded with it.
-    if (chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) &&
-        st.chunker->row_scales) {
-      std::vector<float> scales(static_cast<size_t>(rows), 1.0f);
-      int64_t sshape[1] = {rows};
-      nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
-      uint32_t code = 0;
-      nwc_block_info whole = block_info(rec.name, rows, cols, 0, cols, TensorSide{});
-      st.at(Slot::Chunker)
-          .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &wv, &sv, &code),
-                 "row_scales");
-      if (code != 0) {
-        auto bytes = encode_row_scales(
-            code, scales, "tensor " + rec.name + ": chunker " + st.at(Slot::Chunker).plugin().id);
-        bc.tensor_side.row_scales = std::move(scales);
-        enc->streams.push_back({"row_scales", {-1, std::move(bytes)}});
-      }
-    }
-    if (auto lv = settings.column_levels.find(rec.name); lv != settings.column_levels.end()) {
-      if (static_cast<int64_t>(lv->second.size()) != cols)
-        fail(NWC_E_INVALID_ARG, "tensor " + rec.name + ": " + std::to_string(lv->second.size()) +
-                                    " quality levels for " + std::to_string(cols) + " columns");
-      if (!st.transform)
-        fail(NWC_E_INVALID_ARG,
-             "tensor " + rec.name + ": quality levels need a transform stage that uses them");
-      bc.tensor_side.levels = lv->second;
-      enc->streams.push_back({"levels", {-1, pack_levels(lv->second)}});
-    }
-    if (st.compensator) {
-      nwc_tensor_view hv{};
-      const nwc_tensor_view *hessian = nullptr;
-      int64_t hshape[2] = {cols, cols};
-      if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
-        hv = nwc_tensor_view{const_cast<float *>(h->second->data()),
-                             0,
-                             NWC_DTYPE_F32,
-                             NWC_DEVICE_CPU,
-                             0,
-                             2,
-                             hshape,
-                             nullptr};
-        hessian = &hv;
-      }
-      nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
-                                                 &wv, hessian, &bc.c);
-      if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
-      st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
-    } else { // no compensator: the whole tensor is one block
-      std::vector<float> recon(values.size());
-      nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
-      bc.encode_block(0, cols, &wv, nullptr, 0, &rv);
-    }
-
-    // Blocks must tile [0, cols) exactly once.
-    std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
-      return a.record.col_begin < b.record.col_begin;
-    });
-    int64_t expect = 0;
-    for (const auto &b : bc.blocks) {
-      if (b.record.col_begin != expect)
-        fail(NWC_E_INTERNAL,
-             "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
-                 " did not code every column exactly once (gap or overlap at column " +
-                 std::to_string(expect) + ")");
-      expect = b.record.col_end;
-    }
-    if (expect != cols)
-      fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " +
-                               st.at(Slot::Compensator).plugin().id + " left columns [" +
-                               std::to_string(expect) + ", " + std::to_string(cols) + ") uncoded");
-    for (size_t b = 0; b < bc.blocks.size(); ++b) {
-      rec.blocks.push_back(bc.blocks[b].record);
-      for (auto &s : bc.blocks[b].streams)
-        enc->streams.push_back({s.first, {static_cast<int32_t>(b), std::move(s.second)}});
-    }
+    encode_with_chain(*enc, values, *chains[i], *slot, pipeline, settings, nullptr);
     return enc;
   };
 
@@ -961,12 +1100,15 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
   const BlockRecord &b = t.blocks[block];
   std::vector<uint8_t> chunk_side, quant_side, coded;
   TensorSide side;
+  std::vector<float> row_gain;
   bool have_entropy = false;
   for (const auto &s : t.streams) {
     const std::string where = file + ": tensor " + t.name;
     if (s.block == -1) {
       if (s.role == "row_scales")
         side.row_scales = decode_row_scales(reader.read_stream(t, s), rows, where);
+      else if (s.role == "row_gain")
+        row_gain = decode_row_scales(reader.read_stream(t, s), rows, where);
       else if (s.role == "levels")
         side.levels = unpack_levels(reader.read_stream(t, s), cols, where);
       else
@@ -1029,6 +1171,12 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
       .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, chunks,
                                nwc_bytes{chunk_side.data(), chunk_side.size()}, out_v.get()),
              ("merge of tensor " + t.name).c_str());
+  if (!row_gain.empty()) // a host row gain (fine-tuned scales where the chunker has none)
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        float &v = out[static_cast<size_t>(i * w + j)];
+        v = static_cast<float>(static_cast<double>(v) * static_cast<double>(row_gain[i]));
+      }
   return out;
 }
 

@@ -2,6 +2,8 @@
 // rotate-half pairs), grouped-query causal attention, SwiGLU MLP, final norm, classifier.
 #include "nwc/host/llama.hpp"
 
+#include "llama_block.hpp"
+
 #include "nwc/cpp/error.hpp"
 
 #include <cmath>
@@ -12,95 +14,126 @@
 
 namespace nwc::host {
 
+namespace llama {
+
+torch::Tensor rmsnorm(const torch::Tensor &x, const torch::Tensor &w, double eps) {
+  auto ms = x.pow(2).mean(-1, /*keepdim=*/true);
+  return x * torch::rsqrt(ms + eps) * w;
+}
+
 namespace {
 
-struct Layer {
-  torch::Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
-};
+// x: [B, T, H, D]; positions start at `start`.
+torch::Tensor rope(const torch::Tensor &x, int64_t start, const BlockShape &s) {
+  const int64_t T = x.size(1), half = s.head_dim / 2;
+  auto c = s.cos.narrow(0, start, T).view({1, T, 1, half});
+  auto n = s.sin.narrow(0, start, T).view({1, T, 1, half});
+  torch::Tensor a, b;
+  if (s.rotate_half) { // HF: pairs (i, i + D/2)
+    a = x.narrow(-1, 0, half);
+    b = x.narrow(-1, half, half);
+    return torch::cat({a * c - b * n, a * n + b * c}, -1);
+  }
+  // llama2.c / Meta: pairs (2i, 2i + 1)
+  auto xp = x.reshape({x.size(0), T, x.size(2), half, 2});
+  a = xp.select(-1, 0);
+  b = xp.select(-1, 1);
+  return torch::stack({a * c - b * n, a * n + b * c}, -1).reshape(x.sizes());
+}
 
 } // namespace
 
+torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const torch::Tensor &x_in,
+                            int64_t start, torch::Tensor *kc, torch::Tensor *vc,
+                            const Report *report) {
+  const int64_t B = x_in.size(0), T = x_in.size(1);
+  const int64_t H = s.n_heads, KV = s.n_kv_heads, D = s.head_dim;
+  torch::Tensor x = x_in;
+  auto h = rmsnorm(x, L.attn_norm, s.norm_eps);
+  if (report) (*report)("attn_in", h);
+  auto q = rope(torch::matmul(h, L.wq.t()).view({B, T, H, D}), start, s);
+  auto k = rope(torch::matmul(h, L.wk.t()).view({B, T, KV, D}), start, s);
+  auto v = torch::matmul(h, L.wv.t()).view({B, T, KV, D});
+  if (kc) {
+    if (kc->defined()) {
+      k = torch::cat({*kc, k}, 1);
+      v = torch::cat({*vc, v}, 1);
+    }
+    *kc = k;
+    *vc = v;
+  }
+  const int64_t S = k.size(1);
+  if (KV != H) { // grouped-query attention: each kv head serves H / KV query heads
+    k = k.repeat_interleave(H / KV, 2);
+    v = v.repeat_interleave(H / KV, 2);
+  }
+  auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2); // [B,H,*,D]
+  auto scores = torch::matmul(qh, kh.transpose(-2, -1)) / std::sqrt(static_cast<double>(D));
+  // Query t (absolute position start + t) sees keys 0..start + t.
+  auto mask = torch::ones({T, S}, torch::kBool).triu(start + 1);
+  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  auto att = torch::matmul(torch::softmax(scores, -1), vh).transpose(1, 2).reshape({B, T, H * D});
+  if (report) (*report)("attn_out", att);
+  x = x + torch::matmul(att, L.wo.t());
+  h = rmsnorm(x, L.ffn_norm, s.norm_eps);
+  if (report) (*report)("mlp_in", h);
+  auto g = torch::matmul(h, L.w_gate.t());
+  auto m = torch::silu(g) * torch::matmul(h, L.w_up.t());
+  if (report) (*report)("mlp_out", m);
+  return x + torch::matmul(m, L.w_down.t());
+}
+
+BlockShape block_shape(const Architecture &a, const std::string &src) {
+  BlockShape shape;
+  if (a.dim <= 0 || a.n_layers <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 || a.vocab_size <= 0 ||
+      a.hidden_dim <= 0 || a.dim % a.n_heads != 0 || a.n_heads % a.n_kv_heads != 0)
+    fail(NWC_E_INVALID_ARG, src + ": the model does not describe a Llama architecture (dim, "
+                                  "layers, heads, kv heads, vocab, hidden size)");
+  shape.head_dim = a.dim / a.n_heads;
+  shape.n_heads = a.n_heads;
+  shape.n_kv_heads = a.n_kv_heads;
+  shape.norm_eps = a.norm_eps;
+  if (shape.head_dim % 2) fail(NWC_E_INVALID_ARG, src + ": head dimension must be even for RoPE");
+  if (a.rope_style == "rotate_half")
+    shape.rotate_half = true;
+  else if (a.rope_style != "interleaved")
+    fail(NWC_E_INVALID_ARG, src + ": unsupported rope style '" + a.rope_style +
+                                "' (expected interleaved or rotate_half)");
+
+  const int64_t max_len = std::max<int64_t>(a.max_seq_len, 1);
+  auto i = torch::arange(0, shape.head_dim / 2, torch::kFloat64);
+  auto freq = torch::pow(a.rope_theta, -2.0 * i / static_cast<double>(shape.head_dim));
+  auto pos = torch::arange(0, max_len, torch::kFloat64).unsqueeze(1);
+  auto angle = pos * freq.unsqueeze(0);
+  shape.cos = torch::cos(angle).to(torch::kFloat32);
+  shape.sin = torch::sin(angle).to(torch::kFloat32);
+  return shape;
+}
+
+} // namespace llama
+
 struct LlamaModel::Impl {
   Architecture arch;
-  int64_t head_dim = 0;
-  bool rotate_half = false;
+  llama::BlockShape shape;
   torch::Tensor embed, final_norm, classifier;
-  std::vector<Layer> layers;
-  torch::Tensor cos, sin; // [max_seq_len, head_dim / 2]
-
-  torch::Tensor rmsnorm(const torch::Tensor &x, const torch::Tensor &w) const {
-    auto ms = x.pow(2).mean(-1, /*keepdim=*/true);
-    return x * torch::rsqrt(ms + arch.norm_eps) * w;
-  }
-
-  // x: [B, T, H, D]; positions start at `start`.
-  torch::Tensor rope(const torch::Tensor &x, int64_t start) const {
-    const int64_t T = x.size(1), half = head_dim / 2;
-    auto c = cos.narrow(0, start, T).view({1, T, 1, half});
-    auto s = sin.narrow(0, start, T).view({1, T, 1, half});
-    torch::Tensor a, b;
-    if (rotate_half) { // HF: pairs (i, i + D/2)
-      a = x.narrow(-1, 0, half);
-      b = x.narrow(-1, half, half);
-      return torch::cat({a * c - b * s, a * s + b * c}, -1);
-    }
-    // llama2.c / Meta: pairs (2i, 2i + 1)
-    auto xp = x.reshape({x.size(0), T, x.size(2), half, 2});
-    a = xp.select(-1, 0);
-    b = xp.select(-1, 1);
-    return torch::stack({a * c - b * s, a * s + b * c}, -1).reshape(x.sizes());
-  }
+  std::vector<llama::BlockWeights> layers;
 
   // Hidden states after the final norm: [B, T, dim]. k_cache/v_cache hold earlier positions for
   // incremental decoding (may be empty).
   torch::Tensor forward(const torch::Tensor &tokens, int64_t start, std::vector<torch::Tensor> *kc,
                         std::vector<torch::Tensor> *vc, const LinearInputHook *hook) const {
     const int64_t B = tokens.size(0), T = tokens.size(1);
-    const int64_t H = arch.n_heads, KV = arch.n_kv_heads, D = head_dim;
-    auto report = [&](const std::string &name, const torch::Tensor &x) {
-      if (!hook) return;
-      auto flat = x.reshape({-1, x.size(-1)}).contiguous();
-      (*hook)(name, flat.data_ptr<float>(), flat.size(0), flat.size(1));
-    };
     torch::Tensor x = embed.index_select(0, tokens.reshape({-1})).view({B, T, arch.dim});
     for (size_t l = 0; l < layers.size(); ++l) {
-      const Layer &L = layers[l];
       const std::string p = "layers." + std::to_string(l) + ".";
-      auto h = rmsnorm(x, L.attn_norm);
-      report(p + "attn_in", h);
-      auto q = rope(torch::matmul(h, L.wq.t()).view({B, T, H, D}), start);
-      auto k = rope(torch::matmul(h, L.wk.t()).view({B, T, KV, D}), start);
-      auto v = torch::matmul(h, L.wv.t()).view({B, T, KV, D});
-      if (kc) {
-        if ((*kc)[l].defined()) {
-          k = torch::cat({(*kc)[l], k}, 1);
-          v = torch::cat({(*vc)[l], v}, 1);
-        }
-        (*kc)[l] = k;
-        (*vc)[l] = v;
-      }
-      const int64_t S = k.size(1);
-      if (KV != H) { // grouped-query attention: each kv head serves H / KV query heads
-        k = k.repeat_interleave(H / KV, 2);
-        v = v.repeat_interleave(H / KV, 2);
-      }
-      auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2); // [B,H,*,D]
-      auto scores = torch::matmul(qh, kh.transpose(-2, -1)) / std::sqrt(static_cast<double>(D));
-      // Query t (absolute position start + t) sees keys 0..start + t.
-      auto mask = torch::ones({T, S}, torch::kBool).triu(start + 1);
-      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-      auto att =
-          torch::matmul(torch::softmax(scores, -1), vh).transpose(1, 2).reshape({B, T, H * D});
-      report(p + "attn_out", att);
-      x = x + torch::matmul(att, L.wo.t());
-      h = rmsnorm(x, L.ffn_norm);
-      report(p + "mlp_in", h);
-      auto g = torch::matmul(h, L.w_gate.t());
-      auto m = torch::silu(g) * torch::matmul(h, L.w_up.t());
-      report(p + "mlp_out", m);
-      x = x + torch::matmul(m, L.w_down.t());
+      llama::Report report = [&](const char *suffix, const torch::Tensor &v) {
+        auto flat = v.reshape({-1, v.size(-1)}).contiguous();
+        (*hook)(p + suffix, flat.data_ptr<float>(), flat.size(0), flat.size(1));
+      };
+      x = llama::decoder_block(layers[l], shape, x, start, kc ? &(*kc)[l] : nullptr,
+                               vc ? &(*vc)[l] : nullptr, hook ? &report : nullptr);
     }
-    return rmsnorm(x, final_norm);
+    return llama::rmsnorm(x, final_norm, arch.norm_eps);
   }
 };
 
@@ -122,18 +155,7 @@ LlamaModel::LlamaModel(const Model &model, unsigned threads) : impl_(std::make_u
   m.arch = model.arch;
   const Architecture &a = m.arch;
   const std::string src = model.path.string();
-  if (a.dim <= 0 || a.n_layers <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 || a.vocab_size <= 0 ||
-      a.hidden_dim <= 0 || a.dim % a.n_heads != 0 || a.n_heads % a.n_kv_heads != 0)
-    fail(NWC_E_INVALID_ARG, src + ": the model does not describe a Llama architecture (dim, "
-                                  "layers, heads, kv heads, vocab, hidden size)");
-  m.head_dim = a.dim / a.n_heads;
-  if (m.head_dim % 2) fail(NWC_E_INVALID_ARG, src + ": head dimension must be even for RoPE");
-  if (a.rope_style == "rotate_half")
-    m.rotate_half = true;
-  else if (a.rope_style != "interleaved")
-    fail(NWC_E_INVALID_ARG, src + ": unsupported rope style '" + a.rope_style +
-                                "' (expected interleaved or rotate_half)");
-
+  m.shape = llama::block_shape(a, src);
   auto load = [&](const std::string &name, std::vector<int64_t> shape) {
     const ModelTensor *t = model.find(name);
     if (!t) fail(NWC_E_INVALID_ARG, src + ": missing tensor " + name);
@@ -145,11 +167,11 @@ LlamaModel::LlamaModel(const Model &model, unsigned threads) : impl_(std::make_u
     std::vector<float> v = t->load();
     return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
   };
-  const int64_t D = a.dim, KVD = a.n_kv_heads * m.head_dim, F = a.hidden_dim;
+  const int64_t D = a.dim, KVD = a.n_kv_heads * m.shape.head_dim, F = a.hidden_dim;
   m.embed = load("model.embed_tokens.weight", {a.vocab_size, D});
   for (int64_t l = 0; l < a.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    Layer L;
+    llama::BlockWeights L;
     L.attn_norm = load(p + "input_layernorm.weight", {D});
     L.wq = load(p + "self_attn.q_proj.weight", {D, D});
     L.wk = load(p + "self_attn.k_proj.weight", {KVD, D});
@@ -163,14 +185,6 @@ LlamaModel::LlamaModel(const Model &model, unsigned threads) : impl_(std::make_u
   }
   m.final_norm = load("model.norm.weight", {D});
   m.classifier = model.find("lm_head.weight") ? load("lm_head.weight", {a.vocab_size, D}) : m.embed;
-
-  const int64_t max_len = std::max<int64_t>(a.max_seq_len, 1);
-  auto i = torch::arange(0, m.head_dim / 2, torch::kFloat64);
-  auto freq = torch::pow(a.rope_theta, -2.0 * i / static_cast<double>(m.head_dim));
-  auto pos = torch::arange(0, max_len, torch::kFloat64).unsqueeze(1);
-  auto angle = pos * freq.unsqueeze(0);
-  m.cos = torch::cos(angle).to(torch::kFloat32);
-  m.sin = torch::sin(angle).to(torch::kFloat32);
 }
 
 LlamaModel::~LlamaModel() = default;
@@ -200,7 +214,7 @@ std::vector<double> LlamaModel::window_nll(const std::vector<int32_t> &tokens, i
                                            int64_t seq_len) const {
   torch::NoGradGuard no_grad;
   const Impl &m = *impl_;
-  auto ids = as_tokens(tokens, batch, seq_len, m.arch.vocab_size, m.cos.size(0));
+  auto ids = as_tokens(tokens, batch, seq_len, m.arch.vocab_size, m.shape.cos.size(0));
   auto hidden = m.forward(ids, 0, nullptr, nullptr, nullptr);
   auto logits = torch::matmul(hidden.narrow(1, 0, seq_len - 1), m.classifier.t());
   auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
@@ -217,7 +231,7 @@ std::vector<int32_t> LlamaModel::generate(const std::vector<int32_t> &prompt, in
   torch::NoGradGuard no_grad;
   const Impl &m = *impl_;
   if (prompt.empty()) fail(NWC_E_INVALID_ARG, "generate: empty prompt");
-  const int64_t max_len = m.cos.size(0);
+  const int64_t max_len = m.shape.cos.size(0);
   std::vector<int32_t> out = prompt;
   std::vector<torch::Tensor> kc(m.layers.size()), vc(m.layers.size());
   auto ids = as_tokens(prompt, 1, static_cast<int64_t>(prompt.size()), m.arch.vocab_size, max_len);
@@ -238,7 +252,7 @@ void LlamaModel::forward_with_hook(const std::vector<int32_t> &tokens, int64_t b
                                    int64_t seq_len, const LinearInputHook &hook) const {
   torch::NoGradGuard no_grad;
   const Impl &m = *impl_;
-  auto ids = as_tokens(tokens, batch, seq_len, m.arch.vocab_size, m.cos.size(0));
+  auto ids = as_tokens(tokens, batch, seq_len, m.arch.vocab_size, m.shape.cos.size(0));
   m.forward(ids, 0, nullptr, nullptr, &hook);
 }
 

@@ -313,8 +313,8 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   pl.select = {"*_proj.weight"};
 
   check_keys(root,
-             {"pipeline", "calibration", "chunker", "transform", "quantizer", "entropy",
-              "compensator", "override"},
+             {"pipeline", "calibration", "levels", "blockft", "chunker", "transform", "quantizer",
+              "entropy", "compensator", "override"},
              w, "(top level)");
 
   if (auto *p = root.get("pipeline")) {
@@ -355,6 +355,60 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
           bad(w.at(n->source()), std::string("calibration.") + k + ": expected a positive int");
         pl.calibration[k] = n->as_integer()->get();
       }
+  }
+
+  if (auto *lv = root.get("levels")) {
+    if (!lv->is_table()) bad(w.at(lv->source()), "levels: expected a table");
+    const auto &t = *lv->as_table();
+    check_keys(t, {"source", "fractions"}, w, "levels");
+    pl.levels.enabled = true;
+    pl.levels.where = w.at(lv->source());
+    pl.levels.fractions = {0.001, 0.01, 0.1};
+    if (auto *n = t.get("source"))
+      if (!n->is_string() || n->as_string()->get() != "hessian")
+        bad(w.at(n->source()), "levels.source: expected \"hessian\"");
+    if (auto *n = t.get("fractions")) {
+      if (!n->is_array() || n->as_array()->empty() || n->as_array()->size() > 15)
+        bad(w.at(n->source()), "levels.fractions: expected 1 to 15 numbers in [0, 1]");
+      pl.levels.fractions.clear();
+      double total = 0;
+      for (auto &e : *n->as_array()) {
+        double v = e.is_integer()          ? static_cast<double>(e.as_integer()->get())
+                   : e.is_floating_point() ? e.as_floating_point()->get()
+                                           : -1.0;
+        if (!(v >= 0 && v <= 1))
+          bad(w.at(e.source()), "levels.fractions: expected numbers in [0, 1]");
+        total += v;
+        pl.levels.fractions.push_back(v);
+      }
+      if (total > 1.0)
+        bad(w.at(n->source()), "levels.fractions: the fractions add up to more than 1");
+    }
+  }
+
+  if (auto *bf = root.get("blockft")) {
+    if (!bf->is_table()) bad(w.at(bf->source()), "blockft: expected a table");
+    const auto &t = *bf->as_table();
+    check_keys(t, {"epochs", "lr", "batch", "sequences", "validation", "seq_len"}, w, "blockft");
+    pl.blockft.enabled = true;
+    for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
+                               {"batch", &pl.blockft.batch},
+                               {"sequences", &pl.blockft.sequences},
+                               {"validation", &pl.blockft.validation},
+                               {"seq_len", &pl.blockft.seq_len}})
+      if (auto *n = t.get(key)) {
+        if (!n->is_integer() || n->as_integer()->get() < (std::string(key) == "epochs" ? 0 : 1) ||
+            n->as_integer()->get() > 1000000)
+          bad(w.at(n->source()), std::string("blockft.") + key + ": expected a positive int");
+        *target = n->as_integer()->get();
+      }
+    if (auto *n = t.get("lr")) {
+      double v = n->is_floating_point() ? n->as_floating_point()->get()
+                 : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
+                                        : -1.0;
+      if (!(v > 0 && v < 1)) bad(w.at(n->source()), "blockft.lr: expected a number in (0, 1)");
+      pl.blockft.lr = v;
+    }
   }
 
   for (size_t i = 0; i < kSlotNames.size(); ++i) {

@@ -154,3 +154,37 @@ TEST_CASE("bits per weight include the container overhead") {
   CHECK(bpw > 5.0);
   CHECK(bpw < 5.1);
 }
+
+TEST_CASE("quality levels from the Hessian diagonal match a hand-computed case") {
+  // 20 columns; diag(H) = 20 - j except column 7, the most important, and a tie at 12/13.
+  const int64_t n = 20;
+  std::vector<float> h(static_cast<size_t>(n * n), 0.0f);
+  for (int64_t j = 0; j < n; ++j) h[static_cast<size_t>(j * n + j)] = static_cast<float>(20 - j);
+  h[7 * n + 7] = 100.0f;
+  h[13 * n + 13] = h[12 * n + 12];
+  // Fractions 5%, 10%, 20% of 20 columns: 1, 2 and 4 columns (ceil), by descending diag(H):
+  // 7 -> level 3; 0, 1 -> level 2; 2, 3, 4, 5 -> level 1; the rest 0.
+  auto levels = nwc::host::levels_from_hessian(h.data(), n, {0.05, 0.1, 0.2});
+  std::vector<uint8_t> want(static_cast<size_t>(n), 0);
+  want[7] = 3;
+  want[0] = want[1] = 2;
+  want[2] = want[3] = want[4] = want[5] = 1;
+  CHECK(levels == want);
+  // On a narrow layer the top bands still get a column each (ceil, not the reference's floor):
+  // 64 columns at 0.1% / 1% / 10% -> 1, 1 and 7 columns.
+  std::vector<float> h64(64 * 64, 0.0f);
+  for (int j = 0; j < 64; ++j) h64[static_cast<size_t>(j * 64 + j)] = static_cast<float>(j);
+  auto l64 = nwc::host::levels_from_hessian(h64.data(), 64, {0.001, 0.01, 0.1});
+  CHECK(l64[63] == 3);
+  CHECK(l64[62] == 2);
+  CHECK(std::count(l64.begin(), l64.end(), 1) == 7);
+  CHECK(std::count(l64.begin(), l64.end(), 0) == 55);
+  CHECK(l64[54] == 0);
+  CHECK(l64[55] == 1);
+  // Ties keep column order: with 6 columns at level 1 (6, 8, 9, 10, 11, 12), column 12 gets it and
+  // column 13, of equal importance, does not.
+  auto tie = nwc::host::levels_from_hessian(h.data(), n, {0.05, 0.1, 0.2, 0.3});
+  CHECK(tie[7] == 4);
+  CHECK(tie[12] == 1);
+  CHECK(tie[13] == 0);
+}

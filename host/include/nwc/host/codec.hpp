@@ -22,6 +22,17 @@ namespace nwc::host {
 // Reports "done of total" after each tensor; name is the tensor just finished.
 using ProgressFn = std::function<void(size_t done, size_t total, const std::string &name)>;
 
+struct EncodedTensor; // streams and record of one coded tensor, not yet written (opaque)
+
+// One tensor coded with a pipeline's stage chain, held in memory (for methods that code tensors in
+// an order of their own, such as block-wise fine-tuning, and write the container afterwards).
+struct TensorCoding {
+  std::shared_ptr<EncodedTensor> encoded;
+  std::vector<float> reconstruction;      // [rows, cols]: exactly what decoding returns
+  std::vector<float> unit_reconstruction; // the same with unit row scales
+  std::vector<float> row_scales;          // the chunker's row scales as stored; empty if none
+};
+
 struct CompressSettings {
   unsigned threads = 0; // 0 = all cores
   ProgressFn progress;
@@ -34,7 +45,22 @@ struct CompressSettings {
   // Copy the files named by bitstream-affecting path options (codecs) into the container. They are
   // always recorded by XXH64 hash; decoding refuses a file whose hash differs.
   bool embed_resources = false;
+  // Tensors already coded (encode_tensor), written as they are; and replacement values for
+  // tensors whose values changed before coding (fine-tuned norms, for example).
+  std::map<std::string, std::shared_ptr<const TensorCoding>> precoded;
+  std::map<std::string, std::shared_ptr<const std::vector<float>>> replaced;
 };
+
+// Codes one selected tensor with the pipeline's chain for it (hessians and levels from settings).
+TensorCoding encode_tensor(const Pipeline &pipeline, const Registry &registry,
+                           const TensorInfo &info, std::vector<float> values,
+                           const CompressSettings &settings);
+
+// Sets the per-row scales a coded tensor is decoded with: the chunker's stored row scales when it
+// has them (nwc.chunk.column), otherwise a host row gain stored as stream "row_gain" (f16). Rows
+// are multiplied as (float)((double)unit_value * scale). Returns the scales as stored (rounded) and
+// updates coding.reconstruction to what decoding will return.
+std::vector<float> set_row_scales(TensorCoding &coding, const std::vector<float> &scales);
 
 struct CompressedTensor {
   std::string name;
@@ -83,5 +109,14 @@ void decompress_to_safetensors(const std::filesystem::path &in, const std::files
                                const ProgressFn &progress = {});
 
 unsigned resolve_threads(unsigned threads); // 0 -> hardware concurrency
+
+// Quality level of each of n input columns from the diagonal of their Hessian H (n x n, row-major),
+// the columns' mean squared input: ranked by diag(H) descending (ties: lower index first), the
+// first ceil(fractions[0] * n) get level fractions.size(), the next ceil(fractions[1] * n) one
+// less, and so on; the rest level 0. Ceil rather than the reference's floor: on narrow layers
+// (64 columns) floor would give the top levels no column at all, ceil gives each band at least
+// one column whenever its fraction is positive.
+std::vector<uint8_t> levels_from_hessian(const float *hessian, int64_t n,
+                                         const std::vector<double> &fractions);
 
 } // namespace nwc::host

@@ -4,6 +4,10 @@
 //                  ("raw" | "zstd" | "zstd-f16")
 //   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
 //   [calibration]  text, tokens, seq_len (used by compensators that need Hessians)
+//   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
+//                  from the calibration Hessian's diagonal (NWC's importance levels)
+//   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
+//                  toward the original block's outputs after each linear is coded (blockft.hpp)
 //   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
 //
 // The whole file is validated against the installed plugins' schemas when it is loaded, before
@@ -47,6 +51,25 @@ struct OverrideRule {
   std::string where; // "file:line:column" of the [[override]] table, for messages
 };
 
+// Quality levels per input column from calibration importance (diag H): the top fractions[0] of
+// the columns get level fractions.size(), the next fractions[1] one less, ..., the rest level 0.
+struct LevelsConfig {
+  bool enabled = false;
+  std::vector<double> fractions;
+  std::string where; // "file:line:column" of the [levels] table
+};
+
+// Block-wise output-guided fine-tuning (nwc/host/blockft.hpp).
+struct BlockFtConfig {
+  bool enabled = false;
+  int64_t epochs = 5;
+  double lr = 1e-4;
+  int64_t batch = 4;      // windows per step
+  int64_t sequences = 32; // training windows of calibration text
+  int64_t validation = 8; // held-out windows that choose the best state
+  int64_t seq_len = 128;  // tokens per window
+};
+
 struct Pipeline {
   std::filesystem::path file;
   std::string text;
@@ -60,6 +83,8 @@ struct Pipeline {
   StageChain base;
   std::vector<OverrideRule> overrides;
   nlohmann::json calibration = nlohmann::json::object();
+  LevelsConfig levels;
+  BlockFtConfig blockft;
 
   // The chain for a tensor, or nullopt when the tensor is stored without the pipeline.
   // Throws nwc::Error if the overrides that apply produce an invalid chain.

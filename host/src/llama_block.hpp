@@ -1,0 +1,38 @@
+// llama_block.hpp — one Llama decoder block as a LibTorch function. Private to the runtime: the
+// forward pass of LlamaModel and block-wise fine-tuning (blockft.cpp) share it.
+#pragma once
+
+#include "nwc/formats/model.hpp"
+
+#include <functional>
+#include <string>
+#include <torch/torch.h>
+
+namespace nwc::host::llama {
+
+struct BlockWeights {
+  torch::Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+};
+
+struct BlockShape {
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  double norm_eps = 1e-5;
+  bool rotate_half = false; // HF pairs (i, i + D/2); otherwise llama2.c pairs (2i, 2i + 1)
+  torch::Tensor cos, sin;   // [max_seq_len, head_dim / 2]
+};
+
+torch::Tensor rmsnorm(const torch::Tensor &x, const torch::Tensor &w, double eps);
+
+// Head geometry, norm epsilon and RoPE tables of an architecture (checked; errors name `source`).
+BlockShape block_shape(const Architecture &a, const std::string &source);
+
+// Called with the input of each linear group: suffix "attn_in", "attn_out", "mlp_in", "mlp_out".
+using Report = std::function<void(const char *suffix, const torch::Tensor &x)>;
+
+// x: [B, T, dim] at absolute positions start.. -> the block's output [B, T, dim]. k_cache and
+// v_cache (may be null) hold this block's earlier keys and values for incremental decoding.
+torch::Tensor decoder_block(const BlockWeights &w, const BlockShape &s, const torch::Tensor &x,
+                            int64_t start, torch::Tensor *k_cache, torch::Tensor *v_cache,
+                            const Report *report);
+
+} // namespace nwc::host::llama
