@@ -13,16 +13,14 @@ namespace {
 
 // The linears of a block in coding order (v, q, k, o, up, gate, down) with their fields.
 struct LinearSlot {
-  const char *name;                        // "self_attn.v_proj"
+  const char *name; // "self_attn.v_proj"
   torch::Tensor llama::BlockWeights::*field;
 };
-const LinearSlot kOrder[] = {{"self_attn.v_proj", &llama::BlockWeights::wv},
-                             {"self_attn.q_proj", &llama::BlockWeights::wq},
-                             {"self_attn.k_proj", &llama::BlockWeights::wk},
-                             {"self_attn.o_proj", &llama::BlockWeights::wo},
-                             {"mlp.up_proj", &llama::BlockWeights::w_up},
-                             {"mlp.gate_proj", &llama::BlockWeights::w_gate},
-                             {"mlp.down_proj", &llama::BlockWeights::w_down}};
+const LinearSlot kOrder[] = {
+    {"self_attn.v_proj", &llama::BlockWeights::wv}, {"self_attn.q_proj", &llama::BlockWeights::wq},
+    {"self_attn.k_proj", &llama::BlockWeights::wk}, {"self_attn.o_proj", &llama::BlockWeights::wo},
+    {"mlp.up_proj", &llama::BlockWeights::w_up},    {"mlp.gate_proj", &llama::BlockWeights::w_gate},
+    {"mlp.down_proj", &llama::BlockWeights::w_down}};
 
 torch::Tensor load(const Model &m, const std::string &name) {
   const ModelTensor *t = m.find(name);
@@ -97,7 +95,8 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
     llama::BlockWeights cur;
     cur.attn_norm = orig.attn_norm.clone().requires_grad_(true);
     cur.ffn_norm = orig.ffn_norm.clone().requires_grad_(true);
-    for (const auto &slot : kOrder) cur.*slot.field = (orig.*slot.field).clone().requires_grad_(true);
+    for (const auto &slot : kOrder)
+      cur.*slot.field = (orig.*slot.field).clone().requires_grad_(true);
     std::map<std::string, Coded> coded;
 
     auto effective = [&]() {
@@ -154,7 +153,8 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
         std::shuffle(order.begin(), order.end(), rng);
         for (int64_t b0 = 0; b0 < cfg.sequences; b0 += cfg.batch) {
           const int64_t nb = std::min(cfg.batch, cfg.sequences - b0);
-          auto idx = torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
+          auto idx =
+              torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
           auto y = llama::decoder_block(effective(), shape, x_train.index_select(0, idx), 0,
                                         nullptr, nullptr, nullptr);
           auto loss = torch::mse_loss(y, y_train.index_select(0, idx));
@@ -185,6 +185,7 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
                                                               [](float v) { return v == 1.0f; });
       if (!unchanged) set_row_scales(*c.coding, scale); // no row gain when it would be all ones
       s.precoded[p + slot_name + ".weight"] = c.coding;
+      result.reconstructions[p + slot_name + ".weight"] = c.coding->reconstruction;
     }
     s.replaced[p + "input_layernorm.weight"] =
         std::make_shared<std::vector<float>>(values_of(cur.attn_norm));

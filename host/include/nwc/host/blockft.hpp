@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,14 +33,17 @@ struct BlockFtReport {
 struct BlockFtResult {
   CompressResult compress;
   std::vector<BlockFtReport> steps;
+  // What the encoder reconstructed for every coded linear, fine-tuned row scales applied (the
+  // container decodes to exactly these values).
+  std::map<std::string, std::vector<float>> reconstructions;
 };
 
 // tokens: calibration token stream (never the evaluation text); cut into windows of the pipeline's
 // [blockft] seq_len. Hessians and levels come from settings as for compress_model.
-BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipeline,
-                                     const Registry &registry, const std::filesystem::path &out,
-                                     const CompressSettings &settings,
-                                     const std::vector<int32_t> &tokens,
-                                     const std::function<void(const BlockFtReport &)> &progress = {});
+BlockFtResult
+compress_model_blockft(const Model &model, const Pipeline &pipeline, const Registry &registry,
+                       const std::filesystem::path &out, const CompressSettings &settings,
+                       const std::vector<int32_t> &tokens,
+                       const std::function<void(const BlockFtReport &)> &progress = {});
 
 } // namespace nwc::host
