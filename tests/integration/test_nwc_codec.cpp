@@ -19,7 +19,9 @@ using nwc::test::TempDir;
 
 namespace {
 
-std::string stories() { return nwc::test::stories260k().string(); }
+std::string stories() {
+  return nwc::test::stories260k().string();
+}
 fs::path shipped(int lambda) {
   return nwc::test::source_dir() / "codecs" / ("nwc-s-l" + std::to_string(lambda) + ".nwcc");
 }
@@ -40,9 +42,10 @@ struct TrainedCodec {
   fs::path path;
   json report;
   TrainedCodec() : path(dir.path() / "tiny.nwcc") {
-    report = run_json({"train-codec", "--model", stories(), "--lambda", "300", "--width", "16",
-                       "--blocks", "1", "--steps", "600", "--eval-every", "150", "--lr", "3e-3",
-                       "--batch", "128", "--threads", "2", "-o", path.string(), "--json"});
+    report = run_json({"train-codec", "--model",  stories(),     "--lambda", "300", "--width",
+                       "16",          "--blocks", "1",           "--steps",  "600", "--eval-every",
+                       "150",         "--lr",     "3e-3",        "--batch",  "128", "--threads",
+                       "2",           "-o",       path.string(), "--json"});
   }
 };
 const TrainedCodec &codec() {
@@ -126,8 +129,8 @@ TEST_CASE("a trained codec beats plain rounding of the normalized weights on hel
   // Rounding steps bracketing the codec's rate; its distortion interpolated at that rate.
   std::vector<std::pair<double, Point>> sweep;
   for (double step : {0.2, 0.3, 0.45, 0.6, 0.9, 1.35, 2.0, 3.0})
-    sweep.push_back({step, measure(rounding_pipeline(dir.path(), step), aidreams(),
-                                   dir.path() / "round.nwc")});
+    sweep.push_back(
+        {step, measure(rounding_pipeline(dir.path(), step), aidreams(), dir.path() / "round.nwc")});
   std::optional<double> rounding_mse;
   for (size_t i = 0; i + 1 < sweep.size(); ++i) {
     const Point &hi = sweep[i].second, &lo = sweep[i + 1].second; // hi: more bits
@@ -171,7 +174,8 @@ TEST_CASE("NWC containers decode identically with 1 and 2 threads, and with the 
   fs::copy_file(codec().path, moved);
   auto p2 = neural_pipeline(dir.path() / "sub", "nwc", moved, 1);
   auto e2 = dir.path() / "sub" / "m.nwc"; // same file name: it is recorded in the output
-  run_json({"compress", stories(), "-p", p2.string(), "-o", e2.string(), "--embed-codec", "--json"});
+  run_json(
+      {"compress", stories(), "-p", p2.string(), "-o", e2.string(), "--embed-codec", "--json"});
   fs::remove(moved);
   run_json({"decompress", e2.string(), "-o", out3.string(), "--json"});
   CHECK(nwc::test::read_bytes(out1) == nwc::test::read_bytes(out3));
@@ -187,9 +191,9 @@ TEST_CASE("a wrong or missing codec and a corrupted NWC stream are refused with 
   auto out = dir.path() / "out.safetensors";
 
   // Another codec under the same name: refused, naming the expected hash.
-  run_json({"train-codec", "--model", stories(), "--lambda", "30", "--width", "8",
-                         "--blocks", "1", "--steps", "20", "--eval-every", "20", "-o",
-                         (dir.path() / "other.nwcc").string(), "--json"});
+  run_json({"train-codec", "--model", stories(), "--lambda", "30", "--width", "8", "--blocks", "1",
+            "--steps", "20", "--eval-every", "20", "-o", (dir.path() / "other.nwcc").string(),
+            "--json"});
   fs::copy_file(dir.path() / "other.nwcc", local, fs::copy_options::overwrite_existing);
   Result r = run_nwc({"decompress", c.string(), "-o", out.string()});
   CHECK(r.exit_code == 1);
@@ -257,8 +261,9 @@ TEST_CASE("a wrong or missing codec and a corrupted NWC stream are refused with 
 TEST_CASE("train-codec resumes from its checkpoint and refuses bad settings") {
   TempDir dir;
   const std::string out = (dir.path() / "r.nwcc").string();
-  std::vector<std::string> base{"train-codec", "--model", stories(), "--lambda", "100", "--width",
-                                "8", "--eval-every", "10", "-o", out, "--json"};
+  std::vector<std::string> base{"train-codec", "--model", stories(), "--lambda",
+                                "100",         "--width", "8",       "--eval-every",
+                                "10",          "-o",      out,       "--json"};
   auto first = base;
   first.insert(first.end(), {"--steps", "20"});
   json a = run_json(first);
