@@ -32,10 +32,18 @@ public:
               nwc::int_option("level", 0, 0, 15,
                               "Quality level of every chunk when the host supplies no per-column "
                               "levels (0 = fewest bits; the codec defines how many levels exist).",
-                              NWC_OPTF_AFFECTS_BITSTREAM));
+                              NWC_OPTF_AFFECTS_BITSTREAM),
+              nwc::float_option("input_scale", 1.0, 1e-12, 1e12,
+                                "Chunks are divided by this before the analysis transform and "
+                                "multiplied by it after synthesis: 1 for row-normalized chunks "
+                                "(nwc.chunk.column normalize = \"row\"); the codec's training "
+                                "std (`nwc codec info`) to code raw weights with one global "
+                                "scale, as the reference's variant without row normalization.",
+                                NWC_OPTF_AFFECTS_BITSTREAM));
 
   explicit NeuralTransform(const nwc::Options &opts)
-      : file_(nwc::neural::load_codec(opts.get_string("codec"))), level_(opts.get_int("level")) {
+      : file_(nwc::neural::load_codec(opts.get_string("codec"))), level_(opts.get_int("level")),
+        input_scale_(opts.get_float("input_scale")) {
     if (level_ >= file_.config.levels)
       nwc::fail(NWC_E_INVALID_ARG, "level = " + std::to_string(level_) + ", but codec " +
                                        opts.get_string("codec") + " has " +
@@ -68,7 +76,15 @@ public:
       if (!std::isfinite(chunks.data[i]))
         nwc::fail(NWC_E_INVALID_ARG,
                   "tensor " + std::string(b.tensor_name) + ": a chunk holds a non-finite value");
-    file_.analyze(chunks.data, n, levels(b, n).data(), latents.data);
+    const float *x = chunks.data;
+    std::vector<float> scaled;
+    if (input_scale_ != 1.0) {
+      scaled.resize(static_cast<size_t>(chunks.size()));
+      for (size_t i = 0; i < scaled.size(); ++i)
+        scaled[i] = static_cast<float>(static_cast<double>(chunks.data[i]) / input_scale_);
+      x = scaled.data();
+    }
+    file_.analyze(x, n, levels(b, n).data(), latents.data);
     const auto &med = file_.tables.medians;
     const int64_t m = file_.config.latent;
     for (int64_t i = 0; i < n; ++i)
@@ -85,6 +101,9 @@ public:
     for (int64_t i = 0; i < n; ++i)
       for (int64_t c = 0; c < m; ++c) y[i * m + c] += med[static_cast<size_t>(c)];
     file_.synthesize(y.data(), n, levels(b, n).data(), chunks.data);
+    if (input_scale_ != 1.0)
+      for (int64_t i = 0; i < chunks.size(); ++i)
+        chunks.data[i] = static_cast<float>(static_cast<double>(chunks.data[i]) * input_scale_);
   }
 
   const nwc_cdf_model *probability_model() override { return &model_; }
@@ -114,6 +133,7 @@ private:
 
   nwc::neural::CodecFile file_;
   int64_t level_;
+  double input_scale_;
   nwc_cdf_model model_{};
 };
 
