@@ -17,6 +17,7 @@
 #include "nwc/host/llama.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
+#include "nwc/host/target_rate.hpp"
 #include "nwc/host/tokenizer.hpp"
 #include "nwc/host/train_codec.hpp"
 
@@ -173,7 +174,10 @@ int cmd_compress(const std::vector<std::string> &args) {
       "tokenizer,t", po::value<std::string>(),
       "tokenizer of the model (pipelines with [blockft] fine-tune on calibration text)")(
       "calib-text", po::value<std::string>(),
-      "calibration text for [blockft] (default: $NWC_DATA/text/tinystories-calib.txt)");
+      "calibration text for [blockft] (default: $NWC_DATA/text/tinystories-calib.txt)")(
+      "target-bpw", po::value<double>(),
+      "NWC pipelines: choose the ladder codec and level fractions whose measured bits per "
+      "coded weight land closest to this");
   add_common(d, c);
   auto vm =
       parse(args, d, {"model"},
@@ -199,6 +203,26 @@ int cmd_compress(const std::vector<std::string> &args) {
     }
   }
   auto t0 = std::chrono::steady_clock::now();
+  json rate = nullptr;
+  if (vm.count("target-bpw")) {
+    const double target = vm["target-bpw"].as<double>();
+    RateChoice choice = choose_for_target_bpw(model, pl, reg, s, target, out);
+    pl = choice.pipeline;
+    const auto &ch = choice.chosen;
+    rate = {{"target_bpw", target},
+            {"codec", ch.codec},
+            {"fraction_scale", ch.fraction_scale},
+            {"level", ch.level},
+            {"search_bpw", ch.bits_per_weight},
+            {"candidates", choice.tried.size()}};
+    if (!c.quiet && !c.json)
+      std::cerr << "target " << fmt(target, 3)
+                << " bits/weight: " << std::filesystem::path(ch.codec).filename().string()
+                << (ch.level >= 0 ? ", level " + std::to_string(ch.level)
+                                  : ", level fractions x" + fmt(ch.fraction_scale, 2))
+                << " (" << fmt(ch.bits_per_weight, 3) << " bits/weight, best of "
+                << choice.tried.size() << " candidates)\n";
+  }
   CompressResult r;
   if (pl.blockft.enabled) {
     if (!vm.count("tokenizer"))
@@ -229,15 +253,28 @@ int cmd_compress(const std::vector<std::string> &args) {
   uint64_t numel = 0;
   for (const auto &t : r.tensors) numel += t.numel;
   double bpw = numel ? static_cast<double>(r.file_bytes) * 8.0 / static_cast<double>(numel) : 0;
+  double coded_bytes = 0, coded_weights = 0;
+  for (const auto &t : r.tensors)
+    if (t.storage == "pipeline") {
+      coded_bytes += static_cast<double>(t.stream_bytes);
+      coded_weights += static_cast<double>(t.numel);
+    }
+  const double coded_bpw = coded_weights > 0 ? 8.0 * coded_bytes / coded_weights : 0.0;
+  if (!rate.is_null()) rate["achieved_bpw"] = coded_bpw;
   if (c.json) {
-    json j = {{"output", out},         {"tensors", r.tensors.size()}, {"weights", numel},
-              {"bytes", r.file_bytes}, {"bits_per_weight", bpw},      {"seconds", secs},
-              {"pipeline", pl.name}};
+    json j = {{"output", out},          {"tensors", r.tensors.size()},
+              {"weights", numel},       {"bytes", r.file_bytes},
+              {"bits_per_weight", bpw}, {"seconds", secs},
+              {"pipeline", pl.name},    {"coded_bits_per_weight", coded_bpw}};
+    if (!rate.is_null()) j["rate_control"] = rate;
     std::cout << j.dump(2) << "\n";
   } else if (!c.quiet) {
     std::cout << "wrote " << out << ": " << r.tensors.size() << " tensors, " << numel
               << " weights, " << r.file_bytes << " bytes, " << fmt(bpw, 3)
               << " bits/weight (pipeline " << pl.name << ", " << fmt(secs, 2) << " s)\n";
+    if (!rate.is_null())
+      std::cout << "target " << fmt(rate["target_bpw"].get<double>(), 3)
+                << " bits per coded weight, achieved " << fmt(coded_bpw, 3) << "\n";
   }
   return 0;
 }
