@@ -1,18 +1,14 @@
-# nwc_add_plugin(<short-name> SOURCES <files...> [LIBRARIES <libs...>])
+# nwc_add_plugin(<short-name> SOURCES <files...> [LIBRARIES <libs...>])  — in-tree plugins.
 #
 # Builds a plugin as a MODULE library named nwc-<short-name>.so that exports only
-# nwc_module_entry (hidden visibility + version script) and refuses undefined symbols.
-set(_NWC_PLUGIN_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR})
+# nwc_module_entry (hidden visibility + version script) and refuses undefined symbols; see
+# cmake/NwcPluginLibrary.cmake, the implementation shared with the installed SDK package
+# (find_package(nwc) gives plugin authors the same nwc_add_plugin). In-tree plugins additionally
+# land in ${NWC_PLUGIN_OUTPUT_DIR} (the build tree mirrors the install layout) and get the
+# project's warning policy.
+include(${CMAKE_CURRENT_LIST_DIR}/NwcPluginLibrary.cmake)
+
 function(nwc_add_plugin name)
-  cmake_parse_arguments(P "" "" "SOURCES;LIBRARIES" ${ARGN})
-  set(target nwc-${name})
-  add_library(${target} MODULE ${P_SOURCES})
-  set_target_properties(${target} PROPERTIES PREFIX "" OUTPUT_NAME nwc-${name}
-    CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
-    LIBRARY_OUTPUT_DIRECTORY ${NWC_PLUGIN_OUTPUT_DIR})
-  target_link_libraries(${target} PRIVATE nwc::sdk ${P_LIBRARIES})
-  target_link_options(${target} PRIVATE
-    -Wl,--version-script=${_NWC_PLUGIN_CMAKE_DIR}/nwc-plugin.map -Wl,-z,defs)
-  nwc_set_warnings(${target})
-  install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/nwc/plugins)
+  nwc_plugin_library(${name} ${ARGN} OUTPUT_DIRECTORY ${NWC_PLUGIN_OUTPUT_DIR})
+  nwc_set_warnings(nwc-${name})
 endfunction()

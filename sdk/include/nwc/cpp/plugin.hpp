@@ -40,6 +40,14 @@
 #include <type_traits>
 #include <vector>
 
+// The ABI version a plugin's module and descriptors declare (docs/abi.md). It defaults to the
+// version of the headers the plugin is compiled against; define it before including this header
+// (or on the command line) only to claim another version, e.g. to check the host's compatibility
+// rules with a plugin that says it was built for an older or newer 1.x (tests/consumer).
+#ifndef NWC_PLUGIN_ABI_VERSION
+#define NWC_PLUGIN_ABI_VERSION NWC_ABI_VERSION
+#endif
+
 namespace nwc {
 
 // ---- option schema builders -------------------------------------------------------------------
@@ -726,7 +734,7 @@ template <class P> struct Trampolines {
 
   static const nwc_plugin_descriptor *descriptor() {
     static const nwc_plugin_descriptor d{sizeof(nwc_plugin_descriptor),
-                                         NWC_ABI_VERSION,
+                                         NWC_PLUGIN_ABI_VERSION,
                                          P::kind,
                                          P::flags,
                                          P::id,
@@ -764,9 +772,9 @@ template <class... Ps> struct Module {
     return i < sizeof...(Ps) ? all[i] : nullptr;
   }
   static const nwc_module *entry(uint32_t host_abi) {
-    if (NWC_ABI_MAJOR(host_abi) != NWC_ABI_VERSION_MAJOR) return nullptr;
-    static const nwc_module m{sizeof(nwc_module), NWC_ABI_VERSION, init, deinit, count,
-                              descriptor,         vtable};
+    if (NWC_ABI_MAJOR(host_abi) != NWC_ABI_MAJOR(NWC_PLUGIN_ABI_VERSION)) return nullptr;
+    static const nwc_module m{
+        sizeof(nwc_module), NWC_PLUGIN_ABI_VERSION, init, deinit, count, descriptor, vtable};
     return &m;
   }
 };
