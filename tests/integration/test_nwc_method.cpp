@@ -94,15 +94,16 @@ TEST_CASE("LDLQ with the neural codec lowers the Hessian-weighted error against 
   TempDir dir;
   auto plain = encode_tensor(nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 16"),
                              registry(), info, w, settings);
-  auto ldlq = encode_tensor(nwc_pipeline(dir, "plugin = \"nwc.comp.ldlq\"\nblock = 16"),
-                            registry(), info, w, settings);
+  auto ldlq = encode_tensor(nwc_pipeline(dir, "plugin = \"nwc.comp.ldlq\"\nblock = 16"), registry(),
+                            info, w, settings);
   const double e_plain = hessian_error(w, plain.reconstruction, *h, rows, cols);
   const double e_ldlq = hessian_error(w, ldlq.reconstruction, *h, rows, cols);
   INFO("no feedback " << e_plain << ", LDLQ " << e_ldlq);
   CHECK(e_ldlq < 0.9 * e_plain);
 }
 
-TEST_CASE("Hessian levels and LDLQ: the container decodes to exactly the encoder's reconstruction") {
+TEST_CASE(
+    "Hessian levels and LDLQ: the container decodes to exactly the encoder's reconstruction") {
   Model model = load_model(nwc::test::stories260k());
   TempDir dir;
   Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.ldlq\"\nblock = 16",
@@ -115,8 +116,9 @@ TEST_CASE("Hessian levels and LDLQ: the container decodes to exactly the encoder
       auto h = std::make_shared<std::vector<float>>(static_cast<size_t>(c * c), 0.0f);
       for (int64_t i = 0; i < c; ++i) {
         (*h)[static_cast<size_t>(i * c + i)] = 1.0f + static_cast<float>((i * 37) % 11);
-        if (i + 1 < c) (*h)[static_cast<size_t>(i * c + i + 1)] =
-            (*h)[static_cast<size_t>((i + 1) * c + i)] = 0.3f;
+        if (i + 1 < c)
+          (*h)[static_cast<size_t>(i * c + i + 1)] = (*h)[static_cast<size_t>((i + 1) * c + i)] =
+              0.3f;
       }
       s.hessians[t.info.name] = h;
     }
@@ -125,8 +127,8 @@ TEST_CASE("Hessian levels and LDLQ: the container decodes to exactly the encoder
   ContainerReader reader(out);
   ContainerDecoder decoder(reader, registry());
   int checked = 0;
-  for (const auto &name : {"model.layers.0.self_attn.q_proj.weight",
-                           "model.layers.3.mlp.down_proj.weight"}) {
+  for (const auto &name :
+       {"model.layers.0.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight"}) {
     const ModelTensor *mt = model.find(name);
     REQUIRE(mt);
     TensorCoding tc = encode_tensor(pl, registry(), mt->info, mt->load(), s);
@@ -149,9 +151,8 @@ TEST_CASE("blockft lowers the held-out block MSE, never raises it, and decodes e
                              "seq_len = 64\n");
   auto tok = load_tokenizer(nwc::test::data_dir() / "models" / "stories260K" / "tok512.bin",
                             model.arch.vocab_size);
-  auto tokens =
-      ppl_token_stream(read_text_file(nwc::test::data_dir() / "text" / "tinystories-calib.txt"),
-                       *tok);
+  auto tokens = ppl_token_stream(
+      read_text_file(nwc::test::data_dir() / "text" / "tinystories-calib.txt"), *tok);
   tokens.resize(20000);
   const fs::path out = dir.path() / "ft.nwc";
   CompressSettings s;
