@@ -505,9 +505,12 @@ int cmd_plugins(const std::vector<std::string> &args) {
       std::cout << j.dump(2) << "\n";
       return 0;
     }
+    size_t id_width = 20;
+    for (const auto &p : reg.plugins()) id_width = std::max(id_width, p->id.size());
     for (const auto &p : reg.plugins()) {
-      std::cout << std::left << std::setw(22) << p->id << std::setw(13) << kind_name(p->kind)
-                << std::setw(8) << p->version << p->library_path.filename().string() << "\n";
+      std::cout << std::left << std::setw(static_cast<int>(id_width + 2)) << p->id << std::setw(13)
+                << kind_name(p->kind) << std::setw(8) << p->version
+                << p->library_path.filename().string() << "\n";
       for (const auto &s : p->options) std::cout << "    " << option_line(s) << "\n";
     }
     if (reg.plugins().empty())

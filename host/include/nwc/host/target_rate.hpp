@@ -12,10 +12,10 @@
 namespace nwc::host {
 
 struct RateCandidate {
-  std::string codec;       // codec file
-  double fraction_scale;   // multiplier of the pipeline's [levels] fractions (1 = as written)
-  int level = -1;          // uniform level (pipelines without [levels]); -1 = not varied
-  double bits_per_weight;  // measured: stream bytes of the coded tensors x 8 / their weights
+  std::string codec;      // codec file
+  double fraction_scale;  // multiplier of the pipeline's [levels] fractions (1 = as written)
+  int level = -1;         // uniform level (pipelines without [levels]); -1 = not varied
+  double bits_per_weight; // measured: stream bytes of the coded tensors x 8 / their weights
 };
 
 struct RateChoice {
