@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""The shipped codecs against plain rounding of the same row-normalized 16-vectors (rANS-coded),
+on a model's linear weights: codec MSE against rounding's MSE interpolated (log-linearly) at the
+codec's measured rate. Prints a Markdown table.
+
+    rounding_compare.py NWC MODEL WORKDIR LAMBDA...
+"""
+import json, math, os, subprocess, sys
+
+nwc, model, work = sys.argv[1], sys.argv[2], sys.argv[3]
+lambdas = sys.argv[4:]
+root = os.path.dirname(os.path.abspath(__file__)) + "/../.."
+
+
+def pipeline(name, body):
+    path = os.path.join(work, name + ".toml")
+    with open(path, "w") as f:
+        f.write(f'[pipeline]\nname = "{name}"\nselect = ["model.layers.*_proj.weight"]\n'
+                '[chunker]\nplugin = "nwc.chunk.column"\n' + body +
+                '[entropy]\nplugin = "nwc.entropy.rans"\n'
+                '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n')
+    return path
+
+
+def measure(p):
+    out = os.path.join(work, "x.nwc")
+    subprocess.run([nwc, "compress", model, "-p", p, "-o", out, "--quiet"], check=True)
+    j = json.loads(subprocess.run([nwc, "inspect", out, "--reference", model, "--json"],
+                                  check=True, capture_output=True).stdout)
+    b = e = n = 0
+    for t in j["tensors"]:
+        if t["storage"] != "pipeline":
+            continue
+        k = math.prod(t["shape"])
+        b += t["stream_bytes"]
+        e += t["mse"] * k
+        n += k
+    return 8 * b / n, e / n
+
+
+sweep = [measure(pipeline("round", f'[quantizer]\nplugin = "nwc.quant.round"\nstep = {s}\n'))
+         for s in (0.06, 0.08, 0.12, 0.16, 0.2, 0.3, 0.45, 0.6, 0.9, 1.35, 2.0)]
+
+
+def rounding_at(bits):
+    for hi, lo in zip(sweep, sweep[1:]):
+        if hi[0] >= bits >= lo[0]:
+            t = (hi[0] - bits) / (hi[0] - lo[0])
+            return math.exp(math.log(hi[1]) + t * (math.log(lo[1]) - math.log(hi[1])))
+    return None
+
+
+print("| codec | bits/w | codec MSE | rounding MSE at that rate | codec / rounding |")
+print("|---|---:|---:|---:|---:|")
+for lam in lambdas:
+    codec = os.path.join(root, "codecs", f"nwc-s-l{lam}.nwcc")
+    bits, mse = measure(pipeline("codec", f'[transform]\nplugin = "nwc.transform.neural"\n'
+                                          f'codec = "{codec}"\n[quantizer]\n'
+                                          'plugin = "nwc.quant.round"\n'))
+    r = rounding_at(bits)
+    print(f"| nwc-s-l{lam} | {bits:.3f} | {mse:.3e} | " +
+          (f"{r:.3e} | {mse / r:.2f} |" if r else "outside the sweep | – |"))
