@@ -1,6 +1,8 @@
 // model.cpp — Architecture <-> JSON, tensor lookup, and load_model's choice of reader.
 #include "nwc/formats/model.hpp"
 
+#include <regex>
+
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/llama2c.hpp"
@@ -179,6 +181,12 @@ std::vector<float> permute_rope_rows(const std::vector<float> &w, int64_t heads,
         std::copy_n(w.begin() + from * cols, cols, out.begin() + to * cols);
       }
   return out;
+}
+
+bool is_decoder_linear(const std::string &name) {
+  static const std::regex re(
+      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight)");
+  return std::regex_match(name, re);
 }
 
 } // namespace nwc

@@ -7,16 +7,10 @@
 #include "nwc/nwc.h"
 
 #include <cmath>
-#include <regex>
 
 namespace nwc::host {
 
 namespace {
-
-bool is_block_linear(const std::string &name) {
-  static const std::regex re(R"(model\.layers\.\d+\..*_proj\.weight)");
-  return std::regex_match(name, re);
-}
 
 struct ByteCounter {
   size_t bytes = 0;
@@ -36,13 +30,7 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
                                 std::to_string(cfg.levels) + ")");
   if (s.block < 1) fail(NWC_E_INVALID_ARG, "codec measure: block must be positive");
   const auto &t = codec.tables;
-  nwc_cdf_model cm{sizeof(nwc_cdf_model),
-                   t.precision,
-                   static_cast<uint32_t>(t.channels),
-                   static_cast<uint32_t>(t.max_length),
-                   t.cdf.data(),
-                   t.lengths.data(),
-                   t.offsets.data()};
+  const nwc_cdf_model cm = t.view();
   auto rans = registry.create("nwc.entropy.rans", OptionValues());
   const auto &coder = rans->interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
 
@@ -50,7 +38,7 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
   CodecMeasure out;
   const int64_t L = cfg.chunk, M = cfg.latent;
   for (const auto &mt : model.tensors) {
-    if (!is_block_linear(mt.info.name) || mt.info.shape.size() != 2) continue;
+    if (!is_decoder_linear(mt.info.name) || mt.info.shape.size() != 2) continue;
     const int64_t rows = mt.info.shape[0], cols = mt.info.shape[1];
     std::vector<float> w = mt.load();
     CodecMeasureTensor r;

@@ -14,7 +14,6 @@
 #include <fstream>
 #include <numeric>
 #include <random>
-#include <regex>
 #include <sstream>
 
 namespace nwc::host {
@@ -25,11 +24,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Decoder-block linear weights (HF Llama names): what the codec will be asked to code.
-bool is_block_linear(const std::string &name) {
-  static const std::regex re(
-      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight)");
-  return std::regex_match(name, re);
-}
 
 struct Dataset {
   torch::Tensor train, validation; // [samples, sample_length / chunk, chunk]
@@ -46,7 +40,7 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
     Model m = load_model(path);
     int64_t used = 0;
     for (const auto &t : m.tensors) {
-      if (!is_block_linear(t.info.name) || t.info.shape.size() != 2) continue;
+      if (!is_decoder_linear(t.info.name) || t.info.shape.size() != 2) continue;
       const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
       std::vector<float> w = t.load();
       if (s.normalize == "row")
@@ -129,13 +123,7 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
   f.mse = torch::mean(torch::pow(x - x_hat, 2)).item<double>();
   f.estimate_bpw = (-torch::log2(model->likelihoods(y_hat))).sum().item<double>() /
                    static_cast<double>(x.numel());
-  nwc_cdf_model cm{sizeof(nwc_cdf_model),
-                   tables.precision,
-                   static_cast<uint32_t>(tables.channels),
-                   static_cast<uint32_t>(tables.max_length),
-                   tables.cdf.data(),
-                   tables.lengths.data(),
-                   tables.offsets.data()};
+  const nwc_cdf_model cm = tables.view();
   int64_t shape[2] = {sym.size(0), sym.size(1)};
   nwc_tensor_view sv{
       sym.data_ptr<int32_t>(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};

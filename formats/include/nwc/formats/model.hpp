@@ -63,6 +63,10 @@ struct Model {
 // was expected, e.g. "model.gguf: not a GGUF file (bad magic)".
 Model load_model(const std::filesystem::path &path);
 
+// Whether an HF Llama tensor name is a decoder-block linear weight
+// (model.layers.N.self_attn.{q,k,v,o}_proj.weight, model.layers.N.mlp.{gate,up,down}_proj.weight).
+bool is_decoder_linear(const std::string &name);
+
 // Reorders the rows of a q/k projection ([heads * head_dim, cols]) between the two RoPE pairings:
 // interleaved pairs (2i, 2i+1) of each head (llama2.c, Meta, ggml) and halves (i, i + head_dim/2)
 // (HF's rotate-half). to_rotate_half selects the direction.

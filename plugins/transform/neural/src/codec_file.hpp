@@ -7,6 +7,8 @@
 // machine and with any thread count: the encoder computes exactly what any decoder will.
 #pragma once
 
+#include "nwc/kinds/common.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -47,6 +49,16 @@ struct CdfTables {
   std::vector<uint32_t> lengths;
   std::vector<int32_t> offsets;
   std::vector<float> medians;
+  // The tables as the entropy coders take them; valid while this object lives unchanged.
+  nwc_cdf_model view() const {
+    return nwc_cdf_model{sizeof(nwc_cdf_model),
+                         precision,
+                         static_cast<uint32_t>(channels),
+                         static_cast<uint32_t>(max_length),
+                         cdf.data(),
+                         lengths.data(),
+                         offsets.data()};
+  }
 };
 
 // A probability mass function (non-negative, finite) -> a CDF of n + 1 points with cdf[0] = 0,

@@ -48,14 +48,7 @@ public:
       nwc::fail(NWC_E_INVALID_ARG, "level = " + std::to_string(level_) + ", but codec " +
                                        opts.get_string("codec") + " has " +
                                        std::to_string(file_.config.levels) + " levels");
-    const auto &t = file_.tables;
-    model_ = nwc_cdf_model{sizeof(nwc_cdf_model),
-                           t.precision,
-                           static_cast<uint32_t>(t.channels),
-                           static_cast<uint32_t>(t.max_length),
-                           t.cdf.data(),
-                           t.lengths.data(),
-                           t.offsets.data()};
+    model_ = file_.tables.view();
   }
 
   int64_t latent_length(int64_t chunk_length) override {
