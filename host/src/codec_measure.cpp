@@ -48,12 +48,7 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
     // Row scales: unbiased std in double, rounded through f16 (the column chunker's default).
     std::vector<float> scale(static_cast<size_t>(rows));
     for (int64_t i = 0; i < rows; ++i) {
-      double sum = 0, sq = 0;
-      for (int64_t j = 0; j < cols; ++j) sum += w[i * cols + j];
-      const double mean = sum / static_cast<double>(cols);
-      for (int64_t j = 0; j < cols; ++j) sq += (w[i * cols + j] - mean) * (w[i * cols + j] - mean);
-      double sd = cols > 1 ? std::sqrt(sq / static_cast<double>(cols - 1)) : 1.0;
-      if (!(sd > 0) || !std::isfinite(sd)) sd = 1.0;
+      const double sd = neural::row_std(w.data() + i * cols, cols);
       float f = static_cast<float>(sd);
       uint16_t h = 0;
       from_float(DType::F16, &f, 1, &h);

@@ -45,12 +45,7 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
       std::vector<float> w = t.load();
       if (s.normalize == "row")
         for (int64_t r = 0; r < rows; ++r) {
-          double sum = 0, sq = 0;
-          for (int64_t c = 0; c < cols; ++c) sum += w[r * cols + c];
-          const double mu = sum / static_cast<double>(cols);
-          for (int64_t c = 0; c < cols; ++c) sq += (w[r * cols + c] - mu) * (w[r * cols + c] - mu);
-          double sd = cols > 1 ? std::sqrt(sq / static_cast<double>(cols - 1)) : 1.0;
-          if (!(sd > 0) || !std::isfinite(sd)) sd = 1.0;
+          const double sd = neural::row_std(w.data() + r * cols, cols);
           for (int64_t c = 0; c < cols; ++c)
             w[r * cols + c] = static_cast<float>(w[r * cols + c] / sd);
         }

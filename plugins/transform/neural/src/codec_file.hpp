@@ -9,6 +9,7 @@
 
 #include "nwc/kinds/common.h"
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -60,6 +61,18 @@ struct CdfTables {
                          offsets.data()};
   }
 };
+
+// The unbiased standard deviation of n values in double, or 1 where it is 0, not finite or n < 2:
+// the row scale nwc.chunk.column stores (trainer and measure tool normalize rows the same way).
+inline double row_std(const float *row, int64_t n) {
+  if (n < 2) return 1.0;
+  double sum = 0, sq = 0;
+  for (int64_t j = 0; j < n; ++j) sum += row[j];
+  const double mean = sum / static_cast<double>(n);
+  for (int64_t j = 0; j < n; ++j) sq += (row[j] - mean) * (row[j] - mean);
+  const double sd = std::sqrt(sq / static_cast<double>(n - 1));
+  return sd > 0 && std::isfinite(sd) ? sd : 1.0;
+}
 
 // A probability mass function (non-negative, finite) -> a CDF of n + 1 points with cdf[0] = 0,
 // cdf[n] = 2^precision and every interval at least 1 (each symbol stays codable).
