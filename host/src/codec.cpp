@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -247,6 +248,8 @@ std::vector<uint8_t> chunk_levels(const Stages &st, const nwc_block_info &info, 
 struct EncodedBlock {
   BlockRecord record;
   std::vector<std::pair<std::string, std::vector<uint8_t>>> streams; // role, bytes
+  // What the block was coded from and to ([rows, width] each), kept only for coalescing.
+  std::vector<float> values, fit, recon;
 };
 
 // Host side of nwc_block_codec for one tensor.
@@ -259,7 +262,8 @@ struct BlockCodec {
   std::vector<float> *full_reconstruction = nullptr; // [rows, cols], filled by committed blocks
   std::vector<float> *unit_reconstruction = nullptr; // the same with unit row scales
   std::vector<EncodedBlock> blocks;
-  std::string error; // exception message when encode failed
+  bool keep_inputs = false; // keep each block's values and reconstruction (coalesce_blocks)
+  std::string error;        // exception message when encode failed
   nwc_status error_code = NWC_OK;
 
   static nwc_status encode(nwc_block_codec *self, int64_t c0, int64_t c1,
@@ -427,6 +431,17 @@ struct BlockCodec {
         std::copy(unit.begin() + i * w, unit.begin() + (i + 1) * w,
                   unit_reconstruction->data() + i * cols + c0);
     }
+    if (keep_inputs) {
+      const auto n = static_cast<size_t>(rows * w);
+      const auto *v = static_cast<const float *>(values->data);
+      const auto *r = static_cast<const float *>(recon->data);
+      out.values.assign(v, v + n);
+      out.recon.assign(r, r + n);
+      if (fit) {
+        const auto *f = static_cast<const float *>(fit->data);
+        out.fit.assign(f, f + n);
+      }
+    }
     if (!chunk_side.bytes.empty()) out.streams.emplace_back("chunker", std::move(chunk_side.bytes));
     if (!quant_side.bytes.empty())
       out.streams.emplace_back("quantizer", std::move(quant_side.bytes));
@@ -434,6 +449,72 @@ struct BlockCodec {
     blocks.push_back(std::move(out));
   }
 };
+
+// Codes runs of adjacent compensator blocks as one block of at most `max_cols` columns where that
+// reproduces their reconstruction bit for bit (true of column-local stages such as the column
+// chunker and the neural codec): fewer streams and container records, the same decoded tensor.
+// Error feedback still happens at the compensator's granularity; a run that codes differently
+// keeps its blocks.
+void coalesce_blocks(BlockCodec &bc, int64_t max_cols) {
+  const int64_t rows = bc.rows;
+  std::vector<EncodedBlock> merged;
+  size_t i = 0;
+  while (i < bc.blocks.size()) {
+    const int64_t c0 = bc.blocks[i].record.col_begin;
+    size_t j = i + 1;
+    while (j < bc.blocks.size() && bc.blocks[j].record.col_end - c0 <= max_cols &&
+           bc.blocks[j].fit.empty() == bc.blocks[i].fit.empty())
+      ++j;
+    if (j - i < 2) {
+      merged.push_back(std::move(bc.blocks[i++]));
+      continue;
+    }
+    const int64_t c1 = bc.blocks[j - 1].record.col_end, w = c1 - c0;
+    auto gather = [&](std::vector<float> EncodedBlock::*part) {
+      std::vector<float> m(static_cast<size_t>(rows * w));
+      for (size_t k = i; k < j; ++k) {
+        const auto &b = bc.blocks[k];
+        const int64_t bw = b.record.col_end - b.record.col_begin, off = b.record.col_begin - c0;
+        for (int64_t r = 0; r < rows; ++r)
+          std::copy_n((b.*part).begin() + r * bw, bw, m.begin() + r * w + off);
+      }
+      return m;
+    };
+    std::vector<float> values = gather(&EncodedBlock::values),
+                       expect = gather(&EncodedBlock::recon);
+    std::vector<float> fit =
+        bc.blocks[i].fit.empty() ? std::vector<float>{} : gather(&EncodedBlock::fit);
+    std::vector<float> recon(values.size()), unit;
+    BlockCodec trial;
+    trial.stages = bc.stages;
+    trial.name = bc.name;
+    trial.rows = rows;
+    trial.cols = bc.cols;
+    trial.tensor_side = bc.tensor_side;
+    if (bc.unit_reconstruction) {
+      unit.assign(bc.unit_reconstruction->size(), 0.0f);
+      trial.unit_reconstruction = &unit;
+    }
+    int64_t shape[2] = {rows, w};
+    auto view = [&](std::vector<float> &v) {
+      return nwc_tensor_view{v.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    };
+    nwc_tensor_view vv = view(values), fv = view(fit), rv = view(recon);
+    trial.encode_block(c0, c1, &vv, fit.empty() ? nullptr : &fv, 0, &rv);
+    bool same = std::memcmp(recon.data(), expect.data(), recon.size() * sizeof(float)) == 0;
+    for (int64_t r = 0; same && bc.unit_reconstruction && r < rows; ++r)
+      same = std::memcmp(unit.data() + r * bc.cols + c0,
+                         bc.unit_reconstruction->data() + r * bc.cols + c0,
+                         static_cast<size_t>(w) * sizeof(float)) == 0;
+    if (same) {
+      merged.push_back(std::move(trial.blocks.front()));
+    } else {
+      for (size_t k = i; k < j; ++k) merged.push_back(std::move(bc.blocks[k]));
+    }
+    i = j;
+  }
+  bc.blocks = std::move(merged);
+}
 
 std::vector<uint8_t> raw_bytes(DType dtype, const std::vector<float> &values) {
   std::vector<uint8_t> out(values.size() * dtype_size(dtype));
@@ -532,6 +613,7 @@ static void encode_with_chain(EncodedTensor &enc, std::vector<float> &values,
   if (reconstruction) reconstruction->assign(values.size(), 0.0f);
   bc.unit_reconstruction = unit_reconstruction;
   if (unit_reconstruction) unit_reconstruction->assign(values.size(), 0.0f);
+  bc.keep_inputs = st.compensator && pipeline.stream_columns > 0;
   bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
                          &BlockCodec::encode_ex};
   int64_t shape[2] = {rows, cols};
@@ -620,6 +702,7 @@ static void encode_with_chain(EncodedTensor &enc, std::vector<float> &values,
     fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
                              " left columns [" + std::to_string(expect) + ", " +
                              std::to_string(cols) + ") uncoded");
+  if (bc.keep_inputs) coalesce_blocks(bc, pipeline.stream_columns);
   for (size_t b = 0; b < bc.blocks.size(); ++b) {
     rec.blocks.push_back(bc.blocks[b].record);
     for (auto &s : bc.blocks[b].streams)
@@ -1209,7 +1292,9 @@ std::vector<float> ContainerDecoder::decode_tensor(const TensorRecord &t, unsign
     to_float(t.dtype, bytes.data(), out.size(), out.data());
     return out;
   }
-  auto [rows, cols] = as_matrix(t.shape);
+  // Plain variables, not a structured binding: the lambda below captures them (clang < 16).
+  const auto [rows_, cols_] = as_matrix(t.shape);
+  const int64_t rows = rows_, cols = cols_;
   std::vector<float> out(static_cast<size_t>(numel));
   const size_t nb = t.blocks.size();
   std::atomic<size_t> next{0};

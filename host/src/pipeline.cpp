@@ -320,7 +320,8 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   if (auto *p = root.get("pipeline")) {
     if (!p->is_table()) bad(w.at(p->source()), "pipeline: expected a table");
     const auto &t = *p->as_table();
-    check_keys(t, {"name", "method", "select", "exclude", "unselected"}, w, "pipeline");
+    check_keys(t, {"name", "method", "select", "exclude", "unselected", "stream_columns"}, w,
+               "pipeline");
     if (auto *n = t.get("name")) {
       if (!n->is_string()) bad(w.at(n->source()), "pipeline.name: expected a string");
       pl.name = n->as_string()->get();
@@ -338,6 +339,12 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
       if (v != "raw" && v != "zstd" && v != "zstd-f16")
         bad(w.at(n->source()), "pipeline.unselected: expected \"raw\", \"zstd\" or \"zstd-f16\"");
       pl.unselected = v;
+    }
+    if (auto *n = t.get("stream_columns")) {
+      const auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0 || *v > (int64_t{1} << 24))
+        bad(w.at(n->source()), "pipeline.stream_columns: expected an integer in [0, 16777216]");
+      pl.stream_columns = *v;
     }
   }
 

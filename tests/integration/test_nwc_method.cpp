@@ -1,6 +1,7 @@
 // The NWC whole-model method through the library: LDLQ feedback with the neural codec as block
 // quantizer, Hessian quality levels, block-wise output-guided fine-tuning, and containers that
 // decode to exactly what the encoder reconstructed.
+#include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/host/blockft.hpp"
 #include "nwc/host/codec.hpp"
@@ -36,10 +37,11 @@ std::string codec_path() {
 }
 
 Pipeline nwc_pipeline(const TempDir &dir, const std::string &compensator,
-                      const std::string &extra = "") {
+                      const std::string &extra = "", const std::string &pipeline_keys = "") {
   fs::path p = dir.path() / "p.toml";
   std::ofstream(p) << "[pipeline]\nname = \"t\"\nselect = [\"*_proj.weight\"]\n"
-                      "[chunker]\nplugin = \"nwc.chunk.column\"\n"
+                   << pipeline_keys
+                   << "\n[chunker]\nplugin = \"nwc.chunk.column\"\n"
                       "[transform]\nplugin = \"nwc.transform.neural\"\ncodec = \""
                    << codec_path()
                    << "\"\n[quantizer]\nplugin = \"nwc.quant.round\"\n"
@@ -102,14 +104,10 @@ TEST_CASE("LDLQ with the neural codec lowers the Hessian-weighted error against 
   CHECK(e_ldlq < 0.9 * e_plain);
 }
 
-TEST_CASE(
-    "Hessian levels and LDLQ: the container decodes to exactly the encoder's reconstruction") {
-  Model model = load_model(nwc::test::stories260k());
-  TempDir dir;
-  Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.ldlq\"\nblock = 16",
-                             "[levels]\nfractions = [0.001, 0.01, 0.1]\n");
+// Hessians for every coded linear: any positive definite matrices do for exactness checks; the
+// levels then follow diag(H).
+CompressSettings tridiagonal_hessians(const Model &model, const Pipeline &pl) {
   CompressSettings s;
-  // Hessians: any positive definite matrices do for this check; levels then follow diag(H).
   for (const auto &t : model.tensors)
     if (t.info.shape.size() == 2 && pl.chain_for(t.info.name)) {
       const int64_t c = t.info.shape[1];
@@ -122,6 +120,16 @@ TEST_CASE(
       }
       s.hessians[t.info.name] = h;
     }
+  return s;
+}
+
+TEST_CASE(
+    "Hessian levels and LDLQ: the container decodes to exactly the encoder's reconstruction") {
+  Model model = load_model(nwc::test::stories260k());
+  TempDir dir;
+  Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.ldlq\"\nblock = 16",
+                             "[levels]\nfractions = [0.001, 0.01, 0.1]\n");
+  CompressSettings s = tridiagonal_hessians(model, pl);
   const fs::path out = dir.path() / "m.nwc";
   compress_model(model, pl, registry(), out, s);
   ContainerReader reader(out);
@@ -178,4 +186,50 @@ TEST_CASE("blockft lowers the held-out block MSE, never raises it, and decodes e
   const TensorRecord *norm = reader.find("model.layers.2.input_layernorm.weight");
   REQUIRE(norm);
   CHECK(decoder.decode_tensor(*norm, 1) != model.find(norm->name)->load());
+}
+
+TEST_CASE("LDLQ blocks coded as wider streams: the same reconstruction in fewer, smaller streams") {
+  Model model = load_model(nwc::test::stories260k());
+  TempDir dir;
+  const std::string ldlq = "plugin = \"nwc.comp.ldlq\"\nblock = 16",
+                    levels = "[levels]\nfractions = [0.001, 0.01, 0.1]\n";
+  Pipeline narrow = nwc_pipeline(dir, ldlq, levels);
+  CompressSettings s = tridiagonal_hessians(model, narrow);
+  Pipeline wide = nwc_pipeline(dir, ldlq, levels, "stream_columns = 64");
+  REQUIRE(wide.stream_columns == 64);
+  const fs::path narrow_file = dir.path() / "narrow.nwc", wide_file = dir.path() / "wide.nwc";
+  compress_model(model, narrow, registry(), narrow_file, s);
+  compress_model(model, wide, registry(), wide_file, s);
+  CHECK(fs::file_size(wide_file) < fs::file_size(narrow_file));
+  ContainerReader a(narrow_file), b(wide_file);
+  // 64 columns: 4 feedback blocks in one stream; 172 columns: 11 feedback blocks in streams of
+  // 64 + 64 + 44 columns.
+  for (auto [name, blocks] : {std::pair{"model.layers.1.self_attn.q_proj.weight", size_t{1}},
+                              std::pair{"model.layers.2.mlp.down_proj.weight", size_t{3}}}) {
+    INFO(name);
+    const ModelTensor *mt = model.find(name);
+    REQUIRE(mt);
+    CHECK(encode_tensor(wide, registry(), mt->info, mt->load(), s).reconstruction ==
+          encode_tensor(narrow, registry(), mt->info, mt->load(), s).reconstruction);
+    CHECK(b.find(name)->blocks.size() == blocks);
+    CHECK(a.find(name)->blocks.size() > blocks);
+    for (const auto &blk : b.find(name)->blocks) CHECK(blk.col_end - blk.col_begin <= 64);
+  }
+  ContainerDecoder da(a, registry()), db(b, registry());
+  for (const auto &t : a.manifest().tensors)
+    if (t.storage == "pipeline") {
+      const TensorRecord *tb = b.find(t.name);
+      REQUIRE(tb);
+      CHECK(db.decode_tensor(*tb, 2) == da.decode_tensor(t, 1));
+    }
+}
+
+TEST_CASE("pipeline.stream_columns must be a non-negative integer") {
+  TempDir dir;
+  CHECK_THROWS_WITH_AS(nwc_pipeline(dir, "plugin = \"nwc.comp.none\"", "", "stream_columns = -1"),
+                       doctest::Contains("pipeline.stream_columns: expected an integer"),
+                       nwc::Error);
+  CHECK_THROWS_WITH_AS(
+      nwc_pipeline(dir, "plugin = \"nwc.comp.none\"", "", "stream_columns = \"wide\""),
+      doctest::Contains("pipeline.stream_columns"), nwc::Error);
 }

@@ -80,6 +80,9 @@ struct Pipeline {
   // Storage of tensors not selected: "raw" or "zstd" (lossless), or "zstd-f16" (rounded to fp16,
   // then zstd: the usual lossless-compression reference for fp16 checkpoints).
   std::string unselected = "raw";
+  // Columns per independently decodable stream: adjacent compensator blocks are coded together
+  // when that reproduces their reconstruction bit for bit (0: one stream per compensator block).
+  int64_t stream_columns = 0;
   StageChain base;
   std::vector<OverrideRule> overrides;
   nlohmann::json calibration = nlohmann::json::object();
