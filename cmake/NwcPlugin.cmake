@@ -11,4 +11,5 @@ include(${CMAKE_CURRENT_LIST_DIR}/NwcPluginLibrary.cmake)
 function(nwc_add_plugin name)
   nwc_plugin_library(${name} ${ARGN} OUTPUT_DIRECTORY ${NWC_PLUGIN_OUTPUT_DIR})
   nwc_set_warnings(nwc-${name})
+  set_property(GLOBAL APPEND PROPERTY NWC_PLUGIN_TARGETS nwc-${name}) # for tests/fuzz
 endfunction()

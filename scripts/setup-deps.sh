@@ -7,6 +7,7 @@ packages=(
   libtomlplusplus-dev libzstd-dev libxxhash-dev nlohmann-json3-dev doctest-dev
   libopenblas0-pthread libtorch-dev gnuplot-nox
   sentencepiece
+  clang-14 libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

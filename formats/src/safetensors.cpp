@@ -78,9 +78,22 @@ std::shared_ptr<MappedFile> read_file(const fs::path &path, std::vector<ModelTen
   if (n < 2 || hb[0] != '{')
     fail(NWC_E_CORRUPT_STREAM,
          p + ": not a safetensors file (the header does not start with a JSON object)");
-  json header = json::parse(hb, hb + n, nullptr, false);
+  // JSON objects keep the last of duplicate keys silently: note a tensor listed twice while
+  // parsing.
+  std::set<std::string> keys;
+  std::string duplicate;
+  const json::parser_callback_t note_keys = [&](int depth, json::parse_event_t event,
+                                                json &parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && duplicate.empty() &&
+        !keys.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  json header = json::parse(hb, hb + n, note_keys, false);
   if (header.is_discarded())
     fail(NWC_E_CORRUPT_STREAM, p + ": safetensors header is not valid JSON");
+  if (!duplicate.empty())
+    fail(NWC_E_CORRUPT_STREAM, p + ": safetensors header lists '" + duplicate + "' twice");
   if (!header.is_object())
     fail(NWC_E_CORRUPT_STREAM, p + ": safetensors header must be a JSON object");
 

@@ -1278,6 +1278,12 @@ std::vector<float> ContainerDecoder::decode_tensor(const TensorRecord &t, unsign
         fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": zstd frame holds " +
                                        std::to_string(size) + " bytes, expected " +
                                        std::to_string(expect));
+      // A zstd block of at least 4 bytes (header + RLE byte) yields at most 128 KiB: refuse a
+      // declared size no stream of this length can hold before allocating it.
+      if (expect / 32768 > bytes.size())
+        fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": zstd stream of " +
+                                       std::to_string(bytes.size()) + " bytes cannot hold the " +
+                                       std::to_string(expect) + " bytes of its shape");
       std::vector<uint8_t> raw(static_cast<size_t>(expect));
       size_t got = ZSTD_decompress(raw.data(), raw.size(), bytes.data(), bytes.size());
       if (ZSTD_isError(got) || got != expect)

@@ -236,7 +236,7 @@ CodecFile load_codec(const std::filesystem::path &path) {
   } catch (const std::exception &) {
     bad(where, "not an NWC codec file (safetensors metadata lacks a valid \"nwc.codec\" entry)");
   }
-  if (!meta.is_object() || meta.value("format", "") != "nwcc")
+  if (!meta.is_object() || !meta.contains("format") || meta["format"] != "nwcc")
     bad(where, "not an NWC codec file (metadata format is not \"nwcc\")");
   if (!meta.contains("version") || !meta["version"].is_number_integer() ||
       meta["version"].get<int>() != kCodecFormatVersion)

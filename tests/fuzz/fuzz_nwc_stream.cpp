@@ -1,0 +1,57 @@
+// Fuzz target: the NWC stream — what the neural transform's decoder does with a block: the rANS
+// payload decoded against a real codec's CDF tables (codecs/nwc-s-l300.nwcc, or NWC_FUZZ_CODEC),
+// the latents re-centred on the codec's medians and run through the synthesis MLP, one quality
+// level per chunk (cycling through the codec's levels). Without the codec file the target is a
+// no-op (a fresh checkout may lack codecs/).
+//
+// Input: u32 little-endian symbol count (chunks x latent channels), then the rANS stream.
+#include "codec_file.hpp"
+#include "fuzz_entropy.hpp"
+#include "nwc/cpp/error.hpp"
+
+#include <memory>
+#include <system_error>
+#include <vector>
+
+namespace {
+
+const nwc::neural::CodecFile *codec() {
+  static const std::unique_ptr<nwc::neural::CodecFile> c = [] {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(nwc::fuzz::codec_file(), ec))
+      return std::unique_ptr<nwc::neural::CodecFile>();
+    return std::make_unique<nwc::neural::CodecFile>(
+        nwc::neural::load_codec(nwc::fuzz::codec_file()));
+  }();
+  return c.get();
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  const nwc::neural::CodecFile *c = codec();
+  if (!c) return 0;
+  nwc::fuzz::Input in{data, size};
+  int64_t n = 0;
+  if (!nwc::fuzz::take_count(in, n)) return 0;
+  const int64_t latent = c->config.latent;
+  if (n % latent != 0) return 0;
+  const nwc_cdf_model model = c->tables.view();
+  std::vector<int32_t> symbols;
+  if (!nwc::fuzz::decode_entropy(nwc::fuzz::entropy_instance("nwc.entropy.rans"), in.data, in.size,
+                                 n, &model, &symbols))
+    return 0;
+  const int64_t chunks = n / latent;
+  std::vector<float> y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < chunks; ++i)
+    for (int64_t ch = 0; ch < latent; ++ch) {
+      const auto k = static_cast<size_t>(i * latent + ch);
+      y[k] = static_cast<float>(symbols[k]) + c->tables.medians[static_cast<size_t>(ch)];
+    }
+  std::vector<uint8_t> levels(static_cast<size_t>(chunks));
+  for (int64_t i = 0; i < chunks; ++i)
+    levels[static_cast<size_t>(i)] = static_cast<uint8_t>(i % c->config.levels);
+  std::vector<float> x(static_cast<size_t>(chunks * c->config.chunk));
+  c->synthesize(y.data(), chunks, levels.data(), x.data());
+  return 0;
+}
