@@ -1,4 +1,4 @@
-# nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>])
+# nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>] [LABELS <labels...>])
 #
 # A doctest executable whose test cases are registered with CTest one by one. Tests find the shared
 # data through NWC_DATA (environment) or the compiled-in default ../shared/data, and the built
@@ -8,7 +8,7 @@ function(nwc_add_test name)
   if(NOT NWC_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(T "" "" "SOURCES;LIBRARIES" ${ARGN})
+  cmake_parse_arguments(T "" "" "SOURCES;LIBRARIES;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES} ${CMAKE_SOURCE_DIR}/tests/support/doctest_main.cpp)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests/support)
   target_link_libraries(${name} PRIVATE doctest::doctest nwc::sdk ${T_LIBRARIES})
@@ -19,6 +19,12 @@ function(nwc_add_test name)
     NWC_TEST_PLUGIN_DIR="${NWC_PLUGIN_OUTPUT_DIR}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   nwc_set_warnings(${name})
+  # LABELS (e.g. "parallel": tests of multi-threaded coding, run under ThreadSanitizer by
+  # `ctest --preset tsan`) go on every test case of the executable.
+  set(_props TIMEOUT 600)
+  if(T_LABELS)
+    list(APPEND _props LABELS "${T_LABELS}")
+  endif()
   doctest_discover_tests(${name} WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/tests
-                         PROPERTIES TIMEOUT 600)
+                         PROPERTIES ${_props})
 endfunction()

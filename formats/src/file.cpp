@@ -105,13 +105,16 @@ AtomicFile::AtomicFile(const fs::path &target) : target_(target) {
   const std::string name = "." + target.filename().string() + ".tmp." + std::to_string(::getpid()) +
                            "." + std::to_string(g_temp_counter++);
   temp_ = target.parent_path() / name;
+  // Registered before it exists, so that a signal arriving right after open() still removes it
+  // (unlinking a name that does not exist yet is harmless).
+  register_temporary(temp_.string());
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     const int err = errno;
+    unregister_temporary(temp_.string());
     fail(NWC_E_IO, target.string() + ": cannot create a temporary file in " + dir.string() + ": " +
                        errno_text(err));
   }
-  register_temporary(temp_.string());
 }
 
 AtomicFile::~AtomicFile() {

@@ -3,11 +3,43 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/safetensors.hpp"
 
+#include <atomic>
+#include <climits>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
 namespace nwc::host {
+
+namespace {
+
+// The directory being built, for the signal handler: fixed storage, no locks, no allocation.
+// g_pending is true while g_paths holds the directory (first) and the files it may contain.
+constexpr int kPendingFiles = 2;
+const char *const kFileNames[kPendingFiles] = {"config.json", "model.safetensors"};
+char g_paths[kPendingFiles + 1][PATH_MAX];
+std::atomic<bool> g_pending{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "read from a signal handler");
+
+void set_pending(const std::filesystem::path &tmp) {
+  const std::string d = tmp.string();
+  if (d.size() + 32 >= PATH_MAX) return; // too long to register; the catch below still cleans up
+  std::memcpy(g_paths[0], d.c_str(), d.size() + 1);
+  for (int i = 0; i < kPendingFiles; ++i) {
+    const std::string f = (tmp / kFileNames[i]).string();
+    std::memcpy(g_paths[i + 1], f.c_str(), f.size() + 1);
+  }
+  g_pending.store(true);
+}
+
+} // namespace
+
+void remove_pending_hf_directory() noexcept {
+  if (!g_pending.load()) return;
+  for (int i = 1; i <= kPendingFiles; ++i) ::unlink(g_paths[i]);
+  ::rmdir(g_paths[0]);
+}
 
 void write_hf_directory(const Model &model, const std::filesystem::path &dir, DType dtype) {
   const Architecture &a = model.arch;
@@ -23,6 +55,7 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
 
   auto tmp =
       dir.parent_path() / ("." + dir.filename().string() + ".tmp." + std::to_string(getpid()));
+  set_pending(tmp); // before the directory exists, so that no moment leaves it unregistered
   std::filesystem::create_directories(tmp);
   try {
     nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
@@ -59,7 +92,9 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
     }
     w.commit();
     std::filesystem::rename(tmp, dir);
+    g_pending.store(false);
   } catch (...) {
+    g_pending.store(false);
     std::error_code ec;
     std::filesystem::remove_all(tmp, ec);
     throw;

@@ -89,12 +89,15 @@ nlohmann::json OptionValue::to_json() const {
 }
 
 void OptionValues::set(OptionValue v) {
+  bool replaced = false;
   for (auto &item : items_)
     if (item.key == v.key) {
       item = std::move(v);
-      return;
+      replaced = true;
+      break;
     }
-  items_.push_back(std::move(v));
+  if (!replaced) items_.push_back(std::move(v));
+  rebuild_c_view();
 }
 
 const OptionValue *OptionValues::find(const std::string &key) const {
@@ -103,7 +106,7 @@ const OptionValue *OptionValues::find(const std::string &key) const {
   return nullptr;
 }
 
-const nwc_options *OptionValues::c_options() const {
+void OptionValues::rebuild_c_view() {
   c_items_.clear();
   for (const auto &item : items_) {
     nwc_option o{};
@@ -127,7 +130,6 @@ const nwc_options *OptionValues::c_options() const {
   c_options_.struct_size = sizeof(nwc_options);
   c_options_.count = static_cast<uint32_t>(c_items_.size());
   c_options_.items = c_items_.data();
-  return &c_options_;
 }
 
 nlohmann::json OptionValues::to_json() const {

@@ -323,7 +323,13 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
                      {"validation", {{"loss", vloss}, {"levels", levels}}}};
         neural::save_codec(s.output, model, tables, meta);
       }
-      // Checkpoint for resuming: model and both optimizers, then the state file last.
+      // Checkpoint for resuming: model and both optimizers, then the state file last. The old
+      // state file goes first, so that a run interrupted while saving (Ctrl-C, SIGTERM) leaves
+      // no state that names half-written or mismatched checkpoint files: it restarts afresh.
+      {
+        std::error_code ec;
+        fs::remove(ckpt_state, ec);
+      }
       torch::save(model, ckpt.string());
       torch::save(opt, ckpt.string() + ".opt");
       torch::save(aux_opt, ckpt.string() + ".aux");

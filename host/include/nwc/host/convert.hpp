@@ -13,4 +13,8 @@ namespace nwc::host {
 // is built under a temporary name and renamed into place when complete; it must not exist yet.
 void write_hf_directory(const Model &model, const std::filesystem::path &dir, DType dtype);
 
+// Removes the directory write_hf_directory() is building, if any (its files, then the directory).
+// Async-signal-safe: for the CLI's SIGINT/SIGTERM handler, after remove_pending_temporaries().
+void remove_pending_hf_directory() noexcept;
+
 } // namespace nwc::host

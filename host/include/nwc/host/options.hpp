@@ -22,12 +22,17 @@ struct OptionValue {
 };
 
 // An ordered set of option values that can be viewed as a C nwc_options array.
+//
+// The C view is rebuilt by every change (set, copy) and only read by c_options(), so one
+// OptionValues may be handed to create() from several threads at once (the decoder's workers
+// instantiate stages from a shared stage configuration).
 class OptionValues {
 public:
-  OptionValues() = default;
-  OptionValues(const OptionValues &other) : items_(other.items_) {}
+  OptionValues() { rebuild_c_view(); }
+  OptionValues(const OptionValues &other) : items_(other.items_) { rebuild_c_view(); }
   OptionValues &operator=(const OptionValues &other) {
     items_ = other.items_;
+    rebuild_c_view();
     return *this;
   }
 
@@ -36,8 +41,9 @@ public:
   const std::vector<OptionValue> &items() const { return items_; }
   bool empty() const { return items_.empty(); }
 
-  // A C view of the values; valid until this object changes or dies.
-  const nwc_options *c_options() const;
+  // A C view of the values; valid until this object changes or dies. Does not modify the object:
+  // safe to call from several threads while nobody changes it.
+  const nwc_options *c_options() const { return &c_options_; }
 
   // {"key": value, ...} with JSON numbers/strings/arrays.
   nlohmann::json to_json() const;
@@ -46,9 +52,11 @@ public:
                                 uint32_t spec_count, const std::string &context);
 
 private:
+  void rebuild_c_view();
+
   std::vector<OptionValue> items_;
-  mutable std::vector<nwc_option> c_items_;
-  mutable nwc_options c_options_{};
+  std::vector<nwc_option> c_items_;
+  nwc_options c_options_{};
 };
 
 // Converts a C value (e.g. a schema default or a plugin's resolved option) to a host value.
