@@ -3,7 +3,7 @@ NWC_DATA ?= $(abspath ../shared/data)
 export NWC_DATA
 JOBS ?= $(shell nproc)
 
-.PHONY: deps build test demo asan-test format format-check clean
+.PHONY: deps build test demo asan-test tsan-test fuzz plugin-docs format format-check clean
 
 deps:
 	@bash scripts/setup-deps.sh
@@ -22,6 +22,21 @@ asan-test: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 	@ctest --preset asan -j $(JOBS)
+
+# ThreadSanitizer over the tests labelled `parallel` (parallel compression and decoding).
+tsan-test: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS) --target test_host test_golden test_determinism
+	@ctest --preset tsan -j $(JOBS)
+
+# libFuzzer targets (tests/fuzz/README.md), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(JOBS) bash scripts/fuzz.sh
+
+# Regenerates docs/plugins/ from the bundled plugins' schemas.
+plugin-docs: build
+	@bash scripts/gen-plugin-docs.sh build/release
 
 format:
 	@git ls-files '*.c' '*.h' '*.cpp' '*.hpp' | xargs clang-format -i

@@ -16,11 +16,14 @@
 #include "nwc/host/eval.hpp"
 #include "nwc/host/llama.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/host/plugin_docs.hpp"
 #include "nwc/host/registry.hpp"
 #include "nwc/host/target_rate.hpp"
 #include "nwc/host/tokenizer.hpp"
 #include "nwc/host/train_codec.hpp"
+#include "plugin_check.hpp"
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cmath>
@@ -111,8 +114,10 @@ struct Progress {
   }
 };
 
+// Async-signal-safe only: unlink/rmdir of paths registered beforehand, write, _exit.
 void on_signal(int sig) {
   remove_pending_temporaries();
+  remove_pending_hf_directory();
   const char msg[] = "nwc: interrupted; no output written\n";
   ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
   (void)ignored;
@@ -202,6 +207,25 @@ int cmd_compress(const std::vector<std::string> &args) {
       for (const auto &l : h.linears) s.hessians[l] = v;
     }
   }
+  // Fine-tuning inputs are checked before any coding (a rate search can take minutes).
+  std::vector<int32_t> tokens;
+  if (pl.blockft.enabled) {
+    if (!vm.count("tokenizer"))
+      throw UsageError(pipeline_path + " has [blockft]: --tokenizer is required");
+    std::string text_path = vm.count("calib-text") ? vm["calib-text"].as<std::string>() : "";
+    if (text_path.empty()) {
+      const char *data = std::getenv("NWC_DATA");
+      if (!data || !*data)
+        throw UsageError("--calib-text is required (or set NWC_DATA to use its "
+                         "text/tinystories-calib.txt)");
+      text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
+    }
+    if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
+      throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
+                                                 "fine-tune on tinystories-calib.txt");
+    auto tok = load_tokenizer(vm["tokenizer"].as<std::string>(), model.arch.vocab_size);
+    tokens = ppl_token_stream(read_text_file(text_path), *tok);
+  }
   auto t0 = std::chrono::steady_clock::now();
   json rate = nullptr;
   if (vm.count("target-bpw")) {
@@ -225,21 +249,6 @@ int cmd_compress(const std::vector<std::string> &args) {
   }
   CompressResult r;
   if (pl.blockft.enabled) {
-    if (!vm.count("tokenizer"))
-      throw UsageError(pipeline_path + " has [blockft]: --tokenizer is required");
-    std::string text_path = vm.count("calib-text") ? vm["calib-text"].as<std::string>() : "";
-    if (text_path.empty()) {
-      const char *data = std::getenv("NWC_DATA");
-      if (!data || !*data)
-        throw UsageError("--calib-text is required (or set NWC_DATA to use its "
-                         "text/tinystories-calib.txt)");
-      text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
-    }
-    if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
-      throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
-                                                 "fine-tune on tinystories-calib.txt");
-    auto tok = load_tokenizer(vm["tokenizer"].as<std::string>(), model.arch.vocab_size);
-    auto tokens = ppl_token_stream(read_text_file(text_path), *tok);
     auto ft = compress_model_blockft(model, pl, reg, out, s, tokens, [&](const BlockFtReport &b) {
       if (!c.quiet && !c.json)
         std::cerr << "blockft: " << b.linear << " held-out block MSE " << sci(b.mse_before)
@@ -487,14 +496,89 @@ std::string option_line(const nwc_option_spec &s) {
   return line;
 }
 
+struct MarkdownRequest {
+  bool markdown = false, all = false;
+  std::string output_dir;
+};
+
+// `plugins show ID --markdown` and `plugins show --all --markdown [--output-dir DIR]`: reference
+// pages generated from the descriptors (nwc/host/plugin_docs.hpp), plugins in pipeline order.
+int show_markdown(const Registry &reg, const Common &c, const std::string &id,
+                  const MarkdownRequest &md) {
+  if (!md.markdown)
+    throw UsageError("plugins show: --all and --output-dir need --markdown (for every plugin as "
+                     "text or JSON use `nwc plugins list [--json]`)");
+  if (c.json) throw UsageError("plugins show: --markdown and --json are exclusive");
+  if (md.all == !id.empty())
+    throw UsageError("plugins show --markdown: give either a plugin id or --all");
+  if (!md.output_dir.empty() && !md.all) throw UsageError("plugins show: --output-dir needs --all");
+  if (!md.all) {
+    const Plugin *p = reg.find(id);
+    if (!p) {
+      std::vector<std::string> ids;
+      for (const auto &q : reg.plugins()) ids.push_back(q->id);
+      std::string hint = did_you_mean(id, ids);
+      throw Error(NWC_E_INVALID_ARG, "plugin " + id + " is not installed" +
+                                         (hint.empty() ? "" : " (did you mean " + hint + "?)"));
+    }
+    std::cout << plugin_markdown(*p);
+    return 0;
+  }
+  auto rank = [](uint32_t kind) {
+    switch (kind) {
+    case NWC_KIND_CHUNKER:
+      return 0;
+    case NWC_KIND_TRANSFORM:
+      return 1;
+    case NWC_KIND_QUANTIZER:
+      return 2;
+    case NWC_KIND_ENTROPY_CODER:
+      return 3;
+    default:
+      return 4;
+    }
+  };
+  std::vector<const Plugin *> plugins;
+  for (const auto &p : reg.plugins()) plugins.push_back(p.get());
+  std::sort(plugins.begin(), plugins.end(), [&](const Plugin *a, const Plugin *b) {
+    return std::make_pair(rank(a->kind), a->id) < std::make_pair(rank(b->kind), b->id);
+  });
+  if (md.output_dir.empty()) {
+    std::cout << plugins_index_markdown(plugins);
+    for (const Plugin *p : plugins) std::cout << "\n" << plugin_markdown(*p);
+    return 0;
+  }
+  std::filesystem::path dir(md.output_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(NWC_E_IO, dir.string() + ": cannot create directory: " + ec.message());
+  auto write_page = [&](const std::string &name, const std::string &text) {
+    AtomicFile f(dir / name);
+    f.write(text.data(), text.size());
+    f.commit();
+  };
+  write_page("README.md", plugins_index_markdown(plugins));
+  for (const Plugin *p : plugins) write_page(plugin_markdown_file(*p), plugin_markdown(*p));
+  if (!c.quiet) std::cout << "wrote " << plugins.size() + 1 << " pages to " << dir.string() << "\n";
+  return 0;
+}
+
 int cmd_plugins(const std::vector<std::string> &args) {
   Common c;
   std::string action, id;
   po::options_description d("nwc plugins");
   d.add_options()("action", po::value(&action)->required(), "list | show")("id", po::value(&id),
                                                                            "plugin id (for show)");
+  MarkdownRequest md;
+  d.add_options()("markdown", po::bool_switch(&md.markdown),
+                  "show: the plugin's reference page in Markdown")(
+      "all", po::bool_switch(&md.all), "show --markdown: every installed plugin")(
+      "output-dir", po::value(&md.output_dir),
+      "show --all --markdown: write <id>.md per plugin and README.md (index) here");
   add_common(d, c);
-  parse(args, d, {"action", "id"}, "nwc plugins list | nwc plugins show ID");
+  parse(args, d, {"action", "id"},
+        "nwc plugins list | nwc plugins show ID [--markdown] | "
+        "nwc plugins show --all --markdown [--output-dir DIR]");
   Registry reg = load_registry(c);
   if (action == "list") {
     if (c.json) {
@@ -518,6 +602,8 @@ int cmd_plugins(const std::vector<std::string> &args) {
                    "<prefix>/lib/nwc/plugins)\n";
     return 0;
   }
+  if (action == "show" && (md.markdown || md.all || !md.output_dir.empty()))
+    return show_markdown(reg, c, id, md);
   if (action == "show") {
     if (id.empty())
       throw UsageError("plugins show: missing plugin id (usage: nwc plugins show ID)");
@@ -995,7 +1081,8 @@ void print_help() {
             << "  bench --model M --tokenizer T --pipelines ... -o D compare pipelines\n"
             << "  train-codec --model M --lambda L -o C.nwcc       train an NWC neural codec\n"
             << "  codec info C.nwcc | codec measure C.nwcc -m M    a codec's metadata, its rates\n"
-            << "  plugins list | plugins show ID                    installed plugins, options\n\n"
+            << "  plugins list | plugins show ID                    installed plugins, options\n"
+            << "  plugins check ID... | --all                       exercise plugins in a child\n\n"
             << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
 }
 
@@ -1020,6 +1107,9 @@ int main(int argc, char **argv) {
     if (cmd == "compress") return cmd_compress(args);
     if (cmd == "decompress") return cmd_decompress(args);
     if (cmd == "inspect") return cmd_inspect(args);
+    if (cmd == "plugins" && !args.empty() && args[0] == "check")
+      return nwc::cli::plugins_check({args.begin() + 1, args.end()});
+    if (cmd == nwc::cli::kPluginCheckChild) return nwc::cli::plugin_check_child(args);
     if (cmd == "plugins") return cmd_plugins(args);
     if (cmd == "eval") return cmd_eval(args);
     if (cmd == "generate") return cmd_generate(args);

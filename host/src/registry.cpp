@@ -322,6 +322,7 @@ void Registry::load_library(const std::filesystem::path &file) {
     p->kind = d->kind;
     p->flags = d->flags;
     p->stream_version = d->stream_version;
+    p->abi_version = d->abi_version;
     p->options.assign(d->options, d->options + d->option_count);
     p->library_path = file;
     p->library = library;

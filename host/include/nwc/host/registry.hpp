@@ -31,6 +31,7 @@ struct Plugin {
   uint32_t kind = 0;
   uint32_t flags = 0;
   uint32_t stream_version = 0;
+  uint32_t abi_version = 0; // the descriptor's: NWC_ABI_VERSION the plugin was built against
   std::vector<nwc_option_spec> options; // pointers into the library's static data
   std::filesystem::path library_path;
   std::shared_ptr<Library> library;

@@ -21,9 +21,10 @@ public:
   static constexpr const char *description =
       "The NWC neural codec (arXiv 2510.11234): an MLP analysis transform with residual blocks "
       "and a quality-level embedding maps each chunk to latents; a factorized-prior entropy model "
-      "supplies per-latent-channel CDF tables for nwc.entropy.rans (mode = \"external\"). Latents "
-      "are centered on the model's medians, so nwc.quant.round rounds around them. Expects "
-      "unit-variance chunks (nwc.chunk.column with normalize = \"row\").";
+      "supplies per-latent-channel CDF tables that nwc.entropy.rans codes the symbols against "
+      "(with escapes for values outside the tables). Latents are centered on the model's "
+      "medians, so nwc.quant.round rounds around them. Expects unit-variance chunks "
+      "(nwc.chunk.column with normalize = \"row\").";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_OPTIONS(nwc::string_option("codec", "",
                                  "The trained codec (.nwcc file). Containers record its XXH64 "
