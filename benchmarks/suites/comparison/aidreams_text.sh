@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# aidreams260K has no matching text, so its evaluation and calibration texts are its own greedy
+# continuations of short prompts: one prompt set for evaluation, a disjoint one for calibration.
+# NLL on them measures how far a compressed model moves from the original's own predictions.
+# usage: aidreams_text.sh NWC_BINARY OUT_DIR   (writes OUT_DIR/eval.txt and OUT_DIR/calib.txt)
+set -euo pipefail
+nwc=$1
+out=$2
+data=${NWC_DATA:-$(dirname "$0")/../../../../shared/data}
+model=$data/models/aidreams260K/aidreams260K.bin
+tok=$data/models/aidreams260K/tok512.bin
+mkdir -p "$out"
+words_eval="I The A In My When Dreams Light Data Every Somewhere Beyond Silence Through Under
+Memory Colors Waves Inside Echoes Numbers Patterns Signals Whispers Today Night Morning Stars
+Time Deep Soft Quiet Bright Dark Falling Rising Floating Drifting Learning Thinking Seeing
+Feeling Listening Waiting Again Once Slowly Suddenly Perhaps Maybe Still Now"
+words_calib="We They You Our Their This That These Those Here There Where Why How What Who
+Nodes Vectors Layers Weights Gradients Tokens Circuits Neurons Threads Fragments Shadows Mirrors
+Rivers Gardens Forests Oceans Clouds Rain Snow Fire Stone Glass Paper Music Words Stories
+Questions Answers Shapes Lines Edges Spirals Circles Doors Windows Bridges Roads"
+gen() { # prompts... -> one continuation per line
+  for w in "$@"; do
+    "$nwc" generate --model "$model" --tokenizer "$tok" --prompt "$w" --steps 120 --quiet |
+      tr '\n' ' '
+    echo
+  done
+}
+# shellcheck disable=SC2086
+gen $words_eval >"$out/eval.txt.tmp" && mv "$out/eval.txt.tmp" "$out/eval.txt"
+# shellcheck disable=SC2086
+gen $words_calib >"$out/calib.txt.tmp" && mv "$out/calib.txt.tmp" "$out/calib.txt"
+wc -w "$out/eval.txt" "$out/calib.txt"
