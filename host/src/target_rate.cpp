@@ -44,6 +44,8 @@ RateChoice choose_for_target_bpw(const Model &model, const Pipeline &pipeline,
       p.base[Slot::Transform].options.set(OptionValue{"codec", NWC_OPT_PATH, c});
       if (level >= 0)
         p.base[Slot::Transform].options.set(OptionValue{"level", NWC_OPT_INT, int64_t{level}});
+      if (p.levels.enabled && scale == 0.0)
+        p.levels.enabled = false; // every column at level 0: no levels stream to store
       if (p.levels.enabled) {
         double sum = 0;
         for (auto &f : p.levels.fractions) sum += (f = std::min(1.0, f * scale));
