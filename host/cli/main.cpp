@@ -469,6 +469,8 @@ json plugin_json(const Plugin &p, bool with_options) {
             {"kind", kind_name(p.kind)},
             {"name", p.name},
             {"stream_version", p.stream_version},
+            {"abi_version", std::to_string(NWC_ABI_MAJOR(p.abi_version)) + "." +
+                                std::to_string(NWC_ABI_MINOR(p.abi_version))},
             {"library", p.library_path.string()},
             {"description", p.description}};
   if (with_options) {

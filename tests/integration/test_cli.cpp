@@ -1,6 +1,7 @@
 // The nwc executable end to end: the main job on stories260K, and every kind of bad input gets a
 // one-line error, a non-zero exit and no output file.
 #include "cli_runner.hpp"
+#include "nwc/abi.h"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -118,6 +119,9 @@ TEST_CASE("plugins list and show describe the shipped plugins and their options"
   Result s = run_nwc({"plugins", "show", "nwc.quant.uniform", "--json"});
   REQUIRE(s.exit_code == 0);
   auto sj = nlohmann::json::parse(s.out);
+  // Bundled plugins are built against this SDK's ABI.
+  CHECK(sj["abi_version"] ==
+        std::to_string(NWC_ABI_VERSION_MAJOR) + "." + std::to_string(NWC_ABI_VERSION_MINOR));
   bool found = false;
   for (const auto &o : sj["options"])
     if (o["key"] == "bits") {
