@@ -498,6 +498,16 @@ std::string option_line(const nwc_option_spec &s) {
   return line;
 }
 
+// The installed plugin `id`, or an error that suggests the closest installed id.
+const Plugin &installed_plugin(const Registry &reg, const std::string &id) {
+  if (const Plugin *p = reg.find(id)) return *p;
+  std::vector<std::string> ids;
+  for (const auto &q : reg.plugins()) ids.push_back(q->id);
+  std::string hint = did_you_mean(id, ids);
+  throw Error(NWC_E_INVALID_ARG, "plugin " + id + " is not installed" +
+                                     (hint.empty() ? "" : " (did you mean " + hint + "?)"));
+}
+
 struct MarkdownRequest {
   bool markdown = false, all = false;
   std::string output_dir;
@@ -515,14 +525,7 @@ int show_markdown(const Registry &reg, const Common &c, const std::string &id,
     throw UsageError("plugins show --markdown: give either a plugin id or --all");
   if (!md.output_dir.empty() && !md.all) throw UsageError("plugins show: --output-dir needs --all");
   if (!md.all) {
-    const Plugin *p = reg.find(id);
-    if (!p) {
-      std::vector<std::string> ids;
-      for (const auto &q : reg.plugins()) ids.push_back(q->id);
-      std::string hint = did_you_mean(id, ids);
-      throw Error(NWC_E_INVALID_ARG, "plugin " + id + " is not installed" +
-                                         (hint.empty() ? "" : " (did you mean " + hint + "?)"));
-    }
+    const Plugin *p = &installed_plugin(reg, id);
     std::cout << plugin_markdown(*p);
     return 0;
   }
@@ -609,14 +612,7 @@ int cmd_plugins(const std::vector<std::string> &args) {
   if (action == "show") {
     if (id.empty())
       throw UsageError("plugins show: missing plugin id (usage: nwc plugins show ID)");
-    const Plugin *p = reg.find(id);
-    if (!p) {
-      std::vector<std::string> ids;
-      for (const auto &q : reg.plugins()) ids.push_back(q->id);
-      std::string hint = did_you_mean(id, ids);
-      throw Error(NWC_E_INVALID_ARG, "plugin " + id + " is not installed" +
-                                         (hint.empty() ? "" : " (did you mean " + hint + "?)"));
-    }
+    const Plugin *p = &installed_plugin(reg, id);
     if (c.json) {
       std::cout << plugin_json(*p, true).dump(2) << "\n";
       return 0;
