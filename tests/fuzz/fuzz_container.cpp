@@ -10,6 +10,7 @@
 // checks and the decoders. Inputs that cannot be repaired are used as they are (the checksum checks
 // themselves are covered by the unit tests).
 #include "fuzz_common.hpp"
+#include "fuzz_registry.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/host/codec.hpp"
@@ -21,15 +22,7 @@
 
 namespace {
 
-const nwc::host::Registry &registry() {
-  static const nwc::host::Registry r = [] {
-    nwc::host::set_log_level(NWC_LOG_ERROR + 1);
-    nwc::host::Registry reg;
-    reg.scan({nwc::fuzz::plugin_dir()});
-    return reg;
-  }();
-  return r;
-}
+using nwc::fuzz::registry;
 
 uint64_t le64(const uint8_t *p) {
   uint64_t v = 0;

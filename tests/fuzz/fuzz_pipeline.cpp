@@ -4,25 +4,14 @@
 // the overrides. The text is named pipelines/fuzz.toml of the source tree, so that the presets'
 // relative codec paths (../codecs/*.nwcc) resolve as they do for the shipped files.
 #include "fuzz_common.hpp"
+#include "fuzz_registry.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
 
 #include <string>
 
-namespace {
-
-const nwc::host::Registry &registry() {
-  static const nwc::host::Registry r = [] {
-    nwc::host::set_log_level(NWC_LOG_ERROR + 1);
-    nwc::host::Registry reg;
-    reg.scan({nwc::fuzz::plugin_dir()});
-    return reg;
-  }();
-  return r;
-}
-
-} // namespace
+using nwc::fuzz::registry;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > 64 * 1024) return 0;
