@@ -337,6 +337,7 @@ struct SafetensorsWriter::Impl {
   std::unique_ptr<AtomicFile> file;
   std::vector<TensorInfo> tensors;
   size_t next = 0;
+  uint64_t part_done = 0; // bytes of tensors[next] given so far by write_raw_part()
   std::string path;
 
   const TensorInfo &expect(const std::string &name) {
@@ -347,6 +348,15 @@ struct SafetensorsWriter::Impl {
       fail(NWC_E_INVALID_ARG, path + ": expected tensor '" + tensors[next].name +
                                   "' next (declared order), got '" + name + "'");
     return tensors[next];
+  }
+  // write() and write_raw() give a whole tensor: not after part of it came from write_raw_part().
+  const TensorInfo &expect_whole(const std::string &name) {
+    const TensorInfo &t = expect(name);
+    if (part_done != 0)
+      fail(NWC_E_INVALID_ARG, path + ": tensor '" + name + "' was partly written (" +
+                                  std::to_string(part_done) +
+                                  " bytes by write_raw_part); give the rest the same way");
+    return t;
   }
 };
 
@@ -393,7 +403,7 @@ SafetensorsWriter::SafetensorsWriter(const fs::path &out, const std::vector<Tens
 SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::write(const std::string &name, const float *data) {
-  const TensorInfo &t = impl_->expect(name);
+  const TensorInfo &t = impl_->expect_whole(name);
   if (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16)
     fail(NWC_E_UNSUPPORTED_DTYPE, impl_->path + ": tensor '" + name + "' is declared " +
                                       std::string(dtype_name(t.dtype)) +
@@ -413,13 +423,28 @@ void SafetensorsWriter::write(const std::string &name, const float *data) {
 }
 
 void SafetensorsWriter::write_raw(const std::string &name, const void *bytes, size_t len) {
-  const TensorInfo &t = impl_->expect(name);
+  const TensorInfo &t = impl_->expect_whole(name);
   const uint64_t want = t.numel() * dtype_size(t.dtype);
   if (len != want)
     fail(NWC_E_INVALID_ARG, impl_->path + ": tensor '" + name + "' needs " + std::to_string(want) +
                                 " bytes, got " + std::to_string(len));
   impl_->file->write(bytes, len);
   ++impl_->next;
+}
+
+void SafetensorsWriter::write_raw_part(const std::string &name, const void *bytes, size_t len) {
+  const TensorInfo &t = impl_->expect(name);
+  const uint64_t want = t.numel() * dtype_size(t.dtype);
+  if (len > want - impl_->part_done)
+    fail(NWC_E_INVALID_ARG, impl_->path + ": tensor '" + name + "' needs " + std::to_string(want) +
+                                " bytes; a part of " + std::to_string(len) + " after " +
+                                std::to_string(impl_->part_done) + " goes past its end");
+  impl_->file->write(bytes, len);
+  impl_->part_done += len;
+  if (impl_->part_done == want) {
+    impl_->part_done = 0;
+    ++impl_->next;
+  }
 }
 
 void SafetensorsWriter::commit() {

@@ -18,6 +18,7 @@
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/plugin_docs.hpp"
 #include "nwc/host/registry.hpp"
+#include "nwc/host/synth.hpp"
 #include "nwc/host/target_rate.hpp"
 #include "nwc/host/tokenizer.hpp"
 #include "nwc/host/train_codec.hpp"
@@ -118,6 +119,7 @@ struct Progress {
 void on_signal(int sig) {
   remove_pending_temporaries();
   remove_pending_hf_directory();
+  remove_pending_synth_directory();
   const char msg[] = "nwc: interrupted; no output written\n";
   ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
   (void)ignored;
@@ -1065,6 +1067,97 @@ int cmd_bench(const std::vector<std::string> &args) {
   return 0;
 }
 
+int cmd_synth(const std::vector<std::string> &args) {
+  Common c;
+  std::string out, preset = "tiny", dtype_text = "BF16", shard_size = "0", tied;
+  int64_t layers = 0, dim = 0, hidden = 0, heads = 0, kv_heads = 0, vocab = 0, seq = 0;
+  uint64_t seed = 0;
+  po::options_description d("nwc synth");
+  d.add_options()("output,o", po::value(&out)->required(), "output directory (HF Llama layout)")(
+      "preset", po::value(&preset)->default_value("tiny"),
+      "tiny, small, llama2-7b, llama3-8b, llama3-8b-block or llama3.2-1b")(
+      "layers", po::value(&layers), "decoder layers (overrides the preset)")(
+      "dim", po::value(&dim), "hidden size")("hidden-dim", po::value(&hidden), "MLP size")(
+      "heads", po::value(&heads), "attention heads")("kv-heads", po::value(&kv_heads),
+                                                     "key/value heads")(
+      "vocab", po::value(&vocab), "vocabulary size")("max-seq-len", po::value(&seq),
+                                                     "max_position_embeddings")(
+      "tied-embeddings", po::value(&tied), "on or off: lm_head shares the embedding")(
+      "seed", po::value(&seed)->default_value(0), "random seed (same seed, same bytes)")(
+      "dtype", po::value(&dtype_text)->default_value("BF16"),
+      "BF16, F16 or F32")("shard-size", po::value(&shard_size)->default_value("0"),
+                          "bytes per shard, e.g. 5GB or 500MiB (0 = one model.safetensors)");
+  add_common(d, c);
+  auto vm = parse(args, d, {},
+                  "nwc synth -o DIR [--preset NAME] [--layers N] [--dim D --hidden-dim F "
+                  "--heads H --kv-heads K --vocab V --max-seq-len L] [--seed S] "
+                  "[--dtype BF16|F16|F32] [--shard-size 5GB]");
+  SynthSpec spec;
+  try {
+    spec = synth_preset(preset);
+  } catch (const Error &e) {
+    throw UsageError(std::string("--preset: ") + e.what());
+  }
+  auto over = [&](const char *flag, int64_t v, int64_t &field) {
+    if (!vm.count(flag)) return;
+    if (v < 1)
+      throw UsageError(std::string("--") + flag + ": expected >= 1, got " + std::to_string(v));
+    field = v;
+  };
+  over("layers", layers, spec.arch.n_layers);
+  over("dim", dim, spec.arch.dim);
+  over("hidden-dim", hidden, spec.arch.hidden_dim);
+  over("heads", heads, spec.arch.n_heads);
+  over("kv-heads", kv_heads, spec.arch.n_kv_heads);
+  over("vocab", vocab, spec.arch.vocab_size);
+  over("max-seq-len", seq, spec.arch.max_seq_len);
+  for (const char *flag :
+       {"layers", "dim", "hidden-dim", "heads", "kv-heads", "vocab", "max-seq-len"})
+    if (vm.count(flag)) spec.preset = preset + " (modified)";
+  if (vm.count("tied-embeddings")) {
+    if (tied != "on" && tied != "off")
+      throw UsageError("--tied-embeddings: expected on or off, got '" + tied + "'");
+    spec.arch.tied_embeddings = tied == "on";
+  }
+  spec.seed = seed;
+  spec.dtype = parse_output_dtype(dtype_text);
+  try {
+    spec.shard_bytes = parse_byte_size(shard_size);
+  } catch (const Error &e) {
+    throw UsageError(std::string("--shard-size: ") + e.what());
+  }
+  spec.threads = c.threads;
+  try {
+    plan_synthetic_model(spec); // checks every value: a bad one is a usage error, caught up front
+  } catch (const Error &e) {
+    throw UsageError(e.what());
+  }
+  Progress prog(!c.quiet && !c.json, "synth");
+  const SynthResult r = write_synthetic_model(spec, out, std::ref(prog));
+  const double mbps = r.seconds > 0 ? static_cast<double>(r.file_bytes) / 1e6 / r.seconds : 0;
+  if (c.json) {
+    std::cout << json{{"output", r.dir.string()},
+                      {"preset", spec.preset},
+                      {"seed", spec.seed},
+                      {"dtype", std::string(dtype_name(spec.dtype))},
+                      {"architecture", spec.arch.to_json()},
+                      {"files", r.files},
+                      {"tensors", r.tensors},
+                      {"parameters", r.parameters},
+                      {"data_bytes", r.data_bytes},
+                      {"bytes", r.file_bytes},
+                      {"seconds", r.seconds},
+                      {"mb_per_second", mbps}}
+                     .dump(2)
+              << "\n";
+  } else if (!c.quiet) {
+    std::cout << "wrote " << r.dir.string() << ": " << r.tensors << " tensors, " << r.parameters
+              << " parameters, " << r.file_bytes << " bytes (" << dtype_name(spec.dtype) << ", "
+              << r.files.size() << (r.files.size() == 1 ? " file" : " files") << ") in "
+              << fmt(r.seconds, 2) << " s (" << fmt(mbps, 1) << " MB/s)\n";
+  }
+  return 0;
+}
 void print_help() {
   std::cout << "nwc " << kVersion << " — compress the weights of language models\n\n"
             << "usage: nwc <command> [options]\n\n"
@@ -1076,6 +1169,7 @@ void print_help() {
             << "  generate --model M --tokenizer T [--prompt S]     greedy decoding\n"
             << "  calibrate --model M --tokenizer T --text F -o H   per-linear input Hessians\n"
             << "  convert --model M -o DIR --layout hf              HF Llama directory\n"
+            << "  synth -o DIR [--preset llama3-8b]                 synthetic Llama checkpoint\n"
             << "  bench --model M --tokenizer T --pipelines ... -o D compare pipelines\n"
             << "  train-codec --model M --lambda L -o C.nwcc       train an NWC neural codec\n"
             << "  codec info C.nwcc | codec measure C.nwcc -m M    a codec's metadata, its rates\n"
@@ -1116,6 +1210,7 @@ int main(int argc, char **argv) {
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "train-codec") return cmd_train_codec(args);
     if (cmd == "codec") return cmd_codec(args);
+    if (cmd == "synth") return cmd_synth(args);
     throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
   } catch (const UsageError &e) {
     std::cerr << "nwc: usage error: " << e.what() << "\n";

@@ -119,6 +119,32 @@ TEST_CASE("safetensors: writer destroyed without commit leaves no file") {
   CHECK(dir.entries().empty());
 }
 
+TEST_CASE("safetensors: a tensor written in parts equals one written whole") {
+  TempDir dir;
+  const std::vector<TensorInfo> infos = {{"a", DType::F32, {4, 3}}, {"b", DType::F32, {2}}};
+  const auto a = ramp(12, 0.5f), b = ramp(2, 2.0f);
+  {
+    SafetensorsWriter w(dir / "whole.safetensors", infos);
+    w.write("a", a.data());
+    w.write("b", b.data());
+    w.commit();
+  }
+  {
+    SafetensorsWriter w(dir / "parts.safetensors", infos);
+    w.write_raw_part("a", a.data(), 5 * sizeof(float));
+    w.write_raw_part("a", a.data() + 5, 0);
+    CHECK_THROWS_AS(w.write("a", a.data()), Error);             // a is half written
+    CHECK_THROWS_AS(w.write_raw_part("b", b.data(), 4), Error); // a comes first
+    CHECK_THROWS_AS(w.write_raw_part("a", a.data() + 5, 8 * sizeof(float)), Error); // past a's end
+    CHECK_THROWS_AS(w.commit(), Error);
+    w.write_raw_part("a", a.data() + 5, 7 * sizeof(float));
+    w.write_raw_part("b", b.data(), 2 * sizeof(float));
+    w.commit();
+  }
+  CHECK(nwc::test::read_bytes(dir / "whole.safetensors") ==
+        nwc::test::read_bytes(dir / "parts.safetensors"));
+}
+
 TEST_CASE("safetensors: sharded directory with index and config.json") {
   TempDir dir;
   const auto e = ramp(6 * 4, 0.5f), q = ramp(4 * 4, 0.25f), h = ramp(6 * 4, -1.0f);

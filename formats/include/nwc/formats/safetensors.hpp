@@ -30,6 +30,10 @@ public:
   void write(const std::string &name, const float *data);
   // Writes the next tensor's raw bytes (numel * dtype size).
   void write_raw(const std::string &name, const void *bytes, size_t len);
+  // Writes the next tensor's raw bytes in consecutive parts, for tensors too large to hold in
+  // memory at once; the tensor is complete (and the next may start) once all its numel * dtype
+  // size bytes have been given. Every part names the same tensor.
+  void write_raw_part(const std::string &name, const void *bytes, size_t len);
   void commit();
 
 private:
