@@ -8,6 +8,7 @@ packages=(
   libopenblas0-pthread libtorch-dev gnuplot-nox
   sentencepiece
   clang-14 libclang-rt-14-dev
+  libopenmpi-dev openmpi-bin
 )
 missing=()
 for p in "${packages[@]}"; do

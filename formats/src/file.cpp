@@ -93,6 +93,15 @@ MappedFile::MappedFile(const fs::path &path) : path_(path) {
   ::close(fd); // the mapping stays valid without the descriptor
 }
 
+void MappedFile::release(const uint8_t *begin, size_t len) const noexcept {
+  if (!data_ || begin < data_ || len > size_ || begin > data_ + (size_ - len)) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + len) / page * page;
+  if (last > first) // read-only private pages never written: dropping them loses nothing
+    ::madvise(reinterpret_cast<void *>(first), last - first, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t *>(data_), size_);
 }
@@ -188,6 +197,16 @@ void AtomicFile::commit() {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+ScratchFile::ScratchFile(std::filesystem::path path) : path_(std::move(path)) {
+  register_temporary(path_.string());
+}
+
+ScratchFile::~ScratchFile() {
+  unregister_temporary(path_.string());
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);
 }
 
 void remove_pending_temporaries() noexcept {

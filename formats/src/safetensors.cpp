@@ -172,6 +172,7 @@ std::shared_ptr<MappedFile> read_file(const fs::path &path, std::vector<ModelTen
     mt.load = [file, src, dtype, numel]() {
       std::vector<float> out(numel);
       to_float(dtype, src, numel, out.data());
+      file->release(src, numel * dtype_size(dtype)); // bounded memory over a whole checkpoint
       return out;
     };
     entries.push_back({b, e, std::move(mt)});

@@ -13,6 +13,7 @@
 #include "nwc/host/codec.hpp"
 #include "nwc/host/codec_measure.hpp"
 #include "nwc/host/convert.hpp"
+#include "nwc/host/distributed.hpp"
 #include "nwc/host/eval.hpp"
 #include "nwc/host/llama.hpp"
 #include "nwc/host/pipeline.hpp"
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <unistd.h>
 
@@ -166,6 +168,30 @@ DType parse_output_dtype(std::string name) {
   return dtype;
 }
 
+// The calibration text: `given`, else $NWC_DATA/text/tinystories-calib.txt; never the evaluation
+// half of TinyStories (calibrating on it would flatter every method evaluated on it afterwards).
+std::string calibration_text(const std::string &given, const std::string &option) {
+  std::string path = given;
+  if (path.empty()) {
+    const char *data = std::getenv("NWC_DATA");
+    if (!data || !*data)
+      throw UsageError(option + " is required (or set NWC_DATA to use its " +
+                       "text/tinystories-calib.txt)");
+    path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
+  }
+  if (std::filesystem::path(path).filename() == "tinystories-eval.txt")
+    throw Error(NWC_E_INVALID_ARG, path + ": this is the evaluation half of TinyStories; "
+                                          "calibrate on tinystories-calib.txt");
+  return path;
+}
+
+std::string text_hash(const std::string &text) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(container_checksum(text.data(), text.size())));
+  return hex;
+}
+
 // ---- commands ----------------------------------------------------------------------------------
 
 int cmd_compress(const std::vector<std::string> &args) {
@@ -184,51 +210,90 @@ int cmd_compress(const std::vector<std::string> &args) {
       "calibration text for [blockft] (default: $NWC_DATA/text/tinystories-calib.txt)")(
       "target-bpw", po::value<double>(),
       "NWC pipelines: choose the ladder codec and level fractions whose measured bits per "
-      "coded weight land closest to this");
+      "coded weight land closest to this")(
+      "calibrate", "compute the Hessians first from --calib-text, layer by layer (needs "
+                   "--tokenizer); under mpirun each rank runs a share of the text")(
+      "calib-tokens", po::value<int64_t>()->default_value(65536),
+      "tokens --calibrate runs (whole windows)")(
+      "save-calibration", po::value<std::string>(),
+      "keep the Hessians of --calibrate in this file (default: a temporary file beside OUT)");
   add_common(d, c);
   auto vm =
       parse(args, d, {"model"},
-            "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc [--calibration H.safetensors]");
+            "nwc compress MODEL --pipeline FILE.toml -o OUT.nwc [--calibration H.safetensors | "
+            "--calibrate --tokenizer T]");
+  Job *job = current_job();
+  const bool lead = !job || job->rank() == 0; // the process that writes and reports
+  const bool calibrate_first = vm.count("calibrate") > 0;
+  if (calibrate_first && !calibration_path.empty())
+    throw UsageError("--calibrate computes the Hessians; do not also pass --calibration");
+  if (vm.count("save-calibration") && !calibrate_first)
+    throw UsageError("--save-calibration needs --calibrate");
+  if (job && vm.count("target-bpw"))
+    throw UsageError("--target-bpw runs in one process; start it without mpirun");
   Registry reg = load_registry(c);
   Pipeline pl = load_pipeline(pipeline_path, reg);
   Model model = load_model(model_path);
-  Progress progress(!c.quiet && !c.json, "compress");
+  Progress progress(lead && !c.quiet && !c.json, "compress");
   CompressSettings s;
   s.threads = c.threads;
   s.progress = std::ref(progress);
   s.embed_resources = vm.count("embed-codec") > 0;
-  if (!calibration_path.empty()) {
-    Calibration cal = load_calibration(calibration_path);
-    std::string fp = model_fingerprint(model);
-    if (fp != cal.model_hash)
-      throw Error(NWC_E_INVALID_ARG, calibration_path + ": calibrated on model " + cal.model_hash +
-                                         ", but " + model_path + " is " + fp +
-                                         " (rerun nwc calibrate on this model)");
-    for (const auto &h : cal.hessians) {
-      auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
-      for (const auto &l : h.linears) s.hessians[l] = v;
-    }
-  }
-  // Fine-tuning inputs are checked before any coding (a rate search can take minutes).
+  s.job = job;
+  // Calibration and fine-tuning inputs are checked before any coding (a rate search can take
+  // minutes).
   std::vector<int32_t> tokens;
-  if (pl.blockft.enabled) {
+  std::string text;
+  if (pl.blockft.enabled || calibrate_first) {
     if (!vm.count("tokenizer"))
-      throw UsageError(pipeline_path + " has [blockft]: --tokenizer is required");
-    std::string text_path = vm.count("calib-text") ? vm["calib-text"].as<std::string>() : "";
-    if (text_path.empty()) {
-      const char *data = std::getenv("NWC_DATA");
-      if (!data || !*data)
-        throw UsageError("--calib-text is required (or set NWC_DATA to use its "
-                         "text/tinystories-calib.txt)");
-      text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
-    }
-    if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
-      throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
-                                                 "fine-tune on tinystories-calib.txt");
+      throw UsageError(
+          std::string(calibrate_first ? "--calibrate" : pipeline_path + " has [blockft]") +
+          ": --tokenizer is required");
+    const std::string text_path = calibration_text(
+        vm.count("calib-text") ? vm["calib-text"].as<std::string>() : "", "--calib-text");
     auto tok = load_tokenizer(vm["tokenizer"].as<std::string>(), model.arch.vocab_size);
-    tokens = ppl_token_stream(read_text_file(text_path), *tok);
+    text = read_text_file(text_path);
+    tokens = ppl_token_stream(text, *tok);
   }
   auto t0 = std::chrono::steady_clock::now();
+  std::optional<ScratchFile> scratch; // the Hessians of --calibrate, unless they are kept
+  double calib_secs = 0;
+  if (calibrate_first) {
+    CalibrationSettings cs;
+    cs.tokens = vm["calib-tokens"].as<int64_t>();
+    cs.threads = c.threads;
+    if (cs.tokens < 1) throw UsageError("--calib-tokens must be >= 1");
+    if (vm.count("save-calibration")) {
+      calibration_path = vm["save-calibration"].as<std::string>();
+    } else {
+      const std::filesystem::path o(out);
+      calibration_path =
+          (o.parent_path() / ("." + o.filename().string() + ".calibration.safetensors")).string();
+      if (lead) scratch.emplace(calibration_path);
+    }
+    const std::string fp = lead ? model_fingerprint(model) : "";
+    calibrate_to_file(model, tokens, cs, fp, text_hash(text), calibration_path, job);
+    if (job) job->barrier(); // rank 0 has written the file every rank reads from
+    calib_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  if (!calibration_path.empty()) {
+    CalibrationFile cal = open_calibration(calibration_path);
+    if (lead && !calibrate_first) {
+      std::string fp = model_fingerprint(model);
+      if (fp != cal.info.model_hash)
+        throw Error(NWC_E_INVALID_ARG, calibration_path + ": calibrated on model " +
+                                           cal.info.model_hash + ", but " + model_path + " is " +
+                                           fp + " (rerun nwc calibrate on this model)");
+    }
+    s.hessians = hessians_by_linear(cal); // loaded tensor by tensor as coders need them
+  }
+  if (job && pl.blockft.enabled) {
+    // Block fine-tuning walks the model in order, each block after the one before: rank 0 runs it.
+    if (!lead) return 0;
+    s.job = nullptr;
+    if (!c.quiet)
+      std::cerr << "nwc: [blockft] runs on rank 0; the other ranks helped with calibration only\n";
+  }
   json rate = nullptr;
   if (vm.count("target-bpw")) {
     const double target = vm["target-bpw"].as<double>();
@@ -260,6 +325,7 @@ int cmd_compress(const std::vector<std::string> &args) {
   } else {
     r = compress_model(model, pl, reg, out, s);
   }
+  if (!lead) return 0; // rank 0 wrote the container and reports
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   uint64_t numel = 0;
   for (const auto &t : r.tensors) numel += t.numel;
@@ -273,10 +339,16 @@ int cmd_compress(const std::vector<std::string> &args) {
   const double coded_bpw = coded_weights > 0 ? 8.0 * coded_bytes / coded_weights : 0.0;
   if (!rate.is_null()) rate["achieved_bpw"] = coded_bpw;
   if (c.json) {
-    json j = {{"output", out},          {"tensors", r.tensors.size()},
-              {"weights", numel},       {"bytes", r.file_bytes},
-              {"bits_per_weight", bpw}, {"seconds", secs},
-              {"pipeline", pl.name},    {"coded_bits_per_weight", coded_bpw}};
+    json j = {{"output", out},
+              {"tensors", r.tensors.size()},
+              {"weights", numel},
+              {"bytes", r.file_bytes},
+              {"bits_per_weight", bpw},
+              {"seconds", secs},
+              {"pipeline", pl.name},
+              {"coded_bits_per_weight", coded_bpw},
+              {"processes", job ? job->size() : 1}};
+    if (calibrate_first) j["calibration_seconds"] = calib_secs;
     if (!rate.is_null()) j["rate_control"] = rate;
     std::cout << j.dump(2) << "\n";
   } else if (!c.quiet) {
@@ -723,42 +795,31 @@ int cmd_calibrate(const std::vector<std::string> &args) {
   add_common(d, c);
   parse(args, d, {}, "nwc calibrate --model M --tokenizer T [--text FILE] -o H.safetensors");
   if (cs.tokens < 1 || cs.seq_len < 0) throw UsageError("--tokens must be >= 1, --seq-len >= 0");
-  if (text_path.empty()) {
-    const char *data = std::getenv("NWC_DATA");
-    if (!data || !*data)
-      throw UsageError(
-          "--text is required (or set NWC_DATA to use its text/tinystories-calib.txt)");
-    text_path = (std::filesystem::path(data) / "text" / "tinystories-calib.txt").string();
-  }
-  // Calibrating on the evaluation text would flatter every method evaluated on it afterwards.
-  if (std::filesystem::path(text_path).filename() == "tinystories-eval.txt")
-    throw Error(NWC_E_INVALID_ARG, text_path + ": this is the evaluation half of TinyStories; "
-                                               "calibrate on tinystories-calib.txt");
+  text_path = calibration_text(text_path, "--text");
+  Job *job = current_job();
+  const bool lead = !job || job->rank() == 0;
   Registry reg = load_registry(c);
   Model model = open_model(model_path, reg, c.threads);
-  LlamaModel llama(model, 1); // windows run in parallel instead, as for eval
   cs.threads = c.threads;
   auto tok = load_tokenizer(tok_path, model.arch.vocab_size);
   std::string text = read_text_file(text_path);
-  auto t0 = std::chrono::steady_clock::now();
-  Calibration cal = calibrate(llama, ppl_token_stream(text, *tok), cs);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  cal.model_hash = model_fingerprint(model);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx",
-                static_cast<unsigned long long>(container_checksum(text.data(), text.size())));
-  cal.text_hash = hex;
-  save_calibration(cal, out);
+  const std::string fp = lead ? model_fingerprint(model) : "";
   json inputs = json::array();
-  for (const auto &h : cal.hessians) {
-    double trace = 0;
-    for (int64_t i = 0; i < h.dim; ++i) trace += h.h[static_cast<size_t>(i * h.dim + i)];
-    inputs.push_back({{"input", h.input},
-                      {"linears", h.linears},
-                      {"dim", h.dim},
-                      {"count", h.count},
-                      {"trace", trace}});
-  }
+  auto t0 = std::chrono::steady_clock::now();
+  // Layer by layer; each Hessian is written as its layer finishes (rank 0 writes under mpirun).
+  Calibration cal = calibrate_to_file(model, ppl_token_stream(text, *tok), cs, fp, text_hash(text),
+                                      out, job, [&](const Hessian &h) {
+                                        double trace = 0;
+                                        for (int64_t i = 0; i < h.dim; ++i)
+                                          trace += h.h[static_cast<size_t>(i * h.dim + i)];
+                                        inputs.push_back({{"input", h.input},
+                                                          {"linears", h.linears},
+                                                          {"dim", h.dim},
+                                                          {"count", h.count},
+                                                          {"trace", trace}});
+                                      });
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!lead) return 0;
   if (c.json) {
     std::cout << json{{"output", out},
                       {"tokens", cal.tokens},
@@ -766,6 +827,7 @@ int cmd_calibrate(const std::vector<std::string> &args) {
                       {"model_hash", cal.model_hash},
                       {"text_hash", cal.text_hash},
                       {"seconds", secs},
+                      {"processes", job ? job->size() : 1},
                       {"tokens_per_second", secs > 0 ? static_cast<double>(cal.tokens) / secs : 0},
                       {"inputs", inputs}}
                      .dump(2)
@@ -1158,6 +1220,7 @@ int cmd_synth(const std::vector<std::string> &args) {
   }
   return 0;
 }
+
 void print_help() {
   std::cout << "nwc " << kVersion << " — compress the weights of language models\n\n"
             << "usage: nwc <command> [options]\n\n"
@@ -1175,7 +1238,27 @@ void print_help() {
             << "  codec info C.nwcc | codec measure C.nwcc -m M    a codec's metadata, its rates\n"
             << "  plugins list | plugins show ID                    installed plugins, options\n"
             << "  plugins check ID... | --all                       exercise plugins in a child\n\n"
-            << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n";
+            << "every command takes --json, --quiet, --threads N, --plugin-path DIR, --help\n"
+            << "under mpirun -np N, compress and calibrate share their work (docs/cluster.md)\n";
+}
+
+int run_command(const std::string &cmd, const std::vector<std::string> &args) {
+  if (cmd == "compress") return cmd_compress(args);
+  if (cmd == "decompress") return cmd_decompress(args);
+  if (cmd == "inspect") return cmd_inspect(args);
+  if (cmd == "plugins" && !args.empty() && args[0] == "check")
+    return nwc::cli::plugins_check({args.begin() + 1, args.end()});
+  if (cmd == nwc::cli::kPluginCheckChild) return nwc::cli::plugin_check_child(args);
+  if (cmd == "plugins") return cmd_plugins(args);
+  if (cmd == "eval") return cmd_eval(args);
+  if (cmd == "generate") return cmd_generate(args);
+  if (cmd == "calibrate") return cmd_calibrate(args);
+  if (cmd == "convert") return cmd_convert(args);
+  if (cmd == "synth") return cmd_synth(args);
+  if (cmd == "bench") return cmd_bench(args);
+  if (cmd == "train-codec") return cmd_train_codec(args);
+  if (cmd == "codec") return cmd_codec(args);
+  throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
 }
 
 } // namespace
@@ -1195,31 +1278,29 @@ int main(int argc, char **argv) {
   }
   std::string cmd = args[0];
   args.erase(args.begin());
+  Job *job = nullptr;
+  int rc = 1;
+  std::string where = "nwc";
   try {
-    if (cmd == "compress") return cmd_compress(args);
-    if (cmd == "decompress") return cmd_decompress(args);
-    if (cmd == "inspect") return cmd_inspect(args);
-    if (cmd == "plugins" && !args.empty() && args[0] == "check")
-      return nwc::cli::plugins_check({args.begin() + 1, args.end()});
-    if (cmd == nwc::cli::kPluginCheckChild) return nwc::cli::plugin_check_child(args);
-    if (cmd == "plugins") return cmd_plugins(args);
-    if (cmd == "eval") return cmd_eval(args);
-    if (cmd == "generate") return cmd_generate(args);
-    if (cmd == "calibrate") return cmd_calibrate(args);
-    if (cmd == "convert") return cmd_convert(args);
-    if (cmd == "bench") return cmd_bench(args);
-    if (cmd == "train-codec") return cmd_train_codec(args);
-    if (cmd == "codec") return cmd_codec(args);
-    if (cmd == "synth") return cmd_synth(args);
-    throw UsageError("unknown command '" + cmd + "' (try nwc --help)");
+    job = current_job();
+    if (job) {
+      where =
+          "nwc (rank " + std::to_string(job->rank()) + " of " + std::to_string(job->size()) + ")";
+      // Anything else would run N copies writing the same files.
+      if (cmd != "compress" && cmd != "calibrate")
+        throw UsageError("nwc " + cmd +
+                         " runs in one process; under mpirun, compress and "
+                         "calibrate share their work");
+    }
+    rc = run_command(cmd, args);
+    finish_job();
+    return rc;
   } catch (const UsageError &e) {
-    std::cerr << "nwc: usage error: " << e.what() << "\n";
-    return 2;
-  } catch (const Error &e) {
-    std::cerr << "nwc: error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception &e) {
-    std::cerr << "nwc: error: " << e.what() << "\n";
-    return 1;
+    std::cerr << where + ": usage error: " + e.what() + "\n"; // one write: ranks interleave
+    rc = 2;
+  } catch (const std::exception &e) { // nwc::Error and anything else
+    std::cerr << where + ": error: " + e.what() + "\n";
   }
+  if (job) job->abort(rc); // the other ranks would wait for this one forever
+  return rc;
 }

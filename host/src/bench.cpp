@@ -238,7 +238,7 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     CalibrationSettings cal;
     cal.tokens = s.calib_tokens;
     cal.threads = s.threads;
-    Calibration c = calibrate(llama, calib_stream, cal);
+    Calibration c = calibrate(model, calib_stream, cal);
     for (const auto &h : c.hessians) {
       auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
       for (const auto &l : h.linears) cs.hessians[l] = v;
@@ -297,7 +297,7 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
       }
       auto h = cs.hessians.find(t.name);
       if (h != cs.hessians.end() && t.shape.size() == 2) {
-        herr += hessian_error(a, b, *h->second, t.shape[0], t.shape[1]);
+        herr += hessian_error(a, b, *h->second.load(), t.shape[0], t.shape[1]);
         ++layers;
       }
     }

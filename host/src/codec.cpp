@@ -14,6 +14,8 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <numeric>
+#include <optional>
 #include <thread>
 #include <unistd.h>
 #include <zstd.h>
@@ -577,12 +579,93 @@ std::vector<uint8_t> levels_from_hessian(const float *hessian, int64_t n,
   return levels;
 }
 
+HessianRef::HessianRef(std::shared_ptr<const std::vector<float>> values)
+    : entries_(values ? values->size() : 0), load_([v = std::move(values)] { return v; }) {}
+
+HessianRef::HessianRef(std::shared_ptr<std::vector<float>> values)
+    : HessianRef(std::shared_ptr<const std::vector<float>>(std::move(values))) {}
+
+HessianRef::HessianRef(uint64_t entries, Loader load) : entries_(entries), load_(std::move(load)) {}
+
+std::shared_ptr<const std::vector<float>> HessianRef::load() const {
+  auto v = load_ ? load_() : nullptr;
+  if (!v || v->size() != entries_)
+    fail(NWC_E_INTERNAL, "Hessian: loaded " + std::to_string(v ? v->size() : 0) +
+                             " entries, expected " + std::to_string(entries_));
+  return v;
+}
+
 struct EncodedTensor {
   TensorRecord record; // offsets filled when written
   std::vector<std::pair<std::string, std::pair<int32_t, std::vector<uint8_t>>>> streams;
   nlohmann::json chain; // stage chain used (pipeline storage)
   OptionValues resolved[5];
 };
+
+// A coded tensor as one message to rank 0: u64 header length, JSON header (record fields and
+// stream roles, blocks and lengths), then the stream bytes in order. The chain and resolved
+// options are not sent: rank 0 derives them from the pipeline, as the coding rank did.
+static std::vector<uint8_t> pack_encoded(const EncodedTensor &e) {
+  const TensorRecord &r = e.record;
+  nlohmann::json blocks = nlohmann::json::array(), streams = nlohmann::json::array();
+  for (const auto &b : r.blocks) blocks.push_back({b.col_begin, b.col_end, b.symbol_count});
+  uint64_t payload = 0;
+  for (const auto &st : e.streams) {
+    streams.push_back({st.first, st.second.first, st.second.second.size()});
+    payload += st.second.second.size();
+  }
+  const std::string header =
+      nlohmann::json{{"name", r.name},   {"dtype", std::string(dtype_name(r.dtype))},
+                     {"shape", r.shape}, {"storage", r.storage},
+                     {"blocks", blocks}, {"streams", streams}}
+          .dump();
+  std::vector<uint8_t> msg(8 + header.size());
+  const uint64_t hlen = header.size();
+  std::memcpy(msg.data(), &hlen, 8);
+  std::memcpy(msg.data() + 8, header.data(), header.size());
+  msg.reserve(msg.size() + payload);
+  for (const auto &st : e.streams)
+    msg.insert(msg.end(), st.second.second.begin(), st.second.second.end());
+  return msg;
+}
+
+static std::unique_ptr<EncodedTensor> unpack_encoded(const std::vector<uint8_t> &msg,
+                                                     const std::string &expected_name) {
+  auto bad = [&](const std::string &why) {
+    fail(NWC_E_INTERNAL, "MPI: message for tensor " + expected_name + " " + why);
+  };
+  uint64_t hlen = 0;
+  if (msg.size() < 8) bad("is truncated");
+  std::memcpy(&hlen, msg.data(), 8);
+  if (hlen > msg.size() - 8) bad("is truncated");
+  auto e = std::make_unique<EncodedTensor>();
+  try {
+    const auto h =
+        nlohmann::json::parse(msg.begin() + 8, msg.begin() + 8 + static_cast<long>(hlen));
+    TensorRecord &r = e->record;
+    r.name = h.at("name").get<std::string>();
+    if (r.name != expected_name) bad("holds tensor " + r.name);
+    if (!dtype_from_name(h.at("dtype").get<std::string>(), r.dtype)) bad("has an unknown dtype");
+    r.shape = h.at("shape").get<std::vector<int64_t>>();
+    r.storage = h.at("storage").get<std::string>();
+    for (const auto &b : h.at("blocks"))
+      r.blocks.push_back({b.at(0).get<int64_t>(), b.at(1).get<int64_t>(), b.at(2).get<int64_t>()});
+    uint64_t at = 8 + hlen;
+    for (const auto &st : h.at("streams")) {
+      const uint64_t len = st.at(2).get<uint64_t>();
+      if (len > msg.size() - at) bad("is truncated");
+      e->streams.push_back({st.at(0).get<std::string>(),
+                            {st.at(1).get<int32_t>(),
+                             std::vector<uint8_t>(msg.begin() + static_cast<long>(at),
+                                                  msg.begin() + static_cast<long>(at + len))}});
+      at += len;
+    }
+    if (at != msg.size()) bad("has trailing bytes");
+  } catch (const nlohmann::json::exception &ex) {
+    bad(std::string("has a malformed header: ") + ex.what());
+  }
+  return e;
+}
 
 unsigned resolve_threads(unsigned threads) {
   if (threads > 0) return threads;
@@ -643,10 +726,10 @@ static void encode_with_chain(EncodedTensor &enc, std::vector<float> &values,
   else if (pipeline.levels.enabled) {
     auto h = settings.hessians.find(rec.name);
     if (h == settings.hessians.end())
-      fail(NWC_E_INVALID_ARG, pipeline.levels.where +
-                                  ": [levels] needs the calibration Hessian of " + rec.name +
-                                  " (run `nwc calibrate` and pass --calibration FILE)");
-    hessian_levels = levels_from_hessian(h->second->data(), cols, pipeline.levels.fractions);
+      fail(NWC_E_INVALID_ARG,
+           pipeline.levels.where + ": [levels] needs the calibration Hessian of " + rec.name +
+               " (pass --calibration FILE from `nwc calibrate`, or --calibrate)");
+    hessian_levels = levels_from_hessian(h->second.load()->data(), cols, pipeline.levels.fractions);
     column_levels = &hessian_levels;
   }
   if (column_levels) {
@@ -664,8 +747,10 @@ static void encode_with_chain(EncodedTensor &enc, std::vector<float> &values,
     nwc_tensor_view hv{};
     const nwc_tensor_view *hessian = nullptr;
     int64_t hshape[2] = {cols, cols};
+    std::shared_ptr<const std::vector<float>> hvalues; // held while the compensator runs
     if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
-      hv = nwc_tensor_view{const_cast<float *>(h->second->data()),
+      hvalues = h->second.load();
+      hv = nwc_tensor_view{const_cast<float *>(hvalues->data()),
                            0,
                            NWC_DTYPE_F32,
                            NWC_DEVICE_CPU,
@@ -784,40 +869,73 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
                                 (n ? model.tensors[0].info.name : std::string("none")) + ")");
   // Instantiate each distinct chain once up front: a plugin that cannot be created with these
   // options, or needs what we lack, fails here, before the output file exists.
+  Job *job = settings.job && settings.job->size() > 1 ? settings.job : nullptr;
+  if (job && !settings.precoded.empty())
+    fail(NWC_E_INVALID_ARG, "tensors coded ahead (block fine-tuning) cannot be distributed over "
+                            "MPI ranks");
+  std::map<std::string, std::array<OptionValues, 5>> resolved_by_chain; // for other ranks' tensors
   for (size_t i = 0; i < n; ++i) {
     if (!chains[i]) continue;
     const TensorInfo &info = model.tensors[i].info;
     auto st = make_stages(chains[i]->stages, registry, false);
+    if (job) {
+      auto &resolved = resolved_by_chain[chains[i]->to_json().dump()];
+      for (size_t s = 0; s < st->inst.size(); ++s)
+        if (st->inst[s]) resolved[s] = st->inst[s]->resolved_options();
+    }
     auto h = settings.hessians.find(info.name);
     const int64_t cols = as_matrix(info.shape).second;
     if (h != settings.hessians.end() &&
-        h->second->size() != static_cast<size_t>(cols) * static_cast<size_t>(cols))
+        h->second.size() != static_cast<uint64_t>(cols) * static_cast<uint64_t>(cols))
       fail(NWC_E_INVALID_ARG, "calibration: Hessian of " + info.name + " has " +
-                                  std::to_string(h->second->size()) + " entries, expected " +
+                                  std::to_string(h->second.size()) + " entries, expected " +
                                   std::to_string(cols) + " x " + std::to_string(cols));
     if (pipeline.levels.enabled && h == settings.hessians.end() &&
         settings.column_levels.find(info.name) == settings.column_levels.end())
       fail(NWC_E_INVALID_ARG, pipeline.levels.where +
                                   ": [levels] needs the calibration Hessian of " + info.name +
-                                  "; run `nwc calibrate` and pass --calibration FILE");
+                                  "; pass --calibration FILE from `nwc calibrate`, or --calibrate");
     if (st->compensator && h == settings.hessians.end()) {
       uint32_t req = st->compensator->requirements(st->at(Slot::Compensator).raw());
       if (req & NWC_COMPENSATOR_NEEDS_HESSIAN)
-        fail(NWC_E_INVALID_ARG, "plugin " + st->at(Slot::Compensator).plugin().id +
-                                    " needs the calibration Hessian of " + info.name +
-                                    "; run `nwc calibrate` and pass --calibration FILE");
+        fail(NWC_E_INVALID_ARG,
+             "plugin " + st->at(Slot::Compensator).plugin().id +
+                 " needs the calibration Hessian of " + info.name +
+                 "; pass --calibration FILE from `nwc calibrate`, or --calibrate");
     }
   }
 
-  ContainerWriter writer(out);
-  const unsigned threads = std::min<unsigned>(resolve_threads(settings.threads),
-                                              static_cast<unsigned>(std::max<size_t>(n, 1)));
+  // Which process codes which tensor: all here, or with a job the largest tensors first, each
+  // to the rank with the fewest weights so far (deterministic, so every rank agrees).
+  const int rank = job ? job->rank() : 0, ranks = job ? job->size() : 1;
+  std::vector<int> owner(n, 0);
+  if (job) {
+    std::vector<size_t> by_size(n);
+    std::iota(by_size.begin(), by_size.end(), size_t{0});
+    std::stable_sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) {
+      return model.tensors[a].info.numel() > model.tensors[b].info.numel();
+    });
+    std::vector<uint64_t> load(static_cast<size_t>(ranks), 0);
+    for (size_t i : by_size) {
+      auto least = std::min_element(load.begin(), load.end());
+      owner[i] = static_cast<int>(least - load.begin());
+      *least += model.tensors[i].info.numel();
+    }
+  }
+  std::vector<size_t> mine; // the tensors this process codes, in model order
+  for (size_t i = 0; i < n; ++i)
+    if (owner[i] == rank) mine.push_back(i);
+
+  std::optional<ContainerWriter> writer;
+  if (rank == 0) writer.emplace(out);
+  const unsigned threads = std::min<unsigned>(
+      resolve_threads(settings.threads), static_cast<unsigned>(std::max<size_t>(mine.size(), 1)));
 
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::unique_ptr<EncodedTensor>> done(n);
-  std::atomic<size_t> next{0};
-  size_t written = 0;
+  std::atomic<size_t> next{0}; // position in `mine`
+  size_t handed = 0;           // of `mine`: written (rank 0) or sent to rank 0
   std::exception_ptr error;
   size_t error_index = 0; // the failing tensor earliest in model order is the one reported
   std::atomic<bool> stop{false};
@@ -870,11 +988,12 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   auto worker = [&] {
     std::map<std::string, std::unique_ptr<Stages>> cache;
     while (!stop) {
-      size_t i = next.fetch_add(1);
-      if (i >= n) return;
+      const size_t k = next.fetch_add(1);
+      if (k >= mine.size()) return;
+      const size_t i = mine[k];
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || i < written + window; });
+        cv.wait(lock, [&] { return stop || k < handed + window; });
         // After a failure only tensors before it still matter: one of them may fail too, and
         // the earliest failure is the one reported, whatever the thread count.
         if (stop && (!error || i > error_index)) return;
@@ -904,19 +1023,47 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   std::map<std::string, int32_t> config_index;
   ContainerManifest manifest;
   nlohmann::json resources = nlohmann::json::array();
+  // This process's next coded tensor, once a worker has finished it (nullptr after an error).
+  auto take = [&](size_t i) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return error || done[i] != nullptr; });
+    return error ? nullptr : std::move(done[i]);
+  };
+  auto handed_one = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++handed;
+    }
+    cv.notify_all();
+  };
   try {
-    while (written < n) {
+    if (rank != 0) { // send each coded tensor to rank 0, in model order
+      for (size_t i : mine) {
+        auto enc = take(i);
+        if (!enc) break;
+        std::vector<uint8_t> msg = pack_encoded(*enc);
+        enc.reset();
+        job->send(0, msg.data(), msg.size());
+        handed_one();
+      }
+    }
+    for (size_t i = 0; rank == 0 && i < n; ++i) {
       std::unique_ptr<EncodedTensor> enc;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return error || done[written] != nullptr; });
-        if (error) break;
-        enc = std::move(done[written]);
+      if (owner[i] == 0) {
+        enc = take(i);
+        if (!enc) break;
+      } else {
+        enc = unpack_encoded(job->receive(owner[i]), model.tensors[i].info.name);
+        if (chains[i]) {
+          enc->chain = chains[i]->to_json();
+          const auto &resolved = resolved_by_chain.at(enc->chain.dump());
+          std::copy(resolved.begin(), resolved.end(), enc->resolved);
+        }
       }
       TensorRecord rec = std::move(enc->record);
       for (auto &s : enc->streams)
-        rec.streams.push_back(writer.append_stream(s.first, s.second.first, s.second.second.data(),
-                                                   s.second.second.size()));
+        rec.streams.push_back(writer->append_stream(s.first, s.second.first, s.second.second.data(),
+                                                    s.second.second.size()));
       if (rec.storage == "pipeline") {
         std::string key = enc->chain.dump();
         auto it = config_index.find(key);
@@ -930,7 +1077,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
             cfg.stages.push_back(StageRecord{kSlotNames[s], p->id, p->version, p->stream_version,
                                              enc->resolved[s].to_json()});
             record_resources(*p, enc->resolved[s], manifest.stage_configs.size(), kSlotNames[s],
-                             settings.embed_resources, writer, resources);
+                             settings.embed_resources, *writer, resources);
           }
           manifest.stage_configs.push_back(std::move(cfg));
           it = config_index.emplace(key, static_cast<int32_t>(manifest.stage_configs.size() - 1))
@@ -939,13 +1086,9 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
         rec.stage_config = it->second;
       }
       result.tensors.push_back({rec.name, rec.storage, rec.numel(), rec.stream_bytes()});
-      writer.add_tensor(std::move(rec));
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        ++written;
-      }
-      cv.notify_all();
-      if (settings.progress) settings.progress(written, n, result.tensors.back().name);
+      writer->add_tensor(std::move(rec));
+      if (owner[i] == 0) handed_one();
+      if (settings.progress) settings.progress(i + 1, n, result.tensors.back().name);
     }
   } catch (...) { // writing failed: nothing after it matters
     std::lock_guard<std::mutex> lock(mu);
@@ -960,6 +1103,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   cv.notify_all();
   for (auto &t : pool) t.join();
   if (error) std::rethrow_exception(error);
+  if (rank != 0) return result; // rank 0 writes the container
 
   manifest.architecture = model.arch.to_json();
   if (!resources.empty()) manifest.extra["resources"] = resources;
@@ -967,7 +1111,7 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   manifest.pipeline_text = pipeline.text;
   manifest.source_model = model.path.filename().string();
   manifest.source_format = model.format;
-  writer.finish(std::move(manifest));
+  writer->finish(std::move(manifest));
   result.file_bytes = std::filesystem::file_size(out);
   return result;
 }

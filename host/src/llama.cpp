@@ -110,6 +110,52 @@ BlockShape block_shape(const Architecture &a, const std::string &src) {
   return shape;
 }
 
+void configure_threads(unsigned threads) {
+  unsigned n = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(n));
+  // OpenBLAS keeps a thread pool of its own (all cores by default) that spins beside LibTorch's:
+  // give it the same count. Looked up at run time because the BLAS behind libblas.so.3 varies.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set(static_cast<int>(n));
+  // Attention scores are multi-megabyte temporaries allocated and freed for every layer; with
+  // glibc's default thresholds each one is a fresh mmap whose page faults cost more than the
+  // arithmetic (10x on the evaluation benchmark). Keep such blocks in the heap instead.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+}
+
+torch::Tensor load_weight(const Model &model, const std::string &name,
+                          const std::vector<int64_t> &shape) {
+  const std::string src = model.path.string();
+  const ModelTensor *t = model.find(name);
+  if (!t) fail(NWC_E_INVALID_ARG, src + ": missing tensor " + name);
+  if (t->info.shape != shape) {
+    std::string want;
+    for (auto d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+    fail(NWC_E_INVALID_ARG, src + ": tensor " + name + " should have shape [" + want + "]");
+  }
+  std::vector<float> v = t->load();
+  return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
+}
+
+BlockWeights load_block(const Model &model, int64_t layer, const BlockShape &s) {
+  const Architecture &a = model.arch;
+  const int64_t D = a.dim, KVD = s.n_kv_heads * s.head_dim, F = a.hidden_dim;
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  BlockWeights L;
+  L.attn_norm = load_weight(model, p + "input_layernorm.weight", {D});
+  L.wq = load_weight(model, p + "self_attn.q_proj.weight", {D, D});
+  L.wk = load_weight(model, p + "self_attn.k_proj.weight", {KVD, D});
+  L.wv = load_weight(model, p + "self_attn.v_proj.weight", {KVD, D});
+  L.wo = load_weight(model, p + "self_attn.o_proj.weight", {D, D});
+  L.ffn_norm = load_weight(model, p + "post_attention_layernorm.weight", {D});
+  L.w_gate = load_weight(model, p + "mlp.gate_proj.weight", {F, D});
+  L.w_up = load_weight(model, p + "mlp.up_proj.weight", {F, D});
+  L.w_down = load_weight(model, p + "mlp.down_proj.weight", {D, F});
+  return L;
+}
+
 } // namespace llama
 
 struct LlamaModel::Impl {
@@ -139,52 +185,17 @@ struct LlamaModel::Impl {
 
 LlamaModel::LlamaModel(const Model &model, unsigned threads) : impl_(std::make_unique<Impl>()) {
   torch::NoGradGuard no_grad;
-  unsigned n = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(n));
-  // OpenBLAS keeps a thread pool of its own (all cores by default) that spins beside LibTorch's:
-  // give it the same count. Looked up at run time because the BLAS behind libblas.so.3 varies.
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    set(static_cast<int>(n));
-  // Attention scores are multi-megabyte temporaries allocated and freed for every layer; with
-  // glibc's default thresholds each one is a fresh mmap whose page faults cost more than the
-  // arithmetic (10x on the evaluation benchmark). Keep such blocks in the heap instead.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  llama::configure_threads(threads);
   Impl &m = *impl_;
   m.arch = model.arch;
   const Architecture &a = m.arch;
-  const std::string src = model.path.string();
-  m.shape = llama::block_shape(a, src);
-  auto load = [&](const std::string &name, std::vector<int64_t> shape) {
-    const ModelTensor *t = model.find(name);
-    if (!t) fail(NWC_E_INVALID_ARG, src + ": missing tensor " + name);
-    if (t->info.shape != shape) {
-      std::string want;
-      for (auto d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
-      fail(NWC_E_INVALID_ARG, src + ": tensor " + name + " should have shape [" + want + "]");
-    }
-    std::vector<float> v = t->load();
-    return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
-  };
-  const int64_t D = a.dim, KVD = a.n_kv_heads * m.shape.head_dim, F = a.hidden_dim;
-  m.embed = load("model.embed_tokens.weight", {a.vocab_size, D});
-  for (int64_t l = 0; l < a.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    llama::BlockWeights L;
-    L.attn_norm = load(p + "input_layernorm.weight", {D});
-    L.wq = load(p + "self_attn.q_proj.weight", {D, D});
-    L.wk = load(p + "self_attn.k_proj.weight", {KVD, D});
-    L.wv = load(p + "self_attn.v_proj.weight", {KVD, D});
-    L.wo = load(p + "self_attn.o_proj.weight", {D, D});
-    L.ffn_norm = load(p + "post_attention_layernorm.weight", {D});
-    L.w_gate = load(p + "mlp.gate_proj.weight", {F, D});
-    L.w_up = load(p + "mlp.up_proj.weight", {F, D});
-    L.w_down = load(p + "mlp.down_proj.weight", {D, F});
-    m.layers.push_back(std::move(L));
-  }
-  m.final_norm = load("model.norm.weight", {D});
-  m.classifier = model.find("lm_head.weight") ? load("lm_head.weight", {a.vocab_size, D}) : m.embed;
+  m.shape = llama::block_shape(a, model.path.string());
+  m.embed = llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim});
+  for (int64_t l = 0; l < a.n_layers; ++l) m.layers.push_back(llama::load_block(model, l, m.shape));
+  m.final_norm = llama::load_weight(model, "model.norm.weight", {a.dim});
+  m.classifier = model.find("lm_head.weight")
+                     ? llama::load_weight(model, "lm_head.weight", {a.vocab_size, a.dim})
+                     : m.embed;
 }
 
 LlamaModel::~LlamaModel() = default;

@@ -21,6 +21,17 @@ struct BlockShape {
   torch::Tensor cos, sin;   // [max_seq_len, head_dim / 2]
 };
 
+// LibTorch's and OpenBLAS's thread counts (0 = all cores) and allocator settings for the runtime.
+void configure_threads(unsigned threads);
+
+// A model tensor as a float32 LibTorch tensor; a missing tensor or another shape fails naming
+// the model file and the expected shape.
+torch::Tensor load_weight(const Model &model, const std::string &name,
+                          const std::vector<int64_t> &shape);
+
+// The weights of decoder block `layer` (HF names), checked against the architecture.
+BlockWeights load_block(const Model &model, int64_t layer, const BlockShape &shape);
+
 torch::Tensor rmsnorm(const torch::Tensor &x, const torch::Tensor &w, double eps);
 
 // Head geometry, norm epsilon and RoPE tables of an architecture (checked; errors name `source`).

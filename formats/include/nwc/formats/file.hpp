@@ -20,6 +20,10 @@ public:
   const uint8_t *data() const { return data_; }
   size_t size() const { return size_; }
   const std::filesystem::path &path() const { return path_; }
+  // Drops this process's resident copy of the whole pages inside [begin, begin + len) (they stay
+  // in the page cache and are mapped again if read): after reading a model tensor by tensor the
+  // resident set would otherwise grow to the whole file.
+  void release(const uint8_t *begin, size_t len) const noexcept;
 
 private:
   std::filesystem::path path_;
@@ -53,7 +57,21 @@ private:
   bool committed_ = false;
 };
 
-// Unlinks every temporary file of live AtomicFile objects. Async-signal-safe.
+// A file this process creates for its own use (an intermediate calibration): registered before
+// it is written, removed when the object is destroyed and by remove_pending_temporaries().
+class ScratchFile {
+public:
+  explicit ScratchFile(std::filesystem::path path);
+  ~ScratchFile();
+  ScratchFile(const ScratchFile &) = delete;
+  ScratchFile &operator=(const ScratchFile &) = delete;
+  const std::filesystem::path &path() const { return path_; }
+
+private:
+  std::filesystem::path path_;
+};
+
+// Unlinks every temporary file of live AtomicFile and ScratchFile objects. Async-signal-safe.
 void remove_pending_temporaries() noexcept;
 
 } // namespace nwc

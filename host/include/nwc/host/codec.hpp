@@ -8,6 +8,7 @@
 
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/model.hpp"
+#include "nwc/host/distributed.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
 
@@ -33,12 +34,29 @@ struct TensorCoding {
   std::vector<float> row_scales;          // the chunker's row scales as stored; empty if none
 };
 
+// An input Hessian (cols x cols float32, row-major), in memory or loaded when a coder asks for it:
+// the Hessians of an 8B-class model take tens of gigabytes, more than compress should hold.
+class HessianRef {
+public:
+  using Loader = std::function<std::shared_ptr<const std::vector<float>>()>;
+  HessianRef() = default;
+  HessianRef(std::shared_ptr<const std::vector<float>> values); // NOLINT: in memory
+  HessianRef(std::shared_ptr<std::vector<float>> values);       // NOLINT: in memory
+  HessianRef(uint64_t entries, Loader load);                    // loaded on demand
+  uint64_t size() const { return entries_; }
+  std::shared_ptr<const std::vector<float>> load() const; // checks the entry count
+
+private:
+  uint64_t entries_ = 0;
+  Loader load_;
+};
+
 struct CompressSettings {
   unsigned threads = 0; // 0 = all cores
   ProgressFn progress;
   // Input second moments H (cols x cols, row-major) of linear weights, by weight name; handed to
   // compensators (NWC_COMPENSATOR_NEEDS_HESSIAN requires one for every coded tensor).
-  std::map<std::string, std::shared_ptr<const std::vector<float>>> hessians;
+  std::map<std::string, HessianRef> hessians;
   // Quality level of every input column, by weight name (stored with the tensor, 2 bits per column
   // for up to 4 levels; handed to the transform per chunk).
   std::map<std::string, std::vector<uint8_t>> column_levels;
@@ -49,6 +67,9 @@ struct CompressSettings {
   // tensors whose values changed before coding (fine-tuned norms, for example).
   std::map<std::string, std::shared_ptr<const TensorCoding>> precoded;
   std::map<std::string, std::shared_ptr<const std::vector<float>>> replaced;
+  // With a job (mpirun), tensors are coded on every rank and rank 0 writes the container: the same
+  // bytes as one process writes. nullptr: this process codes everything.
+  Job *job = nullptr;
 };
 
 // Codes one selected tensor with the pipeline's chain for it (hessians and levels from settings).

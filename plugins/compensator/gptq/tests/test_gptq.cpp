@@ -38,13 +38,12 @@ struct Fixture {
   Model model = load_model(test::stories260k());
   std::map<std::string, std::shared_ptr<const std::vector<float>>> hessians;
   Fixture() {
-    LlamaModel llama(model, 1);
     auto tok = load_tokenizer(test::data_dir() / "models" / "stories260K" / "tok512.bin", 512);
     auto stream =
         ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-calib.txt"), *tok);
     CalibrationSettings s;
     s.tokens = 16384;
-    Calibration c = calibrate(llama, stream, s);
+    Calibration c = calibrate(model, stream, s);
     for (const auto &h : c.hessians) {
       auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
       for (const auto &l : h.linears) hessians[l] = v;
@@ -71,7 +70,7 @@ std::filesystem::path run(const test::TempDir &dir, const std::string &name,
   Pipeline pl = parse_pipeline(text, dir / (name + ".toml"), registry());
   CompressSettings s;
   s.threads = 2;
-  if (with_hessians) s.hessians = fixture().hessians;
+  if (with_hessians) s.hessians.insert(fixture().hessians.begin(), fixture().hessians.end());
   compress_model(fixture().model, pl, registry(), dir / (name + ".nwc"), s);
   return dir / (name + ".nwc");
 }
@@ -173,7 +172,7 @@ TEST_CASE("GPTQ without Hessians, or with a quantizer that cannot fit on a refer
       parse_pipeline(pipeline("plugin = \"nwc.comp.gptq\"\ngroup = 48\nblock = 128", 3, 32),
                      dir / "q.toml", registry());
   CompressSettings s;
-  s.hessians = fixture().hessians;
+  s.hessians.insert(fixture().hessians.begin(), fixture().hessians.end());
   CHECK_THROWS_WITH_AS(compress_model(fixture().model, bad, registry(), dir / "o.nwc", s),
                        doctest::Contains("block (128) must be a multiple of group (48)"),
                        nwc::Error);

@@ -41,13 +41,12 @@ struct Fixture {
   Model model = load_model(test::stories260k());
   Hessians hessians;
   Fixture() {
-    LlamaModel llama(model, 1);
     auto tok = load_tokenizer(test::data_dir() / "models" / "stories260K" / "tok512.bin", 512);
     auto stream =
         ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-calib.txt"), *tok);
     CalibrationSettings s;
     s.tokens = 16384;
-    Calibration c = calibrate(llama, stream, s);
+    Calibration c = calibrate(model, stream, s);
     for (const auto &h : c.hessians) {
       auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
       for (const auto &l : h.linears) hessians[l] = v;
@@ -73,7 +72,7 @@ std::filesystem::path run(const Model &model, const test::TempDir &dir, const st
   Pipeline pl = parse_pipeline(text, dir / (name + ".toml"), registry());
   CompressSettings s;
   s.threads = 2;
-  s.hessians = hessians;
+  s.hessians.insert(hessians.begin(), hessians.end());
   compress_model(model, pl, registry(), dir / (name + ".nwc"), s);
   return dir / (name + ".nwc");
 }
