@@ -74,6 +74,34 @@ struct Slice {
 
 constexpr const char *kInputs[] = {"attn_in", "attn_out", "mlp_in", "mlp_out"};
 
+} // namespace
+} // namespace nwc::host
+
+// BLAS (libblas.so.3: OpenBLAS on Debian): the symmetric rank-k update, half a general product.
+extern "C" void dsyrk_(const char *uplo, const char *trans, const int *n, const int *k,
+                       const double *alpha, const double *a, const int *lda, const double *beta,
+                       double *c, const int *ldc, size_t uplo_len, size_t trans_len);
+
+namespace nwc::host {
+namespace {
+
+// The lower triangle (row-major) of sum += Xᵀ X for X = x (rows x dim, float32), in float64; the
+// upper triangle is left as it is (mirror_lower() fills it once the sums are complete).
+void accumulate_gram(const float *x, int64_t rows, int64_t dim, double *sum) {
+  std::vector<double> xd(x, x + rows * dim);
+  // Row-major X is the column-major dim x rows matrix A = Xᵀ; C = A Aᵀ = Xᵀ X. Column-major
+  // upper triangle = row-major lower triangle.
+  const int n = static_cast<int>(dim), k = static_cast<int>(rows);
+  const double one = 1.0;
+  dsyrk_("U", "N", &n, &k, &one, xd.data(), &n, &one, sum, &n, 1, 1);
+}
+
+void mirror_lower(std::vector<double> &h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i + 1; j < n; ++j)
+      h[static_cast<size_t>(i * n + j)] = h[static_cast<size_t>(j * n + i)];
+}
+
 // Runs every window of `slice` through one block, summing XᵀX of its inputs window by window.
 void run_block(const llama::BlockWeights &w, const llama::BlockShape &shape, Slice &slice,
                const std::vector<int64_t> &dims) {
@@ -192,6 +220,7 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
     for (size_t k = 0; k < 4; ++k) {
       Hessian h = c.hessians[static_cast<size_t>(l) * 4 + k];
       h.h = std::move(total[k]);
+      mirror_lower(h.h, h.dim);
       for (double &v : h.h) v /= static_cast<double>(h.count);
       sink(std::move(h));
     }

@@ -267,14 +267,6 @@ void LlamaModel::forward_with_hook(const std::vector<int32_t> &tokens, int64_t b
   m.forward(ids, 0, nullptr, nullptr, &hook);
 }
 
-void accumulate_gram(const float *x, int64_t rows, int64_t dim, double *sum) {
-  torch::NoGradGuard no_grad;
-  auto X =
-      torch::from_blob(const_cast<float *>(x), {rows, dim}, torch::kFloat32).to(torch::kFloat64);
-  auto S = torch::from_blob(sum, {dim, dim}, torch::kFloat64);
-  S.addmm_(X.t(), X);
-}
-
 std::vector<std::string> LlamaModel::input_names() const {
   std::vector<std::string> names;
   for (size_t l = 0; l < impl_->layers.size(); ++l)

@@ -18,9 +18,6 @@ namespace nwc::host {
 using LinearInputHook =
     std::function<void(const std::string &input, const float *x, int64_t rows, int64_t dim)>;
 
-// sum (dim x dim, row-major, float64) += Xᵀ X for X = x (rows x dim, float32), in float64.
-void accumulate_gram(const float *x, int64_t rows, int64_t dim, double *sum);
-
 class LlamaModel {
 public:
   // Copies the model's tensors (HF Llama names) into the runtime; checks names and shapes against
