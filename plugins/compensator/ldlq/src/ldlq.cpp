@@ -11,6 +11,10 @@
 // block k's term is ‖(w_k − Ŵ_k) · D_k‖² with w_k = W[:, k] + (W − Ŵ)[:, >k] · L[>k, k], so block
 // k is coded from w_k. Each block is committed as soon as it is coded and is decoded on its own:
 // decoding needs nothing from this plugin.
+//
+// The Cholesky factor (blocked), the blocks of L and the feedback are matrix products
+// (../../common/hessian.hpp, ../../common/gemm.hpp) that give the same bits on any machine and
+// thread count.
 #include "../../common/hessian.hpp"
 #include "nwc/cpp/plugin.hpp"
 
@@ -21,10 +25,12 @@
 
 namespace {
 
+namespace hc = nwc::compensate;
+
 class Ldlq final : public nwc::Compensator {
 public:
   static constexpr const char *id = "nwc.comp.ldlq";
-  static constexpr const char *version = "1.0.0";
+  static constexpr const char *version = "1.1.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "ldlq";
   static constexpr const char *description =
@@ -65,79 +71,89 @@ public:
     if (n == 0 || rows == 0) return;
     const auto sz = [](int64_t v) { return static_cast<size_t>(v); };
 
-    // Working copies in double: W (rows × n) and H (n × n).
-    std::vector<double> w(sz(rows * n)), h(sz(n * n));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < n; ++c) w[sz(r * n + c)] = weight.row(r)[c];
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) h[sz(i * n + j)] = hv.row(i)[j];
     // Dead inputs (never active during calibration): their weights cannot affect the output, so
     // they are coded as zeros, and a unit diagonal keeps H positive definite.
-    const int64_t dead = nwc::compensate::zero_dead_columns(h, w, rows, n);
-    if (dead > 0)
+    std::vector<char> dead;
+    std::vector<double> diag;
+    const int64_t ndead = hc::find_dead_columns(hv.data, n, dead, diag);
+    if (ndead > 0)
       host.log(NWC_LOG_DEBUG,
-               "tensor " + tname + ": " + std::to_string(dead) + " dead input columns zeroed");
+               "tensor " + tname + ": " + std::to_string(ndead) + " dead input columns zeroed");
+    // Working copy of W in double (rows × n).
+    std::vector<double> w(sz(rows * n));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        w[sz(r * n + j)] = dead[sz(j)] ? 0.0 : static_cast<double>(weight.data[r * n + j]);
 
-    // Dampened Cholesky factor C (H + damp·I = C Cᵀ).
+    // Dampened Cholesky factor C (H + damp·I = C Cᵀ), from H's lower triangle.
+    double mean_diag = 0.0;
+    for (int64_t i = 0; i < n; ++i) mean_diag += diag[sz(i)];
+    mean_diag /= static_cast<double>(n);
     double damp = 0.0;
-    std::vector<double> c = nwc::compensate::dampened_cholesky(h, n, percdamp_, host, tname, &damp);
-    h = {}; // no longer needed
+    std::vector<double> c;
+    hc::dampened_cholesky(c, n, mean_diag, percdamp_, host, tname, &damp,
+                          [&](std::vector<double> &a) {
+                            for (int64_t i = 0; i < n; ++i) {
+                              const float *hr = hv.data + i * n;
+                              double *ar = a.data() + i * n;
+                              for (int64_t j = 0; j < i; ++j) ar[j] = hr[j];
+                              ar[i] = diag[sz(i)];
+                            }
+                          });
 
-    // L[e:, s:e] = C[e:, s:e] · D_k⁻¹ for every block [s, e), written over C in place (the
-    // diagonal blocks D_k stay as they are). X · D = B with D lower triangular is solved column
-    // by column from the last: X[:, j] = (B[:, j] − Σ_{i>j} X[:, i] D[i, j]) / D[j, j].
+    // L[e:, s:e] = C[e:, s:e] · D_k⁻¹ for every block [s, e), written over C (the diagonal
+    // blocks D_k stay as they are): D_k is inverted (blocked triangular inverse) and the panel
+    // below it multiplied by the inverse, a slice of rows at a time.
     const int64_t b = std::min(block_, n);
+    std::vector<double> dinv, tmp;
     for (int64_t s = 0; s < n; s += b) {
-      const int64_t e = std::min(n, s + b);
-      for (int64_t t = e; t < n; ++t) {
-        double *x = c.data() + t * n;
-        for (int64_t j = e - 1; j >= s; --j) {
-          double v = x[j];
-          for (int64_t i = j + 1; i < e; ++i) v -= x[i] * c[sz(i * n + j)];
-          x[j] = v / c[sz(j * n + j)];
-        }
+      const int64_t e = std::min(n, s + b), width = e - s;
+      if (e == n) break; // nothing below the last block
+      dinv.resize(sz(width * width));
+      for (int64_t i = 0; i < width; ++i)
+        std::copy(c.data() + (s + i) * n + s, c.data() + (s + i) * n + e, dinv.data() + i * width);
+      hc::lower_inverse(dinv.data(), width, width);
+      const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 20) / width);
+      for (int64_t t0 = e; t0 < n; t0 += slice) {
+        const int64_t t1 = std::min(n, t0 + slice);
+        tmp.resize(sz((t1 - t0) * width));
+        for (int64_t t = t0; t < t1; ++t)
+          std::copy(c.data() + t * n + s, c.data() + t * n + e, tmp.data() + (t - t0) * width);
+        hc::gemm(false, false, t1 - t0, width, width, 1.0, tmp.data(), width, dinv.data(), width,
+                 0.0, c.data() + t0 * n + s, n);
       }
     }
 
-    // Blocks from the highest column index down. err holds W − Ŵ of the columns already coded.
+    // Blocks from the highest column index down. err holds W − Ŵ of the columns already coded
+    // (zero elsewhere).
     std::vector<double> err(sz(rows * n), 0.0);
-    std::vector<double> acc;
+    std::vector<double> acc, y;
     std::vector<float> values, recon;
     double loss = 0.0; // Σ_k ‖(w_k − Ŵ_k) D_k‖²: the dampened proxy error tr(ΔW H ΔWᵀ)
     const int64_t last_start = ((n - 1) / b) * b;
     for (int64_t s = last_start; s >= 0; s -= b) {
       const int64_t e = std::min(n, s + b), width = e - s;
-      acc.assign(sz(rows * width), 0.0);
-      for (int64_t r = 0; r < rows; ++r) {
-        double *a = acc.data() + r * width;
-        const double *wr = w.data() + r * n;
-        for (int64_t j = 0; j < width; ++j) a[j] = wr[s + j];
-        const double *er = err.data() + r * n;
-        for (int64_t t = e; t < n; ++t) {
-          const double et = er[t];
-          if (et == 0.0) continue;
-          const double *lt = c.data() + t * n + s;
-          for (int64_t j = 0; j < width; ++j) a[j] += et * lt[j];
-        }
-      }
+      // w_k = W[:, s:e] + (W − Ŵ)[:, e:] · L[e:, s:e]
+      acc.resize(sz(rows * width));
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(w.data() + r * n + s, w.data() + r * n + e, acc.data() + r * width);
+      hc::gemm(false, false, rows, width, n - e, 1.0, err.data() + e, n, c.data() + e * n + s, n,
+               1.0, acc.data(), width);
       values.resize(acc.size());
       recon.resize(acc.size());
       for (size_t i = 0; i < acc.size(); ++i) values[i] = static_cast<float>(acc[i]);
       nwc::encode_block(codec, s, e, {values.data(), rows, width}, {recon.data(), rows, width});
-      for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < width; ++j) {
           const double q = recon[sz(r * width + j)];
           err[sz(r * n + s + j)] = w[sz(r * n + s + j)] - q;
           acc[sz(r * width + j)] -= q; // w_k − Ŵ_k
         }
-        // ‖(w_k − Ŵ_k)[r, :] · D_k‖²
-        const double *d = acc.data() + r * width;
-        for (int64_t j = 0; j < width; ++j) {
-          double v = 0.0;
-          for (int64_t i = j; i < width; ++i) v += d[i] * c[sz((s + i) * n + s + j)];
-          loss += v * v;
-        }
-      }
+      // ‖(w_k − Ŵ_k) · D_k‖² (D_k lower triangular, zeros above its diagonal)
+      y.resize(acc.size());
+      hc::gemm(false, false, rows, width, width, 1.0, acc.data(), width, c.data() + s * n + s, n,
+               0.0, y.data(), width);
+      for (const double v : y) loss += v * v;
     }
     host.log(NWC_LOG_DEBUG, "tensor " + tname + ": LDLQ proxy error tr(ΔW H ΔWᵀ) " +
                                 std::to_string(loss) + " (dampening " + std::to_string(damp) + ")");
