@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libboost-dev libboost-filesystem-dev libboost-program-options-dev
   libtomlplusplus-dev libzstd-dev libxxhash-dev nlohmann-json3-dev doctest-dev
-  libopenblas0-pthread libblas-dev liblapack-dev libtorch-dev gnuplot-nox
+  libopenblas0-pthread libblas-dev libtorch-dev gnuplot-nox
   sentencepiece
   clang-14 libclang-rt-14-dev
   libopenmpi-dev openmpi-bin
