@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <sys/mman.h>
 #include <unordered_map>
 #include <utility>
 #include <xxhash.h>
@@ -435,6 +436,23 @@ uint64_t container_checksum(const void *data, size_t len) {
   return XXH64(data, len, 0);
 }
 
+std::vector<float> tensor_buffer(size_t n) {
+  std::vector<float> v;
+  v.reserve(n);
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (n * sizeof(float) >= 4 * kHuge) {
+    // The whole 2 MiB pages inside the allocation, advised before anything touches them.
+    const auto begin = reinterpret_cast<uintptr_t>(v.data());
+    const uintptr_t a = (begin + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t e = (begin + n * sizeof(float)) & ~(kHuge - 1);
+    if (e > a) ::madvise(reinterpret_cast<void *>(a), e - a, MADV_HUGEPAGE); // failure: no THP
+  }
+#endif
+  v.resize(n);
+  return v;
+}
+
 nlohmann::json container_manifest_to_json(const ContainerManifest &m) {
   nlohmann::json configs = nlohmann::json::array();
   for (const auto &c : m.stage_configs) {
@@ -645,6 +663,8 @@ struct ContainerReader::Impl {
   [[noreturn]] void truncated(const std::string &what) const {
     fail(NWC_E_CORRUPT_STREAM, file + ": truncated or not an nwc container: " + what);
   }
+  // A stream's bytes in the map, bounds and checksum checked; `what` names it in errors.
+  std::span<const uint8_t> view(const StreamRef &stream, const std::string &what) const;
 
   void open();
 };
@@ -755,27 +775,38 @@ const TensorRecord *ContainerReader::find(const std::string &name) const {
 
 std::vector<uint8_t> ContainerReader::read_stream(const TensorRecord &tensor,
                                                   const StreamRef &stream) const {
-  return read_stream_at(stream, "tensor " + tensor.name + ": stream " + stream.role + " block " +
-                                    std::to_string(stream.block));
+  const std::span<const uint8_t> v = stream_view(tensor, stream);
+  return std::vector<uint8_t>(v.begin(), v.end());
+}
+
+std::span<const uint8_t> ContainerReader::stream_view(const TensorRecord &tensor,
+                                                      const StreamRef &stream) const {
+  return impl_->view(stream, "tensor " + tensor.name + ": stream " + stream.role + " block " +
+                                 std::to_string(stream.block));
 }
 
 std::vector<uint8_t> ContainerReader::read_stream_at(const StreamRef &stream,
                                                      const std::string &what) const {
-  const std::string where =
-      impl_->file + ": " + what + " at offset " + std::to_string(stream.offset);
+  const std::span<const uint8_t> v = impl_->view(stream, what);
+  return std::vector<uint8_t>(v.begin(), v.end());
+}
+
+std::span<const uint8_t> ContainerReader::Impl::view(const StreamRef &stream,
+                                                     const std::string &what) const {
+  const std::string where = file + ": " + what + " at offset " + std::to_string(stream.offset);
   // The manifest's streams were validated; re-check in case the caller built its own StreamRef.
-  const uint64_t end = impl_->manifest_offset;
+  const uint64_t end = manifest_offset;
   if (stream.offset < kHeaderSize || stream.offset > end || stream.length > end - stream.offset)
     fail(NWC_E_CORRUPT_STREAM, where + ": length " + std::to_string(stream.length) +
                                    " lies outside the stream area [16, " + std::to_string(end) +
                                    ")");
-  const uint8_t *p = impl_->map.data() + stream.offset;
+  const uint8_t *p = map.data() + stream.offset;
   const auto len = static_cast<size_t>(stream.length);
   const uint64_t actual = XXH64(p, len, 0);
   if (actual != stream.xxh64)
     fail(NWC_E_CORRUPT_STREAM, where + ": checksum mismatch (manifest says " + hex64(stream.xxh64) +
                                    ", data hashes to " + hex64(actual) + ")");
-  return std::vector<uint8_t>(p, p + len);
+  return {p, len};
 }
 
 uint64_t ContainerReader::file_size() const {

@@ -1122,10 +1122,17 @@ struct ContainerDecoder::Impl {
   const ContainerReader *reader = nullptr;
   const Registry *registry = nullptr;
   std::vector<std::array<StageSpec, 5>> configs;
-  // Idle stage sets per configuration. Instances are [instance-serial], so each decoding thread
-  // leases its own set and returns it when the block is done.
+  // Buffers of one decoding thread, reused from block to block: the block's symbols, latents,
+  // chunks and columns.
+  struct Scratch {
+    std::vector<int32_t> symbols;
+    std::vector<float> latents, chunks, block;
+  };
+  // Idle stage sets per configuration, and idle scratch buffers. Instances are [instance-serial],
+  // so each decoding thread leases its own set (with a scratch) and returns it when it is done.
   mutable std::mutex mu;
   mutable std::map<int32_t, std::vector<std::unique_ptr<Stages>>> idle;
+  mutable std::vector<std::unique_ptr<Scratch>> idle_scratch;
   std::vector<std::filesystem::path>
       extracted; // embedded resources written out; removed at the end
   ~Impl() {
@@ -1138,23 +1145,174 @@ struct ContainerDecoder::Impl {
     const Impl *impl;
     int32_t config;
     std::unique_ptr<Stages> stages;
+    std::unique_ptr<Scratch> scratch;
     ~Lease() {
       std::lock_guard<std::mutex> lock(impl->mu);
       impl->idle[config].push_back(std::move(stages));
+      impl->idle_scratch.push_back(std::move(scratch));
     }
   };
 
   Lease lease(int32_t config) const {
+    std::unique_ptr<Scratch> scratch;
     {
       std::lock_guard<std::mutex> lock(mu);
+      if (!idle_scratch.empty()) {
+        scratch = std::move(idle_scratch.back());
+        idle_scratch.pop_back();
+      }
       auto &pool = idle[config];
       if (!pool.empty()) {
         auto st = std::move(pool.back());
         pool.pop_back();
-        return Lease{this, config, std::move(st)};
+        return Lease{this, config, std::move(st),
+                     scratch ? std::move(scratch) : std::make_unique<Scratch>()};
       }
     }
-    return Lease{this, config, make_stages(configs[static_cast<size_t>(config)], *registry, true)};
+    auto st = make_stages(configs[static_cast<size_t>(config)], *registry, true);
+    return Lease{this, config, std::move(st),
+                 scratch ? std::move(scratch) : std::make_unique<Scratch>()};
+  }
+
+  // What every block of a tensor shares: its matrix shape and its tensor-level streams (row
+  // scales, row gain, levels), read, checksummed and decoded once per tensor rather than once per
+  // block. The last few are kept, keyed by content (shape and the streams' records), so that
+  // random access to single blocks reads them once too.
+  struct TensorPlan {
+    int64_t rows = 0, cols = 0;
+    std::vector<StreamRef> key; // the tensor-level streams it was read from
+    TensorSide side;
+    std::vector<float> row_gain;
+  };
+  static constexpr size_t kPlanCache = 8;
+  mutable std::mutex plan_mu;
+  mutable std::vector<std::shared_ptr<const TensorPlan>> plans; // most recently made last
+
+  std::shared_ptr<const TensorPlan> plan_for(const TensorRecord &t) const {
+    // Plain variables, not a structured binding: the lambda below captures them (clang < 16).
+    const int64_t rows = as_matrix(t.shape).first, cols = as_matrix(t.shape).second;
+    std::vector<StreamRef> key;
+    for (const auto &s : t.streams)
+      if (s.block == -1) key.push_back(s);
+    auto same = [&](const TensorPlan &p) {
+      if (p.rows != rows || p.cols != cols || p.key.size() != key.size()) return false;
+      for (size_t i = 0; i < key.size(); ++i)
+        if (p.key[i].role != key[i].role || p.key[i].offset != key[i].offset ||
+            p.key[i].length != key[i].length || p.key[i].xxh64 != key[i].xxh64)
+          return false;
+      return true;
+    };
+    {
+      std::lock_guard<std::mutex> lock(plan_mu);
+      for (const auto &p : plans)
+        if (same(*p)) return p;
+    }
+    auto p = std::make_shared<TensorPlan>();
+    p->rows = rows;
+    p->cols = cols;
+    const std::string where = reader->path().string() + ": tensor " + t.name;
+    for (const auto &s : key) {
+      if (s.role == "row_scales")
+        p->side.row_scales = decode_row_scales(reader->read_stream(t, s), rows, where);
+      else if (s.role == "row_gain")
+        p->row_gain = decode_row_scales(reader->read_stream(t, s), rows, where);
+      else if (s.role == "levels")
+        p->side.levels = unpack_levels(reader->read_stream(t, s), cols, where);
+      else
+        fail(NWC_E_CORRUPT_STREAM, where + ": unknown tensor stream role '" + s.role + "'");
+    }
+    p->key = std::move(key);
+    std::lock_guard<std::mutex> lock(plan_mu);
+    plans.push_back(p);
+    if (plans.size() > kPlanCache) plans.erase(plans.begin());
+    return p;
+  }
+
+  // Decodes block `block` of t (whose streams are `streams`) into dst: rows x width floats with
+  // row stride ld.
+  void decode_into(const TensorRecord &t, const TensorPlan &plan, size_t block,
+                   const std::vector<const StreamRef *> &streams, Lease &lease, float *dst,
+                   int64_t ld) const {
+    const std::string file = reader->path().string();
+    const Stages &st = *lease.stages;
+    Scratch &sc = *lease.scratch;
+    const int64_t rows = plan.rows;
+    const BlockRecord &b = t.blocks[block];
+    std::span<const uint8_t> chunk_side, quant_side, coded; // in the mapped file, checksummed
+    bool have_entropy = false;
+    for (const StreamRef *s : streams) {
+      if (s->role == "chunker")
+        chunk_side = reader->stream_view(t, *s);
+      else if (s->role == "quantizer")
+        quant_side = reader->stream_view(t, *s);
+      else if (s->role == "entropy") {
+        coded = reader->stream_view(t, *s);
+        have_entropy = true;
+      } else
+        fail(NWC_E_CORRUPT_STREAM,
+             file + ": tensor " + t.name + ": unknown stream role '" + s->role + "'");
+    }
+    nwc_block_info info = block_info(t.name, rows, plan.cols, b.col_begin, b.col_end, plan.side);
+    Geometry g = plan_block(st, info);
+    if (g.symbols() != b.symbol_count)
+      fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
+                                     ": manifest says " + std::to_string(b.symbol_count) +
+                                     " symbols, the stages expect " + std::to_string(g.symbols()));
+    const std::vector<uint8_t> levels = chunk_levels(st, info, g, plan.side.levels);
+    if (!levels.empty()) info.chunk_levels = levels.data();
+    if (!have_entropy)
+      fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
+                                     " has no entropy stream");
+
+    sc.symbols.resize(static_cast<size_t>(g.symbols()));
+    View sym_v(sc.symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
+    const nwc_cdf_model *model =
+        st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
+    st.at(Slot::Entropy)
+        .check(st.entropy->decode(st.at(Slot::Entropy).raw(), nwc_bytes{coded.data(), coded.size()},
+                                  model, sym_v.get()),
+               ("decode of tensor " + t.name).c_str());
+    sc.latents.resize(sc.symbols.size());
+    View lat_v(sc.latents.data(), NWC_DTYPE_F32, g.count, g.latent);
+    st.at(Slot::Quantizer)
+        .check(st.quantizer->dequantize(st.at(Slot::Quantizer).raw(), &info, sym_v.get(),
+                                        nwc_bytes{quant_side.data(), quant_side.size()},
+                                        lat_v.get()),
+               ("dequantize of tensor " + t.name).c_str());
+    nwc_tensor_view *chunks = lat_v.get();
+    View chunks_v(nullptr, NWC_DTYPE_F32, g.count, g.length);
+    if (st.transform) {
+      sc.chunks.resize(static_cast<size_t>(g.count * g.length));
+      chunks_v.view.data = sc.chunks.data();
+      st.at(Slot::Transform)
+          .check(st.transform->inverse(st.at(Slot::Transform).raw(), &info, lat_v.get(),
+                                       chunks_v.get()),
+                 ("inverse of tensor " + t.name).c_str());
+      chunks = chunks_v.get();
+    }
+    // The chunker merges into dst when the block's rows are contiguous there, else into the
+    // scratch block, copied into dst's columns afterwards.
+    const int64_t w = b.col_end - b.col_begin;
+    float *merged = dst;
+    if (ld != w) {
+      sc.block.resize(static_cast<size_t>(rows * w));
+      merged = sc.block.data();
+    }
+    View out_v(merged, NWC_DTYPE_F32, rows, w);
+    st.at(Slot::Chunker)
+        .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, chunks,
+                                 nwc_bytes{chunk_side.data(), chunk_side.size()}, out_v.get()),
+               ("merge of tensor " + t.name).c_str());
+    for (int64_t i = 0; i < rows; ++i) {
+      float *row = dst + i * ld;
+      if (merged != dst) std::copy_n(merged + i * w, w, row);
+      if (!plan.row_gain
+               .empty()) { // a host row gain (fine-tuned scales where the chunker has none)
+        const double gain = plan.row_gain[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < w; ++j)
+          row[j] = static_cast<float>(static_cast<double>(row[j]) * gain);
+      }
+    }
   }
 };
 
@@ -1322,88 +1480,14 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
   if (t.storage != "pipeline" || block >= t.blocks.size())
     fail(NWC_E_INVALID_ARG, file + ": tensor " + t.name + " has no block " + std::to_string(block));
   auto lease = impl_->lease(t.stage_config);
-  const Stages &st = *lease.stages;
-  auto [rows, cols] = as_matrix(t.shape);
+  const auto plan = impl_->plan_for(t);
+  std::vector<const StreamRef *> streams;
+  for (const auto &s : t.streams)
+    if (s.block == static_cast<int32_t>(block)) streams.push_back(&s);
   const BlockRecord &b = t.blocks[block];
-  std::vector<uint8_t> chunk_side, quant_side, coded;
-  TensorSide side;
-  std::vector<float> row_gain;
-  bool have_entropy = false;
-  for (const auto &s : t.streams) {
-    const std::string where = file + ": tensor " + t.name;
-    if (s.block == -1) {
-      if (s.role == "row_scales")
-        side.row_scales = decode_row_scales(reader.read_stream(t, s), rows, where);
-      else if (s.role == "row_gain")
-        row_gain = decode_row_scales(reader.read_stream(t, s), rows, where);
-      else if (s.role == "levels")
-        side.levels = unpack_levels(reader.read_stream(t, s), cols, where);
-      else
-        fail(NWC_E_CORRUPT_STREAM, where + ": unknown tensor stream role '" + s.role + "'");
-      continue;
-    }
-    if (s.block != static_cast<int32_t>(block)) continue;
-    if (s.role == "chunker")
-      chunk_side = reader.read_stream(t, s);
-    else if (s.role == "quantizer")
-      quant_side = reader.read_stream(t, s);
-    else if (s.role == "entropy") {
-      coded = reader.read_stream(t, s);
-      have_entropy = true;
-    } else
-      fail(NWC_E_CORRUPT_STREAM, where + ": unknown stream role '" + s.role + "'");
-  }
-  nwc_block_info info = block_info(t.name, rows, cols, b.col_begin, b.col_end, side);
-  Geometry g = plan_block(st, info);
-  if (g.symbols() != b.symbol_count)
-    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
-                                   ": manifest says " + std::to_string(b.symbol_count) +
-                                   " symbols, the stages expect " + std::to_string(g.symbols()));
-  const std::vector<uint8_t> levels = chunk_levels(st, info, g, side.levels);
-  if (!levels.empty()) info.chunk_levels = levels.data();
-  if (!have_entropy)
-    fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
-                                   " has no entropy stream");
-
-  std::vector<int32_t> symbols(static_cast<size_t>(g.symbols()));
-  View sym_v(symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
-  const nwc_cdf_model *model =
-      st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
-  st.at(Slot::Entropy)
-      .check(st.entropy->decode(st.at(Slot::Entropy).raw(), nwc_bytes{coded.data(), coded.size()},
-                                model, sym_v.get()),
-             ("decode of tensor " + t.name).c_str());
-  std::vector<float> latents(symbols.size());
-  View lat_v(latents.data(), NWC_DTYPE_F32, g.count, g.latent);
-  st.at(Slot::Quantizer)
-      .check(st.quantizer->dequantize(st.at(Slot::Quantizer).raw(), &info, sym_v.get(),
-                                      nwc_bytes{quant_side.data(), quant_side.size()}, lat_v.get()),
-             ("dequantize of tensor " + t.name).c_str());
-  std::vector<float> chunks_buf;
-  nwc_tensor_view *chunks = lat_v.get();
-  View chunks_v(nullptr, NWC_DTYPE_F32, g.count, g.length);
-  if (st.transform) {
-    chunks_buf.resize(static_cast<size_t>(g.count * g.length));
-    chunks_v.view.data = chunks_buf.data();
-    st.at(Slot::Transform)
-        .check(
-            st.transform->inverse(st.at(Slot::Transform).raw(), &info, lat_v.get(), chunks_v.get()),
-            ("inverse of tensor " + t.name).c_str());
-    chunks = chunks_v.get();
-  }
   const int64_t w = b.col_end - b.col_begin;
-  std::vector<float> out(static_cast<size_t>(rows * w));
-  View out_v(out.data(), NWC_DTYPE_F32, rows, w);
-  st.at(Slot::Chunker)
-      .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, chunks,
-                               nwc_bytes{chunk_side.data(), chunk_side.size()}, out_v.get()),
-             ("merge of tensor " + t.name).c_str());
-  if (!row_gain.empty()) // a host row gain (fine-tuned scales where the chunker has none)
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < w; ++j) {
-        float &v = out[static_cast<size_t>(i * w + j)];
-        v = static_cast<float>(static_cast<double>(v) * static_cast<double>(row_gain[i]));
-      }
+  std::vector<float> out(static_cast<size_t>(plan->rows * w));
+  impl_->decode_into(t, *plan, block, streams, lease, out.data(), w);
   return out;
 }
 
@@ -1438,41 +1522,57 @@ std::vector<float> ContainerDecoder::decode_tensor(const TensorRecord &t, unsign
       fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + ": raw stream has " +
                                      std::to_string(bytes.size()) + " bytes, expected " +
                                      std::to_string(expect));
-    std::vector<float> out(static_cast<size_t>(numel));
+    std::vector<float> out = tensor_buffer(static_cast<size_t>(numel));
     to_float(t.dtype, bytes.data(), out.size(), out.data());
     return out;
   }
-  // Plain variables, not a structured binding: the lambda below captures them (clang < 16).
-  const auto [rows_, cols_] = as_matrix(t.shape);
-  const int64_t rows = rows_, cols = cols_;
-  std::vector<float> out(static_cast<size_t>(numel));
+  // Pipeline tensors: the tensor-level streams are read once, each block's streams found once,
+  // and the blocks decoded straight into their columns of the output by up to `threads` threads
+  // (the calling thread is one of them), each with one leased stage set and scratch for all the
+  // blocks it takes. Blocks are taken in order; after a failure no new block starts, and the error
+  // reported is the one of the first failing block, whatever the thread count.
+  const auto plan = impl_->plan_for(t);
+  const int64_t cols = plan->cols;
+  std::vector<float> out = tensor_buffer(static_cast<size_t>(numel));
   const size_t nb = t.blocks.size();
+  std::vector<std::vector<const StreamRef *>> streams(nb);
+  for (const auto &s : t.streams)
+    if (s.block >= 0 && static_cast<size_t>(s.block) < nb)
+      streams[static_cast<size_t>(s.block)].push_back(&s);
   std::atomic<size_t> next{0};
-  std::exception_ptr error;
   std::mutex mu;
+  size_t failed = nb;
+  std::exception_ptr error;
+  auto fail_at = [&](size_t b) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (b < failed) {
+      failed = b;
+      error = std::current_exception();
+    }
+    next = nb;
+  };
   auto work = [&] {
-    for (size_t b; (b = next.fetch_add(1)) < nb;) {
-      try {
-        std::vector<float> v = decode_block(t, b);
-        const BlockRecord &br = t.blocks[b];
-        const int64_t w = br.col_end - br.col_begin;
-        for (int64_t r = 0; r < rows; ++r)
-          std::copy_n(v.data() + r * w, w, out.data() + r * cols + br.col_begin);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
-        next = nb;
+    size_t b = next.fetch_add(1);
+    if (b >= nb) return;
+    try {
+      auto lease = impl_->lease(t.stage_config);
+      for (; b < nb; b = next.fetch_add(1)) {
+        try {
+          impl_->decode_into(t, *plan, b, streams[b], lease, out.data() + t.blocks[b].col_begin,
+                             cols);
+        } catch (...) {
+          fail_at(b);
+        }
       }
+    } catch (...) { // no stage set for this thread: block b fails
+      fail_at(b);
     }
   };
-  unsigned nthreads = std::min<unsigned>(resolve_threads(threads), static_cast<unsigned>(nb));
-  if (nthreads <= 1)
-    work();
-  else {
-    std::vector<std::thread> pool;
-    for (unsigned i = 0; i < nthreads; ++i) pool.emplace_back(work);
-    for (auto &th : pool) th.join();
-  }
+  const unsigned nthreads = std::min<unsigned>(resolve_threads(threads), static_cast<unsigned>(nb));
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < nthreads; ++i) pool.emplace_back(work);
+  work();
+  for (auto &th : pool) th.join();
   if (error) std::rethrow_exception(error);
   return out;
 }
@@ -1507,22 +1607,137 @@ Model open_container_model(const std::filesystem::path &path, const Registry &re
 void decompress_to_safetensors(const std::filesystem::path &in, const std::filesystem::path &out,
                                const Registry &registry, DType dtype, unsigned threads,
                                const ProgressFn &progress) {
-  Model m = open_container_model(in, registry, threads);
+  ContainerReader reader(in);
+  ContainerDecoder decoder(reader, registry);
+  const Architecture arch = Architecture::from_json(reader.manifest().architecture);
+  const std::vector<TensorRecord> &tensors = reader.manifest().tensors;
   std::vector<TensorInfo> infos;
-  for (const auto &t : m.tensors) {
-    TensorInfo i = t.info;
-    i.dtype = dtype;
-    infos.push_back(i);
-  }
+  for (const auto &t : tensors) infos.push_back(TensorInfo{t.name, dtype, t.shape});
   std::map<std::string, std::string> meta{{"format", "pt"},
-                                          {"nwc.architecture", m.arch.to_json().dump()},
+                                          {"nwc.architecture", arch.to_json().dump()},
                                           {"nwc.source", in.filename().string()}};
   SafetensorsWriter writer(out, infos, meta);
-  for (size_t i = 0; i < m.tensors.size(); ++i) {
-    std::vector<float> v = m.tensors[i].load();
-    writer.write(m.tensors[i].info.name, v.data());
-    if (progress) progress(i + 1, m.tensors.size(), m.tensors[i].info.name);
+
+  // Work units in model order: the column blocks of a pipeline tensor with several blocks, else
+  // the whole tensor. Worker threads take units in order, so blocks of one tensor and tensors with
+  // a single unit (raw, zstd, one block) decode in parallel; the calling thread writes the tensors
+  // in model order as they complete. At most `window` tensors are in memory (decoding, decoded or
+  // being written). The error reported is the one of the first failing unit in model order.
+  struct TensorJob {
+    const TensorRecord *t = nullptr;
+    size_t units = 1, done = 0; // done: guarded by mu
+    std::vector<float> values;
+    std::once_flag alloc;
+  };
+  std::vector<std::unique_ptr<TensorJob>> jobs;
+  for (const auto &t : tensors) {
+    auto j = std::make_unique<TensorJob>();
+    j->t = &t;
+    if (t.storage == "pipeline" && t.blocks.size() > 1) j->units = t.blocks.size();
+    jobs.push_back(std::move(j));
   }
+  const unsigned workers = resolve_threads(threads);
+  const size_t window = workers + 1;
+  std::mutex mu;
+  std::vector<std::vector<float>> spare; // buffers of written tensors, reused (no fresh pages)
+  std::condition_variable work_cv, done_cv;
+  size_t next_job = 0, next_unit = 0, written = 0;
+  bool stop = false;
+  std::pair<size_t, size_t> failed{jobs.size(), 0};
+  std::exception_ptr error;
+  auto record = [&](size_t job, size_t unit, std::exception_ptr e) { // with mu held
+    if (std::make_pair(job, unit) < failed) {
+      failed = {job, unit};
+      error = std::move(e);
+    }
+    stop = true;
+    work_cv.notify_all();
+    done_cv.notify_all();
+  };
+  auto work = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      work_cv.wait(lock,
+                   [&] { return stop || next_job >= jobs.size() || next_job < written + window; });
+      if (stop || next_job >= jobs.size()) return;
+      const size_t ji = next_job, u = next_unit;
+      TensorJob &j = *jobs[ji];
+      if (++next_unit == j.units) {
+        ++next_job;
+        next_unit = 0;
+      }
+      lock.unlock();
+      try {
+        const TensorRecord &t = *j.t;
+        if (j.units == 1) {
+          j.values = decoder.decode_tensor(t, 1);
+        } else {
+          std::vector<float> block = decoder.decode_block(t, u);
+          const BlockRecord &br = t.blocks[u];
+          const int64_t w = br.col_end - br.col_begin;
+          const int64_t cols = as_matrix(t.shape).second;
+          std::call_once(j.alloc, [&] {
+            const auto n = static_cast<size_t>(t.numel());
+            {
+              std::lock_guard<std::mutex> guard(mu);
+              for (auto &b : spare)
+                if (b.capacity() >= n) {
+                  j.values = std::move(b);
+                  std::swap(b, spare.back());
+                  spare.pop_back();
+                  break;
+                }
+            }
+            if (j.values.capacity() < n) j.values = tensor_buffer(n);
+            j.values.resize(n); // every block overwrites its columns
+          });
+          for (int64_t r = 0; r * w < static_cast<int64_t>(block.size()); ++r)
+            std::copy_n(block.data() + r * w, w, j.values.data() + r * cols + br.col_begin);
+        }
+        lock.lock();
+        if (++j.done == j.units) done_cv.notify_all();
+      } catch (...) {
+        lock.lock();
+        record(ji, u, std::current_exception());
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  auto join = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    work_cv.notify_all();
+    for (auto &th : pool) th.join();
+    pool.clear();
+  };
+  try {
+    for (unsigned i = 0; i < workers; ++i) pool.emplace_back(work);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      std::vector<float> values;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        done_cv.wait(lock, [&] { return stop || jobs[i]->done == jobs[i]->units; });
+        if (stop) break;
+        values = std::move(jobs[i]->values);
+      }
+      writer.write(tensors[i].name, values.data());
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        written = i + 1;
+        // One spare at most: memory stays about (window + 1) x the largest tensor.
+        if (spare.empty() && values.capacity() > 0) spare.push_back(std::move(values));
+      }
+      work_cv.notify_all();
+      if (progress) progress(i + 1, tensors.size(), tensors[i].name);
+    }
+  } catch (...) {
+    join();
+    throw;
+  }
+  join();
+  if (error) std::rethrow_exception(error);
   writer.commit();
 }
 

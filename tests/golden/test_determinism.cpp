@@ -112,3 +112,76 @@ TEST_CASE("compressing with 1 and 4 threads writes the same bytes") {
   nwc::host::compress_model(model, pl, registry(), dir / "four.nwc", s);
   CHECK(nwc::test::read_bytes(dir / "one.nwc") == nwc::test::read_bytes(dir / "four.nwc"));
 }
+
+// decompress_to_safetensors decodes blocks and tensors in parallel and writes them in model order:
+// the file holds the recorded tensors, in the container's order, for any thread count.
+TEST_CASE(
+    "decompressing the golden containers writes the recorded tensors with 1, 2 and 4 threads") {
+  for (const std::string name : {"golden-v1", "golden-nwc-v1", "golden-paths-v1"}) {
+    std::ifstream f(golden_dir() / (name + ".json"));
+    REQUIRE(f.good());
+    const auto expected = nlohmann::json::parse(f)["tensors"];
+    nwc::ContainerReader reader(golden_dir() / (name + ".nwc"));
+    const auto &records = reader.manifest().tensors;
+    for (unsigned threads : {1u, 2u, 4u}) {
+      INFO(name << ", threads " << threads);
+      nwc::test::TempDir dir;
+      std::vector<std::string> progress;
+      nwc::host::decompress_to_safetensors(golden_dir() / (name + ".nwc"), dir / "out.safetensors",
+                                           registry(), nwc::DType::F32, threads,
+                                           [&](size_t done, size_t total, const std::string &t) {
+                                             CHECK(done == progress.size() + 1);
+                                             CHECK(total == records.size());
+                                             progress.push_back(t);
+                                           });
+      nwc::Model m = nwc::load_model(dir / "out.safetensors");
+      REQUIRE(m.tensors.size() == records.size());
+      REQUIRE(progress.size() == records.size());
+      for (size_t i = 0; i < records.size(); ++i) {
+        CHECK(progress[i] == records[i].name);
+        CHECK(m.tensors[i].info.name == records[i].name);
+        CHECK(nwc::golden::xxh64_hex(m.tensors[i].load()) ==
+              expected[records[i].name]["xxh64"].get<std::string>());
+      }
+    }
+  }
+}
+
+// With several corrupt tensors, the error names the first of them in model order whatever the
+// thread count (and which thread happens to fail first), and no output file is left behind.
+TEST_CASE("decompressing a container with two corrupt tensors reports the first, for any thread "
+          "count") {
+  nwc::test::TempDir dir;
+  const fs::path bad = dir / "bad.nwc";
+  std::vector<uint8_t> bytes = nwc::test::read_bytes(golden_dir() / "golden-paths-v1.nwc");
+  std::vector<std::string> corrupted;
+  {
+    nwc::ContainerReader reader(golden_dir() / "golden-paths-v1.nwc");
+    const auto &ts = reader.manifest().tensors;
+    // The entropy stream of the last block of the last two pipeline tensors.
+    for (auto t = ts.rbegin(); t != ts.rend() && corrupted.size() < 2; ++t) {
+      if (t->storage != "pipeline") continue;
+      const nwc::StreamRef *last = nullptr;
+      for (const auto &s : t->streams)
+        if (s.role == "entropy") last = &s;
+      REQUIRE(last != nullptr);
+      bytes.at(last->offset + last->length / 2) ^= 0x5a;
+      corrupted.insert(corrupted.begin(), t->name);
+    }
+  }
+  REQUIRE(corrupted.size() == 2);
+  nwc::test::write_bytes(bad, bytes);
+  for (unsigned threads : {1u, 2u, 4u}) {
+    INFO("threads " << threads);
+    const fs::path out = dir / ("out" + std::to_string(threads) + ".safetensors");
+    std::string what;
+    try {
+      nwc::host::decompress_to_safetensors(bad, out, registry(), nwc::DType::F16, threads);
+    } catch (const std::exception &e) {
+      what = e.what();
+    }
+    CHECK(what.find("tensor " + corrupted[0] + ":") != std::string::npos);
+    CHECK(what.find("checksum mismatch") != std::string::npos);
+    CHECK_FALSE(fs::exists(out));
+  }
+}

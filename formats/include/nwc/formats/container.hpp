@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,9 @@ public:
   // Bytes of one stream after verifying its checksum; a mismatch throws
   // "FILE: tensor NAME: stream ROLE block B at offset O: checksum mismatch".
   std::vector<uint8_t> read_stream(const TensorRecord &tensor, const StreamRef &stream) const;
+  // The same bytes without a copy: a view into the mapped file, valid while the reader lives,
+  // checked and checksummed exactly as read_stream does.
+  std::span<const uint8_t> stream_view(const TensorRecord &tensor, const StreamRef &stream) const;
   // Any stream of the stream area (e.g. an embedded codec recorded in manifest.extra), bounds and
   // checksum checked; `what` names it in errors.
   std::vector<uint8_t> read_stream_at(const StreamRef &stream, const std::string &what) const;
@@ -119,6 +123,13 @@ inline constexpr uint64_t kContainerMaxNumel = 1ull << 40; // elements per tenso
 
 // XXH64 with seed 0: the checksum of every stream and of the manifest.
 uint64_t container_checksum(const void *data, size_t len);
+
+// A zero-filled vector of n floats for a decoded tensor. A large one (8 MiB or more) is backed by
+// transparent huge pages where the kernel allows it (THP "madvise" mode): its first touch then
+// faults 2 MiB at a time instead of 4 KiB. On virtual machines, where page faults are expensive,
+// faulting in a freshly allocated tensor 4 KiB at a time can cost more than decoding it. The advice
+// is a hint: without THP this is an ordinary vector.
+std::vector<float> tensor_buffer(size_t n);
 
 // The manifest exactly as it is stored (manifest.tensors included). Key order is not significant.
 nlohmann::json container_manifest_to_json(const ContainerManifest &manifest);

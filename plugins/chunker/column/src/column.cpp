@@ -114,18 +114,21 @@ public:
     check_shapes(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
     const float *scales = block_scales(b, NWC_E_CORRUPT_STREAM);
     const int64_t width = b.width(), per_col = geo.count / width;
-    for (int64_t j = 0; j < width; ++j)
-      for (int64_t v = 0; v < per_col; ++v) {
+    // One band of `chunk` rows at a time: its chunks (one per column) fill a rows x width tile
+    // that stays in cache.
+    for (int64_t v = 0; v < per_col; ++v) {
+      const int64_t r0 = v * chunk_, n = std::min(chunk_, b.rows - r0); // the padding is dropped
+      for (int64_t j = 0; j < width; ++j) {
         const float *src = chunks.row(j * per_col + v);
-        const int64_t n = std::min(chunk_, b.rows - v * chunk_); // the padding is dropped
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t r = v * chunk_ + i;
-          values(r, j) =
-              scales
-                  ? static_cast<float>(static_cast<double>(src[i]) * static_cast<double>(scales[r]))
-                  : src[i];
-        }
+        float *dst = values.row(r0) + j;
+        if (scales)
+          for (int64_t i = 0; i < n; ++i)
+            dst[i * width] = static_cast<float>(static_cast<double>(src[i]) *
+                                                static_cast<double>(scales[r0 + i]));
+        else
+          for (int64_t i = 0; i < n; ++i) dst[i * width] = src[i];
       }
+    }
   }
 
   // Per-row standard deviation of the whole tensor (unbiased, n-1 denominator) in double. A row

@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <queue>
 #include <string>
 #include <utility>
@@ -122,29 +123,46 @@ struct RansEncoder {
   }
 };
 
-struct RansDecoder {
-  Cursor &in;
-  std::vector<uint32_t> states;
+// The decoder's byte source. A decoding step leaves the state at least 2^(23 - precision) >= 2^7
+// (precision <= 16, freq >= 1, state >= 2^23 before the step), so a refill reads at most 2 bytes.
+// refill() checks every byte (a truncated stream throws); refill_fast() is branchless and
+// unchecked, for callers that know 2 bytes remain. Both leave the same state and position.
+struct ByteSource {
+  const uint8_t *p;
+  const uint8_t *end;
 
-  RansDecoder(Cursor &c, uint32_t k) : in(c), states(k) {
-    for (auto &x : states) {
-      x = in.u32();
-      if (x < kRansLow || x >= (kRansLow << 8)) corrupt("initial rANS state out of range");
+  size_t remaining() const { return static_cast<size_t>(end - p); }
+  void refill(uint32_t &x) {
+    while (x < kRansLow) {
+      if (p == end) corrupt("truncated");
+      x = (x << 8) | *p++;
     }
   }
-  static uint32_t slot(uint32_t x, uint32_t bits) { return x & ((1u << bits) - 1); }
-  // x in [L, 2^31) -> decode step, then refill to [L, 2^31): at most 3 bytes per call.
-  void advance(uint32_t &x, uint32_t start, uint32_t freq, uint32_t bits) {
-    x = freq * (x >> bits) + slot(x, bits) - start;
-    while (x < kRansLow) x = (x << 8) | in.byte();
-  }
-  void finish() {
-    for (uint32_t x : states)
-      if (x != kRansLow) corrupt("final rANS state mismatch");
-    if (in.remaining() != 0)
-      corrupt(std::to_string(in.remaining()) + " trailing bytes after the last symbol");
+  void refill_fast(uint32_t &x) {
+    const uint32_t n =
+        static_cast<uint32_t>(x < kRansLow) + static_cast<uint32_t>(x < (kRansLow >> 8));
+    const uint32_t v = (static_cast<uint32_t>(p[0]) << 8) | p[1];
+    x = (x << (8 * n)) | (v >> (16 - 8 * n));
+    p += n;
   }
 };
+
+// Reads the K initial states (the encoder's final ones) and returns the byte source after them.
+template <uint32_t K> ByteSource read_states(Cursor &in, uint32_t (&x)[K]) {
+  for (uint32_t &s : x) {
+    s = in.u32();
+    if (s < kRansLow || s >= (kRansLow << 8)) corrupt("initial rANS state out of range");
+  }
+  return ByteSource{in.pos(), in.pos() + in.remaining()};
+}
+
+// A correct stream ends with every state back at 2^23 exactly when its last byte is consumed.
+template <uint32_t K> void finish_states(const uint32_t (&x)[K], const ByteSource &in) {
+  for (uint32_t s : x)
+    if (s != kRansLow) corrupt("final rANS state mismatch");
+  if (in.remaining() != 0)
+    corrupt(std::to_string(in.remaining()) + " trailing bytes after the last symbol");
+}
 
 // ---- raw mode -----------------------------------------------------------------------------------
 
@@ -328,7 +346,9 @@ void put_static_table(std::vector<uint8_t> &out, const std::vector<int32_t> &val
 struct StaticTable {
   std::vector<int32_t> values;
   std::vector<uint32_t> start, freq;
-  std::vector<uint16_t> lookup; // slot -> symbol index
+  std::vector<uint32_t> packed; // per symbol: freq << 16 | start (both < 2^16)
+  std::vector<uint8_t> lookup8; // slot -> symbol index, when A <= 256
+  std::vector<uint16_t> lookup; // slot -> symbol index, otherwise
 };
 
 StaticTable read_static_table(Cursor &in) {
@@ -364,9 +384,17 @@ StaticTable read_static_table(Cursor &in) {
   }
   if (sum != kStaticTotal)
     corrupt("static frequencies sum to " + std::to_string(sum) + ", not 2^16");
-  t.lookup.resize(kStaticTotal);
-  for (size_t k = 0; k < t.values.size(); ++k)
-    std::fill_n(t.lookup.begin() + t.start[k], t.freq[k], static_cast<uint16_t>(k));
+  t.packed.resize(t.values.size());
+  for (size_t k = 0; k < t.values.size(); ++k) t.packed[k] = t.freq[k] << 16 | t.start[k];
+  if (t.values.size() <= 256) {
+    t.lookup8.resize(kStaticTotal);
+    for (size_t k = 0; k < t.values.size(); ++k)
+      std::fill_n(t.lookup8.begin() + t.start[k], t.freq[k], static_cast<uint8_t>(k));
+  } else {
+    t.lookup.resize(kStaticTotal);
+    for (size_t k = 0; k < t.values.size(); ++k)
+      std::fill_n(t.lookup.begin() + t.start[k], t.freq[k], static_cast<uint16_t>(k));
+  }
   return t;
 }
 
@@ -426,6 +454,186 @@ CdfTables load_model(const nwc_cdf_model &m) {
     }
   }
   return t;
+}
+
+// ---- decoding -----------------------------------------------------------------------------------
+// Symbol i uses state i % K. The loops decode whole rounds of K symbols with the states in
+// registers and branchless refills while enough bytes remain for a round, then finish with checked
+// refills: the same steps in the same order as a one-symbol-at-a-time decoder, so every stream
+// decodes to the same symbols and every corrupt one fails at the same symbol with the same error.
+
+// Mode 1, one symbol with state x. Index is uint8_t (A <= 256) or uint16_t: the slot -> symbol
+// table; packed holds freq << 16 | start per symbol.
+template <bool Fast, class Index>
+__attribute__((always_inline)) inline int32_t
+static_step(uint32_t &x, ByteSource &src, const Index *lookup, const uint32_t *packed,
+            const int32_t *values) {
+  const uint32_t sl = x & (kStaticTotal - 1);
+  const uint32_t sym = lookup[sl];
+  const uint32_t e = packed[sym];
+  x = (e >> 16) * (x >> kStaticBits) + sl - (e & 0xFFFFu);
+  if constexpr (Fast)
+    src.refill_fast(x);
+  else
+    src.refill(x);
+  return values[sym];
+}
+
+template <uint32_t K, class Index>
+void decode_static_k(const StaticTable &t, const Index *lookup, Cursor &in, int32_t *s, int64_t n) {
+  uint32_t x[K];
+  ByteSource src = read_states<K>(in, x);
+  const uint32_t *packed = t.packed.data();
+  const int32_t *values = t.values.data();
+  int64_t i = 0;
+  for (; i + K <= n && src.remaining() >= 2 * K; i += K)
+#pragma GCC unroll 4
+    for (uint32_t k = 0; k < K; ++k)
+      s[i + k] = static_step<true>(x[k], src, lookup, packed, values);
+  for (; i < n; ++i)
+    s[i] = static_step<false>(x[static_cast<size_t>(i) % K], src, lookup, packed, values);
+  finish_states(x, src);
+}
+
+void decode_static(Cursor &in, uint32_t k, int32_t *s, int64_t n) {
+  const StaticTable t = read_static_table(in);
+  auto run = [&](const auto *lookup) {
+    switch (k) {
+    case 1:
+      return decode_static_k<1>(t, lookup, in, s, n);
+    case 2:
+      return decode_static_k<2>(t, lookup, in, s, n);
+    default:
+      return decode_static_k<4>(t, lookup, in, s, n);
+    }
+  };
+  if (!t.lookup8.empty())
+    run(t.lookup8.data());
+  else
+    run(t.lookup.data());
+}
+
+// Mode 2: the validated tables plus, per channel, a coarse slot -> interval index (the interval
+// holding the bucket's first slot), from which a short forward scan finds the interval of a slot.
+struct DecodeModel {
+  struct Channel {
+    const uint32_t *cdf;
+    const uint16_t *bucket; // null: binary search (tables longer than 65536 entries)
+    uint32_t len;
+    int32_t offset;
+  };
+  static constexpr uint32_t kBucketBits = 10;
+  CdfTables t;
+  uint32_t shift = 0; // slot >> shift = bucket
+  std::vector<uint16_t> buckets;
+  std::vector<Channel> channels;
+
+  DecodeModel(const DecodeModel &) = delete; // channels point into t and buckets
+  DecodeModel &operator=(const DecodeModel &) = delete;
+  explicit DecodeModel(CdfTables tables) : t(std::move(tables)) {
+    const uint32_t bb = std::min(t.bits, kBucketBits);
+    shift = t.bits - bb;
+    const bool indexed = t.stride <= 65536;
+    if (indexed) buckets.resize(static_cast<size_t>(t.channels) << bb);
+    for (uint32_t c = 0; c < t.channels; ++c) {
+      const uint32_t *r = t.row(c);
+      uint16_t *b = indexed ? buckets.data() + (static_cast<size_t>(c) << bb) : nullptr;
+      if (b) {
+        uint32_t j = 0;
+        for (uint32_t k = 0; k < (1u << bb); ++k) {
+          while (r[j + 1] <= (k << shift)) ++j; // r[len - 1] = 2^bits ends the scan
+          b[k] = static_cast<uint16_t>(j);
+        }
+      }
+      channels.push_back({r, b, t.length[c], t.offset[c]});
+    }
+  }
+  // The interval holding slot sl: the largest j with cdf[j] <= sl (cdf[0] = 0 <= sl < cdf[len-1]).
+  uint32_t find(const Channel &ch, uint32_t sl) const {
+    if (!ch.bucket)
+      return static_cast<uint32_t>(std::upper_bound(ch.cdf, ch.cdf + ch.len, sl) - ch.cdf) - 1;
+    uint32_t j = ch.bucket[sl >> shift];
+    while (ch.cdf[j + 1] <= sl) ++j;
+    return j;
+  }
+};
+
+// The rest of an escaped symbol after its escape interval (see encode_model), with checked
+// refills: at most 3 more steps.
+int32_t decode_escape(uint32_t &x, ByteSource &src, const DecodeModel::Channel &ch) {
+  const uint32_t b = x & ((1u << kEscapeLengthBits) - 1);
+  x = (x >> kEscapeLengthBits); // freq 1, start b
+  src.refill(x);
+  if (b > kMaxEscapeLength) corrupt("escape length " + std::to_string(b) + " too large");
+  uint64_t z = 0;
+  if (b > 0) {
+    const uint32_t low_bits = b - 1;
+    for (uint32_t q = 0; q * kBypassChunkBits < low_bits; ++q) {
+      const uint32_t w = std::min(kBypassChunkBits, low_bits - q * kBypassChunkBits);
+      const uint32_t v = x & ((1u << w) - 1);
+      x >>= w;
+      src.refill(x);
+      z |= static_cast<uint64_t>(v) << (q * kBypassChunkBits);
+    }
+    z |= uint64_t{1} << low_bits;
+  }
+  const int64_t idx = unzigzag(z);
+  if (idx >= 0 && idx + 2 < ch.len && ch.cdf[idx + 1] > ch.cdf[idx])
+    corrupt("escape codes a value its table codes directly");
+  const int64_t v = idx + ch.offset;
+  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+    corrupt("escaped value outside int32");
+  return static_cast<int32_t>(v);
+}
+
+// Mode 2, one symbol of channel ch with state x.
+template <bool Fast>
+__attribute__((always_inline)) inline int32_t
+model_step(uint32_t &x, ByteSource &src, const DecodeModel &m, const DecodeModel::Channel &ch) {
+  const uint32_t bits = m.t.bits;
+  const uint32_t sl = x & ((1u << bits) - 1);
+  const uint32_t j = m.find(ch, sl);
+  const uint32_t start = ch.cdf[j];
+  x = (ch.cdf[j + 1] - start) * (x >> bits) + sl - start;
+  if constexpr (Fast)
+    src.refill_fast(x);
+  else
+    src.refill(x);
+  if (j + 2 < ch.len) [[likely]]
+    return static_cast<int32_t>(static_cast<int64_t>(ch.offset) + j);
+  return decode_escape(x, src, ch);
+}
+
+template <uint32_t K> void decode_model_k(const DecodeModel &m, Cursor &in, int32_t *s, int64_t n) {
+  uint32_t x[K];
+  ByteSource src = read_states<K>(in, x);
+  const uint32_t nch = m.t.channels;
+  const DecodeModel::Channel *chans = m.channels.data();
+  uint32_t c = 0; // channel of symbol i: i % channels
+  // A symbol reads at most 8 bytes: 2 for its interval, 6 more if it is escaped (3 steps).
+  int64_t i = 0;
+  for (; i + K <= n && src.remaining() >= 8 * K; i += K)
+#pragma GCC unroll 4
+    for (uint32_t k = 0; k < K; ++k) {
+      s[i + k] = model_step<true>(x[k], src, m, chans[c]);
+      c = c + 1 == nch ? 0 : c + 1;
+    }
+  for (; i < n; ++i) {
+    s[i] = model_step<false>(x[static_cast<size_t>(i) % K], src, m, chans[c]);
+    c = c + 1 == nch ? 0 : c + 1;
+  }
+  finish_states(x, src);
+}
+
+void decode_model(Cursor &in, uint32_t k, const DecodeModel &m, int32_t *s, int64_t n) {
+  switch (k) {
+  case 1:
+    return decode_model_k<1>(m, in, s, n);
+  case 2:
+    return decode_model_k<2>(m, in, s, n);
+  default:
+    return decode_model_k<4>(m, in, s, n);
+  }
 }
 
 // ---- the plugin ---------------------------------------------------------------------------------
@@ -504,7 +712,7 @@ public:
     case kModeModel:
       if (!model)
         nwc::fail(NWC_E_INVALID_ARG, "rans: stream was coded with a CDF model, none was given");
-      decode_model(in, k, load_model(*model), symbols.data, n);
+      decode_model(in, k, prepared(*model), symbols.data, n);
       return;
     default:
       corrupt("unknown mode " + std::to_string(mode));
@@ -528,18 +736,6 @@ private:
     }
     const auto payload = enc.finish(states);
     out.insert(out.end(), payload.begin(), payload.end());
-  }
-
-  static void decode_static(Cursor &in, uint32_t k, int32_t *s, int64_t n) {
-    const StaticTable t = read_static_table(in);
-    RansDecoder dec(in, k);
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t &x = dec.states[static_cast<size_t>(i) % k];
-      const uint16_t sym = t.lookup[RansDecoder::slot(x, kStaticBits)];
-      dec.advance(x, t.start[sym], t.freq[sym], kStaticBits);
-      s[i] = t.values[sym];
-    }
-    dec.finish();
   }
 
   // Escaped index: escape interval, then (decoding order) the 6-bit bit length b of zigzag(idx),
@@ -575,48 +771,33 @@ private:
     return enc.finish(states);
   }
 
-  static void decode_model(Cursor &in, uint32_t k, const CdfTables &t, int32_t *s, int64_t n) {
-    RansDecoder dec(in, k);
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t &x = dec.states[static_cast<size_t>(i) % k];
-      const uint32_t c = static_cast<uint32_t>(i % t.channels);
-      const uint32_t *r = t.row(c);
-      const uint32_t len = t.length[c];
-      const uint32_t sl = RansDecoder::slot(x, t.bits);
-      // cdf[0] = 0 <= sl < cdf[len - 1]: j is the nonempty interval holding sl.
-      const uint32_t j = static_cast<uint32_t>(std::upper_bound(r, r + len, sl) - r) - 1;
-      dec.advance(x, r[j], r[j + 1] - r[j], t.bits);
-      if (j + 2 < len) {
-        s[i] = static_cast<int32_t>(static_cast<int64_t>(t.offset[c]) + j);
-        continue;
-      }
-      const uint32_t b = RansDecoder::slot(x, kEscapeLengthBits);
-      dec.advance(x, b, 1, kEscapeLengthBits);
-      if (b > kMaxEscapeLength) corrupt("escape length " + std::to_string(b) + " too large");
-      uint64_t z = 0;
-      if (b > 0) {
-        const uint32_t low_bits = b - 1;
-        for (uint32_t q = 0; q * kBypassChunkBits < low_bits; ++q) {
-          const uint32_t w = std::min(kBypassChunkBits, low_bits - q * kBypassChunkBits);
-          const uint32_t v = RansDecoder::slot(x, w);
-          dec.advance(x, v, 1, w);
-          z |= static_cast<uint64_t>(v) << (q * kBypassChunkBits);
-        }
-        z |= uint64_t{1} << low_bits;
-      }
-      const int64_t idx = unzigzag(z);
-      if (idx >= 0 && idx + 2 < len && r[idx + 1] > r[idx])
-        corrupt("escape codes a value its table codes directly");
-      const int64_t v = idx + t.offset[c];
-      if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
-        corrupt("escaped value outside int32");
-      s[i] = static_cast<int32_t>(v);
-    }
-    dec.finish();
+  // The decoding form of the caller's CDF model, kept for the next call while the caller's
+  // tables stay the same (a transform hands the same tables to every block): built and validated
+  // on the first call, then only compared.
+  const DecodeModel &prepared(const nwc_cdf_model &m) {
+    if (model_ && m.struct_size >= sizeof(nwc_cdf_model) && m.cdfs && m.lengths && m.offsets &&
+        m.precision == model_key_.precision && m.channel_count == model_key_.channel_count &&
+        m.max_length == model_key_.max_length &&
+        std::equal(m.lengths, m.lengths + m.channel_count, model_lengths_.begin()) &&
+        std::equal(m.offsets, m.offsets + m.channel_count, model_offsets_.begin()) &&
+        std::equal(m.cdfs, m.cdfs + model_cdfs_.size(), model_cdfs_.begin()))
+      return *model_;
+    model_.reset();
+    auto fresh = std::make_unique<DecodeModel>(load_model(m)); // validates m
+    model_key_ = m;
+    model_cdfs_.assign(m.cdfs, m.cdfs + static_cast<size_t>(m.channel_count) * m.max_length);
+    model_lengths_.assign(m.lengths, m.lengths + m.channel_count);
+    model_offsets_.assign(m.offsets, m.offsets + m.channel_count);
+    model_ = std::move(fresh);
+    return *model_;
   }
 
   uint32_t interleave_ = 4;
   uint32_t log2_interleave_ = 2;
+  std::unique_ptr<DecodeModel> model_;
+  nwc_cdf_model model_key_{};
+  std::vector<uint32_t> model_cdfs_, model_lengths_;
+  std::vector<int32_t> model_offsets_;
 };
 
 } // namespace

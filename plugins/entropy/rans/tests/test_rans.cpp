@@ -388,6 +388,46 @@ TEST_CASE("rans: model mode round trips with escapes and zero-width intervals") 
   }
 }
 
+// The decoder keeps the tables of the last model it was given (prepared for decoding) while the
+// caller hands the same ones: another model, or the same arrays changed in place, must be noticed.
+TEST_CASE("rans: one instance decodes streams of different models in turn") {
+  std::mt19937_64 rng(5);
+  Model a = make_model(16, 16), b = make_model(16, 12);
+  Instance inst(kId);
+  REQUIRE(inst.ok());
+  const auto sa = sample(a, rng, 3000, true), sb = sample(b, rng, 3000, true);
+  std::vector<uint8_t> stream_a, stream_b;
+  REQUIRE(encode_with(inst, sa, a.get(), stream_a) == NWC_OK);
+  REQUIRE(encode_with(inst, sb, b.get(), stream_b) == NWC_OK);
+  for (int round = 0; round < 2; ++round) {
+    std::vector<int32_t> out(sa.size());
+    REQUIRE(decode_with(inst, stream_a, a.get(), out) == NWC_OK);
+    CHECK(out == sa);
+    REQUIRE(decode_with(inst, stream_b, b.get(), out) == NWC_OK);
+    CHECK(out == sb);
+  }
+  // The same arrays, changed in place: channel 0's offset moves by one, so every value of
+  // channel 0 decodes one higher (or the stream is rejected).
+  Model c = make_model(16, 16);
+  const auto sc = sample(c, rng, 3000, false);
+  std::vector<uint8_t> stream_c;
+  REQUIRE(encode_with(inst, sc, c.get(), stream_c) == NWC_OK);
+  std::vector<int32_t> out(sc.size());
+  REQUIRE(decode_with(inst, stream_c, c.get(), out) == NWC_OK);
+  CHECK(out == sc);
+  c.offsets[0] += 1;
+  const nwc_status st = decode_with(inst, stream_c, c.get(), out);
+  if (st == NWC_OK) {
+    for (size_t i = 0; i < sc.size(); ++i) CHECK(out[i] == sc[i] + (i % 16 == 0 ? 1 : 0));
+  } else {
+    CHECK(st == NWC_E_CORRUPT_STREAM);
+  }
+  // And an invalid change is refused, not served from the kept tables.
+  c.offsets[0] -= 1;
+  c.row(1)[1] = c.row(1)[2] + 1; // not monotone
+  CHECK(decode_with(inst, stream_c, c.get(), out) == NWC_E_INVALID_ARG);
+}
+
 TEST_CASE("rans: model mode size is within 1% of the cross-entropy") {
   std::mt19937_64 rng(9);
   for (uint32_t precision : {16u, 12u}) {

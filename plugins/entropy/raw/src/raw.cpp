@@ -112,6 +112,23 @@ public:
     const uint8_t *p = stream.data + kHeaderBytes;
     const uint64_t mask = (1ull << width) - 1; // width <= 32
     constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+    if (width > 0 && 8 % width == 0 && lo + static_cast<int64_t>(mask) <= kMax) {
+      // 1, 2, 4 or 8 bits with every value in int32: whole bytes of 8 / width symbols, no check
+      // per symbol.
+      const uint32_t shift = width == 1 ? 3 : width == 2 ? 2 : width == 4 ? 1 : 0; // log2(8/w)
+      const uint32_t lanes = (1u << shift) - 1, m = static_cast<uint32_t>(mask);
+      const auto base = static_cast<uint32_t>(lo);
+      int32_t *__restrict out = symbols.data;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t bits = (static_cast<uint32_t>(i) & lanes) * width;
+        out[i] = static_cast<int32_t>(base + ((p[i >> shift] >> bits) & m));
+      }
+      // The encoder pads the last byte with zero bits; anything else is not a stream it wrote.
+      const uint32_t used = (static_cast<uint32_t>(n) & lanes) * width;
+      if (used != 0 && (p[expected - 1] >> used) != 0)
+        nwc::fail(NWC_E_CORRUPT_STREAM, "raw stream: nonzero padding bits after the last symbol");
+      return;
+    }
     uint64_t acc = 0;
     uint32_t count = 0;
     size_t pos = 0;

@@ -120,7 +120,8 @@ public:
 
     if (!dctx_) dctx_.reset(ZSTD_createDCtx());
     if (!dctx_) nwc::fail(NWC_E_NOMEM, "zstd: cannot create a decompression context");
-    std::vector<uint8_t> narrow(expected);
+    std::vector<uint8_t> &narrow = narrow_; // reused from call to call: no fresh pages per block
+    narrow.resize(expected);
     const size_t got =
         ZSTD_decompressDCtx(dctx_.get(), narrow.data(), narrow.size(), src, src_size);
     if (ZSTD_isError(got))
@@ -130,6 +131,26 @@ public:
                                           " bytes, expected " + std::to_string(expected));
 
     constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+    const int64_t top = static_cast<int64_t>((uint64_t{1} << (8 * width)) - 1);
+    if (lo + top <= kMax) { // every symbol fits: widen without a check per symbol
+      const uint8_t *__restrict p = narrow.data();
+      int32_t *__restrict out = symbols.data;
+      const auto base = static_cast<uint32_t>(lo); // lo + d <= INT32_MAX: no wrap in int32
+      if (width == 1)
+        for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(base + p[i]);
+      else if (width == 2)
+        for (int64_t i = 0; i < n; ++i)
+          out[i] =
+              static_cast<int32_t>(base + (p[2 * i] | static_cast<uint32_t>(p[2 * i + 1]) << 8));
+      else
+        for (int64_t i = 0; i < n; ++i) {
+          const uint8_t *q = p + 4 * i;
+          out[i] = static_cast<int32_t>(base + (q[0] | static_cast<uint32_t>(q[1]) << 8 |
+                                                static_cast<uint32_t>(q[2]) << 16 |
+                                                static_cast<uint32_t>(q[3]) << 24));
+        }
+      return;
+    }
     for (int64_t i = 0; i < n; ++i) {
       const uint8_t *p = narrow.data() + static_cast<size_t>(i) * width;
       uint32_t d = 0;
@@ -146,6 +167,7 @@ private:
   int level_;
   std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx_;
   std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx_;
+  std::vector<uint8_t> narrow_;
 };
 
 } // namespace

@@ -239,6 +239,7 @@ public:
       scales = side.data + 4;
       codes = scales + 4 * ((n + kDqGroup - 1) / kDqGroup);
     }
+    const int64_t m = symbols.cols;
     for (int64_t r = 0; r < n; ++r) {
       float a;
       if (!dq_) {
@@ -252,14 +253,20 @@ public:
         a = dq_absmax(offset, scale, code);
       }
       if (!std::isfinite(a) || !(a >= 0.0f)) corrupt(r, "absmax is not finite and >= 0");
-      const int32_t *q = symbols.row(r);
-      float *out = latents.row(r);
-      for (int64_t c = 0; c < symbols.cols; ++c) {
-        if (q[c] < 0 || q[c] > 15)
-          corrupt(r, "symbol " + std::to_string(q[c]) + " at element " + std::to_string(c) +
-                         " is outside [0, 15]");
-        out[c] = reconstruct(q[c], a);
-      }
+      const int32_t *__restrict q = symbols.row(r);
+      float *__restrict out = latents.row(r);
+      // Symbols are checked first, without a branch per value; then the chunk's 16 levels are
+      // reconstructed once and looked up.
+      uint32_t bad = 0;
+      for (int64_t c = 0; c < m; ++c) bad |= static_cast<uint32_t>(q[c]) > 15u;
+      if (bad)
+        for (int64_t c = 0; c < m; ++c)
+          if (q[c] < 0 || q[c] > 15)
+            corrupt(r, "symbol " + std::to_string(q[c]) + " at element " + std::to_string(c) +
+                           " is outside [0, 15]");
+      float lut[16];
+      for (int32_t k = 0; k < 16; ++k) lut[k] = reconstruct(k, a);
+      for (int64_t c = 0; c < m; ++c) out[c] = lut[static_cast<uint32_t>(q[c]) & 15u];
     }
   }
 

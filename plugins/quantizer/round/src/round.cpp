@@ -92,18 +92,23 @@ public:
                                        std::to_string(latents.cols) + "], symbols are [" +
                                        std::to_string(symbols.rows) + ", " +
                                        std::to_string(symbols.cols) + "]");
-    for (int64_t r = 0; r < symbols.rows; ++r) {
-      const int32_t *q = symbols.row(r);
-      float *out = latents.row(r);
-      for (int64_t c = 0; c < symbols.cols; ++c) {
-        if (std::fabs(static_cast<double>(q[c])) > kMaxSymbol)
-          nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + std::string(b.tensor_name) + "': symbol " +
-                                              std::to_string(q[c]) + " at chunk " +
-                                              std::to_string(r) + ", element " + std::to_string(c) +
-                                              " is outside [-2^30, 2^30]");
-        out[c] = value(q[c]);
-      }
-    }
+    // Symbols are checked first, without a branch per value: |q| <= 2^30 <=> q + 2^30 in
+    // [0, 2^31], unsigned; then every value is computed in one loop over the block.
+    const int64_t n = symbols.size();
+    const int32_t *__restrict q = symbols.data;
+    float *__restrict out = latents.data;
+    constexpr uint32_t kBias = 1u << 30;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(q[i]) + kBias > 2 * kBias;
+    if (bad)
+      for (int64_t i = 0; i < n; ++i)
+        if (std::fabs(static_cast<double>(q[i])) > kMaxSymbol)
+          nwc::fail(NWC_E_CORRUPT_STREAM,
+                    "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q[i]) +
+                        " at chunk " + std::to_string(i / symbols.cols) + ", element " +
+                        std::to_string(i % symbols.cols) + " is outside [-2^30, 2^30]");
+    const double step = step_;
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(q[i]) * step);
   }
 
 private:

@@ -158,6 +158,12 @@ public:
                                           "': side info has " + std::to_string(side.size) +
                                           " bytes, expected " + std::to_string(need) +
                                           " (4 per chunk)");
+    const int64_t m = symbols.cols;
+    const auto qmin = static_cast<uint32_t>(qmin_), span = static_cast<uint32_t>(qmax_ - qmin_);
+    // With at least as many values in a chunk as levels, the chunk's levels are reconstructed once
+    // into a table and looked up; otherwise each value is computed. Same expression either way.
+    const bool table = static_cast<int64_t>(span) < m;
+    std::vector<float> lut(table ? span + 1 : 0);
     for (int64_t r = 0; r < symbols.rows; ++r) {
       const uint8_t *s = side.data + r * 4;
       Params p;
@@ -170,15 +176,28 @@ public:
         nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + std::string(b.tensor_name) + "': chunk " +
                                             std::to_string(r) +
                                             " has an invalid scale/offset in its side info");
-      const int32_t *q = symbols.row(r);
-      float *out = latents.row(r);
-      for (int64_t c = 0; c < symbols.cols; ++c) {
-        if (q[c] < qmin_ || q[c] > qmax_)
-          nwc::fail(NWC_E_CORRUPT_STREAM,
-                    "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q[c]) +
-                        " at chunk " + std::to_string(r) + " is outside [" + std::to_string(qmin_) +
-                        ", " + std::to_string(qmax_) + "]");
-        out[c] = reconstruct(p, q[c]);
+      const int32_t *__restrict q = symbols.row(r);
+      float *__restrict out = latents.row(r);
+      // Symbols are checked first, without a branch per value: q - qmin in [0, span], unsigned.
+      uint32_t bad = 0;
+      for (int64_t c = 0; c < m; ++c) bad |= static_cast<uint32_t>(q[c]) - qmin > span;
+      if (bad)
+        for (int64_t c = 0; c < m; ++c)
+          if (q[c] < qmin_ || q[c] > qmax_)
+            nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + std::string(b.tensor_name) + "': symbol " +
+                                                std::to_string(q[c]) + " at chunk " +
+                                                std::to_string(r) + " is outside [" +
+                                                std::to_string(qmin_) + ", " +
+                                                std::to_string(qmax_) + "]");
+      if (table) {
+        for (uint32_t k = 0; k <= span; ++k)
+          lut[k] = reconstruct(p, static_cast<int32_t>(k) + qmin_);
+        const float *l = lut.data();
+        for (int64_t c = 0; c < m; ++c) out[c] = l[static_cast<uint32_t>(q[c]) - qmin];
+      } else {
+        const double offset = p.offset, scale = p.scale;
+        for (int64_t c = 0; c < m; ++c)
+          out[c] = static_cast<float>(offset + static_cast<double>(q[c]) * scale);
       }
     }
   }

@@ -143,43 +143,161 @@ std::vector<uint32_t> quantize_pmf(const std::vector<double> &pmf, uint32_t prec
 
 namespace {
 
-// out[j] = bias[j] + sum_k in[k] * W[j][k], summed in k order for every j.
-void dense(const DenseLayer &l, const float *in, float *out) {
-  for (int64_t j = 0; j < l.out; ++j) out[j] = 0.0f;
-  for (int64_t k = 0; k < l.in; ++k) {
-    const float xk = in[k];
-    const float *w = l.weight_t.data() + k * l.out;
-    for (int64_t j = 0; j < l.out; ++j) out[j] += xk * w[j];
+// out[v][j] = (sum_k in[v][k] * W[j][k]) + bias[j] for n vectors: every sum starts at 0.0f and adds
+// the products in k order, each product and each sum rounded to float (no fused multiply-add), so a
+// vector's outputs are the same bits however many vectors share the call and whichever code path
+// (vector width, tile) computes them. The tiles keep the accumulators of 4 vectors x 16 outputs in
+// registers and read every weight row once per 4 vectors.
+using v8f = float __attribute__((vector_size(32)));
+
+// V vectors (V <= 4) x 8 * J outputs (J = 1 or 2) starting at output j0.
+template <int V, int J>
+__attribute__((always_inline)) inline void dense_tile(const DenseLayer &l, const float *in,
+                                                      float *out, int64_t j0) {
+  // The small loops are unrolled completely, so that acc lives in registers.
+  v8f acc[V][J];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v)
+#pragma GCC unroll 2
+    for (int q = 0; q < J; ++q) acc[v][q] = v8f{};
+  const float *w = l.weight_t.data() + j0;
+  for (int64_t k = 0; k < l.in; ++k, w += l.out) {
+    v8f wk[J];
+#pragma GCC unroll 2
+    for (int q = 0; q < J; ++q) __builtin_memcpy(&wk[q], w + 8 * q, sizeof(v8f));
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const float x = in[v * l.in + k];
+#pragma GCC unroll 2
+      for (int q = 0; q < J; ++q) acc[v][q] += x * wk[q];
+    }
   }
-  for (int64_t j = 0; j < l.out; ++j) out[j] += l.bias[static_cast<size_t>(j)];
+#pragma GCC unroll 2
+  for (int q = 0; q < J; ++q) {
+    v8f b;
+    __builtin_memcpy(&b, l.bias.data() + j0 + 8 * q, sizeof b);
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const v8f r = acc[v][q] + b;
+      __builtin_memcpy(out + v * l.out + j0 + 8 * q, &r, sizeof r);
+    }
+  }
 }
+
+// V vectors, outputs [j0, out) one at a time (the last out % 8 of them).
+template <int V>
+__attribute__((always_inline)) inline void dense_tail(const DenseLayer &l, const float *in,
+                                                      float *out, int64_t j0) {
+  for (int64_t j = j0; j < l.out; ++j)
+    for (int v = 0; v < V; ++v) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < l.in; ++k) acc += in[v * l.in + k] * l.weight_t[k * l.out + j];
+      out[v * l.out + j] = acc + l.bias[static_cast<size_t>(j)];
+    }
+}
+
+template <int V>
+__attribute__((always_inline)) inline void dense_rows(const DenseLayer &l, const float *in,
+                                                      float *out) {
+  int64_t j = 0;
+  for (; j + 16 <= l.out; j += 16) dense_tile<V, 2>(l, in, out, j);
+  for (; j + 8 <= l.out; j += 8) dense_tile<V, 1>(l, in, out, j);
+  dense_tail<V>(l, in, out, j);
+}
+
+__attribute__((always_inline)) inline void dense_batch(const DenseLayer &l, const float *in,
+                                                       int64_t n, float *out) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) dense_rows<4>(l, in + i * l.in, out + i * l.out);
+  for (; i < n; ++i) dense_rows<1>(l, in + i * l.in, out + i * l.out);
+}
+
+// LayerNorm mean and 1 / sqrt(var + eps) of V vectors (row stride width). Each vector's sums add
+// its values in order j = 0, 1, ...; V of them run interleaved, so that the additions of different
+// vectors overlap instead of waiting on one another.
+template <int V>
+__attribute__((always_inline)) inline void norm_stats(const float *t, int64_t width, float *mean,
+                                                      float *inv) {
+  float m[V], var[V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) m[v] = var[v] = 0.0f;
+  for (int64_t j = 0; j < width; ++j)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) m[v] += t[v * width + j];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) m[v] /= static_cast<float>(width);
+  for (int64_t j = 0; j < width; ++j)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) var[v] += (t[v * width + j] - m[v]) * (t[v * width + j] - m[v]);
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    mean[v] = m[v];
+    inv[v] = 1.0f / std::sqrt(var[v] / static_cast<float>(width) + 1e-5f);
+  }
+}
+
+// Input Linear -> blocks x (h = (h + ReLU(LN(Linear(h)))) * e_q) -> output Linear, for n vectors:
+// in batches of kBatch, layer by layer (one batched product per layer while the batch's hidden
+// states stay in cache). h and t hold kBatch x width floats.
+constexpr int64_t kBatch = 64;
+
+__attribute__((always_inline)) inline void
+run_coder_body(const DenseCoder &c, const float *embedding, int64_t width, const float *x,
+               int64_t n, const uint8_t *levels, float *y, float *h, float *t) {
+  const int64_t in = c.input.in, out = c.output.out;
+  for (int64_t i0 = 0; i0 < n; i0 += kBatch) {
+    const int64_t nb = std::min(kBatch, n - i0);
+    dense_batch(c.input, x + i0 * in, nb, h);
+    for (size_t b = 0; b < c.linears.size(); ++b) {
+      dense_batch(c.linears[b], h, nb, t);
+      float mean[kBatch], inv[kBatch];
+      if (!c.norm_weight.empty()) {
+        int64_t v = 0;
+        for (; v + 8 <= nb; v += 8) norm_stats<8>(t + v * width, width, mean + v, inv + v);
+        for (; v < nb; ++v) norm_stats<1>(t + v * width, width, mean + v, inv + v);
+      }
+      for (int64_t v = 0; v < nb; ++v) {
+        float *__restrict tv = t + v * width;
+        float *__restrict hv = h + v * width;
+        const float *e = embedding + levels[i0 + v] * width;
+        if (!c.norm_weight.empty()) {
+          const float *g = c.norm_weight[b].data(), *be = c.norm_bias[b].data();
+          const float mv = mean[v], iv = inv[v];
+          for (int64_t j = 0; j < width; ++j) tv[j] = (tv[j] - mv) * iv * g[j] + be[j];
+        }
+        for (int64_t j = 0; j < width; ++j) hv[j] = (hv[j] + std::max(tv[j], 0.0f)) * e[j];
+      }
+    }
+    dense_batch(c.output, h, nb, y + i0 * out);
+  }
+}
+
+void run_coder_generic(const DenseCoder &c, const float *embedding, int64_t width, const float *x,
+                       int64_t n, const uint8_t *levels, float *y, float *h, float *t) {
+  run_coder_body(c, embedding, width, x, n, levels, y, h, t);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// The same code with 8-wide AVX2 registers (AVX2 only: no FMA, whose single rounding would change
+// the bits).
+__attribute__((target("avx2"))) void run_coder_avx2(const DenseCoder &c, const float *embedding,
+                                                    int64_t width, const float *x, int64_t n,
+                                                    const uint8_t *levels, float *y, float *h,
+                                                    float *t) {
+  run_coder_body(c, embedding, width, x, n, levels, y, h, t);
+}
+#endif
 
 void run_coder(const DenseCoder &c, const std::vector<float> &embedding, int64_t width,
                int64_t levels_count, const float *x, int64_t n, const uint8_t *levels, float *y) {
-  std::vector<float> h(static_cast<size_t>(width)), t(static_cast<size_t>(width));
-  const int64_t in = c.input.in, out = c.output.out;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = levels[i];
-    if (q >= levels_count) fail(NWC_E_INVALID_ARG, "quality level out of range");
-    const float *e = embedding.data() + q * width;
-    dense(c.input, x + i * in, h.data());
-    for (size_t b = 0; b < c.linears.size(); ++b) {
-      dense(c.linears[b], h.data(), t.data());
-      if (!c.norm_weight.empty()) {
-        float mean = 0.0f;
-        for (int64_t j = 0; j < width; ++j) mean += t[j];
-        mean /= static_cast<float>(width);
-        float var = 0.0f;
-        for (int64_t j = 0; j < width; ++j) var += (t[j] - mean) * (t[j] - mean);
-        var /= static_cast<float>(width);
-        const float inv = 1.0f / std::sqrt(var + 1e-5f);
-        const float *g = c.norm_weight[b].data(), *be = c.norm_bias[b].data();
-        for (int64_t j = 0; j < width; ++j) t[j] = (t[j] - mean) * inv * g[j] + be[j];
-      }
-      for (int64_t j = 0; j < width; ++j) h[j] = (h[j] + std::max(t[j], 0.0f)) * e[j];
-    }
-    dense(c.output, h.data(), y + i * out);
-  }
+  for (int64_t i = 0; i < n; ++i)
+    if (levels[i] >= levels_count) fail(NWC_E_INVALID_ARG, "quality level out of range");
+  std::vector<float> h(static_cast<size_t>(std::min(n, kBatch) * width)), t(h.size());
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return run_coder_avx2(c, embedding.data(), width, x, n, levels, y, h.data(), t.data());
+#endif
+  run_coder_generic(c, embedding.data(), width, x, n, levels, y, h.data(), t.data());
 }
 
 } // namespace

@@ -91,7 +91,8 @@ public:
                             file_.config.latent, file_.config.chunk);
     const auto &med = file_.tables.medians;
     const int64_t m = file_.config.latent;
-    std::vector<float> y(latents.data, latents.data + latents.size());
+    std::vector<float> &y = y_; // reused from call to call: no fresh pages per block
+    y.assign(latents.data, latents.data + latents.size());
     for (int64_t i = 0; i < n; ++i)
       for (int64_t c = 0; c < m; ++c) y[i * m + c] += med[static_cast<size_t>(c)];
     file_.synthesize(y.data(), n, levels(b, n).data(), chunks.data);
@@ -129,6 +130,7 @@ private:
   int64_t level_;
   double input_scale_;
   nwc_cdf_model model_{};
+  std::vector<float> y_; // inverse: the latents plus the medians
 };
 
 } // namespace
