@@ -40,7 +40,7 @@ inline bool same_bits(float a, float b) {
 }
 
 // The runs of one row of one group: every value whose key is in [lo, hi] codes to q. Sorted,
-// disjoint, with strictly increasing q.
+// disjoint, with strictly increasing q (in the order of order_key: -0 below +0).
 struct Run {
   uint32_t lo, hi;
   float q;
@@ -77,7 +77,9 @@ public:
       right->lo = k;
       return true;
     }
-    if ((left && !(left->q < q)) || (right && !(q < right->q))) return false;
+    const uint32_t kq = order_key(q); // levels strictly increase, -0 below +0
+    if ((left && !(order_key(left->q) < kq)) || (right && !(kq < order_key(right->q))))
+      return false;
     runs_.insert(it, Run{k, k, q});
     return true;
   }
