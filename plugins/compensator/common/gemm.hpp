@@ -26,11 +26,11 @@ namespace nwc::compensate {
 namespace gemm_detail {
 
 inline constexpr int64_t kMR = 6, kNR = 8; // register tile
-inline constexpr int64_t kKC = 256, kMC = 72,
-                         kNC = 2040; // cache blocks (kMC % kMR == kNC % kNR == 0)
+// Cache blocks: kMC a multiple of kMR, kNC of kNR.
+inline constexpr int64_t kKC = 256, kMC = 72, kNC = 2040;
 
-// c (kMR × kNR, row stride ldc) ← c (or 0 when !load) + Σ_p a[p]·b[p], one p after the other:
-// a holds kMR values per p, b holds kNR values per p.
+// The register tile c (kMR × kNR, row stride ldc; from 0 when !load): for p = 0, 1, …, kc − 1,
+// c[i][j] = fma(a[p·kMR + i], b[p·kNR + j], c[i][j]).
 inline void kernel_portable(int64_t kc, const double *a, const double *b, double *c, int64_t ldc,
                             bool load) {
   double t[kMR][kNR];
@@ -81,7 +81,10 @@ kernel_avx2(int64_t kc, const double *a, const double *b, double *c, int64_t ldc
 }
 
 inline bool have_avx2_fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return yes;
 }
 #endif
