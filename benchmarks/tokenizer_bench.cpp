@@ -6,7 +6,7 @@
 //   (data_dir defaults to $NWC_DATA, then the build's shared data; the prefix to 16384: the
 //   reference is quadratic, 65536 bytes take about 100 s)
 #include "naive_bpe.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 
 #include <chrono>
 #include <cstdio>

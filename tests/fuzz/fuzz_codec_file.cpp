@@ -1,9 +1,9 @@
 // Fuzz target: the `.nwcc` codec-file loader (nwc::neural::load_codec: a safetensors file with the
 // codec's parameters, CDF tables and JSON metadata), which containers can embed. An accepted codec
 // is also run once: analysis and synthesis of one chunk per level, and the entropy estimate.
-#include "codec_file.hpp"
 #include "fuzz_common.hpp"
 #include "nwc/cpp/error.hpp"
+#include "nwc/formats/codec_file.hpp"
 
 #include <vector>
 

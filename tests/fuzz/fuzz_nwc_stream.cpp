@@ -5,9 +5,9 @@
 // no-op (a fresh checkout may lack codecs/).
 //
 // Input: u32 little-endian symbol count (chunks x latent channels), then the rANS stream.
-#include "codec_file.hpp"
 #include "fuzz_entropy.hpp"
 #include "nwc/cpp/error.hpp"
+#include "nwc/formats/codec_file.hpp"
 
 #include <memory>
 #include <system_error>

@@ -4,9 +4,9 @@
 // (u32 symbol count, then the stream; fuzz_entropy.hpp) to OUTDIR/<target>/, chosen by the
 // container's entropy plugin; streams coded against the neural transform's tables go to
 // fuzz_nwc_stream and, with CODEC's tables in front, to fuzz_entropy_rans_cdf.
-#include "codec_file.hpp"
 #include "fuzz_common.hpp"
 #include "nwc/cpp/error.hpp"
+#include "nwc/formats/codec_file.hpp"
 #include "nwc/formats/container.hpp"
 
 #include <cstdio>

@@ -3,11 +3,11 @@
 // decode to exactly what the encoder reconstructed.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
-#include "nwc/host/blockft.hpp"
 #include "nwc/host/codec.hpp"
-#include "nwc/host/eval.hpp"
 #include "nwc/host/pipeline.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/blockft.hpp"
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 #include "test_support.hpp"
 
 #include <cmath>

@@ -5,8 +5,8 @@
 #include "cli_runner.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/llama.hpp"
-#include "nwc/host/synth.hpp"
+#include "nwc/runtime/llama.hpp"
+#include "nwc/tools/synth.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>

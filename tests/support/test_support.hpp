@@ -25,8 +25,8 @@ inline std::filesystem::path stories260k() {
   return data_dir() / "models" / "stories260K" / "stories260K.bin";
 }
 // The reference implementations fetched by scripts/fetch-references.sh (.cache/references), or
-// $NWC_REFERENCES; `package` is a path under it such as "node-llama-cpp/linux-x64". Missing is a test
-// failure naming the script that fetches it.
+// $NWC_REFERENCES; `package` is a path under it such as "node-llama-cpp/linux-x64". Missing is a
+// test failure naming the script that fetches it.
 inline std::filesystem::path reference_dir(const std::string &package) {
   const char *env = std::getenv("NWC_REFERENCES");
   std::filesystem::path p = env && *env ? env : NWC_TEST_REFERENCES_DIR;

@@ -2,9 +2,9 @@
 // their diagonals rank input channels consistently across disjoint calibration texts, and the
 // saved file round-trips with its provenance.
 #include "nwc/cpp/error.hpp"
-#include "nwc/host/calibrate.hpp"
-#include "nwc/host/eval.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/calibrate.hpp"
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>

@@ -4,10 +4,10 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/convert.hpp"
-#include "nwc/host/eval.hpp"
-#include "nwc/host/llama.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/llama.hpp"
+#include "nwc/runtime/tokenizer.hpp"
+#include "nwc/tools/convert.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>

@@ -2,7 +2,7 @@
 // damaged files.
 #include "naive_bpe.hpp"
 #include "nwc/cpp/error.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>

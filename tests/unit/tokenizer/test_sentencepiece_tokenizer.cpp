@@ -1,7 +1,7 @@
 // SentencePiece models: our reader/encoder against the reference, libsentencepiece, which is used
 // only through its command-line tools (Debian package `sentencepiece`) in a child process.
 #include "nwc/cpp/error.hpp"
-#include "nwc/host/tokenizer.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>

@@ -3,9 +3,9 @@
 #include "../../common/hessian.hpp"
 #include "../src/staircase.hpp"
 
-#include <doctest/doctest.h>
 #include <cmath>
 #include <cstring>
+#include <doctest/doctest.h>
 #include <random>
 
 using namespace nwc::compensate;

@@ -3,11 +3,11 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/calibrate.hpp"
 #include "nwc/host/codec.hpp"
-#include "nwc/host/eval.hpp"
-#include "nwc/host/llama.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/calibrate.hpp"
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/llama.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>

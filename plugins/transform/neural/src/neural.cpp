@@ -3,8 +3,8 @@
 // level's embedding; the latents are centered on the entropy model's medians, so that plain
 // rounding (nwc.quant.round) is rounding around the medians, and the entropy model's quantized CDF
 // tables (stored in the codec file, never recomputed) are handed to nwc.entropy.rans.
-#include "codec_file.hpp"
 #include "nwc/cpp/plugin.hpp"
+#include "nwc/formats/codec_file.hpp"
 
 #include <cmath>
 #include <string>

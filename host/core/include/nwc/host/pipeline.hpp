@@ -1,0 +1,111 @@
+// nwc/host/pipeline.hpp — pipeline files (TOML): which tensors to code and with which stages.
+//
+//   [pipeline]     name, method, select (glob patterns), exclude, unselected
+//                  ("raw" | "zstd" | "zstd-f16")
+//   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
+//   [calibration]  text, tokens, seq_len (used by compensators that need Hessians)
+//   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
+//                  from the calibration Hessian's diagonal (NWC's importance levels)
+//   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
+//                  toward the original block's outputs after each linear is coded (blockft.hpp)
+//   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
+//
+// The whole file is validated against the installed plugins' schemas when it is loaded, before
+// any work: every error names file:line:column, the key, and what was expected.
+#pragma once
+
+#include "nwc/host/options.hpp"
+#include "nwc/host/registry.hpp"
+
+#include <array>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nwc::host {
+
+enum class Slot { Chunker = 0, Transform = 1, Quantizer = 2, Entropy = 3, Compensator = 4 };
+inline constexpr std::array<const char *, 5> kSlotNames = {"chunker", "transform", "quantizer",
+                                                           "entropy", "compensator"};
+uint32_t slot_kind(Slot s); // NWC_KIND_* a plugin in this slot must have
+
+struct StageSpec {
+  std::string plugin; // empty = slot unused (transform, compensator are optional)
+  OptionValues options;
+};
+
+// The stages that code one tensor, after [[override]] rules.
+struct StageChain {
+  std::array<StageSpec, 5> stages;
+  const StageSpec &operator[](Slot s) const { return stages[static_cast<size_t>(s)]; }
+  StageSpec &operator[](Slot s) { return stages[static_cast<size_t>(s)]; }
+  nlohmann::json to_json() const; // canonical form, also used as a cache key
+};
+
+struct OverrideRule {
+  std::vector<std::string> match;
+  bool skip = false;
+  std::array<std::optional<StageSpec>, 5> stages; // options merged over the base chain
+  std::string where; // "file:line:column" of the [[override]] table, for messages
+};
+
+// Quality levels per input column from calibration importance (diag H): the top fractions[0] of
+// the columns get level fractions.size(), the next fractions[1] one less, ..., the rest level 0.
+struct LevelsConfig {
+  bool enabled = false;
+  std::vector<double> fractions;
+  std::string where; // "file:line:column" of the [levels] table
+};
+
+// Block-wise output-guided fine-tuning (nwc/runtime/blockft.hpp).
+struct BlockFtConfig {
+  bool enabled = false;
+  int64_t epochs = 5;
+  double lr = 1e-4;
+  int64_t batch = 4;      // windows per step
+  int64_t sequences = 32; // training windows of calibration text
+  int64_t validation = 8; // held-out windows that choose the best state
+  int64_t seq_len = 128;  // tokens per window
+};
+
+struct Pipeline {
+  std::filesystem::path file;
+  std::string text;
+  std::string name;
+  std::string method; // label grouping pipelines of one method in `nwc bench` (default: name)
+  std::vector<std::string> select;
+  std::vector<std::string> exclude;
+  // Storage of tensors not selected: "raw" or "zstd" (lossless), or "zstd-f16" (rounded to fp16,
+  // then zstd: the usual lossless-compression reference for fp16 checkpoints).
+  std::string unselected = "raw";
+  // Columns per independently decodable stream: adjacent compensator blocks are coded together
+  // when that reproduces their reconstruction bit for bit (0: one stream per compensator block).
+  int64_t stream_columns = 0;
+  StageChain base;
+  std::vector<OverrideRule> overrides;
+  nlohmann::json calibration = nlohmann::json::object();
+  LevelsConfig levels;
+  BlockFtConfig blockft;
+
+  // The chain for a tensor, or nullopt when the tensor is stored without the pipeline.
+  // Throws nwc::Error if the overrides that apply produce an invalid chain.
+  std::optional<StageChain> chain_for(const std::string &tensor_name) const;
+
+  const Registry *registry = nullptr;
+};
+
+// Glob match where '*' matches any run of characters (dots included) and '?' one character.
+bool glob_match(const std::string &pattern, const std::string &name);
+
+Pipeline load_pipeline(const std::filesystem::path &file, const Registry &registry);
+// Parses pipeline text; `file` names it in messages and anchors relative paths.
+Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
+                        const Registry &registry);
+
+// Checks a chain against the registry: plugins installed, of the right kind, options valid.
+// Returns "" or a one-line reason.
+std::string validate_chain(const StageChain &chain, const Registry &registry);
+
+} // namespace nwc::host

@@ -1,0 +1,368 @@
+#include "nwc/runtime/calibrate.hpp"
+
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/safetensors.hpp"
+
+#include "llama_block.hpp"
+#include "nwc/runtime/llama.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <torch/torch.h>
+#include <xxhash.h>
+
+namespace nwc::host {
+
+namespace {
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+} // namespace
+
+const Hessian *Calibration::for_linear(const std::string &name) const {
+  for (const auto &h : hessians)
+    for (const auto &l : h.linears)
+      if (l == name) return &h;
+  return nullptr;
+}
+
+Calibration calibration_plan(const Architecture &arch, int64_t stream_tokens,
+                             const CalibrationSettings &settings) {
+  Calibration c;
+  c.seq_len = settings.seq_len > 0 ? settings.seq_len : arch.max_seq_len;
+  if (c.seq_len < 1 || c.seq_len > arch.max_seq_len)
+    fail(NWC_E_INVALID_ARG,
+         "calibrate: --seq-len must be in [1, " + std::to_string(arch.max_seq_len) + "]");
+  const int64_t usable = std::min<int64_t>(stream_tokens, settings.tokens);
+  const int64_t windows = usable / c.seq_len;
+  if (windows == 0)
+    fail(NWC_E_INVALID_ARG, "calibrate: the text gives " + std::to_string(stream_tokens) +
+                                " tokens, fewer than one window of " + std::to_string(c.seq_len));
+  c.tokens = windows * c.seq_len;
+  for (int64_t l = 0; l < arch.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto input = [&](const char *suffix, int64_t dim, std::vector<std::string> linears) {
+      Hessian h;
+      h.input = "layers." + std::to_string(l) + "." + suffix;
+      for (auto &name : linears) name = p + name + ".weight";
+      h.linears = std::move(linears);
+      h.dim = dim;
+      h.count = c.tokens;
+      c.hessians.push_back(std::move(h));
+    };
+    input("attn_in", arch.dim, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"});
+    input("attn_out", arch.dim, {"self_attn.o_proj"});
+    input("mlp_in", arch.dim, {"mlp.gate_proj", "mlp.up_proj"});
+    input("mlp_out", arch.hidden_dim, {"mlp.down_proj"});
+  }
+  return c;
+}
+
+namespace {
+
+// One slice of the calibration windows: its activations (the input of the current block, one
+// [1, seq_len, dim] tensor per window) and the Gram sums of the current layer's four inputs.
+struct Slice {
+  std::vector<torch::Tensor> x;
+  std::vector<std::vector<double>> sums;
+};
+
+constexpr const char *kInputs[] = {"attn_in", "attn_out", "mlp_in", "mlp_out"};
+
+} // namespace
+} // namespace nwc::host
+
+// BLAS (libblas.so.3: OpenBLAS on Debian): the symmetric rank-k update, half a general product.
+extern "C" void dsyrk_(const char *uplo, const char *trans, const int *n, const int *k,
+                       const double *alpha, const double *a, const int *lda, const double *beta,
+                       double *c, const int *ldc, size_t uplo_len, size_t trans_len);
+
+namespace nwc::host {
+namespace {
+
+// The lower triangle (row-major) of sum += Xᵀ X for X = x (rows x dim, float32), in float64; the
+// upper triangle is left as it is (mirror_lower() fills it once the sums are complete).
+void accumulate_gram(const float *x, int64_t rows, int64_t dim, double *sum) {
+  std::vector<double> xd(x, x + rows * dim);
+  // Row-major X is the column-major dim x rows matrix A = Xᵀ; C = A Aᵀ = Xᵀ X. Column-major
+  // upper triangle = row-major lower triangle.
+  const int n = static_cast<int>(dim), k = static_cast<int>(rows);
+  const double one = 1.0;
+  dsyrk_("U", "N", &n, &k, &one, xd.data(), &n, &one, sum, &n, 1, 1);
+}
+
+void mirror_lower(std::vector<double> &h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i + 1; j < n; ++j)
+      h[static_cast<size_t>(i * n + j)] = h[static_cast<size_t>(j * n + i)];
+}
+
+// Runs every window of `slice` through one block, summing XᵀX of its inputs window by window.
+void run_block(const llama::BlockWeights &w, const llama::BlockShape &shape, Slice &slice,
+               const std::vector<int64_t> &dims) {
+  torch::NoGradGuard no_grad; // per thread: workers start with gradients on
+  slice.sums.assign(4, {});
+  for (size_t k = 0; k < 4; ++k) slice.sums[k].assign(static_cast<size_t>(dims[k] * dims[k]), 0.0);
+  llama::Report report = [&](const char *suffix, const torch::Tensor &v) {
+    size_t k = 0;
+    while (std::string(kInputs[k]) != suffix) ++k;
+    auto flat = v.reshape({-1, v.size(-1)}).contiguous();
+    accumulate_gram(flat.data_ptr<float>(), flat.size(0), flat.size(1), slice.sums[k].data());
+  };
+  for (auto &x : slice.x) x = llama::decoder_block(w, shape, x, 0, nullptr, nullptr, &report);
+}
+
+} // namespace
+
+Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &stream,
+                             const CalibrationSettings &settings, const HessianSink &sink,
+                             Job *job) {
+  torch::NoGradGuard no_grad;
+  // Workers run one slice each with one LibTorch thread: a window's arithmetic, and so the
+  // Hessian bits, then do not depend on how many run beside it.
+  llama::configure_threads(1);
+  const Architecture &a = model.arch;
+  const llama::BlockShape shape = llama::block_shape(a, model.path.string());
+  Calibration c = calibration_plan(a, static_cast<int64_t>(stream.size()), settings);
+  const int64_t windows = c.tokens / c.seq_len;
+  const int64_t slices = std::min(kCalibrationSlices, windows);
+  const int rank = job ? job->rank() : 0, ranks = job ? job->size() : 1;
+  std::vector<int64_t> mine; // this process's slices, in order
+  for (int64_t s = rank; s < slices; s += ranks) mine.push_back(s);
+  for (int64_t i = 0; i < c.tokens; ++i)
+    if (stream[static_cast<size_t>(i)] < 0 || stream[static_cast<size_t>(i)] >= a.vocab_size)
+      fail(NWC_E_INVALID_ARG,
+           "calibrate: token id " + std::to_string(stream[i]) + " outside the vocabulary");
+
+  // Every window of this process's slices enters as its token embeddings; the embedding matrix
+  // is dropped before the first block is loaded.
+  std::map<int64_t, Slice> local;
+  {
+    torch::Tensor embed =
+        llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim});
+    for (int64_t s : mine)
+      for (int64_t w = s; w < windows; w += slices) {
+        auto ids = torch::from_blob(const_cast<int32_t *>(stream.data()) + w * c.seq_len,
+                                    {c.seq_len}, torch::kInt32)
+                       .to(torch::kInt64);
+        local[s].x.push_back(embed.index_select(0, ids).view({1, c.seq_len, a.dim}));
+      }
+  }
+  const unsigned workers = std::max<unsigned>(
+      1, std::min<unsigned>(resolve_threads(settings.threads), static_cast<unsigned>(mine.size())));
+
+  for (int64_t l = 0; l < a.n_layers; ++l) {
+    if (mine.empty()) break; // more processes than slices: nothing to do here
+    const llama::BlockWeights w = llama::load_block(model, l, shape);
+    const std::vector<int64_t> dims = {a.dim, a.dim, a.dim, a.hidden_dim};
+    std::vector<std::vector<double>> total; // rank 0: slices 0..next-1 added in order
+    int64_t next = 0;
+    // Adds slice `next` to the total: this process's own, or received from the rank that ran it.
+    auto add_next = [&] {
+      std::vector<std::vector<double>> sums;
+      const int owner = static_cast<int>(next % ranks);
+      if (owner == 0) {
+        sums = std::move(local[next].sums);
+        local[next].sums.clear();
+      } else {
+        sums.resize(4);
+        for (size_t k = 0; k < 4; ++k) {
+          sums[k].resize(static_cast<size_t>(dims[k] * dims[k]));
+          job->receive_into(owner, sums[k].data(), sums[k].size() * sizeof(double));
+        }
+      }
+      if (next++ == 0) {
+        total = std::move(sums);
+        return;
+      }
+      for (size_t k = 0; k < 4; ++k)
+        for (size_t i = 0; i < total[k].size(); ++i) total[k][i] += sums[k][i];
+    };
+    // Rounds of `workers` slices; after each, rank 0 adds every slice it can in order (receiving
+    // other ranks' slices as their turn comes) and the other ranks send theirs.
+    for (size_t first = 0; first < mine.size(); first += workers) {
+      const size_t last = std::min(mine.size(), first + workers);
+      std::vector<std::thread> pool;
+      std::vector<std::exception_ptr> errors(last - first);
+      for (size_t i = first; i < last; ++i) {
+        auto run = [&, i] {
+          try {
+            run_block(w, shape, local[mine[i]], dims);
+          } catch (...) {
+            errors[i - first] = std::current_exception();
+          }
+        };
+        if (i + 1 == last)
+          run();
+        else
+          pool.emplace_back(run);
+      }
+      for (auto &t : pool) t.join();
+      for (auto &e : errors)
+        if (e) std::rethrow_exception(e);
+      for (size_t i = first; i < last; ++i) {
+        Slice &done = local[mine[i]];
+        if (rank != 0) {
+          for (auto &sum : done.sums) job->send(0, sum.data(), sum.size() * sizeof(double));
+          done.sums.clear();
+          continue;
+        }
+        while (next <= mine[i]) add_next();
+      }
+    }
+    if (rank != 0) continue;
+    while (next < slices) add_next(); // other ranks' slices after this rank's last one
+    for (size_t k = 0; k < 4; ++k) {
+      Hessian h = c.hessians[static_cast<size_t>(l) * 4 + k];
+      h.h = std::move(total[k]);
+      mirror_lower(h.h, h.dim);
+      for (double &v : h.h) v /= static_cast<double>(h.count);
+      sink(std::move(h));
+    }
+  }
+  return c;
+}
+
+Calibration calibrate(const Model &model, const std::vector<int32_t> &stream,
+                      const CalibrationSettings &settings) {
+  std::vector<Hessian> hessians;
+  Calibration c = calibrate_layers(model, stream, settings,
+                                   [&](Hessian &&h) { hessians.push_back(std::move(h)); });
+  c.hessians = std::move(hessians);
+  return c;
+}
+
+std::string model_fingerprint(const Model &model) {
+  XXH64_state_t *st = XXH64_createState();
+  XXH64_reset(st, 0);
+  for (const auto &t : model.tensors) {
+    XXH64_update(st, t.info.name.data(), t.info.name.size() + 1);
+    XXH64_update(st, t.info.shape.data(), t.info.shape.size() * sizeof(int64_t));
+    std::vector<float> v = t.load();
+    XXH64_update(st, v.data(), v.size() * sizeof(float));
+  }
+  uint64_t h = XXH64_digest(st);
+  XXH64_freeState(st);
+  return hex64(h);
+}
+
+namespace {
+
+nlohmann::json calibration_metadata(const Calibration &c) {
+  nlohmann::json meta = {{"model_hash", c.model_hash},
+                         {"text_hash", c.text_hash},
+                         {"tokens", c.tokens},
+                         {"seq_len", c.seq_len},
+                         {"inputs", nlohmann::json::object()}};
+  for (const auto &h : c.hessians)
+    meta["inputs"][h.input] = {{"linears", h.linears}, {"count", h.count}, {"dim", h.dim}};
+  return meta;
+}
+
+std::vector<TensorInfo> calibration_tensors(const Calibration &c) {
+  std::vector<TensorInfo> infos;
+  for (const auto &h : c.hessians)
+    infos.push_back(TensorInfo{"hessian." + h.input, DType::F32, {h.dim, h.dim}});
+  return infos;
+}
+
+void write_hessian(SafetensorsWriter &w, const Hessian &h) {
+  std::vector<float> f(h.h.begin(), h.h.end());
+  w.write("hessian." + h.input, f.data());
+}
+
+} // namespace
+
+void save_calibration(const Calibration &c, const std::filesystem::path &path) {
+  SafetensorsWriter w(path, calibration_tensors(c),
+                      {{"nwc.calibration", calibration_metadata(c).dump()}});
+  for (const auto &h : c.hessians) write_hessian(w, h);
+  w.commit();
+}
+
+Calibration calibrate_to_file(const Model &model, const std::vector<int32_t> &stream,
+                              const CalibrationSettings &settings, const std::string &model_hash,
+                              const std::string &text_hash, const std::filesystem::path &path,
+                              Job *job, const std::function<void(const Hessian &)> &on_hessian) {
+  Calibration plan = calibration_plan(model.arch, static_cast<int64_t>(stream.size()), settings);
+  plan.model_hash = model_hash;
+  plan.text_hash = text_hash;
+  std::unique_ptr<SafetensorsWriter> w;
+  if (!job || job->rank() == 0)
+    w = std::make_unique<SafetensorsWriter>(
+        path, calibration_tensors(plan),
+        std::map<std::string, std::string>{{"nwc.calibration", calibration_metadata(plan).dump()}});
+  calibrate_layers(
+      model, stream, settings,
+      [&](Hessian &&h) {
+        if (on_hessian) on_hessian(h);
+        write_hessian(*w, h);
+      },
+      job);
+  if (w) w->commit();
+  return plan;
+}
+
+CalibrationFile open_calibration(const std::filesystem::path &path) {
+  CalibrationFile f;
+  f.file = read_safetensors(path);
+  const std::string p = path.string();
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(
+        f.file.metadata.at("__metadata__").at("nwc.calibration").get<std::string>());
+  } catch (const std::exception &) {
+    fail(NWC_E_CORRUPT_STREAM, p + ": not an nwc calibration file (no nwc.calibration metadata)");
+  }
+  Calibration &c = f.info;
+  try {
+    c.model_hash = meta.at("model_hash").get<std::string>();
+    c.text_hash = meta.at("text_hash").get<std::string>();
+    c.tokens = meta.at("tokens").get<int64_t>();
+    c.seq_len = meta.at("seq_len").get<int64_t>();
+    for (auto it = meta.at("inputs").begin(); it != meta.at("inputs").end(); ++it) {
+      Hessian h;
+      h.input = it.key();
+      h.linears = it.value().at("linears").get<std::vector<std::string>>();
+      h.count = it.value().at("count").get<int64_t>();
+      h.dim = it.value().at("dim").get<int64_t>();
+      const ModelTensor *t = f.file.find("hessian." + h.input);
+      if (!t || t->info.shape != std::vector<int64_t>{h.dim, h.dim})
+        fail(NWC_E_CORRUPT_STREAM, p + ": missing or misshapen tensor hessian." + h.input);
+      c.hessians.push_back(std::move(h));
+    }
+  } catch (const nlohmann::json::exception &e) {
+    fail(NWC_E_CORRUPT_STREAM, p + ": malformed nwc.calibration metadata: " + e.what());
+  }
+  return f;
+}
+
+Calibration load_calibration(const std::filesystem::path &path) {
+  CalibrationFile f = open_calibration(path);
+  for (Hessian &h : f.info.hessians) {
+    std::vector<float> v = f.file.find("hessian." + h.input)->load();
+    h.h.assign(v.begin(), v.end());
+  }
+  return std::move(f.info);
+}
+
+std::map<std::string, HessianRef> hessians_by_linear(const CalibrationFile &f) {
+  std::map<std::string, HessianRef> out;
+  for (const Hessian &h : f.info.hessians) {
+    const ModelTensor *t = f.file.find("hessian." + h.input);
+    // The loader keeps the mapped file alive: settings may outlive the CalibrationFile.
+    HessianRef ref(static_cast<uint64_t>(h.dim) * static_cast<uint64_t>(h.dim),
+                   [load = t->load, keep = f.file.keepalive] {
+                     return std::make_shared<const std::vector<float>>(load());
+                   });
+    for (const auto &l : h.linears) out[l] = ref;
+  }
+  return out;
+}
+
+} // namespace nwc::host

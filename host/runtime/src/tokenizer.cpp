@@ -1,0 +1,287 @@
+// llama2.c tokenizer.bin (score-greedy BPE with byte fallback) and the load_tokenizer dispatch
+// between it and SentencePiece models.
+#include "nwc/runtime/tokenizer.hpp"
+
+#include "bpe_merge.hpp"
+#include "nwc/cpp/error.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <span>
+#include <unordered_map>
+
+namespace nwc::host {
+namespace {
+
+constexpr int32_t kUnk = 0;
+constexpr int32_t kBos = 1;
+constexpr int32_t kEos = 2;
+constexpr int32_t kFirstByteToken = 3; // <0x00> .. <0xFF> at 3..258
+// run.c only merges pairs whose score beats its initial best of -1e10.
+constexpr float kMinMergeScore = -1e10f;
+
+std::vector<uint8_t> read_whole_file(const std::filesystem::path &path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(NWC_E_IO, path.string() + ": cannot open tokenizer file");
+  const std::streamoff size = f.tellg();
+  if (size < 0) fail(NWC_E_IO, path.string() + ": cannot determine the tokenizer file's size");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char *>(bytes.data()), size))
+    fail(NWC_E_IO, path.string() + ": read error");
+  return bytes;
+}
+
+template <typename T> T load_le(const uint8_t *p) {
+  // The files are little-endian and so are all hosts nwc supports; memcpy avoids misaligned reads.
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+struct Llama2cVocab {
+  int32_t max_token_length = 0;
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+};
+
+// Parses tokenizer.bin. expected > 0: read exactly that many records and require the file to end
+// there; expected == 0: read records until EOF, which must fall on a record boundary. Every length
+// is checked against the bytes left, so no allocation exceeds the file size.
+Llama2cVocab parse_llama2c(const std::string &name, std::span<const uint8_t> bytes,
+                           int64_t expected) {
+  const auto corrupt = [&](const std::string &what) {
+    fail(NWC_E_CORRUPT_STREAM, name + ": " + what);
+  };
+  const auto of_expected = [&] {
+    return expected > 0 ? " of " + std::to_string(expected) : std::string();
+  };
+  if (bytes.size() < 4)
+    corrupt("file of " + std::to_string(bytes.size()) +
+            " bytes is too short for a llama2.c tokenizer (expected a 4-byte header)");
+  Llama2cVocab v;
+  v.max_token_length = load_le<int32_t>(bytes.data());
+  if (v.max_token_length <= 0 || static_cast<uint64_t>(v.max_token_length) > bytes.size())
+    corrupt("llama2.c tokenizer header has max_token_length " + std::to_string(v.max_token_length) +
+            ", expected 1.." + std::to_string(bytes.size()));
+  size_t off = 4;
+  const size_t size = bytes.size();
+  // Each record is at least 8 bytes, which bounds the reservation.
+  size_t cap = (size - off) / 8;
+  if (expected > 0) cap = std::min(cap, static_cast<size_t>(expected));
+  v.pieces.reserve(cap);
+  v.scores.reserve(cap);
+  while (off < size && (expected == 0 || static_cast<int64_t>(v.pieces.size()) < expected)) {
+    const std::string at = "token " + std::to_string(v.pieces.size()) + of_expected();
+    if (size - off < 8) corrupt("truncated llama2.c tokenizer at " + at);
+    const float score = load_le<float>(bytes.data() + off);
+    const int32_t len = load_le<int32_t>(bytes.data() + off + 4);
+    off += 8;
+    if (len < 0)
+      corrupt("llama2.c tokenizer " + at + " has negative length " + std::to_string(len));
+    if (len > v.max_token_length)
+      corrupt("llama2.c tokenizer " + at + " has length " + std::to_string(len) +
+              ", more than the header's max_token_length " + std::to_string(v.max_token_length));
+    if (static_cast<size_t>(len) > size - off)
+      corrupt("truncated llama2.c tokenizer at " + at + ": length " + std::to_string(len) +
+              " runs past the end of the file (" + std::to_string(size - off) + " bytes left)");
+    v.pieces.emplace_back(reinterpret_cast<const char *>(bytes.data() + off),
+                          static_cast<size_t>(len));
+    v.scores.push_back(score);
+    off += static_cast<size_t>(len);
+  }
+  const int64_t count = static_cast<int64_t>(v.pieces.size());
+  if (expected > 0 && count < expected)
+    fail(NWC_E_INVALID_ARG, name + ": tokenizer has " + std::to_string(count) +
+                                " tokens, the model expects " + std::to_string(expected));
+  if (expected > 0 && off < size)
+    fail(NWC_E_INVALID_ARG, name + ": tokenizer has more than " + std::to_string(expected) +
+                                " tokens (" + std::to_string(size - off) + " bytes follow token " +
+                                std::to_string(expected - 1) + "), the model expects " +
+                                std::to_string(expected));
+  // Ids 0..2 are <unk>, BOS and EOS; a file without them is not a usable llama2.c tokenizer.
+  if (count < 3)
+    corrupt("llama2.c tokenizer has " + std::to_string(count) +
+            " tokens, expected at least 3 (<unk>, BOS, EOS)");
+  return v;
+}
+
+class Llama2cTokenizer final : public Tokenizer {
+public:
+  Llama2cTokenizer(std::string name, Llama2cVocab vocab)
+      : name_(std::move(name)), vocab_(std::move(vocab)) {
+    lookup_.reserve(vocab_.pieces.size() * 2);
+    // Duplicate strings: run.c bsearches a sorted copy, so which duplicate it finds is
+    // unspecified; we take the lowest id (emplace keeps the first insertion).
+    for (size_t i = 0; i < vocab_.pieces.size(); ++i)
+      lookup_.emplace(std::string_view(vocab_.pieces[i]), static_cast<int32_t>(i));
+    // Merging looks pairs up by the concatenation of their strings. To avoid building strings in
+    // the hot loop, precompute every (left, right) -> merged id: split each distinct piece at every
+    // position and keep the splits whose halves are both pieces. Ids are canonicalised to the
+    // lowest id of their string, so duplicate pieces share entries.
+    canon_.resize(vocab_.pieces.size());
+    for (size_t i = 0; i < vocab_.pieces.size(); ++i) canon_[i] = find(vocab_.pieces[i]);
+    for (size_t t = 0; t < vocab_.pieces.size(); ++t) {
+      if (canon_[t] != static_cast<int32_t>(t)) continue;
+      const std::string_view s = vocab_.pieces[t];
+      for (size_t k = 0; k <= s.size(); ++k) {
+        const int32_t a = find(s.substr(0, k));
+        const int32_t b = a < 0 ? -1 : find(s.substr(k));
+        if (b >= 0) merges_.emplace(pair_key(a, b), static_cast<int32_t>(t));
+      }
+    }
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool bos, bool eos) const override {
+    // run.c puts BOS into the sequence before merging, so a pair with it could merge too.
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() + 3);
+    if (bos) ids.push_back(kBos);
+    if (!text.empty()) append_initial_symbols(text, ids);
+    merge(ids);
+    if (eos) ids.push_back(kEos);
+    return ids;
+  }
+
+  std::string decode(int32_t prev, int32_t token) const override {
+    if (token < 0 || token >= vocab_size())
+      fail(NWC_E_INVALID_ARG, name_ + ": token id " + std::to_string(token) +
+                                  " is out of range, expected 0.." +
+                                  std::to_string(vocab_size() - 1));
+    std::string_view piece = vocab_.pieces[static_cast<size_t>(token)];
+    // The dummy-prefix space of the first word after BOS is not part of the text.
+    if (prev == kBos && !piece.empty() && piece[0] == ' ') piece.remove_prefix(1);
+    if (const int b = detail::byte_piece_value(piece); b >= 0)
+      return std::string(1, static_cast<char>(b));
+    return std::string(piece);
+  }
+
+  int32_t bos_id() const override { return kBos; }
+  int32_t eos_id() const override { return kEos; }
+  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.pieces.size()); }
+
+private:
+  int32_t find(std::string_view s) const {
+    const auto it = lookup_.find(s);
+    return it == lookup_.end() ? -1 : it->second;
+  }
+  // Byte-fallback id; a vocabulary too small to have one maps the byte to <unk>.
+  int32_t byte_token(uint8_t b) const {
+    const int32_t id = kFirstByteToken + b;
+    return id < vocab_size() ? id : kUnk;
+  }
+
+  // Steps 2 and 3 of run.c's encode(): dummy prefix, then one token per UTF-8 code point (a byte
+  // plus up to 3 continuation bytes) or its bytes' fallback tokens. The text is taken as bytes, so
+  // an embedded NUL is just byte 0 (run.c, reading a C string, would stop there).
+  void append_initial_symbols(std::string_view text, std::vector<int32_t> &ids) const {
+    const int32_t space = find(" ");
+    ids.push_back(space >= 0 ? space : byte_token(' '));
+    const auto is_cont = [](char c) { return (static_cast<uint8_t>(c) & 0xC0) == 0x80; };
+    size_t i = 0;
+    while (i < text.size()) {
+      size_t n = 1;
+      while (n < 4 && i + n < text.size() && is_cont(text[i + n])) ++n;
+      const std::string_view cp = text.substr(i, n);
+      if (const int32_t id = find(cp); id >= 0) {
+        ids.push_back(id);
+      } else {
+        for (char c : cp) ids.push_back(byte_token(static_cast<uint8_t>(c)));
+      }
+      i += n;
+    }
+  }
+
+  // Step 4: always merge the best-scoring adjacent pair, leftmost on ties, as run.c's quadratic
+  // loop does (detail::bpe_merge, O(n log n)).
+  void merge(std::vector<int32_t> &ids) const {
+    const int32_t n = static_cast<int32_t>(ids.size());
+    if (n < 2) return;
+    const auto lookup = [&](int32_t l, int32_t r) -> std::optional<detail::BpeMergeCandidate> {
+      const auto it =
+          merges_.find(pair_key(canon_[static_cast<size_t>(ids[static_cast<size_t>(l)])],
+                                canon_[static_cast<size_t>(ids[static_cast<size_t>(r)])]));
+      if (it == merges_.end()) return std::nullopt;
+      const int32_t id = it->second;
+      const float score = vocab_.scores[static_cast<size_t>(id)];
+      if (!(score > kMinMergeScore)) return std::nullopt; // also rejects NaN, like run.c
+      return detail::BpeMergeCandidate{score, id};
+    };
+    const auto apply = [&](int32_t l, int32_t, int32_t merged) {
+      ids[static_cast<size_t>(l)] = merged;
+    };
+    const std::vector<int32_t> order = detail::bpe_merge(n, lookup, apply);
+    size_t w = 0; // order is increasing, so compacting in place is safe
+    for (int32_t i : order) ids[w++] = ids[static_cast<size_t>(i)];
+    ids.resize(w);
+  }
+
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32 | static_cast<uint32_t>(b);
+  }
+
+  std::string name_;
+  Llama2cVocab vocab_;
+  std::unordered_map<std::string_view, int32_t> lookup_; // string -> lowest id
+  std::vector<int32_t> canon_;                           // id -> lowest id of the same string
+  std::unordered_map<uint64_t, int32_t> merges_;         // (canon left, canon right) -> merged id
+};
+
+void check_vocab_size_arg(const std::filesystem::path &path, int64_t vocab_size) {
+  if (vocab_size < 0 || vocab_size > INT32_MAX)
+    fail(NWC_E_INVALID_ARG, path.string() + ": expected vocabulary size " +
+                                std::to_string(vocab_size) + " is out of range, expected 0.." +
+                                std::to_string(INT32_MAX));
+}
+
+} // namespace
+
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path &path,
+                                                  int64_t vocab_size) {
+  check_vocab_size_arg(path, vocab_size);
+  const std::vector<uint8_t> bytes = read_whole_file(path);
+  return std::make_unique<Llama2cTokenizer>(path.string(),
+                                            parse_llama2c(path.string(), bytes, vocab_size));
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path, int64_t vocab_size) {
+  check_vocab_size_arg(path, vocab_size);
+  const std::vector<uint8_t> bytes = read_whole_file(path);
+  // A tokenizer.bin must parse cleanly to EOF with every length within max_token_length; a
+  // protobuf practically never does, so a clean parse decides the format.
+  std::string llama_error;
+  try {
+    Llama2cVocab v = parse_llama2c(path.string(), bytes, 0);
+    const int64_t count = static_cast<int64_t>(v.pieces.size());
+    if (vocab_size > 0 && count != vocab_size)
+      fail(NWC_E_INVALID_ARG, path.string() + ": tokenizer has " + std::to_string(count) +
+                                  " tokens, the model expects " + std::to_string(vocab_size));
+    return std::make_unique<Llama2cTokenizer>(path.string(), std::move(v));
+  } catch (const Error &e) {
+    if (e.code() != NWC_E_CORRUPT_STREAM) throw;
+    llama_error = e.what();
+    // Keep only the reason, the path is said once.
+    const std::string prefix = path.string() + ": ";
+    if (llama_error.starts_with(prefix)) llama_error.erase(0, prefix.size());
+  }
+  std::unique_ptr<Tokenizer> sp;
+  try {
+    sp = load_sentencepiece_tokenizer(path);
+  } catch (const Error &e) {
+    if (e.code() != NWC_E_CORRUPT_STREAM) throw;
+    std::string sp_error = e.what();
+    const std::string prefix = path.string() + ": ";
+    if (sp_error.starts_with(prefix)) sp_error.erase(0, prefix.size());
+    fail(NWC_E_CORRUPT_STREAM, path.string() +
+                                   ": not a tokenizer, expected a llama2.c tokenizer.bin (" +
+                                   llama_error + ") or a SentencePiece model (" + sp_error + ")");
+  }
+  if (vocab_size > 0 && sp->vocab_size() != vocab_size)
+    fail(NWC_E_INVALID_ARG, path.string() + ": tokenizer has " + std::to_string(sp->vocab_size()) +
+                                " tokens, the model expects " + std::to_string(vocab_size));
+  return sp;
+}
+
+} // namespace nwc::host

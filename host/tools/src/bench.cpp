@@ -1,0 +1,328 @@
+#include "nwc/tools/bench.hpp"
+
+#include "nwc/cpp/error.hpp"
+#include "nwc/formats/container.hpp"
+#include "nwc/host/codec.hpp"
+#include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/blockft.hpp"
+#include "nwc/runtime/calibrate.hpp"
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/llama.hpp"
+#include "nwc/runtime/tokenizer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+namespace nwc::host {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Peak resident memory since the last reset, from /proc/self/status (VmHWM), in MB. Writing "5"
+// to /proc/self/clear_refs resets it, so each pipeline gets its own peak.
+void reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+}
+double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0.0;
+}
+
+std::string fixed(double v, int prec) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(prec) << v;
+  return o.str();
+}
+std::string sci(double v) {
+  std::ostringstream o;
+  o << std::scientific << std::setprecision(2) << v;
+  return o.str();
+}
+
+// A model whose tensors are the given decoded values (so evaluation does not decode twice).
+Model in_memory(const Model &like, std::map<std::string, std::vector<float>> values) {
+  auto store = std::make_shared<std::map<std::string, std::vector<float>>>(std::move(values));
+  Model m;
+  m.format = "decoded";
+  m.path = like.path;
+  m.arch = like.arch;
+  for (const auto &t : like.tensors) {
+    ModelTensor mt;
+    mt.info = t.info;
+    const std::string name = t.info.name;
+    mt.load = [store, name] { return store->at(name); };
+    m.tensors.push_back(std::move(mt));
+  }
+  m.keepalive = store;
+  return m;
+}
+
+double hessian_error(const std::vector<float> &w, const std::vector<float> &q,
+                     const std::vector<float> &h, int64_t rows, int64_t cols) {
+  double num = 0, den = 0;
+  std::vector<double> d(static_cast<size_t>(cols)), x(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < cols; ++i) {
+      x[i] = w[r * cols + i];
+      d[i] = static_cast<double>(w[r * cols + i]) - q[r * cols + i];
+    }
+    for (int64_t i = 0; i < cols; ++i) {
+      double hd = 0, hx = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        hd += h[i * cols + j] * d[j];
+        hx += h[i * cols + j] * x[j];
+      }
+      num += d[i] * hd;
+      den += x[i] * hx;
+    }
+  }
+  return den > 0 ? num / den : 0.0;
+}
+
+void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
+                   const std::function<void(const std::string &)> &log) {
+  const auto dir = s.output_dir;
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto &r : rows) j.push_back(r.to_json());
+  std::ofstream(dir / "results.json") << j.dump(2) << "\n";
+
+  std::ofstream csv(dir / "results.csv");
+  csv << "method,pipeline,bits_per_weight,linear_bits_per_weight,mse,sqnr_db,hessian_error,nll,"
+         "ppl,encode_seconds,decode_seconds,encode_weights_per_second,decode_weights_per_second,"
+         "peak_rss_mb\n";
+  for (const auto &r : rows)
+    csv << r.method << "," << r.pipeline << "," << r.bits_per_weight << ","
+        << r.linear_bits_per_weight << "," << r.mse << "," << r.sqnr_db << "," << r.hessian_error
+        << "," << r.nll << "," << r.ppl << "," << r.encode_seconds << "," << r.decode_seconds << ","
+        << r.encode_weights_per_second << "," << r.decode_weights_per_second << "," << r.peak_rss_mb
+        << "\n";
+
+  std::ofstream md(dir / "results.md");
+  md << "# nwc bench: " << s.model.filename().string() << "\n\n"
+     << "Protocol ppl-v1 on `" << s.eval_text.filename().string() << "`"
+     << (s.max_tokens ? " (first " + std::to_string(s.max_tokens) + " tokens)" : "")
+     << "; calibration: " << s.calib_tokens << " tokens of `" << s.calib_text.filename().string()
+     << "`. Bits per weight are measured from the "
+     << "container (streams, side information and the tensor's share of headers); *linear* "
+     << "counts the coded tensors, *all* every tensor. Hessian error = mean over linear layers "
+     << "of tr(ΔW H ΔWᵀ)/tr(W H Wᵀ).\n\n"
+     << "| method | pipeline | bits/w linear | bits/w all | NLL | ppl | Hessian err | MSE | SQNR "
+        "dB "
+        "| encode s | decode Mw/s | peak RSS MB |\n"
+     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto &r : rows)
+    md << "| " << r.method << " | " << r.pipeline << " | " << fixed(r.linear_bits_per_weight, 3)
+       << " | " << fixed(r.bits_per_weight, 3) << " | " << fixed(r.nll, 4) << " | "
+       << fixed(r.ppl, 3) << " | " << (r.container.empty() ? "0" : sci(r.hessian_error)) << " | "
+       << (r.container.empty() ? "0" : sci(r.mse)) << " | "
+       << (r.container.empty() || !std::isfinite(r.sqnr_db) ? "inf" : fixed(r.sqnr_db, 2)) << " | "
+       << fixed(r.encode_seconds, 2) << " | " << fixed(r.decode_weights_per_second / 1e6, 2)
+       << " | " << fixed(r.peak_rss_mb, 0) << " |\n";
+  md << "\n![rate vs perplexity](rate_ppl.svg)\n\nRegenerate with:\n\n```\n";
+  for (size_t i = 0; i < s.argv.size(); ++i) md << (i ? " " : "") << s.argv[i];
+  md << "\n```\n";
+
+  // Rate-perplexity plot: one line per method, the fp32 model as a horizontal line.
+  std::map<std::string, std::vector<const BenchRow *>> by_method;
+  for (const auto &r : rows)
+    if (!r.container.empty()) by_method[r.method].push_back(&r);
+  std::ofstream dat(dir / "rate_ppl.dat");
+  std::vector<std::string> methods;
+  for (auto &[method, list] : by_method) {
+    std::sort(list.begin(), list.end(), [](const BenchRow *a, const BenchRow *b) {
+      return a->linear_bits_per_weight < b->linear_bits_per_weight;
+    });
+    dat << "# " << method << "\n";
+    for (const auto *r : list) dat << r->linear_bits_per_weight << " " << r->ppl << "\n";
+    dat << "\n\n";
+    methods.push_back(method);
+  }
+  dat.close();
+  const double fp32_ppl = rows.empty() ? 0 : rows.front().ppl;
+  std::ofstream gp(dir / "rate_ppl.gp");
+  gp << "set xlabel 'bits per weight (linear layers, measured)'\n"
+     << "set ylabel 'perplexity (ppl-v1)'\nset logscale y\nset key outside right\nset grid\n"
+     << "set title '" << s.model.filename().string() << "'\n";
+  // The interesting part is near the fp32 line; collapsed points (>20x) stay in the table.
+  if (fp32_ppl > 0) gp << "set yrange [" << fp32_ppl * 0.9 << ":" << fp32_ppl * 20 << "]\n";
+  for (const char *term : {"svg size 900,560", "pngcairo size 900,560"}) {
+    const std::string ext = std::string(term).substr(0, 3) == "svg" ? "svg" : "png";
+    gp << "set terminal " << term << "\nset output '" << (dir / ("rate_ppl." + ext)).string()
+       << "'\nplot ";
+    for (size_t i = 0; i < methods.size(); ++i)
+      gp << "'" << (dir / "rate_ppl.dat").string() << "' index " << i << " with linespoints title '"
+         << methods[i] << "', ";
+    gp << fp32_ppl << " with lines dashtype 2 title 'fp32'\n";
+  }
+  gp.close();
+  std::string cmd = "gnuplot '" + (dir / "rate_ppl.gp").string() + "' 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  std::string out;
+  if (p) {
+    char buf[256];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+  }
+  int rc = p ? pclose(p) : -1;
+  if (rc != 0)
+    log("warning: gnuplot failed (install Debian's gnuplot-nox); the plot script is " +
+        (dir / "rate_ppl.gp").string() + (out.empty() ? "" : ": " + out));
+}
+
+} // namespace
+
+nlohmann::json BenchRow::to_json() const {
+  return {{"method", method},
+          {"pipeline", pipeline},
+          {"container", container},
+          {"bits_per_weight", bits_per_weight},
+          {"linear_bits_per_weight", linear_bits_per_weight},
+          {"mse", mse},
+          {"sqnr_db", std::isfinite(sqnr_db) ? nlohmann::json(sqnr_db) : nlohmann::json()},
+          {"hessian_error", hessian_error},
+          {"nll", nll},
+          {"ppl", ppl},
+          {"encode_seconds", encode_seconds},
+          {"decode_seconds", decode_seconds},
+          {"encode_weights_per_second", encode_weights_per_second},
+          {"decode_weights_per_second", decode_weights_per_second},
+          {"peak_rss_mb", peak_rss_mb}};
+}
+
+std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry,
+                                const std::function<void(const std::string &)> &log) {
+  // Everything that can be wrong with the inputs is checked before the long work starts.
+  std::vector<Pipeline> pipelines;
+  for (const auto &p : s.pipelines) pipelines.push_back(load_pipeline(p, registry));
+  std::map<std::string, std::string> seen;
+  for (size_t i = 0; i < pipelines.size(); ++i) {
+    auto [it, fresh] = seen.emplace(pipelines[i].name, s.pipelines[i].string());
+    if (!fresh)
+      fail(NWC_E_INVALID_ARG, s.pipelines[i].string() + ": pipeline name '" + pipelines[i].name +
+                                  "' is also used by " + it->second);
+  }
+  std::filesystem::create_directories(s.output_dir);
+  Model model = load_model(s.model);
+  auto tok = load_tokenizer(s.tokenizer, model.arch.vocab_size);
+  const auto eval_stream = ppl_token_stream(read_text_file(s.eval_text), *tok);
+  const auto calib_stream = ppl_token_stream(read_text_file(s.calib_text), *tok);
+  EvalSettings es;
+  es.max_tokens = s.max_tokens;
+  es.threads = s.threads;
+
+  std::map<std::string, std::vector<float>> original;
+  uint64_t total_weights = 0;
+  for (const auto &t : model.tensors) {
+    original[t.info.name] = t.load();
+    total_weights += t.info.numel();
+  }
+
+  std::vector<BenchRow> rows;
+  CompressSettings cs;
+  cs.threads = s.threads;
+  {
+    LlamaModel llama(model, 1);
+    log("calibrating on " + std::to_string(s.calib_tokens) + " tokens of " + s.calib_text.string());
+    CalibrationSettings cal;
+    cal.tokens = s.calib_tokens;
+    cal.threads = s.threads;
+    Calibration c = calibrate(model, calib_stream, cal);
+    for (const auto &h : c.hessians) {
+      auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
+      for (const auto &l : h.linears) cs.hessians[l] = v;
+    }
+    log("evaluating fp32");
+    EvalResult r = evaluate_ppl(llama, eval_stream, es);
+    BenchRow fp32;
+    fp32.method = "fp32";
+    fp32.pipeline = "fp32";
+    fp32.bits_per_weight = fp32.linear_bits_per_weight = 32;
+    fp32.sqnr_db = std::numeric_limits<double>::infinity();
+    fp32.nll = r.nll;
+    fp32.ppl = r.ppl;
+    rows.push_back(fp32);
+  }
+
+  for (size_t i = 0; i < pipelines.size(); ++i) {
+    const Pipeline &pl = pipelines[i];
+    BenchRow row;
+    row.method = pl.method;
+    row.pipeline = pl.name;
+    row.container = (s.output_dir / (pl.name + ".nwc")).string();
+    log("[" + std::to_string(i + 1) + "/" + std::to_string(pipelines.size()) + "] " + pl.name);
+    reset_peak_rss();
+    auto t0 = Clock::now();
+    if (pl.blockft.enabled) // fine-tuning on the same calibration tokens as the Hessians
+      compress_model_blockft(model, pl, registry, row.container, cs, calib_stream);
+    else
+      compress_model(model, pl, registry, row.container, cs);
+    row.encode_seconds = since(t0);
+
+    ContainerReader reader(row.container);
+    ContainerDecoder decoder(reader, registry);
+    std::map<std::string, std::vector<float>> decoded;
+    t0 = Clock::now();
+    for (const auto &t : reader.manifest().tensors)
+      decoded[t.name] = decoder.decode_tensor(t, s.threads);
+    row.decode_seconds = since(t0);
+    row.peak_rss_mb = peak_rss_mb();
+
+    const auto &m = reader.manifest();
+    const uint64_t file = reader.file_size();
+    double linear_bytes = 0, err = 0, sig = 0, herr = 0;
+    uint64_t linear_weights = 0;
+    int layers = 0;
+    for (const auto &t : m.tensors) {
+      const auto &a = original.at(t.name), &b = decoded.at(t.name);
+      for (size_t k = 0; k < a.size(); ++k) {
+        const double d = static_cast<double>(a[k]) - b[k];
+        err += d * d;
+        sig += static_cast<double>(a[k]) * a[k];
+      }
+      if (t.storage == "pipeline") {
+        linear_bytes += container_tensor_bytes(m, file, t);
+        linear_weights += t.numel();
+      }
+      auto h = cs.hessians.find(t.name);
+      if (h != cs.hessians.end() && t.shape.size() == 2) {
+        herr += hessian_error(a, b, *h->second.load(), t.shape[0], t.shape[1]);
+        ++layers;
+      }
+    }
+    row.bits_per_weight = static_cast<double>(file) * 8 / static_cast<double>(total_weights);
+    row.linear_bits_per_weight = linear_weights
+                                     ? linear_bytes * 8 / static_cast<double>(linear_weights)
+                                     : row.bits_per_weight;
+    row.mse = err / static_cast<double>(total_weights);
+    row.sqnr_db = err > 0 ? 10 * std::log10(sig / err) : std::numeric_limits<double>::infinity();
+    row.hessian_error = layers ? herr / layers : 0.0;
+    const double weights = static_cast<double>(total_weights);
+    row.encode_weights_per_second = row.encode_seconds > 0 ? weights / row.encode_seconds : 0;
+    row.decode_weights_per_second = row.decode_seconds > 0 ? weights / row.decode_seconds : 0;
+
+    LlamaModel llama(in_memory(model, std::move(decoded)), 1);
+    EvalResult r = evaluate_ppl(llama, eval_stream, es);
+    row.nll = r.nll;
+    row.ppl = r.ppl;
+    log("    " + fixed(row.linear_bits_per_weight, 3) + " bits/w, NLL " + fixed(row.nll, 4) +
+        ", ppl " + fixed(row.ppl, 3));
+    rows.push_back(row);
+    write_outputs(s, rows, log); // rewritten after every pipeline: a long run's results so far
+  }
+  if (pipelines.empty()) write_outputs(s, rows, log);
+  return rows;
+}
+
+} // namespace nwc::host
