@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
   const std::string prefix = text.substr(0, std::min(naive_bytes, text.size()));
 
   try {
-    const auto tok = nwc::host::load_tokenizer(tok_path);
+    const auto tok = nwc::runtime::load_tokenizer(tok_path);
     const nwc::test::NaiveBpe naive(tok_path);
     std::printf("tokenizer %s, text %s\n", tok_path.string().c_str(), text_path.string().c_str());
 

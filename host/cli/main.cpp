@@ -43,6 +43,8 @@ namespace po = boost::program_options;
 using nlohmann::json;
 using namespace nwc;
 using namespace nwc::host;
+using namespace nwc::tools;
+using namespace nwc::runtime;
 
 namespace {
 

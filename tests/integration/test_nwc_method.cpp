@@ -18,6 +18,7 @@
 namespace fs = std::filesystem;
 using namespace nwc;
 using namespace nwc::host;
+using namespace nwc::runtime;
 using nwc::test::TempDir;
 
 namespace {

@@ -25,7 +25,8 @@
 
 namespace fs = std::filesystem;
 using namespace nwc;
-using namespace nwc::host;
+using namespace nwc::runtime;
+using namespace nwc::tools;
 using nwc::test::Result;
 using nwc::test::run_nwc;
 using nwc::test::TempDir;

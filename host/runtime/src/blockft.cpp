@@ -7,7 +7,8 @@
 #include <map>
 #include <random>
 
-namespace nwc::host {
+namespace nwc::runtime {
+using namespace nwc::host;
 
 namespace {
 
@@ -201,4 +202,4 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   return result;
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

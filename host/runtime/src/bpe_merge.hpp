@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace nwc::host::detail {
+namespace nwc::runtime::detail {
 
 // "<0xHH>" -> the byte; -1 for any other piece.
 inline int byte_piece_value(std::string_view piece) {
@@ -98,4 +98,4 @@ std::vector<int32_t> bpe_merge(int32_t n, Lookup &&lookup, Apply &&apply) {
   return order;
 }
 
-} // namespace nwc::host::detail
+} // namespace nwc::runtime::detail

@@ -14,7 +14,8 @@
 #include <torch/torch.h>
 #include <xxhash.h>
 
-namespace nwc::host {
+namespace nwc::runtime {
+using namespace nwc::host;
 
 namespace {
 std::string hex64(uint64_t v) {
@@ -75,14 +76,14 @@ struct Slice {
 constexpr const char *kInputs[] = {"attn_in", "attn_out", "mlp_in", "mlp_out"};
 
 } // namespace
-} // namespace nwc::host
+} // namespace nwc::runtime
 
 // BLAS (libblas.so.3: OpenBLAS on Debian): the symmetric rank-k update, half a general product.
 extern "C" void dsyrk_(const char *uplo, const char *trans, const int *n, const int *k,
                        const double *alpha, const double *a, const int *lda, const double *beta,
                        double *c, const int *ldc, size_t uplo_len, size_t trans_len);
 
-namespace nwc::host {
+namespace nwc::runtime {
 namespace {
 
 // The lower triangle (row-major) of sum += Xᵀ X for X = x (rows x dim, float32), in float64; the
@@ -365,4 +366,4 @@ std::map<std::string, HessianRef> hessians_by_linear(const CalibrationFile &f) {
   return out;
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

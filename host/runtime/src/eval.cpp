@@ -11,7 +11,7 @@
 #include <sstream>
 #include <thread>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 std::string read_text_file(const std::filesystem::path &path) {
   std::ifstream in(path, std::ios::binary);
@@ -118,4 +118,4 @@ std::string generate_text(const LlamaModel &model, const Tokenizer &tokenizer,
   return text;
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

@@ -12,7 +12,7 @@
 #include <thread>
 #include <torch/torch.h>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 namespace llama {
 
@@ -289,4 +289,4 @@ std::vector<std::string> LlamaModel::linears_of(const std::string &input) const 
   return {};
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

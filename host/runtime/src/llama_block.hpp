@@ -8,7 +8,7 @@
 #include <string>
 #include <torch/torch.h>
 
-namespace nwc::host::llama {
+namespace nwc::runtime::llama {
 
 struct BlockWeights {
   torch::Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
@@ -46,4 +46,4 @@ torch::Tensor decoder_block(const BlockWeights &w, const BlockShape &s, const to
                             int64_t start, torch::Tensor *k_cache, torch::Tensor *v_cache,
                             const Report *report);
 
-} // namespace nwc::host::llama
+} // namespace nwc::runtime::llama

@@ -12,7 +12,8 @@
 #include <span>
 #include <unordered_map>
 
-namespace nwc::host {
+namespace nwc::runtime {
+
 namespace {
 
 constexpr int32_t kUnk = 0;
@@ -284,4 +285,4 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path, int
   return sp;
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

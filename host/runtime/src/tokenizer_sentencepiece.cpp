@@ -37,7 +37,8 @@
 #include <unordered_map>
 #include <utility>
 
-namespace nwc::host {
+namespace nwc::runtime {
+
 namespace {
 
 // SentencePiece marks spaces with U+2581 LOWER ONE EIGHTH BLOCK.
@@ -602,4 +603,4 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
   return std::make_unique<SentencePieceTokenizer>(name, parse_model(name, bytes));
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

@@ -16,7 +16,8 @@
 #include <random>
 #include <sstream>
 
-namespace nwc::host {
+namespace nwc::runtime {
+using namespace nwc::host;
 
 namespace {
 
@@ -358,4 +359,4 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
   return result;
 }
 
-} // namespace nwc::host
+} // namespace nwc::runtime

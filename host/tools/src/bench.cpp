@@ -18,7 +18,9 @@
 #include <map>
 #include <sstream>
 
-namespace nwc::host {
+namespace nwc::tools {
+using namespace nwc::host;
+using namespace nwc::runtime;
 
 namespace {
 
@@ -325,4 +327,4 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   return rows;
 }
 
-} // namespace nwc::host
+} // namespace nwc::tools

@@ -8,7 +8,8 @@
 
 #include <cmath>
 
-namespace nwc::host {
+namespace nwc::tools {
+using namespace nwc::host;
 
 namespace {
 
@@ -116,4 +117,4 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
   return out;
 }
 
-} // namespace nwc::host
+} // namespace nwc::tools

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 namespace {
 
@@ -101,4 +101,4 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
   }
 }
 
-} // namespace nwc::host
+} // namespace nwc::tools

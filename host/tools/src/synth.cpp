@@ -24,7 +24,7 @@
 #include <thread>
 #include <unistd.h>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -829,4 +829,4 @@ SynthResult write_synthetic_model(const SynthSpec &spec, const fs::path &out_dir
   return res;
 }
 
-} // namespace nwc::host
+} // namespace nwc::tools

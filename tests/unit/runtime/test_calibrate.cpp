@@ -14,6 +14,7 @@
 
 using namespace nwc;
 using namespace nwc::host;
+using namespace nwc::runtime;
 
 namespace {
 std::vector<int32_t> calib_stream() {

@@ -13,7 +13,8 @@
 #include <doctest/doctest.h>
 
 using namespace nwc;
-using namespace nwc::host;
+using namespace nwc::tools;
+using namespace nwc::runtime;
 
 namespace {
 std::filesystem::path stories_dir() {

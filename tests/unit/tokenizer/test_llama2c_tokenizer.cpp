@@ -12,7 +12,7 @@
 
 namespace {
 
-using nwc::host::Tokenizer;
+using nwc::runtime::Tokenizer;
 namespace fs = std::filesystem;
 
 fs::path stories_tok() {
@@ -100,7 +100,7 @@ void check_same(const Tokenizer &fast, const nwc::test::NaiveBpe &naive, std::st
 } // namespace
 
 TEST_CASE("tokenizer llama2c: reference encoding of stories260K's tok512.bin") {
-  auto tok = nwc::host::load_tokenizer(stories_tok(), 512);
+  auto tok = nwc::runtime::load_tokenizer(stories_tok(), 512);
   CHECK(tok->vocab_size() == 512);
   CHECK(tok->bos_id() == 1);
   CHECK(tok->eos_id() == 2);
@@ -122,7 +122,7 @@ TEST_CASE("tokenizer llama2c: reference encoding of stories260K's tok512.bin") {
 
 TEST_CASE("tokenizer llama2c: decode(encode(text)) reproduces the text") {
   for (const auto &path : {stories_tok(), aidreams_tok()}) {
-    auto tok = nwc::host::load_llama2c_tokenizer(path);
+    auto tok = nwc::runtime::load_llama2c_tokenizer(path);
     for (std::string text :
          {"Once upon a time, there was a little girl named Lily.", "a", " leading space",
           "   three leading spaces and trailing  ", "caf\xC3\xA9 na\xC3\xAFve",
@@ -135,7 +135,7 @@ TEST_CASE("tokenizer llama2c: decode(encode(text)) reproduces the text") {
 }
 
 TEST_CASE("tokenizer llama2c: decode details") {
-  auto tok = nwc::host::load_llama2c_tokenizer(stories_tok());
+  auto tok = nwc::runtime::load_llama2c_tokenizer(stories_tok());
   // Byte fallback pieces become their byte.
   CHECK(tok->decode(5, 3 + 0xC3) == "\xC3");
   CHECK(tok->decode(5, 3 + 'A') == "A");
@@ -153,7 +153,7 @@ TEST_CASE("tokenizer llama2c: decode details") {
 TEST_CASE("tokenizer llama2c: fast encoder equals run.c's loop on TinyStories paragraphs") {
   const std::string text = read_text("tinystories-eval.txt", 200 * 1024);
   for (const auto &path : {stories_tok(), aidreams_tok()}) {
-    auto tok = nwc::host::load_llama2c_tokenizer(path, 512);
+    auto tok = nwc::runtime::load_llama2c_tokenizer(path, 512);
     const nwc::test::NaiveBpe naive(path);
     size_t start = 0, paragraphs = 0;
     while (start < text.size()) {
@@ -174,7 +174,7 @@ TEST_CASE("tokenizer llama2c: fast encoder equals run.c's loop on random substri
   const std::string shakespeare = read_text("tinyshakespeare.txt");
   const std::string wiki = read_text("wiki.test.raw");
   for (const auto &path : {stories_tok(), aidreams_tok()}) {
-    auto tok = nwc::host::load_llama2c_tokenizer(path);
+    auto tok = nwc::runtime::load_llama2c_tokenizer(path);
     const nwc::test::NaiveBpe naive(path);
     for (const std::string *corpus : {&shakespeare, &wiki}) {
       for (int i = 0; i < 2000; ++i) {
@@ -217,7 +217,7 @@ TEST_CASE("tokenizer llama2c: ties, duplicates and unmergeable scores follow run
     nwc::test::TempDir dir;
     const auto file = dir / "tok.bin";
     nwc::test::write_bytes(file, make_tokenizer_bytes(extra));
-    auto tok = nwc::host::load_tokenizer(file);
+    auto tok = nwc::runtime::load_tokenizer(file);
     const nwc::test::NaiveBpe naive(file);
     for (int i = 0; i < 200; ++i) {
       std::string text;
@@ -234,7 +234,7 @@ TEST_CASE("tokenizer llama2c: a duplicated piece encodes to its lowest id") {
   // " " at 259 and "xy" at 262 and 263; "x", "y" at 260, 261.
   nwc::test::write_bytes(
       file, make_tokenizer_bytes({{" ", 0}, {"x", 0}, {"y", 0}, {"xy", 1}, {"xy", 2}}));
-  auto tok = nwc::host::load_tokenizer(file, 264);
+  auto tok = nwc::runtime::load_tokenizer(file, 264);
   CHECK(tok->encode("xy", false, false) == std::vector<int32_t>{259, 262});
   CHECK(tok->encode("xyz", false, false) == std::vector<int32_t>{259, 262, 3 + 'z'});
 }
@@ -245,8 +245,8 @@ TEST_CASE("tokenizer llama2c: damaged files give one-line errors naming the file
   REQUIRE(good.size() > 100);
   const auto file = dir / "tok.bin";
   const std::string name = file.string() + ":";
-  const auto load = [&](int64_t vocab) { (void)nwc::host::load_llama2c_tokenizer(file, vocab); };
-  const auto load_any = [&](int64_t vocab) { (void)nwc::host::load_tokenizer(file, vocab); };
+  const auto load = [&](int64_t vocab) { (void)nwc::runtime::load_llama2c_tokenizer(file, vocab); };
+  const auto load_any = [&](int64_t vocab) { (void)nwc::runtime::load_tokenizer(file, vocab); };
 
   // Offset of record `index` in the good file.
   const auto record_offset = [&](int index) {
@@ -277,7 +277,7 @@ TEST_CASE("tokenizer llama2c: damaged files give one-line errors naming the file
     CHECK(msg == file.string() + ": tokenizer has 300 tokens, the model expects 512");
     msg = error_of([&] { load_any(512); }, NWC_E_INVALID_ARG);
     CHECK(msg == file.string() + ": tokenizer has 300 tokens, the model expects 512");
-    CHECK(nwc::host::load_tokenizer(file)->vocab_size() == 300);
+    CHECK(nwc::runtime::load_tokenizer(file)->vocab_size() == 300);
   }
   SUBCASE("wrong vocab_size") {
     nwc::test::write_bytes(file, good);
@@ -289,7 +289,7 @@ TEST_CASE("tokenizer llama2c: damaged files give one-line errors naming the file
     msg = error_of([&] { load_any(500); }, NWC_E_INVALID_ARG);
     CHECK(msg == file.string() + ": tokenizer has 512 tokens, the model expects 500");
     error_of([&] { load(-5); }, NWC_E_INVALID_ARG);
-    CHECK(nwc::host::load_llama2c_tokenizer(file, 512)->vocab_size() == 512);
+    CHECK(nwc::runtime::load_llama2c_tokenizer(file, 512)->vocab_size() == 512);
   }
   SUBCASE("negative length") {
     auto bad = good;
@@ -337,7 +337,7 @@ TEST_CASE("tokenizer llama2c: damaged files give one-line errors naming the file
   }
   SUBCASE("missing file") {
     const std::string msg =
-        error_of([&] { (void)nwc::host::load_tokenizer(dir / "absent.bin"); }, NWC_E_IO);
+        error_of([&] { (void)nwc::runtime::load_tokenizer(dir / "absent.bin"); }, NWC_E_IO);
     CHECK(msg.starts_with((dir / "absent.bin").string() + ":"));
   }
 }
@@ -355,7 +355,7 @@ TEST_CASE("tokenizer llama2c: randomly corrupted files load cleanly or fail with
     if (i % 3 == 0) bad.resize(rng() % bad.size());
     nwc::test::write_bytes(file, bad);
     try {
-      auto tok = nwc::host::load_tokenizer(file);
+      auto tok = nwc::runtime::load_tokenizer(file);
       const auto ids = tok->encode("Once upon a time.", true, true);
       for (int32_t id : ids) {
         CHECK(id >= 0);

@@ -113,7 +113,7 @@ std::vector<std::vector<int32_t>> spm_encode(const nwc::test::TempDir &dir, cons
   return ids;
 }
 
-std::string decode_all(const nwc::host::Tokenizer &tok, const std::vector<int32_t> &ids) {
+std::string decode_all(const nwc::runtime::Tokenizer &tok, const std::vector<int32_t> &ids) {
   std::string out;
   int32_t prev = -1;
   for (int32_t id : ids) {
@@ -157,7 +157,7 @@ struct Corpus {
 
 // Our ids must equal spm_encode's for every line (which must include non-ASCII text).
 void check_same_ids(const nwc::test::TempDir &dir, const fs::path &model, const Corpus &corpus) {
-  const auto tok = nwc::host::load_tokenizer(model);
+  const auto tok = nwc::runtime::load_tokenizer(model);
   const auto expected = spm_encode(dir, model, corpus.lines);
   size_t mismatches = 0, non_ascii = 0, total = 0;
   for (size_t i = 0; i < corpus.lines.size(); ++i) {
@@ -208,7 +208,7 @@ TEST_CASE("tokenizer sentencepiece: BPE with byte fallback matches spm_encode an
                                " --byte_fallback=true --remove_extra_whitespaces=false");
   check_same_ids(dir, model, corpus);
 
-  auto tok = nwc::host::load_tokenizer(model, 400);
+  auto tok = nwc::runtime::load_tokenizer(model, 400);
   CHECK(tok->vocab_size() == 400);
   CHECK(tok->bos_id() == 1);
   CHECK(tok->eos_id() == 2);
@@ -238,7 +238,7 @@ TEST_CASE("tokenizer sentencepiece: BPE with byte fallback matches spm_encode an
   CHECK(tok->decode(-1, 1).empty()); // BOS
 
   // load_tokenizer's vocab check works for SentencePiece models too.
-  check_one_line_error([&] { (void)nwc::host::load_tokenizer(model, 512); }, model,
+  check_one_line_error([&] { (void)nwc::runtime::load_tokenizer(model, 512); }, model,
                        NWC_E_INVALID_ARG, "tokenizer has 400 tokens, the model expects 512");
 }
 
@@ -249,7 +249,7 @@ TEST_CASE("tokenizer sentencepiece: BPE without byte fallback, no BOS/EOS, defau
       train(dir, "nobf", "--model_type=bpe --vocab_size=400 --bos_id=-1 --eos_id=-1");
   check_same_ids(dir, model, corpus);
 
-  auto tok = nwc::host::load_sentencepiece_tokenizer(model);
+  auto tok = nwc::runtime::load_sentencepiece_tokenizer(model);
   CHECK(tok->bos_id() < 0);
   CHECK(tok->eos_id() < 0);
   // Unknown characters are <unk> (id 0), one per character.
@@ -268,7 +268,7 @@ TEST_CASE("tokenizer sentencepiece: BPE without dummy prefix, with user-defined 
             "--model_type=bpe --vocab_size=450 --bos_id=1 --eos_id=2 --byte_fallback=true"
             " --add_dummy_prefix=false --user_defined_symbols='<sep>,ROMEO'");
   check_same_ids(dir, model, corpus);
-  auto tok = nwc::host::load_tokenizer(model);
+  auto tok = nwc::runtime::load_tokenizer(model);
   for (const std::string text : {"ROMEO<sep>JULIET", "no prefix", "<sep>"}) {
     INFO(text);
     CHECK(decode_all(*tok, tok->encode(text, true, false)) == text);
@@ -278,12 +278,12 @@ TEST_CASE("tokenizer sentencepiece: BPE without dummy prefix, with user-defined 
 TEST_CASE("tokenizer sentencepiece: unsupported model types are a one-line error") {
   nwc::test::TempDir dir;
   const fs::path model = train(dir, "uni", "--model_type=unigram --vocab_size=400");
-  check_one_line_error([&] { (void)nwc::host::load_tokenizer(model); }, model, NWC_E_INVALID_ARG,
+  check_one_line_error([&] { (void)nwc::runtime::load_tokenizer(model); }, model, NWC_E_INVALID_ARG,
                        "UNIGRAM");
   const fs::path suffix =
       train(dir, "suffix", "--model_type=bpe --vocab_size=400 --treat_whitespace_as_suffix=true");
-  check_one_line_error([&] { (void)nwc::host::load_tokenizer(suffix); }, suffix, NWC_E_INVALID_ARG,
-                       "treat_whitespace_as_suffix");
+  check_one_line_error([&] { (void)nwc::runtime::load_tokenizer(suffix); }, suffix,
+                       NWC_E_INVALID_ARG, "treat_whitespace_as_suffix");
 }
 
 TEST_CASE("tokenizer sentencepiece: malformed files are one-line errors naming the file") {
@@ -294,11 +294,11 @@ TEST_CASE("tokenizer sentencepiece: malformed files are one-line errors naming t
   const auto expect_corrupt = [&](const std::string &bytes, const std::string &needle) {
     INFO("needle: " << needle);
     nwc::test::write_bytes(file, bytes.data(), bytes.size());
-    check_one_line_error([&] { (void)nwc::host::load_sentencepiece_tokenizer(file); }, file,
+    check_one_line_error([&] { (void)nwc::runtime::load_sentencepiece_tokenizer(file); }, file,
                          NWC_E_CORRUPT_STREAM, needle);
     // Through the dispatch: neither format, one line.
-    check_one_line_error([&] { (void)nwc::host::load_tokenizer(file); }, file, NWC_E_CORRUPT_STREAM,
-                         "SentencePiece");
+    check_one_line_error([&] { (void)nwc::runtime::load_tokenizer(file); }, file,
+                         NWC_E_CORRUPT_STREAM, "SentencePiece");
   };
   expect_corrupt(std::string(valid.begin(), valid.begin() + static_cast<long>(valid.size() / 2)),
                  "runs past the end");
@@ -312,7 +312,7 @@ TEST_CASE("tokenizer sentencepiece: malformed files are one-line errors naming t
   expect_corrupt(std::string("\x0A\x03\x0A\x01x"), "no unknown piece");
   // Wrong wire type for a known field.
   expect_corrupt(std::string("\x0A\x02\x10\x01"), "wire type 0, expected 5");
-  check_one_line_error([&] { (void)nwc::host::load_sentencepiece_tokenizer(dir / "missing"); },
+  check_one_line_error([&] { (void)nwc::runtime::load_sentencepiece_tokenizer(dir / "missing"); },
                        dir / "missing", NWC_E_IO);
 
   // Random truncations and bit flips never crash (run under ASan in CI): either an nwc::Error or
@@ -332,7 +332,7 @@ TEST_CASE("tokenizer sentencepiece: malformed files are one-line errors naming t
     }
     nwc::test::write_bytes(file, b);
     try {
-      auto tok = nwc::host::load_tokenizer(file);
+      auto tok = nwc::runtime::load_tokenizer(file);
       ++loaded;
       for (const std::string text :
            {"First Citizen: we are accounted poor citizens.", "caf\xC3\xA9 \xFF  x", ""}) {

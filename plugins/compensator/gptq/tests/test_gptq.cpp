@@ -14,6 +14,7 @@
 
 using namespace nwc;
 using namespace nwc::host;
+using namespace nwc::runtime;
 
 namespace {
 const Registry &registry() {

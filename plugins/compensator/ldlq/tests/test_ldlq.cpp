@@ -16,6 +16,7 @@
 
 using namespace nwc;
 using namespace nwc::host;
+using namespace nwc::runtime;
 
 namespace {
 using Hessians = std::map<std::string, std::shared_ptr<const std::vector<float>>>;

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 struct BlockFtReport {
   std::string linear; // the linear just coded
@@ -31,7 +31,7 @@ struct BlockFtReport {
 };
 
 struct BlockFtResult {
-  CompressResult compress;
+  host::CompressResult compress;
   std::vector<BlockFtReport> steps;
   // What the encoder reconstructed for every coded linear, fine-tuned row scales applied (the
   // container decodes to exactly these values).
@@ -41,9 +41,9 @@ struct BlockFtResult {
 // tokens: calibration token stream (never the evaluation text); cut into windows of the pipeline's
 // [blockft] seq_len. Hessians and levels come from settings as for compress_model.
 BlockFtResult
-compress_model_blockft(const Model &model, const Pipeline &pipeline, const Registry &registry,
-                       const std::filesystem::path &out, const CompressSettings &settings,
-                       const std::vector<int32_t> &tokens,
+compress_model_blockft(const Model &model, const host::Pipeline &pipeline,
+                       const host::Registry &registry, const std::filesystem::path &out,
+                       const host::CompressSettings &settings, const std::vector<int32_t> &tokens,
                        const std::function<void(const BlockFtReport &)> &progress = {});
 
-} // namespace nwc::host
+} // namespace nwc::runtime

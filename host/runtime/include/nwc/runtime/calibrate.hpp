@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 struct Hessian {
   std::string input;                // "layers.0.attn_in"
@@ -65,7 +65,7 @@ using HessianSink = std::function<void(Hessian &&)>;
 // rank 0, the only one that calls sink, adds the slices in slice order. Returns the plan.
 Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &stream,
                              const CalibrationSettings &settings, const HessianSink &sink,
-                             Job *job = nullptr);
+                             host::Job *job = nullptr);
 
 // All Hessians in memory (small models, tests).
 Calibration calibrate(const Model &model, const std::vector<int32_t> &stream,
@@ -77,7 +77,7 @@ Calibration calibrate(const Model &model, const std::vector<int32_t> &stream,
 Calibration calibrate_to_file(const Model &model, const std::vector<int32_t> &stream,
                               const CalibrationSettings &settings, const std::string &model_hash,
                               const std::string &text_hash, const std::filesystem::path &path,
-                              Job *job = nullptr,
+                              host::Job *job = nullptr,
                               const std::function<void(const Hessian &)> &on_hessian = {});
 
 // XXH64 over the names, shapes and float values of every tensor, as 16 hex digits: the same model
@@ -100,6 +100,6 @@ struct CalibrationFile {
 CalibrationFile open_calibration(const std::filesystem::path &path);
 
 // For compress: every linear's Hessian as float32 loaded when a coder asks for it.
-std::map<std::string, HessianRef> hessians_by_linear(const CalibrationFile &file);
+std::map<std::string, host::HessianRef> hessians_by_linear(const CalibrationFile &file);
 
-} // namespace nwc::host
+} // namespace nwc::runtime

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 inline constexpr const char *kPplProtocol = "ppl-v1";
 
@@ -54,4 +54,4 @@ std::string generate_text(const LlamaModel &model, const Tokenizer &tokenizer,
                           const std::string &prompt, int64_t steps,
                           std::vector<int32_t> *ids = nullptr);
 
-} // namespace nwc::host
+} // namespace nwc::runtime

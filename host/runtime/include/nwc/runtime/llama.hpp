@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 // Called with the input of each group of linear layers during a forward pass: `input` names the
 // linears sharing it ("model.layers.0.self_attn.q_proj/k_proj/v_proj" -> "layers.0.attn_in",
@@ -56,4 +56,4 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-} // namespace nwc::host
+} // namespace nwc::runtime

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 class Tokenizer {
 public:
@@ -41,4 +41,4 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path &p
 // SentencePiece .model through libsentencepiece.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path &path);
 
-} // namespace nwc::host
+} // namespace nwc::runtime

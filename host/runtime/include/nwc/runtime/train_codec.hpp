@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::runtime {
 
 struct TrainCodecSettings {
   std::vector<std::filesystem::path> models;
@@ -68,6 +68,6 @@ struct TrainCodecResult {
   std::vector<double> train_loss;       // mean training loss per evaluation interval
 };
 
-TrainCodecResult train_codec(const TrainCodecSettings &settings, const Registry &registry);
+TrainCodecResult train_codec(const TrainCodecSettings &settings, const host::Registry &registry);
 
-} // namespace nwc::host
+} // namespace nwc::runtime

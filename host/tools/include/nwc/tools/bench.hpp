@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 struct BenchSettings {
   std::filesystem::path model, tokenizer, eval_text, calib_text, output_dir;
@@ -39,7 +39,7 @@ struct BenchRow {
 
 // Runs the benchmark and writes results.{md,csv,json} and rate_ppl.{png,svg} (gnuplot) into
 // settings.output_dir. Progress lines go to `log`.
-std::vector<BenchRow> run_bench(const BenchSettings &settings, const Registry &registry,
+std::vector<BenchRow> run_bench(const BenchSettings &settings, const host::Registry &registry,
                                 const std::function<void(const std::string &)> &log);
 
-} // namespace nwc::host
+} // namespace nwc::tools

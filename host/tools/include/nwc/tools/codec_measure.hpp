@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 struct CodecMeasureSettings {
   std::filesystem::path codec;
@@ -39,6 +39,6 @@ struct CodecMeasure {
   double shannon_mse = 0; // variance * 2^(-2 R), R = rans_bpw + side_bpw
 };
 
-CodecMeasure measure_codec(const CodecMeasureSettings &settings, const Registry &registry);
+CodecMeasure measure_codec(const CodecMeasureSettings &settings, const host::Registry &registry);
 
-} // namespace nwc::host
+} // namespace nwc::tools

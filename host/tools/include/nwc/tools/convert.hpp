@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 // Writes an HF Llama directory: config.json (LlamaConfig) and model.safetensors in dtype (F32,
 // F16 or BF16). Models whose RoPE pairs interleaved channels (llama2.c) get their q_proj/k_proj
@@ -17,4 +17,4 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
 // Async-signal-safe: for the CLI's SIGINT/SIGTERM handler, after remove_pending_temporaries().
 void remove_pending_hf_directory() noexcept;
 
-} // namespace nwc::host
+} // namespace nwc::tools

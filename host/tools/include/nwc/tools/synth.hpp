@@ -43,7 +43,7 @@
 #include <string>
 #include <vector>
 
-namespace nwc::host {
+namespace nwc::tools {
 
 struct SynthSpec {
   std::string preset = "custom"; // recorded in config.json; informational
@@ -101,4 +101,4 @@ SynthResult write_synthetic_model(const SynthSpec &spec, const std::filesystem::
 // CLI's SIGINT/SIGTERM handler, after remove_pending_temporaries().
 void remove_pending_synth_directory() noexcept;
 
-} // namespace nwc::host
+} // namespace nwc::tools
