@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Writes the baseline suite (one pipeline file per point) into baselines/. The files are committed;
 # rerun this after changing the grid. Used by: nwc bench --pipelines benchmarks/suites/baselines
+#
+# RTN, GPTQ and LDLQ use GPTQ's grid (nwc.quant.uniform mode "gptq": range containing 0, fp16
+# scale, integer zero point of `bits` bits), the grid of GPTQ's reference code and of the
+# AutoGPTQ/GPTQModel checkpoints the field runs. The *-minmax points keep nwc's float-offset
+# min/max grid (mode "asymmetric", fp16 scale + fp16 offset) at g32/g128, 3 and 4 bits, so both
+# grids appear in a comparison. HQQ points use nwc.quant.hqq with round_zero at 4 bits, as
+# hqq_base_quant_config, in the same 128-column blocks as RTN (same groups and padding; HQQ's early
+# stop then looks at one block instead of the whole tensor, see plugins/quantizer/hqq/README.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 out=baselines
@@ -9,30 +17,45 @@ mkdir -p "$out"
 head() { # name method
   printf '[pipeline]\nname = "%s"\nmethod = "%s"\nselect = ["model.layers.*_proj.weight"]\n\n' "$1" "$2"
 }
-uniform() { # group bits entropy
-  printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "$3"
+uniform() { # group bits entropy [mode]
+  printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\nmode = "%s"\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "${4:-gptq}" "$3"
+}
+none() { printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; }
+gptq_ao() { # group
+  printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$1"
 }
 for g in 32 64 128; do
   for b in 2 3 4 5 6 8; do
-    f="$out/rtn-g$g-${b}b.toml"
-    { head "rtn-g$g-${b}b" "RTN g$g"; uniform "$g" "$b" nwc.entropy.raw
-      printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; } >"$f"
+    { head "rtn-g$g-${b}b" "RTN g$g"; uniform "$g" "$b" nwc.entropy.raw; none; } >"$out/rtn-g$g-${b}b.toml"
   done
 done
 for g in 32 128; do
   for b in 2 3 4 6; do
-    f="$out/gptq-ao-g$g-${b}b.toml"
-    { head "gptq-ao-g$g-${b}b" "GPTQ act-order g$g"; uniform "$g" "$b" nwc.entropy.raw
-      printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$g"; } >"$f"
+    { head "gptq-ao-g$g-${b}b" "GPTQ act-order g$g"; uniform "$g" "$b" nwc.entropy.raw; gptq_ao "$g"; } \
+      >"$out/gptq-ao-g$g-${b}b.toml"
+  done
+  for b in 3 4; do
+    { head "rtn-g$g-${b}b-minmax" "RTN g$g (min/max grid, fp16 offset)"
+      uniform "$g" "$b" nwc.entropy.raw asymmetric; none; } >"$out/rtn-g$g-${b}b-minmax.toml"
+    { head "gptq-ao-g$g-${b}b-minmax" "GPTQ act-order g$g (min/max grid, fp16 offset)"
+      uniform "$g" "$b" nwc.entropy.raw asymmetric; gptq_ao "$g"; } >"$out/gptq-ao-g$g-${b}b-minmax.toml"
   done
 done
 for b in 2 3 4; do
-  { head "rtn-g32-${b}b-rans" "RTN g32 + rANS"; uniform 32 "$b" nwc.entropy.rans
-    printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; } >"$out/rtn-g32-${b}b-rans.toml"
-  { head "gptq-ao-g32-${b}b-rans" "GPTQ act-order g32 + rANS"; uniform 32 "$b" nwc.entropy.rans
-    printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = 32\nblock = 128\nact_order = true\n'; } >"$out/gptq-ao-g32-${b}b-rans.toml"
+  { head "rtn-g32-${b}b-rans" "RTN g32 + rANS"; uniform 32 "$b" nwc.entropy.rans; none; } \
+    >"$out/rtn-g32-${b}b-rans.toml"
+  { head "gptq-ao-g32-${b}b-rans" "GPTQ act-order g32 + rANS"; uniform 32 "$b" nwc.entropy.rans; gptq_ao 32; } \
+    >"$out/gptq-ao-g32-${b}b-rans.toml"
   { head "ldlq-g32-${b}b" "LDLQ g32 (block 32)"; uniform 32 "$b" nwc.entropy.raw
     printf '[compensator]\nplugin = "nwc.comp.ldlq"\nblock = 32\n'; } >"$out/ldlq-g32-${b}b.toml"
+done
+for g in 32 64 128; do
+  for b in 3 4; do
+    rz=$([ "$b" = 4 ] && echo true || echo false)
+    { head "hqq-g$g-${b}b" "HQQ g$g"
+      printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.hqq"\nbits = %s\nround_zero = %s\n\n[entropy]\nplugin = "nwc.entropy.raw"\n\n' "$g" "$b" "$rz"
+      none; } >"$out/hqq-g$g-${b}b.toml"
+  done
 done
 for dq in false true; do
   name=nf4-g64$([ "$dq" = true ] && echo -dq || true)
