@@ -1,16 +1,16 @@
 // nwc.quant.uniform — per-chunk affine (min/max or absmax) quantization with an fp16 scale and
-// offset per chunk, optionally with an MSE-optimal clipping search; and GPTQ's grid (modes "gptq"
-// and "gptq-sym": an fp16 scale and an integer zero point, as GPTQ's quant.py computes them and
-// AutoGPTQ/GPTQModel checkpoints store them).
+// offset per chunk, optionally with an MSE-optimal clipping search; and GPTQ's grid (grid = "gptq":
+// an fp16 scale and an integer zero point, as GPTQ's quant.py computes them and AutoGPTQ/GPTQModel
+// checkpoints store them), asymmetric or symmetric.
 //
-// Float-offset modes ("asymmetric", "symmetric"):
+// grid = "offset" (mode "asymmetric" or "symmetric"):
 // Reconstruction is value = offset + q * scale, evaluated as (float)((double)offset + q * scale):
 // offset and scale are fp16 and |q| < 2^8, so the double sum is exact and the single rounding to
 // float gives the same bits on every machine and compiler (no FMA-contraction differences).
 // Encoder and decoder both read scale and offset back from the fp16 bits that go to the side
 // stream, so their reconstructions are bit-identical.
 //
-// GPTQ modes: the parameters are computed in float32 exactly as quant.py does
+// grid = "gptq": the parameters are computed in float32 exactly as quant.py does
 // (Quantizer.find_params and its mse grid search), the scale is rounded to fp16 (nearest-even, as
 // torch's .half()), the symbols are q = clamp(round(x / scale16) + zero, 0, 2^bits - 1) and the
 // value is scale16 * (q - zero), exact in float (11 significant bits times at most 9).
@@ -85,14 +85,15 @@ uint16_t next_half_up(uint16_t h) {
 
 // ---- quantizer ----------------------------------------------------------------------------------
 
-const char *const kModeChoices[] = {"asymmetric", "symmetric", "gptq", "gptq-sym"};
+const char *const kModeChoices[] = {"asymmetric", "symmetric"};
+const char *const kGridChoices[] = {"offset", "gptq"};
+// The four grids: mode x grid.
 enum class Mode { asymmetric, symmetric, gptq, gptq_sym };
 
-Mode parse_mode(const std::string &m) {
-  if (m == "symmetric") return Mode::symmetric;
-  if (m == "gptq") return Mode::gptq;
-  if (m == "gptq-sym") return Mode::gptq_sym;
-  return Mode::asymmetric;
+Mode parse_mode(const std::string &mode, const std::string &grid) {
+  const bool sym = mode == "symmetric";
+  if (grid == "gptq") return sym ? Mode::gptq_sym : Mode::gptq;
+  return sym ? Mode::symmetric : Mode::asymmetric;
 }
 
 // fp16 bits of a finite float, rounded to nearest-even (torch's float -> half conversion).
@@ -126,8 +127,8 @@ class UniformQuantizer final : public nwc::Quantizer {
 public:
   static constexpr const char *id = "nwc.quant.uniform";
   static constexpr const char *version = "1.1.0";
-  // 1: the float-offset modes (4 bytes per chunk). 2: adds the GPTQ modes, whose side layout is
-  // new; the layout of the float-offset modes is unchanged, so version-1 streams decode as before.
+  // 1: grid "offset" (4 bytes per chunk). 2: adds grid "gptq", whose side layout is new; the
+  // layout of grid "offset" is unchanged, so version-1 streams decode as before.
   static constexpr uint32_t stream_version = 2;
   static constexpr const char *name = "uniform";
   static constexpr const char *description =
@@ -135,45 +136,50 @@ public:
       "bits. Asymmetric mode maps [min, max] onto symbols 0..2^bits-1 (value = offset + q * "
       "scale); symmetric mode maps [-absmax, absmax] onto -(2^(bits-1)-1)..2^(bits-1)-1 (value = "
       "q * scale). Scale and offset are stored as fp16, 4 bytes of side info per chunk; the scale "
-      "is rounded up so that every value stays within half a step. Modes gptq and gptq-sym use "
-      "GPTQ's grid as its reference code and AutoGPTQ/GPTQModel checkpoints do: a range that "
+      "is rounded up so that every value stays within half a step. With grid = \"gptq\" the grid "
+      "is GPTQ's, as its reference code and AutoGPTQ/GPTQModel checkpoints have it: a range that "
       "contains 0, an fp16 scale and an integer zero point stored in `bits` bits (value = scale * "
-      "(q - zero)). Optionally searches a clipping ratio (min squared error for the float-offset "
-      "modes, GPTQ's mse grid search for the GPTQ modes).";
+      "(q - zero); symmetric: zero fixed at 2^(bits-1)). Optionally searches a clipping ratio "
+      "(min squared error for the offset grid, GPTQ's mse grid search for GPTQ's).";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   static constexpr bool supports_fitted = true;
   NWC_OPTIONS(
       nwc::int_option("bits", 4, 2, 8, "Bits per symbol: 2^bits levels per chunk.",
                       NWC_OPTF_AFFECTS_BITSTREAM, "bits"),
-      nwc::enum_option("mode", "asymmetric", kModeChoices, 4,
+      nwc::enum_option("mode", "asymmetric", kModeChoices, 2,
                        "\"asymmetric\": min/max range with an fp16 offset; \"symmetric\": "
                        "range [-absmax, absmax] around zero, offset fixed at 0 and one level "
-                       "fewer; \"gptq\": GPTQ's asymmetric grid (range widened to contain 0, fp16 "
-                       "scale, integer zero point of `bits` bits); \"gptq-sym\": GPTQ's sym=True "
-                       "grid (zero point fixed at 2^(bits-1), not stored).",
+                       "fewer. With grid = \"gptq\": GPTQ's sym=False / sym=True.",
+                       NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::enum_option("grid", "offset", kGridChoices, 2,
+                       "\"offset\": nwc's grid above (fp16 scale rounded up, fp16 offset); "
+                       "\"gptq\": GPTQ's grid (range widened to contain 0, fp16 scale, integer "
+                       "zero point stored in `bits` bits; symmetric: zero fixed at 2^(bits-1), "
+                       "not stored).",
                        NWC_OPTF_AFFECTS_BITSTREAM),
       nwc::bool_option("clip_search", false,
                        "Search a shrunk range per chunk; values outside it are clipped. "
-                       "Float-offset modes: minimal squared error over clip_min_ratio/clip_steps; "
-                       "GPTQ modes: GPTQ's mse=True grid search (clip_grid, clip_maxshrink, "
+                       "Offset grid: minimal squared error over clip_min_ratio/clip_steps; GPTQ "
+                       "grid: GPTQ's mse=True grid search (clip_grid, clip_maxshrink, "
                        "clip_norm). Encoder-only: decoding does not need it."),
       nwc::float_option("clip_min_ratio", 0.5, 0.01, 1.0,
-                        "Float-offset modes: smallest fraction of the full range the clipping "
+                        "Offset grid: smallest fraction of the full range the clipping "
                         "search tries."),
       nwc::int_option("clip_steps", 50, 1, 1000,
-                      "Float-offset modes: number of equal steps from ratio 1.0 down to "
+                      "Offset grid: number of equal steps from ratio 1.0 down to "
                       "clip_min_ratio (1.0, 0.99, ..., 0.5 by default)."),
       nwc::int_option("clip_grid", 100, 1, 10000,
-                      "GPTQ modes: ratios p = 1 - i / clip_grid (GPTQ's `grid`)."),
+                      "GPTQ grid: ratios p = 1 - i / clip_grid (GPTQ's `grid`)."),
       nwc::float_option("clip_maxshrink", 0.8, 0.0, 1.0,
-                        "GPTQ modes: i runs over 0 .. int(clip_maxshrink * clip_grid) - 1 "
+                        "GPTQ grid: i runs over 0 .. int(clip_maxshrink * clip_grid) - 1 "
                         "(GPTQ's `maxshrink`)."),
       nwc::float_option("clip_norm", 2.4, 0.1, 16.0,
-                        "GPTQ modes: exponent of the error sum |q(x) - x|^clip_norm that the "
+                        "GPTQ grid: exponent of the error sum |q(x) - x|^clip_norm that the "
                         "search minimizes (GPTQ's `norm`)."));
 
   explicit UniformQuantizer(const nwc::Options &opts)
-      : bits_(static_cast<int>(opts.get_int("bits"))), mode_(parse_mode(opts.get_string("mode"))),
+      : bits_(static_cast<int>(opts.get_int("bits"))),
+        mode_(parse_mode(opts.get_string("mode"), opts.get_string("grid"))),
         symmetric_(mode_ == Mode::symmetric), gptq_(mode_ == Mode::gptq || mode_ == Mode::gptq_sym),
         clip_(opts.get_bool("clip_search")), clip_min_(opts.get_float("clip_min_ratio")),
         clip_steps_(static_cast<int>(opts.get_int("clip_steps"))),
@@ -575,8 +581,8 @@ private:
 
   int bits_;
   Mode mode_;
-  bool symmetric_; // mode "symmetric" (the float-offset one)
-  bool gptq_;      // mode "gptq" or "gptq-sym"
+  bool symmetric_; // mode "symmetric" on the offset grid
+  bool gptq_;      // grid "gptq"
   bool clip_;
   double clip_min_;
   int clip_steps_;

@@ -137,13 +137,13 @@ TEST_CASE("uniform: descriptor") {
   const auto &d = inst.descriptor();
   CHECK(d.kind == NWC_KIND_QUANTIZER);
   CHECK((d.flags & NWC_PLUGIN_DETERMINISTIC) != 0);
-  REQUIRE(d.option_count == 8);
+  REQUIRE(d.option_count == 9);
   for (uint32_t i = 0; i < d.option_count; ++i) {
     const std::string key = d.options[i].key;
     CAPTURE(key);
     CHECK(d.options[i].doc != nullptr);
     const bool affects = (d.options[i].flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0;
-    CHECK(affects == (key == "bits" || key == "mode"));
+    CHECK(affects == (key == "bits" || key == "mode" || key == "grid"));
   }
 }
 
@@ -342,6 +342,8 @@ TEST_CASE("uniform: option bounds") {
   CHECK(Instance(kId, {opt_int("bits", 1)}).status == NWC_E_INVALID_OPTION);
   CHECK(Instance(kId, {opt_int("bits", 9)}).status == NWC_E_INVALID_OPTION);
   CHECK(Instance(kId, {opt_enum("mode", "nf4")}).status == NWC_E_INVALID_OPTION);
+  CHECK(Instance(kId, {opt_enum("mode", "gptq")}).status == NWC_E_INVALID_OPTION);
+  CHECK(Instance(kId, {opt_enum("grid", "minmax")}).status == NWC_E_INVALID_OPTION);
   CHECK(Instance(kId, {opt_float("clip_min_ratio", 0.0)}).status == NWC_E_INVALID_OPTION);
   CHECK(Instance(kId, {opt_int("clip_steps", 0)}).status == NWC_E_INVALID_OPTION);
   Instance ok(kId,
@@ -394,7 +396,7 @@ TEST_CASE("uniform: quantize_fitted codes values on the grid fitted to the refer
   CHECK(same_bits(back, dq));
 }
 
-// ---- GPTQ's grid (modes "gptq" and "gptq-sym") ------------------------------------------------
+// ---- GPTQ's grid (grid = "gptq", mode asymmetric or symmetric) --------------------------------
 
 namespace {
 
@@ -505,8 +507,8 @@ size_t gptq_side_bytes(size_t n, int bits, bool sym) {
 }
 
 std::vector<nwc_option> gptq_opts(int bits, bool sym, bool mse) {
-  return {opt_int("bits", bits), opt_enum("mode", sym ? "gptq-sym" : "gptq"),
-          opt_bool("clip_search", mse)};
+  return {opt_int("bits", bits), opt_enum("mode", sym ? "symmetric" : "asymmetric"),
+          opt_enum("grid", "gptq"), opt_bool("clip_search", mse)};
 }
 
 // Checks plugin output against the oracle, chunk by chunk, bit for bit.
@@ -644,8 +646,8 @@ TEST_CASE("uniform: gptq degenerate groups") {
       CHECK(q.side[6] == 0); // fp16 scale of the tiny group is 0
       CHECK(q.side[7] == 0);
       // asymmetric: a constant c > 0 has xmin = 0, xmax = c and reconstructs to within the fp16
-      // rounding of its scale; gptq-sym keeps xmin = 0 for a non-negative group (quant.py only
-      // sets xmin = -xmax where xmin < 0), so its positive values clip at (2^(b-1) - 1) steps.
+      // rounding of its scale; symmetric GPTQ keeps xmin = 0 for a non-negative group (quant.py
+      // only sets xmin = -xmax where xmin < 0), so its positive values clip at (2^(b-1) - 1) steps.
       const double s = half_value(static_cast<uint16_t>(q.side[2] | q.side[3] << 8));
       const double top = sym ? s * ((1 << (bits - 1)) - 1) : s * ((1 << bits) - 1);
       CHECK(q.dequantized[static_cast<size_t>(m)] == static_cast<float>(top));
@@ -771,10 +773,11 @@ TEST_CASE("uniform: gptq 4-bit g128 costs 4 + 20/128 bits per weight in side inf
   CHECK(static_cast<double>(q.side.size()) * 8 / static_cast<double>(n * m) == 20.0 / 128);
 }
 
-// The float-offset modes write exactly what nwc.quant.uniform 1.0.0 (stream_version 1) wrote: a
-// hash of symbols and side info over fixed inputs, pinned with the 1.0.0 source. The inputs come
-// from an explicit LCG so that they do not depend on the standard library's distributions.
-TEST_CASE("uniform: float-offset modes are unchanged from 1.0.0") {
+// The offset grid (both modes) writes exactly what nwc.quant.uniform 1.0.0 (stream_version 1)
+// wrote: a hash of symbols and side info over fixed inputs, pinned with the 1.0.0 source. The
+// inputs come from an explicit LCG so that they do not depend on the standard library's
+// distributions.
+TEST_CASE("uniform: the offset grid is unchanged from 1.0.0") {
   uint64_t state = 0x9e3779b97f4a7c15ull;
   auto next = [&] { // uniform in [-1, 1)
     state = state * 6364136223846793005ull + 1442695040888963407ull;
@@ -815,7 +818,7 @@ TEST_CASE("uniform: float-offset modes are unchanged from 1.0.0") {
 // clamp(round(W / scale_fp16) + zero, 0, maxq) computed by torch. Ours must match exactly, except
 // the symbols of groups whose fp16 scale is 0, which torch turns into +-inf / NaN divisions and
 // which the plugin codes as the zero point (both reconstruct to 0).
-TEST_CASE("uniform: gptq modes match GPTQ's quant.py run under torch") {
+TEST_CASE("uniform: gptq grid matches GPTQ's quant.py run under torch") {
   const std::string path = std::string(NWC_TEST_SOURCE_DIR) +
                            "/plugins/quantizer/uniform/tests/golden/gptq_reference.txt";
   std::ifstream f(path);
