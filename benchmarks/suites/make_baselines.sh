@@ -2,10 +2,10 @@
 # Writes the baseline suite (one pipeline file per point) into baselines/. The files are committed;
 # rerun this after changing the grid. Used by: nwc bench --pipelines benchmarks/suites/baselines
 #
-# RTN, GPTQ and LDLQ use GPTQ's grid (nwc.quant.uniform mode "gptq": range containing 0, fp16
+# RTN, GPTQ and LDLQ use GPTQ's grid (nwc.quant.uniform grid "gptq": range containing 0, fp16
 # scale, integer zero point of `bits` bits), the grid of GPTQ's reference code and of the
 # AutoGPTQ/GPTQModel checkpoints the field runs. The *-minmax points keep nwc's float-offset
-# min/max grid (mode "asymmetric", fp16 scale + fp16 offset) at g32/g128, 3 and 4 bits, so both
+# min/max grid (grid "offset", fp16 scale + fp16 offset) at g32/g128, 3 and 4 bits, so both
 # grids appear in a comparison. HQQ points use nwc.quant.hqq with round_zero at 4 bits, as
 # hqq_base_quant_config, in the same 128-column blocks as RTN (same groups and padding; HQQ's early
 # stop then looks at one block instead of the whole tensor, see plugins/quantizer/hqq/README.md).
@@ -17,8 +17,8 @@ mkdir -p "$out"
 head() { # name method
   printf '[pipeline]\nname = "%s"\nmethod = "%s"\nselect = ["model.layers.*_proj.weight"]\n\n' "$1" "$2"
 }
-uniform() { # group bits entropy [mode]
-  printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\nmode = "%s"\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "${4:-gptq}" "$3"
+uniform() { # group bits entropy [grid]
+  printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\ngrid = "%s"\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "${4:-gptq}" "$3"
 }
 none() { printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; }
 gptq_ao() { # group
@@ -36,9 +36,9 @@ for g in 32 128; do
   done
   for b in 3 4; do
     { head "rtn-g$g-${b}b-minmax" "RTN g$g (min/max grid, fp16 offset)"
-      uniform "$g" "$b" nwc.entropy.raw asymmetric; none; } >"$out/rtn-g$g-${b}b-minmax.toml"
+      uniform "$g" "$b" nwc.entropy.raw offset; none; } >"$out/rtn-g$g-${b}b-minmax.toml"
     { head "gptq-ao-g$g-${b}b-minmax" "GPTQ act-order g$g (min/max grid, fp16 offset)"
-      uniform "$g" "$b" nwc.entropy.raw asymmetric; gptq_ao "$g"; } >"$out/gptq-ao-g$g-${b}b-minmax.toml"
+      uniform "$g" "$b" nwc.entropy.raw offset; gptq_ao "$g"; } >"$out/gptq-ao-g$g-${b}b-minmax.toml"
   done
 done
 for b in 2 3 4; do
