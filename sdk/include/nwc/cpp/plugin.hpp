@@ -399,6 +399,7 @@ struct BlockInfo {
   int64_t rows = 0, cols = 0, col_begin = 0, col_end = 0;
   const float *row_scales = nullptr;     // [rows] or null (ABI 1.2)
   const uint8_t *chunk_levels = nullptr; // [chunk count] or null (ABI 1.2)
+  const float *importance = nullptr;     // [n, m] like the quantizer's latents, or null (ABI 1.3)
   int64_t width() const { return col_end - col_begin; }
   static BlockInfo from(const nwc_block_info *b) {
     if (!b) fail(NWC_E_INVALID_ARG, "missing block info");
@@ -412,6 +413,8 @@ struct BlockInfo {
       info.row_scales = b->row_scales;
       info.chunk_levels = b->chunk_levels;
     }
+    if (b->struct_size >= offsetof(nwc_block_info, importance) + sizeof(b->importance))
+      info.importance = b->importance;
     if (info.rows < 0 || info.col_begin < 0 || info.col_end < info.col_begin ||
         info.col_end > info.cols)
       fail(NWC_E_INVALID_ARG, "inconsistent block info");

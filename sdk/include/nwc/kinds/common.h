@@ -27,6 +27,15 @@ typedef struct nwc_block_info {
   /* [chunk count of the block]: the quality level of each chunk, from the per-column levels the
    * host stores for the tensor. NULL in plan() and when the tensor has no levels. */
   const uint8_t *chunk_levels;
+  /* Since ABI 1.3 (present when struct_size covers it; NULL when absent). */
+  /* [n, m] for a quantizer's latents F32 [n, m] (the same element order), borrowed for the call: a
+   * finite, non-negative importance weight per latent element, e.g. the diagonal of the layer's
+   * input Hessian (llama.cpp's imatrix: mean squared activation of each input column) split into
+   * chunks exactly like the weights (so only meaningful when the latents are the chunks, i.e.
+   * without a transform). Only quantize() and quantize_fitted() read it; NULL when the host has
+   * none, and always NULL for the other stages, in plan() and when decoding. The decoder never sees
+   * it: a quantizer that uses it must not need it to decode. */
+  const float *importance NWC_APPENDED_DEFAULT;
 } nwc_block_info;
 
 /* A discrete probability model for entropy coders (e.g. a transform's learned prior), as quantized
