@@ -37,18 +37,21 @@ public:
       "q6_K, iq4_nl, iq4_xs, f16), byte for byte as ggml_quantize_chunk writes them, with or "
       "without an importance matrix (nwc_block_info.importance, ABI 1.3), and decoded exactly as "
       "ggml's to_float. Each chunk is whole ggml blocks of consecutive columns of one row "
-      "(nwc.chunk.group with group = the block size, 32 or 256); symbols are the per-weight codes, "
+      "(nwc.chunk.group with group = the block size, 32 or 256, or 0 for whole rows); symbols are "
+      "the per-weight codes, "
       "the side information the rest of each block (scales, minimums), so symbols + side repack "
       "into ggml's block bytes (ggml_blocks.hpp) and cost ggml's bits per weight with "
       "nwc.entropy.raw.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   static constexpr bool supports_fitted = false;
   NWC_OPTIONS(
-      nwc::enum_option("type", "q4_K", kTypeNames, 13,
-                       "ggml type, named as ggml_type_name() names it. Chunks must be whole blocks "
-                       "of it: 32 columns for q4_0, q4_1, q5_0, q5_1, q8_0 and iq4_nl, 256 for "
-                       "q2_K … q6_K and iq4_xs, any for f16.",
-                       NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::enum_option(
+          "type", "q8_0", kTypeNames, 13,
+          "ggml type, named as ggml_type_name() names it (default q8_0, llama-quantize's "
+          "default). Chunks must be whole blocks "
+          "of it: 32 columns for q4_0, q4_1, q5_0, q5_1, q8_0 and iq4_nl, 256 for "
+          "q2_K … q6_K and iq4_xs, any for f16.",
+          NWC_OPTF_AFFECTS_BITSTREAM),
       nwc::enum_option("fallback", "none", kFallbacks, 2,
                        "Rows whose length (the tensor's columns) is not a multiple of the type's "
                        "block: `none` refuses them; `llama.cpp` stores the tensor in the type "

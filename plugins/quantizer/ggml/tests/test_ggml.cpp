@@ -368,6 +368,7 @@ TEST_CASE("ggml: descriptor and options") {
   CHECK(std::string(d.options[0].key) == "type");
   CHECK(d.options[0].type == NWC_OPT_ENUM);
   CHECK(d.options[0].choice_count == 13);
+  CHECK(std::string(d.options[0].default_value.u.s) == "q8_0"); // llama-quantize's default
   CHECK(std::string(d.options[1].key) == "fallback");
   for (uint32_t i = 0; i < d.option_count; ++i)
     CHECK((d.options[i].flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0);
