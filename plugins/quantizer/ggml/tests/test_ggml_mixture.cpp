@@ -417,7 +417,8 @@ void run_and_compare(const Model &m, const std::filesystem::path &in, const Temp
                              " entries") != std::string::npos);
   REQUIRE(q.tensors.size() == m.tensors.size());
   for (const auto &[name, c] : expect) {
-    CAPTURE(name);
+    const std::string tensor = name; // (clang < 16 cannot capture a structured binding)
+    CAPTURE(tensor);
     const uint32_t want = c.kind == MixtureChoice::Kind::Kept ? static_cast<uint32_t>(GGML_F32)
                                                               : static_cast<uint32_t>(c.type);
     CHECK(q.tensors.at(name).type == want);
@@ -427,7 +428,8 @@ void run_and_compare(const Model &m, const std::filesystem::path &in, const Temp
   // The output's quantized tensors are the plugin's blocks, byte for byte.
   for (const auto &[name, c] : expect) {
     if (c.kind != MixtureChoice::Kind::Quantized) continue;
-    CAPTURE(name);
+    const std::string tensor = name;
+    CAPTURE(tensor);
     const auto &[ne, data] = m.tensors.at(name);
     const auto cols = static_cast<int64_t>(ne[0]), rows = static_cast<int64_t>(ne[1]);
     const std::vector<uint8_t> ours =
