@@ -69,7 +69,7 @@ NWC_PIN(offsetof(nwc_module, plugin_count) == 24);
 NWC_PIN(offsetof(nwc_module, descriptor) == 32);
 NWC_PIN(offsetof(nwc_module, vtable) == 40);
 
-NWC_PIN(sizeof(nwc_block_info) == 64);
+NWC_PIN(sizeof(nwc_block_info) == 72);
 NWC_PIN(offsetof(nwc_block_info, tensor_name) == 8);
 NWC_PIN(offsetof(nwc_block_info, rows) == 16);
 NWC_PIN(offsetof(nwc_block_info, cols) == 24);
@@ -77,6 +77,7 @@ NWC_PIN(offsetof(nwc_block_info, col_begin) == 32);
 NWC_PIN(offsetof(nwc_block_info, col_end) == 40);
 NWC_PIN(offsetof(nwc_block_info, row_scales) == 48);
 NWC_PIN(offsetof(nwc_block_info, chunk_levels) == 56);
+NWC_PIN(offsetof(nwc_block_info, importance) == 64);
 NWC_PIN(sizeof(nwc_cdf_model) == 40);
 NWC_PIN(offsetof(nwc_cdf_model, cdfs) == 16);
 NWC_PIN(offsetof(nwc_cdf_model, lengths) == 24);
@@ -105,7 +106,7 @@ NWC_PIN(offsetof(nwc_block_codec, encode) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010002u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010003u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
         NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);
