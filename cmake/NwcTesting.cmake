@@ -1,8 +1,15 @@
-# nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>] [LABELS <labels...>])
+# nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>] [LABELS <labels...>]
+#              [NEEDS_RUNTIME])
 #
 # A doctest executable whose test cases are registered with CTest one by one. Tests find the shared
 # data through NWC_DATA (environment) or the compiled-in default ../shared/data, and the built
 # plugins through NWC_TEST_PLUGIN_DIR.
+#
+# Labels, on every test case of the executable:
+#   parallel   tests of multi-threaded coding, run under ThreadSanitizer (ctest --preset tsan)
+#   data       added automatically when a source reads the shared data (../shared/data)
+# Tests that need the LibTorch model runtime (they link nwc::runtime, or pass NEEDS_RUNTIME because
+# they run commands that use it) are left out of builds with NWC_WITH_RUNTIME=OFF.
 set(NWC_DEFAULT_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "Shared models and text")
 # Independent reference implementations fetched by scripts/fetch-references.sh (llama.cpp's
 # libraries, the HF tokenizers and real tokenizer.json files); NWC_REFERENCES overrides at run time.
@@ -12,7 +19,22 @@ function(nwc_add_test name)
   if(NOT NWC_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(T "" "" "SOURCES;LIBRARIES;LABELS" ${ARGN})
+  cmake_parse_arguments(T "NEEDS_RUNTIME" "" "SOURCES;LIBRARIES;LABELS" ${ARGN})
+  if(NOT NWC_WITH_RUNTIME AND (T_NEEDS_RUNTIME OR "nwc::runtime" IN_LIST T_LIBRARIES
+                               OR "nwc::runtime_torch" IN_LIST T_LIBRARIES))
+    return()
+  endif()
+  foreach(src ${T_SOURCES})
+    if(src MATCHES "^\\$<") # generator expressions (object libraries): not a source to read
+      continue()
+    endif()
+    get_filename_component(_abs ${src} ABSOLUTE)
+    file(READ ${_abs} _text)
+    if(_text MATCHES "data_dir\\(\\)|stories260k\\(\\)")
+      list(APPEND T_LABELS data)
+      break()
+    endif()
+  endforeach()
   add_executable(${name} ${T_SOURCES} ${CMAKE_SOURCE_DIR}/tests/support/doctest_main.cpp)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests/support)
   target_link_libraries(${name} PRIVATE doctest::doctest nwc::sdk ${T_LIBRARIES})
@@ -24,8 +46,6 @@ function(nwc_add_test name)
     NWC_TEST_PLUGIN_DIR="${NWC_PLUGIN_OUTPUT_DIR}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   nwc_set_warnings(${name})
-  # LABELS (e.g. "parallel": tests of multi-threaded coding, run under ThreadSanitizer by
-  # `ctest --preset tsan`) go on every test case of the executable.
   set(_props TIMEOUT 600)
   if(T_LABELS)
     list(APPEND _props LABELS "${T_LABELS}")
