@@ -7,9 +7,11 @@
 #include "nwc/runtime/llama.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <thread>
 #include <torch/torch.h>
 #include <xxhash.h>
@@ -103,19 +105,85 @@ void mirror_lower(std::vector<double> &h, int64_t n) {
       h[static_cast<size_t>(i * n + j)] = h[static_cast<size_t>(j * n + i)];
 }
 
-// Runs every window of `slice` through one block, summing XᵀX of its inputs window by window.
+// Every input of a block (all four sums) and the block's output as the next block's input: one
+// pass. Sequential calibration sums one input per pass and advances in a pass of its own.
+inline constexpr int kAllInputs = -1, kNoInputs = -2;
+
+// Runs every window of `slice` through one block, summing XᵀX of its inputs window by window
+// (`input` = 0..3: that input only; kAllInputs: all four; kNoInputs: none). With `advance`, the
+// block's outputs replace the slice's activations.
 void run_block(const llama::BlockWeights &w, const llama::BlockShape &shape, Slice &slice,
-               const std::vector<int64_t> &dims) {
+               const std::vector<int64_t> &dims, int input = kAllInputs, bool advance = true) {
   torch::NoGradGuard no_grad; // per thread: workers start with gradients on
   slice.sums.assign(4, {});
-  for (size_t k = 0; k < 4; ++k) slice.sums[k].assign(static_cast<size_t>(dims[k] * dims[k]), 0.0);
+  for (size_t k = 0; k < 4; ++k)
+    if (input == kAllInputs || input == static_cast<int>(k))
+      slice.sums[k].assign(static_cast<size_t>(dims[k] * dims[k]), 0.0);
   llama::Report report = [&](const char *suffix, const torch::Tensor &v) {
     size_t k = 0;
     while (std::string(kInputs[k]) != suffix) ++k;
+    if (slice.sums[k].empty()) return;
     auto flat = v.reshape({-1, v.size(-1)}).contiguous();
     accumulate_gram(flat.data_ptr<float>(), flat.size(0), flat.size(1), slice.sums[k].data());
   };
-  for (auto &x : slice.x) x = llama::decoder_block(w, shape, x, 0, nullptr, nullptr, &report);
+  for (auto &x : slice.x) {
+    auto y = llama::decoder_block(w, shape, x, 0, nullptr, nullptr,
+                                  input == kNoInputs ? nullptr : &report);
+    if (advance) x = y;
+  }
+}
+
+// The windows of `stream` the plan uses, as token embeddings, dealt into slices (window w into
+// slice w mod slices) for the slices in `mine`. The embedding matrix is dropped on return.
+std::map<int64_t, Slice> embed_slices(const Model &model, const std::vector<int32_t> &stream,
+                                      const Calibration &c, int64_t slices,
+                                      const std::vector<int64_t> &mine) {
+  const Architecture &a = model.arch;
+  for (int64_t i = 0; i < c.tokens; ++i)
+    if (stream[static_cast<size_t>(i)] < 0 || stream[static_cast<size_t>(i)] >= a.vocab_size)
+      fail(NWC_E_INVALID_ARG,
+           "calibrate: token id " + std::to_string(stream[i]) + " outside the vocabulary");
+  const int64_t windows = c.tokens / c.seq_len;
+  std::map<int64_t, Slice> local;
+  torch::Tensor embed =
+      llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim});
+  for (int64_t s : mine)
+    for (int64_t w = s; w < windows; w += slices) {
+      auto ids = torch::from_blob(const_cast<int32_t *>(stream.data()) + w * c.seq_len, {c.seq_len},
+                                  torch::kInt32)
+                     .to(torch::kInt64);
+      local[s].x.push_back(embed.index_select(0, ids).view({1, c.seq_len, a.dim}));
+    }
+  return local;
+}
+
+// Runs `fn(slice index)` for every index of `mine`, `workers` at a time (the last of each round
+// on the calling thread), then `after_round(first, last)`; the first failure is rethrown.
+void in_rounds(const std::vector<int64_t> &mine, unsigned workers,
+               const std::function<void(int64_t)> &fn,
+               const std::function<void(size_t, size_t)> &after_round = {}) {
+  for (size_t first = 0; first < mine.size(); first += workers) {
+    const size_t last = std::min(mine.size(), first + workers);
+    std::vector<std::thread> pool;
+    std::vector<std::exception_ptr> errors(last - first);
+    for (size_t i = first; i < last; ++i) {
+      auto run = [&, i] {
+        try {
+          fn(mine[i]);
+        } catch (...) {
+          errors[i - first] = std::current_exception();
+        }
+      };
+      if (i + 1 == last)
+        run();
+      else
+        pool.emplace_back(run);
+    }
+    for (auto &t : pool) t.join();
+    for (auto &e : errors)
+      if (e) std::rethrow_exception(e);
+    if (after_round) after_round(first, last);
+  }
 }
 
 } // namespace
@@ -135,25 +203,8 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
   const int rank = job ? job->rank() : 0, ranks = job ? job->size() : 1;
   std::vector<int64_t> mine; // this process's slices, in order
   for (int64_t s = rank; s < slices; s += ranks) mine.push_back(s);
-  for (int64_t i = 0; i < c.tokens; ++i)
-    if (stream[static_cast<size_t>(i)] < 0 || stream[static_cast<size_t>(i)] >= a.vocab_size)
-      fail(NWC_E_INVALID_ARG,
-           "calibrate: token id " + std::to_string(stream[i]) + " outside the vocabulary");
-
-  // Every window of this process's slices enters as its token embeddings; the embedding matrix
-  // is dropped before the first block is loaded.
-  std::map<int64_t, Slice> local;
-  {
-    torch::Tensor embed =
-        llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim});
-    for (int64_t s : mine)
-      for (int64_t w = s; w < windows; w += slices) {
-        auto ids = torch::from_blob(const_cast<int32_t *>(stream.data()) + w * c.seq_len,
-                                    {c.seq_len}, torch::kInt32)
-                       .to(torch::kInt64);
-        local[s].x.push_back(embed.index_select(0, ids).view({1, c.seq_len, a.dim}));
-      }
-  }
+  // Every window of this process's slices enters as its token embeddings.
+  std::map<int64_t, Slice> local = embed_slices(model, stream, c, slices, mine);
   const unsigned workers = std::max<unsigned>(
       1, std::min<unsigned>(resolve_threads(settings.threads), static_cast<unsigned>(mine.size())));
 
@@ -186,36 +237,19 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
     };
     // Rounds of `workers` slices; after each, rank 0 adds every slice it can in order (receiving
     // other ranks' slices as their turn comes) and the other ranks send theirs.
-    for (size_t first = 0; first < mine.size(); first += workers) {
-      const size_t last = std::min(mine.size(), first + workers);
-      std::vector<std::thread> pool;
-      std::vector<std::exception_ptr> errors(last - first);
-      for (size_t i = first; i < last; ++i) {
-        auto run = [&, i] {
-          try {
-            run_block(w, shape, local[mine[i]], dims);
-          } catch (...) {
-            errors[i - first] = std::current_exception();
+    in_rounds(
+        mine, workers, [&](int64_t s) { run_block(w, shape, local[s], dims); },
+        [&](size_t first, size_t last) {
+          for (size_t i = first; i < last; ++i) {
+            Slice &done = local[mine[i]];
+            if (rank != 0) {
+              for (auto &sum : done.sums) job->send(0, sum.data(), sum.size() * sizeof(double));
+              done.sums.clear();
+              continue;
+            }
+            while (next <= mine[i]) add_next();
           }
-        };
-        if (i + 1 == last)
-          run();
-        else
-          pool.emplace_back(run);
-      }
-      for (auto &t : pool) t.join();
-      for (auto &e : errors)
-        if (e) std::rethrow_exception(e);
-      for (size_t i = first; i < last; ++i) {
-        Slice &done = local[mine[i]];
-        if (rank != 0) {
-          for (auto &sum : done.sums) job->send(0, sum.data(), sum.size() * sizeof(double));
-          done.sums.clear();
-          continue;
-        }
-        while (next <= mine[i]) add_next();
-      }
-    }
+        });
     if (rank != 0) continue;
     while (next < slices) add_next(); // other ranks' slices after this rank's last one
     for (size_t k = 0; k < 4; ++k) {
@@ -225,6 +259,74 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
       for (double &v : h.h) v /= static_cast<double>(h.count);
       sink(std::move(h));
     }
+  }
+  return c;
+}
+
+namespace {
+
+// The field of a block's weights that holds linear `name` ("model.layers.3.mlp.up_proj.weight").
+torch::Tensor &linear_field(llama::BlockWeights &w, const std::string &name) {
+  static const std::pair<const char *, torch::Tensor llama::BlockWeights::*> kFields[] = {
+      {".self_attn.q_proj.weight", &llama::BlockWeights::wq},
+      {".self_attn.k_proj.weight", &llama::BlockWeights::wk},
+      {".self_attn.v_proj.weight", &llama::BlockWeights::wv},
+      {".self_attn.o_proj.weight", &llama::BlockWeights::wo},
+      {".mlp.gate_proj.weight", &llama::BlockWeights::w_gate},
+      {".mlp.up_proj.weight", &llama::BlockWeights::w_up},
+      {".mlp.down_proj.weight", &llama::BlockWeights::w_down}};
+  for (const auto &[suffix, field] : kFields)
+    if (name.size() > std::strlen(suffix) &&
+        name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+      return w.*field;
+  fail(NWC_E_INTERNAL, "sequential calibration: " + name + " is not a linear of a decoder block");
+}
+
+} // namespace
+
+Calibration calibrate_sequential(const Model &model, const std::vector<int32_t> &stream,
+                                 const CalibrationSettings &settings,
+                                 const SequentialUpdate &update) {
+  torch::NoGradGuard no_grad;
+  llama::configure_threads(1); // as calibrate_layers: the bits do not depend on the thread count
+  const Architecture &a = model.arch;
+  const llama::BlockShape shape = llama::block_shape(a, model.path.string());
+  Calibration c = calibration_plan(a, static_cast<int64_t>(stream.size()), settings);
+  const int64_t windows = c.tokens / c.seq_len;
+  const int64_t slices = std::min(kCalibrationSlices, windows);
+  std::vector<int64_t> all(static_cast<size_t>(slices));
+  std::iota(all.begin(), all.end(), int64_t{0});
+  std::map<int64_t, Slice> local = embed_slices(model, stream, c, slices, all);
+  const unsigned workers = std::max<unsigned>(
+      1, std::min<unsigned>(resolve_threads(settings.threads), static_cast<unsigned>(slices)));
+  const std::vector<int64_t> dims = {a.dim, a.dim, a.dim, a.hidden_dim};
+
+  for (int64_t l = 0; l < a.n_layers; ++l) {
+    llama::BlockWeights w = llama::load_block(model, l, shape);
+    for (int k = 0; k < 4; ++k) {
+      // This input's sums with the block as it is now (its earlier inputs' linears replaced).
+      in_rounds(all, workers, [&](int64_t s) { run_block(w, shape, local[s], dims, k, false); });
+      Hessian h = c.hessians[static_cast<size_t>(l) * 4 + static_cast<size_t>(k)];
+      h.h = std::move(local[0].sums[static_cast<size_t>(k)]);
+      for (int64_t s = 1; s < slices; ++s) { // slice order: the same bits for any thread count
+        const auto &sum = local[s].sums[static_cast<size_t>(k)];
+        for (size_t i = 0; i < h.h.size(); ++i) h.h[i] += sum[i];
+      }
+      for (auto &[index, slice] : local) slice.sums.clear();
+      mirror_lower(h.h, h.dim);
+      for (double &v : h.h) v /= static_cast<double>(h.count);
+      for (auto &[name, values] : update(h)) {
+        torch::Tensor &field = linear_field(w, name);
+        if (static_cast<int64_t>(values.size()) != field.numel())
+          fail(NWC_E_INTERNAL, "sequential calibration: " + name + " replaced with " +
+                                   std::to_string(values.size()) + " values, expected " +
+                                   std::to_string(field.numel()));
+        field = torch::from_blob(values.data(), field.sizes(), torch::kFloat32).clone();
+      }
+    }
+    // The next block sees this block's outputs with every replaced linear.
+    in_rounds(all, workers,
+              [&](int64_t s) { run_block(w, shape, local[s], dims, kNoInputs, true); });
   }
   return c;
 }

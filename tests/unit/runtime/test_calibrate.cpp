@@ -226,3 +226,50 @@ TEST_CASE("calibration written layer by layer reads back lazily, linear by linea
   file = CalibrationFile{};
   CHECK(ref.load()->size() == 172u * 172u);
 }
+
+TEST_CASE("sequential calibration: the same Hessians as calibrate when nothing is replaced, and "
+          "later Hessians see replaced linears") {
+  Model model = load_model(test::stories260k());
+  const auto stream = calib_stream();
+  CalibrationSettings s;
+  s.tokens = 4096;
+  s.threads = 2;
+  const Calibration plain = calibrate(model, stream, s);
+  std::vector<Hessian> seen;
+  const Calibration plan = calibrate_sequential(model, stream, s, [&](const Hessian &h) {
+    seen.push_back(h);
+    return std::map<std::string, std::vector<float>>{};
+  });
+  CHECK(plan.tokens == plain.tokens);
+  REQUIRE(seen.size() == plain.hessians.size());
+  for (size_t i = 0; i < seen.size(); ++i) {
+    INFO(seen[i].input);
+    CHECK(seen[i].input == plain.hessians[i].input);
+    CHECK(seen[i].linears == plain.hessians[i].linears);
+    CHECK(seen[i].h == plain.hessians[i].h); // bit for bit: the same sums in the same order
+  }
+
+  // Zeroing v_proj of block 0 leaves block 0's attn_in unchanged and changes its attn_out (the
+  // input of o_proj is the attention of v) and everything after it.
+  const std::string v0 = "model.layers.0.self_attn.v_proj.weight";
+  std::vector<Hessian> after;
+  calibrate_sequential(model, stream, s, [&](const Hessian &h) {
+    after.push_back(h);
+    std::map<std::string, std::vector<float>> r;
+    if (h.input == "layers.0.attn_in") r[v0] = std::vector<float>(64 * 32, 0.0f);
+    return r;
+  });
+  REQUIRE(after.size() == seen.size());
+  CHECK(after[0].h == seen[0].h);
+  for (double v : after[1].h) REQUIRE(v == 0.0); // o_proj's input is all zeros now
+  CHECK(after[4].h != seen[4].h);                // block 1 sees block 0's changed output
+  // A replacement of the wrong size is an internal error naming the linear.
+  CHECK_THROWS_WITH_AS(calibrate_sequential(model, stream, s,
+                                            [&](const Hessian &h) {
+                                              std::map<std::string, std::vector<float>> r;
+                                              if (h.input == "layers.0.attn_in")
+                                                r[v0] = std::vector<float>(3, 0.0f);
+                                              return r;
+                                            }),
+                       doctest::Contains(v0.c_str()), nwc::Error);
+}

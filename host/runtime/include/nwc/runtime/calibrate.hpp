@@ -67,6 +67,18 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
                              const CalibrationSettings &settings, const HessianSink &sink,
                              host::Job *job = nullptr);
 
+// Sequential calibration, as GPTQ's reference (llama.py, true-sequential) and GPTQModel run it:
+// the linears are replaced (quantized) as their Hessians become known, so every later Hessian sees
+// the partially quantized model. `update` gets each input's Hessian in forward order (per block:
+// attn_in, attn_out, mlp_in, mlp_out) and returns new values for linears that input feeds (weight
+// name -> row-major values; linears it leaves out keep their values); the block's later inputs and
+// the activations handed to the next block are computed with them. One process (no MPI job); the
+// Hessians are the same bits for any thread count. Returns the plan (no values).
+using SequentialUpdate = std::function<std::map<std::string, std::vector<float>>(const Hessian &)>;
+Calibration calibrate_sequential(const Model &model, const std::vector<int32_t> &stream,
+                                 const CalibrationSettings &settings,
+                                 const SequentialUpdate &update);
+
 // All Hessians in memory (small models, tests).
 Calibration calibrate(const Model &model, const std::vector<int32_t> &stream,
                       const CalibrationSettings &settings);
