@@ -43,14 +43,10 @@ torch::Tensor rope(const torch::Tensor &x, int64_t start, const BlockShape &s) {
 
 } // namespace
 
-torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const torch::Tensor &x_in,
-                            int64_t start, torch::Tensor *kc, torch::Tensor *vc,
-                            const Report *report) {
-  const int64_t B = x_in.size(0), T = x_in.size(1);
+torch::Tensor attention(const BlockWeights &L, const BlockShape &s, const torch::Tensor &h,
+                        int64_t start, torch::Tensor *kc, torch::Tensor *vc, const Report *report) {
+  const int64_t B = h.size(0), T = h.size(1);
   const int64_t H = s.n_heads, KV = s.n_kv_heads, D = s.head_dim;
-  torch::Tensor x = x_in;
-  auto h = rmsnorm(x, L.attn_norm, s.norm_eps);
-  if (report) (*report)("attn_in", h);
   auto q = rope(torch::matmul(h, L.wq.t()).view({B, T, H, D}), start, s);
   auto k = rope(torch::matmul(h, L.wk.t()).view({B, T, KV, D}), start, s);
   auto v = torch::matmul(h, L.wv.t()).view({B, T, KV, D});
@@ -74,13 +70,25 @@ torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const to
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   auto att = torch::matmul(torch::softmax(scores, -1), vh).transpose(1, 2).reshape({B, T, H * D});
   if (report) (*report)("attn_out", att);
-  x = x + torch::matmul(att, L.wo.t());
-  h = rmsnorm(x, L.ffn_norm, s.norm_eps);
-  if (report) (*report)("mlp_in", h);
+  return torch::matmul(att, L.wo.t());
+}
+
+torch::Tensor mlp(const BlockWeights &L, const torch::Tensor &h, const Report *report) {
   auto g = torch::matmul(h, L.w_gate.t());
   auto m = torch::silu(g) * torch::matmul(h, L.w_up.t());
   if (report) (*report)("mlp_out", m);
-  return x + torch::matmul(m, L.w_down.t());
+  return torch::matmul(m, L.w_down.t());
+}
+
+torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const torch::Tensor &x_in,
+                            int64_t start, torch::Tensor *kc, torch::Tensor *vc,
+                            const Report *report) {
+  auto h = rmsnorm(x_in, L.attn_norm, s.norm_eps);
+  if (report) (*report)("attn_in", h);
+  auto x = x_in + attention(L, s, h, start, kc, vc, report);
+  h = rmsnorm(x, L.ffn_norm, s.norm_eps);
+  if (report) (*report)("mlp_in", h);
+  return x + mlp(L, h, report);
 }
 
 BlockShape block_shape(const Architecture &a, const std::string &src) {

@@ -40,6 +40,13 @@ BlockShape block_shape(const Architecture &a, const std::string &source);
 // Called with the input of each linear group: suffix "attn_in", "attn_out", "mlp_in", "mlp_out".
 using Report = std::function<void(const char *suffix, const torch::Tensor &x)>;
 
+// The block's two halves, each without its residual: self-attention of the normed input h
+// ([B, T, dim] at positions start..; o_proj applied) and the SwiGLU MLP of the normed input h.
+torch::Tensor attention(const BlockWeights &w, const BlockShape &s, const torch::Tensor &h,
+                        int64_t start, torch::Tensor *k_cache, torch::Tensor *v_cache,
+                        const Report *report);
+torch::Tensor mlp(const BlockWeights &w, const torch::Tensor &h, const Report *report);
+
 // x: [B, T, dim] at absolute positions start.. -> the block's output [B, T, dim]. k_cache and
 // v_cache (may be null) hold this block's earlier keys and values for incremental decoding.
 torch::Tensor decoder_block(const BlockWeights &w, const BlockShape &s, const torch::Tensor &x,

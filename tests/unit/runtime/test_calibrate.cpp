@@ -227,8 +227,8 @@ TEST_CASE("calibration written layer by layer reads back lazily, linear by linea
   CHECK(ref.load()->size() == 172u * 172u);
 }
 
-TEST_CASE("sequential calibration: the same Hessians as calibrate when nothing is replaced, and "
-          "later Hessians see replaced linears") {
+TEST_CASE("sequential calibration: the Hessians of calibrate when nothing is replaced and later "
+          "Hessians see replaced linears") {
   Model model = load_model(test::stories260k());
   const auto stream = calib_stream();
   CalibrationSettings s;

@@ -29,12 +29,10 @@ struct SequentialResult {
 // tokens and seq_len of the windows, threads. settings as for compress_model (hessians and
 // precoded must be empty: this function computes and codes them). `coded` is called after each
 // linear is coded. One process: with settings.job of more than one rank it fails.
-SequentialResult
-compress_model_sequential(const Model &model, const host::Pipeline &pipeline,
-                          const host::Registry &registry, const std::filesystem::path &out,
-                          const host::CompressSettings &settings,
-                          const std::vector<int32_t> &tokens,
-                          const CalibrationSettings &calibration,
-                          const std::function<void(const std::string &linear)> &coded = {});
+SequentialResult compress_model_sequential(
+    const Model &model, const host::Pipeline &pipeline, const host::Registry &registry,
+    const std::filesystem::path &out, const host::CompressSettings &settings,
+    const std::vector<int32_t> &tokens, const CalibrationSettings &calibration,
+    const std::function<void(const std::string &linear)> &coded = {});
 
 } // namespace nwc::runtime
