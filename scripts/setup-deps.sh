@@ -7,7 +7,7 @@ packages=(
   libboost-dev libboost-filesystem-dev libboost-program-options-dev
   libtomlplusplus-dev libzstd-dev libxxhash-dev nlohmann-json3-dev doctest-dev
   libopenblas0-pthread libblas-dev libtorch-dev gnuplot-nox
-  sentencepiece
+  sentencepiece libpcre2-dev libicu-dev
   clang-14 libclang-rt-14-dev
   libopenmpi-dev openmpi-bin
 )

@@ -1,5 +1,5 @@
 // llama2.c tokenizer.bin (score-greedy BPE with byte fallback) and the load_tokenizer dispatch
-// between it and SentencePiece models.
+// between it, SentencePiece models and Hugging Face tokenizer.json files.
 #include "nwc/runtime/tokenizer.hpp"
 
 #include "bpe_merge.hpp"
@@ -247,9 +247,49 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path &p
                                             parse_llama2c(path.string(), bytes, vocab_size));
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path, int64_t vocab_size) {
-  check_vocab_size_arg(path, vocab_size);
+namespace {
+
+// A model directory's tokenizer: tokenizer.json, else tokenizer.model, else tokenizer.bin.
+std::filesystem::path tokenizer_in_directory(const std::filesystem::path &dir) {
+  for (const char *name : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(dir / name, ec)) return dir / name;
+  }
+  fail(NWC_E_IO,
+       dir.string() + ": directory has no tokenizer.json, tokenizer.model or tokenizer.bin");
+}
+
+// A JSON object: optional UTF-8 byte-order mark and whitespace, then '{'. A tokenizer.bin starts
+// with a little-endian int32 max_token_length and a SentencePiece model with a protobuf tag, so
+// neither is mistaken for one ('{' is 0x7B: a max_token_length of 123 + 256k would need such a
+// file to be at least that large and still parse as JSON).
+bool looks_like_json(const std::vector<uint8_t> &bytes) {
+  size_t i = 0;
+  if (bytes.size() >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF) i = 3;
+  while (i < bytes.size() &&
+         (bytes[i] == ' ' || bytes[i] == '\t' || bytes[i] == '\n' || bytes[i] == '\r'))
+    ++i;
+  return i < bytes.size() && bytes[i] == '{';
+}
+
+} // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path_in,
+                                          int64_t vocab_size) {
+  check_vocab_size_arg(path_in, vocab_size);
+  std::error_code ec;
+  const std::filesystem::path path =
+      std::filesystem::is_directory(path_in, ec) ? tokenizer_in_directory(path_in) : path_in;
   const std::vector<uint8_t> bytes = read_whole_file(path);
+  if (looks_like_json(bytes)) {
+    auto hf = load_hf_tokenizer(path);
+    // A model's embedding may have more rows than the tokenizer has tokens (padding), not fewer.
+    if (vocab_size > 0 && hf->vocab_size() > vocab_size)
+      fail(NWC_E_INVALID_ARG, path.string() + ": tokenizer has " +
+                                  std::to_string(hf->vocab_size()) +
+                                  " tokens, more than the model's " + std::to_string(vocab_size));
+    return hf;
+  }
   // A tokenizer.bin must parse cleanly to EOF with every length within max_token_length; a
   // protobuf practically never does, so a clean parse decides the format.
   std::string llama_error;
@@ -275,9 +315,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path, int
     std::string sp_error = e.what();
     const std::string prefix = path.string() + ": ";
     if (sp_error.starts_with(prefix)) sp_error.erase(0, prefix.size());
-    fail(NWC_E_CORRUPT_STREAM, path.string() +
-                                   ": not a tokenizer, expected a llama2.c tokenizer.bin (" +
-                                   llama_error + ") or a SentencePiece model (" + sp_error + ")");
+    fail(NWC_E_CORRUPT_STREAM,
+         path.string() +
+             ": not a tokenizer, expected a tokenizer.json (a JSON object), a "
+             "llama2.c tokenizer.bin (" +
+             llama_error + ") or a SentencePiece model (" + sp_error + ")");
   }
   if (vocab_size > 0 && sp->vocab_size() != vocab_size)
     fail(NWC_E_INVALID_ARG, path.string() + ": tokenizer has " + std::to_string(sp->vocab_size()) +

@@ -13,23 +13,25 @@
 //                   true)
 // Every other field is skipped by wire type; groups (wire types 3/4) and malformed data are errors.
 //
-// Supported: model_type BPE, encoded exactly as SentencePiece's BPE model does (see encode()).
-// UNIGRAM, WORD and CHAR models are rejected with an error naming the file and the type.
+// Supported: model_type BPE and UNIGRAM, encoded exactly as SentencePiece's models do (see
+// encode_bpe() and encode_unigram()). WORD and CHAR models, and treat_whitespace_as_suffix, are
+// rejected with an error naming the file.
 //
-// Normalization: SentencePiece's whitespace handling (dummy prefix, removal of extra spaces,
-// escaping spaces as U+2581) and its replacement of malformed UTF-8 by U+FFFD are implemented
-// exactly. Character normalization is the identity: that is exact for models trained with
-// --normalization_rule_name=identity (empty precompiled_charsmap). LIMITATION: models with a
-// precompiled charsmap (the default nmt_nfkc, e.g. NFKC folding of full-width forms) are accepted
-// but their charsmap is NOT applied, so text that the charsmap would change encodes differently
-// from libsentencepiece (plain ASCII text is unaffected by nmt_nfkc apart from whitespace).
+// Normalization, exactly as SentencePiece's Normalizer: user-defined pieces are kept whole; else
+// the precompiled_charsmap (a Darts double-array trie of rules, e.g. the default nmt_nfkc: NFKC
+// plus whitespace and control-character folding) replaces the longest matching prefix; else one
+// well-formed UTF-8 character is kept, or one malformed byte becomes U+FFFD. Then the whitespace
+// rules: dummy prefix, removal of extra spaces, spaces escaped as U+2581.
 #include "nwc/runtime/tokenizer.hpp"
 
 #include "bpe_merge.hpp"
 #include "nwc/cpp/error.hpp"
+#include "sp_charsmap.hpp"
+#include "unigram.hpp"
 
 #include <algorithm>
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -43,8 +45,6 @@ namespace {
 
 // SentencePiece marks spaces with U+2581 LOWER ONE EIGHTH BLOCK.
 constexpr std::string_view kSpaceMark = "\xE2\x96\x81";
-// SentencePiece replaces each malformed UTF-8 byte by U+FFFD.
-constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
 
 enum PieceType : int32_t {
   kNormal = 1,
@@ -72,7 +72,7 @@ struct ModelSpec {
   int32_t unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;
   // NormalizerSpec
   std::string normalizer_name;
-  size_t charsmap_size = 0;
+  std::string charsmap;
   bool add_dummy_prefix = true;
   bool remove_extra_whitespaces = true;
   bool escape_whitespaces = true;
@@ -250,7 +250,7 @@ void parse_normalizer_spec(const std::string &name, std::string_view data, size_
       break;
     case 2:
       r.expect(field, wire, 2);
-      m.charsmap_size = r.bytes().size();
+      m.charsmap = std::string(r.bytes());
       break;
     case 3:
       r.expect(field, wire, 0);
@@ -307,28 +307,6 @@ const char *model_type_name(int32_t t) {
   }
 }
 
-// Length of the well-formed UTF-8 character at the start of s (as SentencePiece decodes it:
-// no overlong forms, no surrogates, at most U+10FFFF), or 0 if it is malformed.
-size_t valid_utf8_len(std::string_view s) {
-  const auto b = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
-  const auto trail = [&](size_t i) { return (b(i) & 0xC0) == 0x80; };
-  const auto valid_cp = [](uint32_t c) { return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF); };
-  if (s.empty()) return 0;
-  if (b(0) < 0x80) return 1;
-  if (s.size() >= 2 && (b(0) & 0xE0) == 0xC0 && trail(1)) {
-    const uint32_t c = (b(0) & 0x1Fu) << 6 | (b(1) & 0x3Fu);
-    if (c >= 0x80) return 2;
-  } else if (s.size() >= 3 && (b(0) & 0xF0) == 0xE0 && trail(1) && trail(2)) {
-    const uint32_t c = (b(0) & 0x0Fu) << 12 | (b(1) & 0x3Fu) << 6 | (b(2) & 0x3Fu);
-    if (c >= 0x800 && valid_cp(c)) return 3;
-  } else if (s.size() >= 4 && (b(0) & 0xF8) == 0xF0 && trail(1) && trail(2) && trail(3)) {
-    const uint32_t c =
-        (b(0) & 0x07u) << 18 | (b(1) & 0x3Fu) << 12 | (b(2) & 0x3Fu) << 6 | (b(3) & 0x3Fu);
-    if (c >= 0x10000 && valid_cp(c)) return 4;
-  }
-  return 0;
-}
-
 class SentencePieceTokenizer final : public Tokenizer {
 public:
   SentencePieceTokenizer(std::string name, ModelSpec spec)
@@ -366,11 +344,41 @@ public:
       if (p.type == kUnused) has_unused_ = true;
     }
     if (unk_id_ < 0) corrupt("SentencePiece model has no unknown piece");
+    // As SentencePiece's InitializePieces: byte pieces exist exactly with byte_fallback, all 256.
+    int byte_pieces = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      const Piece &p = m_.pieces[static_cast<size_t>(i)];
+      if (p.type != kByte) continue;
+      if (!m_.byte_fallback)
+        corrupt("SentencePiece piece " + std::to_string(i) + " '" + p.text +
+                "' is a byte piece although byte_fallback is false");
+      if (detail::byte_piece_value(p.text) < 0)
+        corrupt("SentencePiece byte piece " + std::to_string(i) + " is '" + p.text +
+                "', expected <0xHH>");
+      ++byte_pieces;
+    }
+    if (m_.byte_fallback && byte_pieces != 256)
+      corrupt("SentencePiece model has " + std::to_string(byte_pieces) +
+              " byte pieces although byte_fallback is true, expected 256");
     const char *type = model_type_name(m_.model_type);
-    if (m_.model_type != kBpe)
+    if (m_.model_type != kBpe && m_.model_type != kUnigram)
       fail(NWC_E_INVALID_ARG, name_ + ": SentencePiece model type " +
                                   (type ? std::string(type) : "#" + std::to_string(m_.model_type)) +
-                                  " is not supported, only BPE models are");
+                                  " is not supported, only BPE and UNIGRAM models are");
+    charsmap_ = detail::PrecompiledCharsmap(name_, m_.charsmap);
+    if (m_.model_type == kUnigram) {
+      // As SentencePiece's unigram Model: scores of NORMAL pieces bound the unknown penalty and
+      // the user-defined bonus; the trie holds normal, user-defined and unused pieces.
+      float min_score = FLT_MAX, max_score = FLT_MIN;
+      for (const Piece &p : m_.pieces) {
+        if (p.type != kNormal) continue;
+        min_score = std::min(min_score, p.score);
+        max_score = std::max(max_score, p.score);
+      }
+      min_score_ = min_score;
+      max_score_ = max_score;
+      for (const auto &[text, id] : pieces_) trie_.insert(text, id);
+    }
     if (m_.treat_whitespace_as_suffix)
       fail(NWC_E_INVALID_ARG,
            name_ + ": SentencePiece models with treat_whitespace_as_suffix are not supported");
@@ -393,7 +401,10 @@ public:
       fail(NWC_E_INVALID_ARG, name_ + ": EOS requested but the SentencePiece model has no EOS id");
     std::vector<int32_t> out;
     if (bos) out.push_back(bos_id_);
-    encode_bpe(normalize(text), out);
+    if (m_.model_type == kUnigram)
+      encode_unigram(normalize(text), out);
+    else
+      encode_bpe(normalize(text), out);
     if (eos) out.push_back(eos_id_);
     return out;
   }
@@ -451,14 +462,14 @@ private:
   }
 
   // The next unit of input for the normalizer and what it normalizes to: a user-defined piece
-  // as is, a well-formed UTF-8 character as is (identity), or one malformed byte as U+FFFD.
+  // as is, else the charsmap's longest rule, else a well-formed UTF-8 character as is, else one
+  // malformed byte as U+FFFD (Normalizer::NormalizePrefix).
   std::pair<std::string_view, size_t> next_unit(std::string_view s) const {
     if (const size_t u = user_defined_prefix(s); u > 0) return {s.substr(0, u), u};
-    if (const size_t n = valid_utf8_len(s); n > 0) return {s.substr(0, n), n};
-    return {kReplacementChar, 1};
+    return charsmap_.normalize_prefix(s);
   }
 
-  // SentencePiece's Normalizer::Normalize with an identity character map.
+  // SentencePiece's Normalizer::Normalize.
   std::string normalize(std::string_view in) const {
     std::string out;
     const std::string_view space = m_.escape_whitespaces ? kSpaceMark : std::string_view(" ");
@@ -548,6 +559,33 @@ private:
     for (int32_t i : order) emit(view(i), parts, start, out);
   }
 
+  // SentencePiece's unigram Model::EncodeOptimized: Viterbi over the pieces (unused pieces never
+  // match, user-defined ones score length * max_score - 0.1, unknown characters min_score - 10),
+  // then as SentencePieceProcessor: unknown spans become byte pieces with byte fallback, else a
+  // run of them is one <unk>.
+  void encode_unigram(const std::string &norm, std::vector<int32_t> &out) const {
+    const auto score = [&](int32_t id, size_t len) -> std::optional<double> {
+      const Piece &p = m_.pieces[static_cast<size_t>(id)];
+      if (p.type == kUnused) return std::nullopt;
+      if (p.type == kUserDefined) return static_cast<double>(len) * max_score_ - 0.1;
+      return p.score;
+    };
+    const float unk_score = min_score_ - 10.0f;
+    const auto spans = detail::unigram_viterbi<float>(norm, trie_, score, unk_score);
+    bool prev_unk = false;
+    for (const detail::UnigramSpan &sp : spans) {
+      const int32_t id = sp.id < 0 ? unk_id_ : sp.id;
+      const bool unk = id == unk_id_;
+      if (unk && m_.byte_fallback) {
+        for (size_t i = sp.begin; i < sp.end; ++i)
+          out.push_back(byte_ids_[static_cast<uint8_t>(norm[i])]);
+      } else if (!(unk && prev_unk)) {
+        out.push_back(id);
+      }
+      prev_unk = unk;
+    }
+  }
+
   void emit(std::string_view piece,
             const std::unordered_map<std::string_view,
                                      std::pair<std::string_view, std::string_view>> &parts,
@@ -579,6 +617,9 @@ private:
   bool has_unused_ = false;
   int32_t unk_id_ = -1, bos_id_ = -1, eos_id_ = -1;
   std::array<int32_t, 256> byte_ids_{};
+  detail::PrecompiledCharsmap charsmap_;
+  detail::PieceTrie trie_; // unigram
+  float min_score_ = 0, max_score_ = 0;
 };
 
 std::string read_model_file(const std::filesystem::path &path) {
