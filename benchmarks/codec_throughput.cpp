@@ -8,7 +8,8 @@
 // nothing.
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/host/registry.hpp"
 

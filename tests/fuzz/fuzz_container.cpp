@@ -13,7 +13,7 @@
 #include "fuzz_registry.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/registry.hpp"
 
 #include <cstdio>

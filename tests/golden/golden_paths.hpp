@@ -5,7 +5,8 @@
 
 #include "nwc/formats/model.hpp"
 #include "nwc/formats/safetensors.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 
 #include <cmath>
 #include <cstdint>

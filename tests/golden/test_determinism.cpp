@@ -8,7 +8,8 @@
 #include "golden_paths.hpp"
 
 #include "nwc/formats/container.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "test_support.hpp"
 

@@ -1,6 +1,6 @@
 // Back-compatibility: the committed golden container decodes to the recorded tensors, bit for bit.
 #include "nwc/formats/container.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/decode.hpp"
 #include "test_support.hpp"
 
 #include <cstdio>

@@ -3,7 +3,8 @@
 // decode to exactly what the encoder reconstructed.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/eval.hpp"

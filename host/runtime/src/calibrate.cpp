@@ -2,6 +2,7 @@
 
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/safetensors.hpp"
+#include "nwc/host/threads.hpp"
 
 #include "llama_block.hpp"
 #include "nwc/runtime/llama.hpp"

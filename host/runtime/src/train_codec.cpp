@@ -4,7 +4,7 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/file.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/threads.hpp"
 #include "nwc/nwc.h"
 #include "nwc/runtime/calibrate.hpp"
 

@@ -2,7 +2,8 @@
 
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/calibrate.hpp"

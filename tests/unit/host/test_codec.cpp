@@ -2,7 +2,9 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/model.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
+#include "nwc/host/levels.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>

@@ -4,7 +4,7 @@
 // points are the codec's lambda and fixed fractions.
 #pragma once
 
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
 
 #include <string>
 #include <vector>

@@ -12,7 +12,7 @@
 // stored with their fine-tuned values. Configured by a pipeline's [blockft] table.
 #pragma once
 
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
 
 #include <cstdint>
 #include <functional>

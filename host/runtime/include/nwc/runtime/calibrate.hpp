@@ -4,8 +4,8 @@
 #pragma once
 
 #include "nwc/formats/model.hpp"
-#include "nwc/host/codec.hpp"
 #include "nwc/host/distributed.hpp"
+#include "nwc/host/hessian.hpp"
 
 #include <filesystem>
 #include <functional>

@@ -1,0 +1,197 @@
+// encode_tensor.cpp — one tensor through its stage chain: tensor-level side information, then the
+// compensator driving the block codec; and the row scales of a tensor coded ahead.
+#include "block_codec.hpp"
+#include "encoded_tensor.hpp"
+#include "nwc/cpp/error.hpp"
+#include "nwc/host/levels.hpp"
+#include "tensor_side.hpp"
+
+#include <algorithm>
+#include <cstddef>
+
+namespace nwc::host {
+
+namespace detail {
+
+void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const StageChain &chain,
+                       const Stages &st, const Pipeline &pipeline, const CompressSettings &settings,
+                       std::vector<float> *reconstruction,
+                       std::vector<float> *unit_reconstruction) {
+  TensorRecord &rec = enc.record;
+  rec.storage = "pipeline";
+  enc.chain = chain.to_json();
+  for (size_t s = 0; s < 5; ++s)
+    if (st.inst[s]) enc.resolved[s] = st.inst[s]->resolved_options();
+
+  auto [rows, cols] = as_matrix(rec.shape);
+  BlockCodec bc;
+  bc.stages = &st;
+  bc.name = rec.name;
+  bc.rows = rows;
+  bc.cols = cols;
+  bc.full_reconstruction = reconstruction;
+  if (reconstruction) reconstruction->assign(values.size(), 0.0f);
+  bc.unit_reconstruction = unit_reconstruction;
+  if (unit_reconstruction) unit_reconstruction->assign(values.size(), 0.0f);
+  bc.keep_inputs = st.compensator && pipeline.stream_columns > 0;
+  bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
+                         &BlockCodec::encode_ex};
+  int64_t shape[2] = {rows, cols};
+  nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  // Tensor-level side information first: every block is coded with it.
+  if (chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) &&
+      st.chunker->row_scales) {
+    std::vector<float> scales(static_cast<size_t>(rows), 1.0f);
+    int64_t sshape[1] = {rows};
+    nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
+    uint32_t code = 0;
+    nwc_block_info whole = block_info(rec.name, rows, cols, 0, cols, TensorSide{});
+    st.at(Slot::Chunker)
+        .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &wv, &sv, &code),
+               "row_scales");
+    if (code != 0) {
+      auto bytes = encode_row_scales(
+          code, scales, "tensor " + rec.name + ": chunker " + st.at(Slot::Chunker).plugin().id);
+      bc.tensor_side.row_scales = std::move(scales);
+      enc.streams.push_back({"row_scales", {-1, std::move(bytes)}});
+    }
+  }
+  std::vector<uint8_t> hessian_levels;
+  const std::vector<uint8_t> *column_levels = nullptr;
+  if (auto lv = settings.column_levels.find(rec.name); lv != settings.column_levels.end())
+    column_levels = &lv->second;
+  else if (pipeline.levels.enabled) {
+    auto h = settings.hessians.find(rec.name);
+    if (h == settings.hessians.end())
+      fail(NWC_E_INVALID_ARG,
+           pipeline.levels.where + ": [levels] needs the calibration Hessian of " + rec.name +
+               " (pass --calibration FILE from `nwc calibrate`, or --calibrate)");
+    hessian_levels = levels_from_hessian(h->second.load()->data(), cols, pipeline.levels.fractions);
+    column_levels = &hessian_levels;
+  }
+  if (column_levels) {
+    const auto &levels = *column_levels;
+    if (static_cast<int64_t>(levels.size()) != cols)
+      fail(NWC_E_INVALID_ARG, "tensor " + rec.name + ": " + std::to_string(levels.size()) +
+                                  " quality levels for " + std::to_string(cols) + " columns");
+    if (!st.transform)
+      fail(NWC_E_INVALID_ARG,
+           "tensor " + rec.name + ": quality levels need a transform stage that uses them");
+    bc.tensor_side.levels = levels;
+    enc.streams.push_back({"levels", {-1, pack_levels(levels)}});
+  }
+  if (st.compensator) {
+    nwc_tensor_view hv{};
+    const nwc_tensor_view *hessian = nullptr;
+    int64_t hshape[2] = {cols, cols};
+    std::shared_ptr<const std::vector<float>> hvalues; // held while the compensator runs
+    if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
+      hvalues = h->second.load();
+      hv = nwc_tensor_view{const_cast<float *>(hvalues->data()),
+                           0,
+                           NWC_DTYPE_F32,
+                           NWC_DEVICE_CPU,
+                           0,
+                           2,
+                           hshape,
+                           nullptr};
+      hessian = &hv;
+    }
+    nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
+                                               &wv, hessian, &bc.c);
+    if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
+    st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
+  } else { // no compensator: the whole tensor is one block
+    std::vector<float> recon(values.size());
+    nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    bc.encode_block(0, cols, &wv, nullptr, 0, &rv);
+  }
+
+  // Blocks must tile [0, cols) exactly once.
+  std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
+    return a.record.col_begin < b.record.col_begin;
+  });
+  int64_t expect = 0;
+  for (const auto &b : bc.blocks) {
+    if (b.record.col_begin != expect)
+      fail(NWC_E_INTERNAL,
+           "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+               " did not code every column exactly once (gap or overlap at column " +
+               std::to_string(expect) + ")");
+    expect = b.record.col_end;
+  }
+  if (expect != cols)
+    fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+                             " left columns [" + std::to_string(expect) + ", " +
+                             std::to_string(cols) + ") uncoded");
+  if (bc.keep_inputs) coalesce_blocks(bc, pipeline.stream_columns);
+  for (size_t b = 0; b < bc.blocks.size(); ++b) {
+    rec.blocks.push_back(bc.blocks[b].record);
+    for (auto &s : bc.blocks[b].streams)
+      enc.streams.push_back({s.first, {static_cast<int32_t>(b), std::move(s.second)}});
+  }
+}
+
+} // namespace detail
+
+using namespace detail;
+
+TensorCoding encode_tensor(const Pipeline &pipeline, const Registry &registry,
+                           const TensorInfo &info, std::vector<float> values,
+                           const CompressSettings &settings) {
+  auto chain = pipeline.chain_for(info.name);
+  if (!chain) fail(NWC_E_INVALID_ARG, "tensor " + info.name + " is not selected by the pipeline");
+  if (values.size() != info.numel())
+    fail(NWC_E_INVALID_ARG, "tensor " + info.name + ": wrong number of values");
+  auto st = make_stages(chain->stages, registry, false);
+  TensorCoding out;
+  out.encoded = std::make_shared<EncodedTensor>();
+  out.encoded->record.name = info.name;
+  out.encoded->record.dtype = info.dtype;
+  out.encoded->record.shape = info.shape;
+  encode_with_chain(*out.encoded, values, *chain, *st, pipeline, settings, &out.reconstruction,
+                    &out.unit_reconstruction);
+  for (const auto &s : out.encoded->streams)
+    if (s.first == "row_scales")
+      out.row_scales =
+          decode_row_scales(s.second.second, as_matrix(info.shape).first, "tensor " + info.name);
+  if (out.row_scales.empty()) out.unit_reconstruction = out.reconstruction;
+  return out;
+}
+
+std::vector<float> set_row_scales(TensorCoding &coding, const std::vector<float> &scales) {
+  EncodedTensor &enc = *coding.encoded;
+  const auto [rows, cols] = as_matrix(enc.record.shape);
+  if (static_cast<int64_t>(scales.size()) != rows)
+    fail(NWC_E_INVALID_ARG, "tensor " + enc.record.name + ": " + std::to_string(scales.size()) +
+                                " row scales for " + std::to_string(rows) + " rows");
+  const std::string where = "tensor " + enc.record.name;
+  // Replace the chunker's scales when it has them, else set the host's row gain; both multiply
+  // whole rows of what the decoder reconstructs.
+  const bool chunker = !coding.row_scales.empty();
+  const std::string role = chunker ? "row_scales" : "row_gain";
+  uint32_t code = NWC_DTYPE_F16;
+  for (auto &s : enc.streams)
+    if (s.first == role) code = s.second.second.at(0);
+  std::vector<float> stored = scales;
+  auto bytes = encode_row_scales(code, stored, where);
+  bool replaced = false;
+  for (auto &s : enc.streams)
+    if (s.first == role) {
+      s.second.second = bytes;
+      replaced = true;
+    }
+  if (!replaced) enc.streams.insert(enc.streams.begin(), {role, {-1, std::move(bytes)}});
+  if (chunker) coding.row_scales = stored;
+  // The reconstruction as the decoder will compute it: chunker scales are applied by the chunker's
+  // merge (value = chunk x scale in double, rounded once), the row gain by the host (same rule).
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const size_t k = static_cast<size_t>(i * cols + j);
+      coding.reconstruction[k] = static_cast<float>(
+          static_cast<double>(coding.unit_reconstruction[k]) * static_cast<double>(stored[i]));
+    }
+  return stored;
+}
+
+} // namespace nwc::host

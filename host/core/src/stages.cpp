@@ -1,0 +1,74 @@
+// stages.cpp — the live stage instances of one chain and the host's views and sinks.
+#include "stages.hpp"
+
+#include "nwc/cpp/error.hpp"
+
+#include <string>
+
+namespace nwc::host::detail {
+
+nwc_status VectorSink::write(nwc_sink *s, const void *data, size_t len) {
+  auto *self = static_cast<VectorSink *>(s->ctx);
+  try {
+    const auto *p = static_cast<const uint8_t *>(data);
+    self->bytes.insert(self->bytes.end(), p, p + len);
+    return NWC_OK;
+  } catch (...) {
+    return NWC_E_NOMEM;
+  }
+}
+
+std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const Registry &reg,
+                                    bool decode) {
+  auto st = std::make_unique<Stages>();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].plugin.empty()) continue;
+    if (decode && static_cast<Slot>(i) == Slot::Compensator) continue; // encoder-only
+    st->inst[i] = reg.create(specs[i].plugin, specs[i].options);
+  }
+  st->chunker = &st->at(Slot::Chunker).interface_as<nwc_chunker_interface>(NWC_CHUNKER_INTERFACE);
+  st->quantizer =
+      &st->at(Slot::Quantizer).interface_as<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
+  st->entropy = &st->at(Slot::Entropy).interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  if (st->has(Slot::Transform))
+    st->transform =
+        &st->at(Slot::Transform).interface_as<nwc_transform_interface>(NWC_TRANSFORM_INTERFACE);
+  if (st->has(Slot::Compensator))
+    st->compensator = &st->at(Slot::Compensator)
+                           .interface_as<nwc_compensator_interface>(NWC_COMPENSATOR_INTERFACE);
+  return st;
+}
+
+// Treats any tensor as a matrix: 1-D as [1, n], N-D as [shape[0], prod(rest)].
+std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape) {
+  if (shape.empty()) return {1, 1};
+  if (shape.size() == 1) return {1, shape[0]};
+  int64_t cols = 1;
+  for (size_t i = 1; i < shape.size(); ++i) cols *= shape[i];
+  return {shape[0], cols};
+}
+
+bool chunker_has(const nwc_chunker_interface *c, size_t offset) {
+  return c->struct_size >= offset + sizeof(void *);
+}
+
+// Chunk geometry of a block, checked so that a plugin cannot make the host allocate wildly.
+Geometry plan_block(const Stages &st, const nwc_block_info &info) {
+  nwc_chunk_geometry g{};
+  st.at(Slot::Chunker).check(st.chunker->plan(st.at(Slot::Chunker).raw(), &info, &g), "plan");
+  Geometry out{g.count, g.length, g.length};
+  if (st.transform)
+    st.at(Slot::Transform)
+        .check(st.transform->latent_length(st.at(Slot::Transform).raw(), g.length, &out.latent),
+               "latent_length");
+  const int64_t width = info.col_end - info.col_begin;
+  const int64_t limit = 8 * info.rows * width + (1 << 20);
+  if (out.count < 0 || out.length <= 0 || out.latent <= 0 || out.count > limit ||
+      out.length > limit || out.count * out.length > limit || out.count * out.latent > limit)
+    fail(NWC_E_INTERNAL, std::string("tensor ") + info.tensor_name + ": plugin " +
+                             st.at(Slot::Chunker).plugin().id +
+                             " planned an unreasonable geometry");
+  return out;
+}
+
+} // namespace nwc::host::detail

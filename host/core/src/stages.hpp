@@ -1,0 +1,69 @@
+// stages.hpp (private) — the live stage instances of one chain, and the small adapters the host
+// uses to hand its buffers to them: 2-D tensor views and byte sinks.
+#pragma once
+
+#include "nwc/host/pipeline.hpp"
+#include "nwc/host/registry.hpp"
+#include "nwc/nwc.h"
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace nwc::host::detail {
+
+// A 2-D [rows, cols] nwc_tensor_view over a buffer the host owns.
+struct View {
+  int64_t shape[2];
+  nwc_tensor_view view;
+  View(void *data, uint32_t dtype, int64_t rows, int64_t cols) : shape{rows, cols} {
+    view = nwc_tensor_view{data, 0, dtype, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  }
+  View(const View &) = delete;
+  View &operator=(const View &) = delete;
+  nwc_tensor_view *get() { return &view; }
+};
+
+// An nwc_sink that appends to a byte vector.
+struct VectorSink {
+  std::vector<uint8_t> bytes;
+  nwc_sink sink{this, &VectorSink::write};
+  static nwc_status write(nwc_sink *s, const void *data, size_t len);
+};
+
+// The live stages of one chain (one per worker thread: instances are [instance-serial]).
+struct Stages {
+  std::array<std::unique_ptr<Instance>, 5> inst;
+  const nwc_chunker_interface *chunker = nullptr;
+  const nwc_transform_interface *transform = nullptr;
+  const nwc_quantizer_interface *quantizer = nullptr;
+  const nwc_entropy_interface *entropy = nullptr;
+  const nwc_compensator_interface *compensator = nullptr;
+
+  Instance &at(Slot s) const { return *inst[static_cast<size_t>(s)]; }
+  bool has(Slot s) const { return inst[static_cast<size_t>(s)] != nullptr; }
+};
+
+// Creates the chain's instances (decode: without the encoder-only compensator).
+std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const Registry &reg,
+                                    bool decode);
+
+// Treats any tensor as a matrix: 1-D as [1, n], N-D as [shape[0], prod(rest)].
+std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape);
+
+// Whether a chunker's interface (ABI 1.x, possibly older and shorter) has the member at offset.
+bool chunker_has(const nwc_chunker_interface *c, size_t offset);
+
+// A block's chunks: count chunks of length values, each transformed to latent values.
+struct Geometry {
+  int64_t count = 0, length = 0, latent = 0;
+  int64_t symbols() const { return count * latent; }
+};
+
+// Chunk geometry of a block, checked so that a plugin cannot make the host allocate wildly.
+Geometry plan_block(const Stages &st, const nwc_block_info &info);
+
+} // namespace nwc::host::detail
