@@ -38,8 +38,160 @@ nwc_status BlockCodec::encode_ex(nwc_block_codec *self, int64_t c0, int64_t c1,
   }
 }
 
-void BlockCodec::encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values,
-                              const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon) {
+namespace {
+
+// One block on its way through the decode-side stages as the encoder runs them: chunker.split,
+// transform.forward, quantizer.quantize (or quantize_fitted), entropy.encode, and back through
+// transform.inverse and chunker.merge to exactly what the decoder will reconstruct.
+class BlockPass {
+public:
+  BlockPass(const Stages &st, const nwc_block_info &info, const std::vector<uint8_t> &tensor_levels)
+      : st_(st), info_(info), g_(plan_block(st, info)),
+        levels_(chunk_levels(st, info, g_, tensor_levels)) {
+    if (!levels_.empty()) info_.chunk_levels = levels_.data();
+  }
+  BlockPass(const BlockPass &) = delete;
+  BlockPass &operator=(const BlockPass &) = delete;
+
+  const Geometry &geometry() const { return g_; }
+
+  // values -> chunks (+ the chunker's side information) -> latents.
+  void analyze(const nwc_tensor_view *values) {
+    chunks_.resize(static_cast<size_t>(g_.count * g_.length));
+    split(values, chunks_, chunk_side_);
+    latents_ = forward(chunks_, latents_buf_);
+  }
+
+  // latents -> symbols and their dequantized values (+ the quantizer's side information).
+  void quantize() {
+    allocate_symbols();
+    View lat_in(latents_->data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    View sym_v(symbols_.data(), NWC_DTYPE_I32, g_.count, g_.latent);
+    View deq_v(dequant_.data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    const Instance &q = st_.at(Slot::Quantizer);
+    q.check(st_.quantizer->quantize(q.raw(), &info_, lat_in.get(), sym_v.get(), deq_v.get(),
+                                    &quant_side_.sink),
+            "quantize");
+  }
+
+  // The same with the quantizer's parameters fitted on reference values (GPTQ groups), which go
+  // through the same chunker and transform; a chunker whose side information depends on the
+  // values cannot serve both, so that is refused.
+  void quantize_fitted(const nwc_tensor_view *fit, const std::string &tensor) {
+    allocate_symbols();
+    std::vector<float> ref_chunks(chunks_.size()), ref_lat_buf;
+    VectorSink ref_side;
+    split(fit, ref_chunks, ref_side);
+    if (ref_side.bytes != chunk_side_.bytes)
+      fail(NWC_E_INVALID_ARG, "tensor " + tensor + ": chunker " +
+                                  st_.at(Slot::Chunker).plugin().id +
+                                  " writes value-dependent side information, which fitted "
+                                  "quantization (GPTQ groups) cannot use");
+    std::vector<float> *ref_lat = forward(ref_chunks, ref_lat_buf);
+    if (st_.quantizer->struct_size < sizeof(nwc_quantizer_interface) ||
+        !st_.quantizer->quantize_fitted)
+      fail(NWC_E_INVALID_ARG, "tensor " + tensor + ": quantizer " +
+                                  st_.at(Slot::Quantizer).plugin().id +
+                                  " cannot fit its parameters on reference values (needed by "
+                                  "the compensator)");
+    View lat_in(latents_->data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    View ref_v(ref_lat->data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    View sym_v(symbols_.data(), NWC_DTYPE_I32, g_.count, g_.latent);
+    View deq_v(dequant_.data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    const Instance &q = st_.at(Slot::Quantizer);
+    q.check(st_.quantizer->quantize_fitted(q.raw(), &info_, lat_in.get(), ref_v.get(), sym_v.get(),
+                                           deq_v.get(), &quant_side_.sink),
+            "quantize_fitted");
+  }
+
+  // symbols -> bytes, with the transform's probability model if it has one.
+  void entropy_code() {
+    const nwc_cdf_model *model =
+        st_.transform ? st_.transform->probability_model(st_.at(Slot::Transform).raw()) : nullptr;
+    View sym_v(symbols_.data(), NWC_DTYPE_I32, g_.count, g_.latent);
+    const Instance &e = st_.at(Slot::Entropy);
+    e.check(st_.entropy->encode(e.raw(), sym_v.get(), model, &coded_.sink), "encode");
+  }
+
+  // The reconstruction exactly as the decoder computes it: dequantized latents -> inverse ->
+  // merge into recon.
+  void synthesize(nwc_tensor_view *recon) {
+    if (st_.transform) {
+      rec_chunks_.resize(static_cast<size_t>(g_.count * g_.length));
+      View deq_v(dequant_.data(), NWC_DTYPE_F32, g_.count, g_.latent);
+      View rec_v(rec_chunks_.data(), NWC_DTYPE_F32, g_.count, g_.length);
+      const Instance &t = st_.at(Slot::Transform);
+      t.check(st_.transform->inverse(t.raw(), &info_, deq_v.get(), rec_v.get()), "inverse");
+    }
+    merge(info_, recon);
+  }
+
+  // The reconstruction merged with unit row scales (rows x width into unit).
+  void synthesize_unit(int64_t rows, std::vector<float> &unit) {
+    std::vector<float> ones(static_cast<size_t>(rows), 1.0f);
+    nwc_block_info unit_info = info_;
+    unit_info.row_scales = ones.data();
+    View unit_v(unit.data(), NWC_DTYPE_F32, rows, info_.col_end - info_.col_begin);
+    merge(unit_info, unit_v.get());
+  }
+
+  // The block's streams: "chunker" and "quantizer" side information when not empty, "entropy".
+  void take_streams(EncodedBlock &out) {
+    if (!chunk_side_.bytes.empty())
+      out.streams.emplace_back("chunker", std::move(chunk_side_.bytes));
+    if (!quant_side_.bytes.empty())
+      out.streams.emplace_back("quantizer", std::move(quant_side_.bytes));
+    out.streams.emplace_back("entropy", std::move(coded_.bytes));
+  }
+
+private:
+  void split(const nwc_tensor_view *values, std::vector<float> &chunks, VectorSink &side) const {
+    View chunks_v(chunks.data(), NWC_DTYPE_F32, g_.count, g_.length);
+    const Instance &c = st_.at(Slot::Chunker);
+    c.check(st_.chunker->split(c.raw(), &info_, values, chunks_v.get(), &side.sink), "split");
+  }
+
+  // The latents of chunks: in buf with a transform, else the chunks themselves.
+  std::vector<float> *forward(std::vector<float> &chunks, std::vector<float> &buf) const {
+    if (!st_.transform) return &chunks;
+    buf.resize(static_cast<size_t>(g_.count * g_.latent));
+    View chunks_v(chunks.data(), NWC_DTYPE_F32, g_.count, g_.length);
+    View lat_v(buf.data(), NWC_DTYPE_F32, g_.count, g_.latent);
+    const Instance &t = st_.at(Slot::Transform);
+    t.check(st_.transform->forward(t.raw(), &info_, chunks_v.get(), lat_v.get()), "forward");
+    return &buf;
+  }
+
+  void allocate_symbols() {
+    symbols_.resize(static_cast<size_t>(g_.symbols()));
+    dequant_.resize(symbols_.size());
+  }
+
+  // Without a transform the dequantized latents are the chunks ([count, latent] = [count, length]).
+  void merge(const nwc_block_info &info, nwc_tensor_view *out) {
+    View rec_v(st_.transform ? rec_chunks_.data() : dequant_.data(), NWC_DTYPE_F32, g_.count,
+               st_.transform ? g_.length : g_.latent);
+    nwc_bytes side{chunk_side_.bytes.data(), chunk_side_.bytes.size()};
+    const Instance &c = st_.at(Slot::Chunker);
+    c.check(st_.chunker->merge(c.raw(), &info, rec_v.get(), side, out), "merge");
+  }
+
+  const Stages &st_;
+  nwc_block_info info_;
+  Geometry g_;
+  std::vector<uint8_t> levels_; // per chunk (info_.chunk_levels); empty: none
+  std::vector<float> chunks_, latents_buf_;
+  std::vector<float> *latents_ = nullptr; // latents_buf_, or chunks_ without a transform
+  std::vector<int32_t> symbols_;
+  std::vector<float> dequant_, rec_chunks_;
+  VectorSink chunk_side_, quant_side_, coded_;
+};
+
+} // namespace
+
+void BlockCodec::check_request(int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                               const nwc_tensor_view *fit, uint32_t flags,
+                               const nwc_tensor_view *recon) const {
   if (c0 < 0 || c1 <= c0 || c1 > cols)
     fail(NWC_E_INVALID_ARG, "tensor " + name + ": compensator asked for columns [" +
                                 std::to_string(c0) + ", " + std::to_string(c1) + ")");
@@ -54,127 +206,32 @@ void BlockCodec::encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *val
   if (fit) check_view(fit, "fit values");
   if (flags & ~NWC_BLOCK_DRY_RUN)
     fail(NWC_E_INVALID_ARG, "tensor " + name + ": unknown block codec flags");
+}
+
+void BlockCodec::encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                              const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon) {
+  check_request(c0, c1, values, fit, flags, recon);
   const bool dry = (flags & NWC_BLOCK_DRY_RUN) != 0;
-  const Stages &st = *stages;
-  nwc_block_info info = block_info(name, rows, cols, c0, c1, tensor_side);
-  Geometry g = plan_block(st, info);
-  const std::vector<uint8_t> levels = chunk_levels(st, info, g, tensor_side.levels);
-  if (!levels.empty()) info.chunk_levels = levels.data();
-
+  BlockPass pass(*stages, block_info(name, rows, cols, c0, c1, tensor_side), tensor_side.levels);
   EncodedBlock out;
-  out.record = {c0, c1, g.symbols()};
-  std::vector<float> chunks(static_cast<size_t>(g.count * g.length));
-  View chunks_v(chunks.data(), NWC_DTYPE_F32, g.count, g.length);
-  VectorSink chunk_side;
-  st.at(Slot::Chunker)
-      .check(st.chunker->split(st.at(Slot::Chunker).raw(), &info, values, chunks_v.get(),
-                               &chunk_side.sink),
-             "split");
-
-  std::vector<float> latents_buf;
-  std::vector<float> *latents = &chunks;
-  if (st.transform) {
-    latents_buf.resize(static_cast<size_t>(g.count * g.latent));
-    View lat_v(latents_buf.data(), NWC_DTYPE_F32, g.count, g.latent);
-    st.at(Slot::Transform)
-        .check(
-            st.transform->forward(st.at(Slot::Transform).raw(), &info, chunks_v.get(), lat_v.get()),
-            "forward");
-    latents = &latents_buf;
-  }
-  View lat_in(latents->data(), NWC_DTYPE_F32, g.count, g.latent);
-  std::vector<int32_t> symbols(static_cast<size_t>(g.symbols()));
-  std::vector<float> dequant(symbols.size());
-  View sym_v(symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
-  View deq_v(dequant.data(), NWC_DTYPE_F32, g.count, g.latent);
-  VectorSink quant_side;
-  if (fit) {
-    // The reference goes through the same chunker and transform; a chunker whose side
-    // information depends on the values cannot serve both, so that is refused.
-    std::vector<float> ref_chunks(chunks.size()), ref_lat_buf;
-    View ref_chunks_v(ref_chunks.data(), NWC_DTYPE_F32, g.count, g.length);
-    VectorSink ref_side;
-    st.at(Slot::Chunker)
-        .check(st.chunker->split(st.at(Slot::Chunker).raw(), &info, fit, ref_chunks_v.get(),
-                                 &ref_side.sink),
-               "split");
-    if (ref_side.bytes != chunk_side.bytes)
-      fail(NWC_E_INVALID_ARG, "tensor " + name + ": chunker " + st.at(Slot::Chunker).plugin().id +
-                                  " writes value-dependent side information, which fitted "
-                                  "quantization (GPTQ groups) cannot use");
-    nwc_tensor_view *ref_lat = ref_chunks_v.get();
-    View ref_lat_v(nullptr, NWC_DTYPE_F32, g.count, g.latent);
-    if (st.transform) {
-      ref_lat_buf.resize(static_cast<size_t>(g.count * g.latent));
-      ref_lat_v.view.data = ref_lat_buf.data();
-      st.at(Slot::Transform)
-          .check(st.transform->forward(st.at(Slot::Transform).raw(), &info, ref_chunks_v.get(),
-                                       ref_lat_v.get()),
-                 "forward");
-      ref_lat = ref_lat_v.get();
-    }
-    if (st.quantizer->struct_size < sizeof(nwc_quantizer_interface) ||
-        !st.quantizer->quantize_fitted)
-      fail(NWC_E_INVALID_ARG, "tensor " + name + ": quantizer " +
-                                  st.at(Slot::Quantizer).plugin().id +
-                                  " cannot fit its parameters on reference values (needed by "
-                                  "the compensator)");
-    st.at(Slot::Quantizer)
-        .check(st.quantizer->quantize_fitted(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
-                                             ref_lat, sym_v.get(), deq_v.get(), &quant_side.sink),
-               "quantize_fitted");
-  } else {
-    st.at(Slot::Quantizer)
-        .check(st.quantizer->quantize(st.at(Slot::Quantizer).raw(), &info, lat_in.get(),
-                                      sym_v.get(), deq_v.get(), &quant_side.sink),
-               "quantize");
-  }
-
-  const nwc_cdf_model *model =
-      st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
-  VectorSink coded;
-  if (!dry) // a trial needs only the reconstruction
-    st.at(Slot::Entropy)
-        .check(st.entropy->encode(st.at(Slot::Entropy).raw(), sym_v.get(), model, &coded.sink),
-               "encode");
-
-  // Reconstruct exactly as the decoder will: dequantized latents -> inverse -> merge.
-  std::vector<float> rec_chunks_buf;
-  nwc_tensor_view *rec_chunks = deq_v.get();
-  View rec_chunks_v(nullptr, NWC_DTYPE_F32, g.count, g.length);
-  if (st.transform) {
-    rec_chunks_buf.resize(static_cast<size_t>(g.count * g.length));
-    rec_chunks_v.view.data = rec_chunks_buf.data();
-    st.at(Slot::Transform)
-        .check(st.transform->inverse(st.at(Slot::Transform).raw(), &info, deq_v.get(),
-                                     rec_chunks_v.get()),
-               "inverse");
-    rec_chunks = rec_chunks_v.get();
-  }
-  nwc_bytes side{chunk_side.bytes.data(), chunk_side.bytes.size()};
-  st.at(Slot::Chunker)
-      .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &info, rec_chunks, side, recon),
-             "merge");
-
+  out.record = {c0, c1, pass.geometry().symbols()};
+  pass.analyze(values);
+  if (fit)
+    pass.quantize_fitted(fit, name);
+  else
+    pass.quantize();
+  if (!dry) pass.entropy_code(); // a trial needs only the reconstruction
+  pass.synthesize(recon);
   if (dry) return;
-  if (full_reconstruction) {
-    const auto *r = static_cast<const float *>(recon->data);
-    for (int64_t i = 0; i < rows; ++i)
-      std::copy(r + i * w, r + (i + 1) * w, full_reconstruction->data() + i * cols + c0);
-  }
+
+  const int64_t w = c1 - c0;
+  if (full_reconstruction)
+    copy_columns(static_cast<const float *>(recon->data), c0, w, *full_reconstruction);
   if (unit_reconstruction && !tensor_side.row_scales.empty()) {
     // The block merged with unit row scales: what fine-tuned scales will multiply.
-    std::vector<float> ones(static_cast<size_t>(rows), 1.0f), unit(static_cast<size_t>(rows * w));
-    nwc_block_info unit_info = info;
-    unit_info.row_scales = ones.data();
-    View unit_v(unit.data(), NWC_DTYPE_F32, rows, w);
-    st.at(Slot::Chunker)
-        .check(st.chunker->merge(st.at(Slot::Chunker).raw(), &unit_info, rec_chunks, side,
-                                 unit_v.get()),
-               "merge");
-    for (int64_t i = 0; i < rows; ++i)
-      std::copy(unit.begin() + i * w, unit.begin() + (i + 1) * w,
-                unit_reconstruction->data() + i * cols + c0);
+    std::vector<float> unit(static_cast<size_t>(rows * w));
+    pass.synthesize_unit(rows, unit);
+    copy_columns(unit.data(), c0, w, *unit_reconstruction);
   }
   if (keep_inputs) {
     const auto n = static_cast<size_t>(rows * w);
@@ -187,10 +244,14 @@ void BlockCodec::encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *val
       out.fit.assign(f, f + n);
     }
   }
-  if (!chunk_side.bytes.empty()) out.streams.emplace_back("chunker", std::move(chunk_side.bytes));
-  if (!quant_side.bytes.empty()) out.streams.emplace_back("quantizer", std::move(quant_side.bytes));
-  out.streams.emplace_back("entropy", std::move(coded.bytes));
+  pass.take_streams(out);
   blocks.push_back(std::move(out));
+}
+
+void BlockCodec::copy_columns(const float *block, int64_t c0, int64_t w,
+                              std::vector<float> &tensor) const {
+  for (int64_t i = 0; i < rows; ++i)
+    std::copy(block + i * w, block + (i + 1) * w, tensor.data() + i * cols + c0);
 }
 
 // Codes runs of adjacent compensator blocks as one block of at most `max_cols` columns where that

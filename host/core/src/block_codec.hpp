@@ -46,6 +46,14 @@ struct BlockCodec {
   // unless flags has NWC_BLOCK_DRY_RUN, the block is kept (blocks) and the reconstructions filled.
   void encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *values,
                     const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon);
+
+private:
+  // Fails unless [c0, c1) is inside the tensor and the views are [rows, c1 - c0] float32.
+  void check_request(int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                     const nwc_tensor_view *fit, uint32_t flags,
+                     const nwc_tensor_view *recon) const;
+  // Copies a [rows, w] block into columns [c0, c0 + w) of a [rows, cols] tensor.
+  void copy_columns(const float *block, int64_t c0, int64_t w, std::vector<float> &tensor) const;
 };
 
 // Codes runs of adjacent compensator blocks as one block of at most `max_cols` columns where that

@@ -43,6 +43,172 @@ Model open_container_model(const std::filesystem::path &path, const Registry &re
   return m;
 }
 
+namespace {
+
+// Decodes a container's tensors into a safetensors writer. Work units in model order: the column
+// blocks of a pipeline tensor with several blocks, else the whole tensor. Worker threads take
+// units in order, so blocks of one tensor and tensors with a single unit (raw, zstd, one block)
+// decode in parallel; the calling thread writes the tensors in model order as they complete. At
+// most `window_` tensors are in memory (decoding, decoded or being written). The error reported
+// is the one of the first failing unit in model order.
+class SafetensorsDecompression {
+public:
+  SafetensorsDecompression(const std::vector<TensorRecord> &tensors,
+                           const ContainerDecoder &decoder, SafetensorsWriter &writer,
+                           unsigned threads, const ProgressFn &progress)
+      : tensors_(tensors), decoder_(decoder), writer_(writer), progress_(progress),
+        workers_(resolve_threads(threads)), window_(workers_ + 1), failed_{tensors.size(), 0} {
+    for (const auto &t : tensors) {
+      auto j = std::make_unique<TensorJob>();
+      j->t = &t;
+      if (t.storage == "pipeline" && t.blocks.size() > 1) j->units = t.blocks.size();
+      jobs_.push_back(std::move(j));
+    }
+  }
+  ~SafetensorsDecompression() { join(); }
+  SafetensorsDecompression(const SafetensorsDecompression &) = delete;
+  SafetensorsDecompression &operator=(const SafetensorsDecompression &) = delete;
+
+  // Writes every tensor (the writer is committed by the caller).
+  void run() {
+    try {
+      for (unsigned i = 0; i < workers_; ++i) pool_.emplace_back([this] { work(); });
+      write_in_order();
+    } catch (...) {
+      join();
+      throw;
+    }
+    join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+private:
+  struct TensorJob {
+    const TensorRecord *t = nullptr;
+    size_t units = 1, done = 0; // done: guarded by mu_
+    std::vector<float> values;
+    std::once_flag alloc;
+  };
+
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      work_cv_.wait(lock, [&] {
+        return stop_ || next_job_ >= jobs_.size() || next_job_ < written_ + window_;
+      });
+      if (stop_ || next_job_ >= jobs_.size()) return;
+      const size_t ji = next_job_, u = next_unit_;
+      TensorJob &j = *jobs_[ji];
+      if (++next_unit_ == j.units) {
+        ++next_job_;
+        next_unit_ = 0;
+      }
+      lock.unlock();
+      try {
+        decode_unit(j, u);
+        lock.lock();
+        if (++j.done == j.units) done_cv_.notify_all();
+      } catch (...) {
+        lock.lock();
+        record_failure(ji, u, std::current_exception());
+      }
+    }
+  }
+
+  // Unit u of a tensor: the whole tensor, or block u into its columns of the tensor's buffer.
+  void decode_unit(TensorJob &j, size_t u) {
+    const TensorRecord &t = *j.t;
+    if (j.units == 1) {
+      j.values = decoder_.decode_tensor(t, 1);
+      return;
+    }
+    std::vector<float> block = decoder_.decode_block(t, u);
+    const BlockRecord &br = t.blocks[u];
+    const int64_t w = br.col_end - br.col_begin;
+    const int64_t cols = as_matrix(t.shape).second;
+    std::call_once(j.alloc, [&] { allocate(j); });
+    for (int64_t r = 0; r * w < static_cast<int64_t>(block.size()); ++r)
+      std::copy_n(block.data() + r * w, w, j.values.data() + r * cols + br.col_begin);
+  }
+
+  // A tensor's buffer: a written tensor's spare one when large enough, else fresh.
+  void allocate(TensorJob &j) {
+    const auto n = static_cast<size_t>(j.t->numel());
+    {
+      std::lock_guard<std::mutex> guard(mu_);
+      for (auto &b : spare_)
+        if (b.capacity() >= n) {
+          j.values = std::move(b);
+          std::swap(b, spare_.back());
+          spare_.pop_back();
+          break;
+        }
+    }
+    if (j.values.capacity() < n) j.values = tensor_buffer(n);
+    j.values.resize(n); // every block overwrites its columns
+  }
+
+  void record_failure(size_t job, size_t unit, std::exception_ptr e) { // with mu_ held
+    if (std::make_pair(job, unit) < failed_) {
+      failed_ = {job, unit};
+      error_ = std::move(e);
+    }
+    stop_ = true;
+    work_cv_.notify_all();
+    done_cv_.notify_all();
+  }
+
+  void write_in_order() {
+    for (size_t i = 0; i < jobs_.size(); ++i) {
+      std::vector<float> values;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        done_cv_.wait(lock, [&] { return stop_ || jobs_[i]->done == jobs_[i]->units; });
+        if (stop_) break;
+        values = std::move(jobs_[i]->values);
+      }
+      writer_.write(tensors_[i].name, values.data());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        written_ = i + 1;
+        // One spare at most: memory stays about (window + 1) x the largest tensor.
+        if (spare_.empty() && values.capacity() > 0) spare_.push_back(std::move(values));
+      }
+      work_cv_.notify_all();
+      if (progress_) progress_(i + 1, tensors_.size(), tensors_[i].name);
+    }
+  }
+
+  void join() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto &th : pool_) th.join();
+    pool_.clear();
+  }
+
+  const std::vector<TensorRecord> &tensors_;
+  const ContainerDecoder &decoder_;
+  SafetensorsWriter &writer_;
+  const ProgressFn &progress_;
+  const unsigned workers_;
+  const size_t window_;
+  std::vector<std::unique_ptr<TensorJob>> jobs_;
+  std::vector<std::thread> pool_;
+  // Guarded by mu_.
+  std::mutex mu_;
+  std::vector<std::vector<float>> spare_; // buffers of written tensors, reused (no fresh pages)
+  std::condition_variable work_cv_, done_cv_;
+  size_t next_job_ = 0, next_unit_ = 0, written_ = 0;
+  bool stop_ = false;
+  std::pair<size_t, size_t> failed_;
+  std::exception_ptr error_;
+};
+
+} // namespace
+
 void decompress_to_safetensors(const std::filesystem::path &in, const std::filesystem::path &out,
                                const Registry &registry, DType dtype, unsigned threads,
                                const ProgressFn &progress) {
@@ -56,127 +222,7 @@ void decompress_to_safetensors(const std::filesystem::path &in, const std::files
                                           {"nwc.architecture", arch.to_json().dump()},
                                           {"nwc.source", in.filename().string()}};
   SafetensorsWriter writer(out, infos, meta);
-
-  // Work units in model order: the column blocks of a pipeline tensor with several blocks, else
-  // the whole tensor. Worker threads take units in order, so blocks of one tensor and tensors with
-  // a single unit (raw, zstd, one block) decode in parallel; the calling thread writes the tensors
-  // in model order as they complete. At most `window` tensors are in memory (decoding, decoded or
-  // being written). The error reported is the one of the first failing unit in model order.
-  struct TensorJob {
-    const TensorRecord *t = nullptr;
-    size_t units = 1, done = 0; // done: guarded by mu
-    std::vector<float> values;
-    std::once_flag alloc;
-  };
-  std::vector<std::unique_ptr<TensorJob>> jobs;
-  for (const auto &t : tensors) {
-    auto j = std::make_unique<TensorJob>();
-    j->t = &t;
-    if (t.storage == "pipeline" && t.blocks.size() > 1) j->units = t.blocks.size();
-    jobs.push_back(std::move(j));
-  }
-  const unsigned workers = resolve_threads(threads);
-  const size_t window = workers + 1;
-  std::mutex mu;
-  std::vector<std::vector<float>> spare; // buffers of written tensors, reused (no fresh pages)
-  std::condition_variable work_cv, done_cv;
-  size_t next_job = 0, next_unit = 0, written = 0;
-  bool stop = false;
-  std::pair<size_t, size_t> failed{jobs.size(), 0};
-  std::exception_ptr error;
-  auto record = [&](size_t job, size_t unit, std::exception_ptr e) { // with mu held
-    if (std::make_pair(job, unit) < failed) {
-      failed = {job, unit};
-      error = std::move(e);
-    }
-    stop = true;
-    work_cv.notify_all();
-    done_cv.notify_all();
-  };
-  auto work = [&] {
-    std::unique_lock<std::mutex> lock(mu);
-    for (;;) {
-      work_cv.wait(lock,
-                   [&] { return stop || next_job >= jobs.size() || next_job < written + window; });
-      if (stop || next_job >= jobs.size()) return;
-      const size_t ji = next_job, u = next_unit;
-      TensorJob &j = *jobs[ji];
-      if (++next_unit == j.units) {
-        ++next_job;
-        next_unit = 0;
-      }
-      lock.unlock();
-      try {
-        const TensorRecord &t = *j.t;
-        if (j.units == 1) {
-          j.values = decoder.decode_tensor(t, 1);
-        } else {
-          std::vector<float> block = decoder.decode_block(t, u);
-          const BlockRecord &br = t.blocks[u];
-          const int64_t w = br.col_end - br.col_begin;
-          const int64_t cols = as_matrix(t.shape).second;
-          std::call_once(j.alloc, [&] {
-            const auto n = static_cast<size_t>(t.numel());
-            {
-              std::lock_guard<std::mutex> guard(mu);
-              for (auto &b : spare)
-                if (b.capacity() >= n) {
-                  j.values = std::move(b);
-                  std::swap(b, spare.back());
-                  spare.pop_back();
-                  break;
-                }
-            }
-            if (j.values.capacity() < n) j.values = tensor_buffer(n);
-            j.values.resize(n); // every block overwrites its columns
-          });
-          for (int64_t r = 0; r * w < static_cast<int64_t>(block.size()); ++r)
-            std::copy_n(block.data() + r * w, w, j.values.data() + r * cols + br.col_begin);
-        }
-        lock.lock();
-        if (++j.done == j.units) done_cv.notify_all();
-      } catch (...) {
-        lock.lock();
-        record(ji, u, std::current_exception());
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  auto join = [&] {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      stop = true;
-    }
-    work_cv.notify_all();
-    for (auto &th : pool) th.join();
-    pool.clear();
-  };
-  try {
-    for (unsigned i = 0; i < workers; ++i) pool.emplace_back(work);
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      std::vector<float> values;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        done_cv.wait(lock, [&] { return stop || jobs[i]->done == jobs[i]->units; });
-        if (stop) break;
-        values = std::move(jobs[i]->values);
-      }
-      writer.write(tensors[i].name, values.data());
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        written = i + 1;
-        // One spare at most: memory stays about (window + 1) x the largest tensor.
-        if (spare.empty() && values.capacity() > 0) spare.push_back(std::move(values));
-      }
-      work_cv.notify_all();
-      if (progress) progress(i + 1, tensors.size(), tensors[i].name);
-    }
-  } catch (...) {
-    join();
-    throw;
-  }
-  join();
-  if (error) std::rethrow_exception(error);
+  SafetensorsDecompression(tensors, decoder, writer, threads, progress).run();
   writer.commit();
 }
 

@@ -13,6 +13,118 @@ namespace nwc::host {
 
 namespace detail {
 
+namespace {
+
+// The chunker's row scales for the whole tensor (ABI 1.2), when it has them: every block is coded
+// with them, and they are stored as stream "row_scales".
+void add_row_scales(EncodedTensor &enc, BlockCodec &bc, const Stages &st,
+                    const nwc_tensor_view &weight) {
+  if (!chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) ||
+      !st.chunker->row_scales)
+    return;
+  const std::string &name = enc.record.name;
+  std::vector<float> scales(static_cast<size_t>(bc.rows), 1.0f);
+  int64_t sshape[1] = {bc.rows};
+  nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
+  uint32_t code = 0;
+  nwc_block_info whole = block_info(name, bc.rows, bc.cols, 0, bc.cols, TensorSide{});
+  st.at(Slot::Chunker)
+      .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &weight, &sv, &code),
+             "row_scales");
+  if (code == 0) return;
+  auto bytes = encode_row_scales(
+      code, scales, "tensor " + name + ": chunker " + st.at(Slot::Chunker).plugin().id);
+  bc.tensor_side.row_scales = std::move(scales);
+  enc.streams.push_back({"row_scales", {-1, std::move(bytes)}});
+}
+
+// The quality level of every input column: given by the settings, else from the calibration
+// Hessian when the pipeline has [levels]. Handed to the transform per chunk and stored as stream
+// "levels".
+void add_levels(EncodedTensor &enc, BlockCodec &bc, const Stages &st, const Pipeline &pipeline,
+                const CompressSettings &settings) {
+  const std::string &name = enc.record.name;
+  std::vector<uint8_t> hessian_levels;
+  const std::vector<uint8_t> *column_levels = nullptr;
+  if (auto lv = settings.column_levels.find(name); lv != settings.column_levels.end())
+    column_levels = &lv->second;
+  else if (pipeline.levels.enabled) {
+    auto h = settings.hessians.find(name);
+    if (h == settings.hessians.end())
+      fail(NWC_E_INVALID_ARG,
+           pipeline.levels.where + ": [levels] needs the calibration Hessian of " + name +
+               " (pass --calibration FILE from `nwc calibrate`, or --calibrate)");
+    hessian_levels =
+        levels_from_hessian(h->second.load()->data(), bc.cols, pipeline.levels.fractions);
+    column_levels = &hessian_levels;
+  }
+  if (!column_levels) return;
+  const auto &levels = *column_levels;
+  if (static_cast<int64_t>(levels.size()) != bc.cols)
+    fail(NWC_E_INVALID_ARG, "tensor " + name + ": " + std::to_string(levels.size()) +
+                                " quality levels for " + std::to_string(bc.cols) + " columns");
+  if (!st.transform)
+    fail(NWC_E_INVALID_ARG,
+         "tensor " + name + ": quality levels need a transform stage that uses them");
+  bc.tensor_side.levels = levels;
+  enc.streams.push_back({"levels", {-1, pack_levels(levels)}});
+}
+
+// The compensator chooses the column blocks and drives the block codec (with the tensor's
+// Hessian when there is one); without a compensator the whole tensor is one block.
+void code_blocks(BlockCodec &bc, const Stages &st, const nwc_tensor_view &weight,
+                 const CompressSettings &settings) {
+  if (!st.compensator) {
+    std::vector<float> recon(static_cast<size_t>(bc.rows * bc.cols));
+    int64_t shape[2] = {bc.rows, bc.cols};
+    nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+    bc.encode_block(0, bc.cols, &weight, nullptr, 0, &rv);
+    return;
+  }
+  nwc_tensor_view hv{};
+  const nwc_tensor_view *hessian = nullptr;
+  int64_t hshape[2] = {bc.cols, bc.cols};
+  std::shared_ptr<const std::vector<float>> hvalues; // held while the compensator runs
+  if (auto h = settings.hessians.find(bc.name); h != settings.hessians.end()) {
+    hvalues = h->second.load();
+    hv = nwc_tensor_view{const_cast<float *>(hvalues->data()),
+                         0,
+                         NWC_DTYPE_F32,
+                         NWC_DEVICE_CPU,
+                         0,
+                         2,
+                         hshape,
+                         nullptr};
+    hessian = &hv;
+  }
+  nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), bc.name.c_str(),
+                                             &weight, hessian, &bc.c);
+  if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
+  st.at(Slot::Compensator).check(cs, ("compensate on tensor " + bc.name).c_str());
+}
+
+// Sorts the coded blocks by column; they must tile [0, cols) exactly once.
+void check_tiling(BlockCodec &bc, const Stages &st) {
+  std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
+    return a.record.col_begin < b.record.col_begin;
+  });
+  int64_t expect = 0;
+  for (const auto &b : bc.blocks) {
+    if (b.record.col_begin != expect)
+      fail(NWC_E_INTERNAL,
+           "tensor " + bc.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+               " did not code every column exactly once (gap or overlap at column " +
+               std::to_string(expect) + ")");
+    expect = b.record.col_end;
+  }
+  if (expect != bc.cols)
+    fail(NWC_E_INTERNAL, "tensor " + bc.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
+                             " left columns [" + std::to_string(expect) + ", " +
+                             std::to_string(bc.cols) + ") uncoded");
+}
+
+} // namespace
+
 void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const StageChain &chain,
                        const Stages &st, const Pipeline &pipeline, const CompressSettings &settings,
                        std::vector<float> *reconstruction,
@@ -39,91 +151,10 @@ void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const Sta
   int64_t shape[2] = {rows, cols};
   nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   // Tensor-level side information first: every block is coded with it.
-  if (chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) &&
-      st.chunker->row_scales) {
-    std::vector<float> scales(static_cast<size_t>(rows), 1.0f);
-    int64_t sshape[1] = {rows};
-    nwc_tensor_view sv{scales.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 1, sshape, nullptr};
-    uint32_t code = 0;
-    nwc_block_info whole = block_info(rec.name, rows, cols, 0, cols, TensorSide{});
-    st.at(Slot::Chunker)
-        .check(st.chunker->row_scales(st.at(Slot::Chunker).raw(), &whole, &wv, &sv, &code),
-               "row_scales");
-    if (code != 0) {
-      auto bytes = encode_row_scales(
-          code, scales, "tensor " + rec.name + ": chunker " + st.at(Slot::Chunker).plugin().id);
-      bc.tensor_side.row_scales = std::move(scales);
-      enc.streams.push_back({"row_scales", {-1, std::move(bytes)}});
-    }
-  }
-  std::vector<uint8_t> hessian_levels;
-  const std::vector<uint8_t> *column_levels = nullptr;
-  if (auto lv = settings.column_levels.find(rec.name); lv != settings.column_levels.end())
-    column_levels = &lv->second;
-  else if (pipeline.levels.enabled) {
-    auto h = settings.hessians.find(rec.name);
-    if (h == settings.hessians.end())
-      fail(NWC_E_INVALID_ARG,
-           pipeline.levels.where + ": [levels] needs the calibration Hessian of " + rec.name +
-               " (pass --calibration FILE from `nwc calibrate`, or --calibrate)");
-    hessian_levels = levels_from_hessian(h->second.load()->data(), cols, pipeline.levels.fractions);
-    column_levels = &hessian_levels;
-  }
-  if (column_levels) {
-    const auto &levels = *column_levels;
-    if (static_cast<int64_t>(levels.size()) != cols)
-      fail(NWC_E_INVALID_ARG, "tensor " + rec.name + ": " + std::to_string(levels.size()) +
-                                  " quality levels for " + std::to_string(cols) + " columns");
-    if (!st.transform)
-      fail(NWC_E_INVALID_ARG,
-           "tensor " + rec.name + ": quality levels need a transform stage that uses them");
-    bc.tensor_side.levels = levels;
-    enc.streams.push_back({"levels", {-1, pack_levels(levels)}});
-  }
-  if (st.compensator) {
-    nwc_tensor_view hv{};
-    const nwc_tensor_view *hessian = nullptr;
-    int64_t hshape[2] = {cols, cols};
-    std::shared_ptr<const std::vector<float>> hvalues; // held while the compensator runs
-    if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end()) {
-      hvalues = h->second.load();
-      hv = nwc_tensor_view{const_cast<float *>(hvalues->data()),
-                           0,
-                           NWC_DTYPE_F32,
-                           NWC_DEVICE_CPU,
-                           0,
-                           2,
-                           hshape,
-                           nullptr};
-      hessian = &hv;
-    }
-    nwc_status cs = st.compensator->compensate(st.at(Slot::Compensator).raw(), rec.name.c_str(),
-                                               &wv, hessian, &bc.c);
-    if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
-    st.at(Slot::Compensator).check(cs, ("compensate on tensor " + rec.name).c_str());
-  } else { // no compensator: the whole tensor is one block
-    std::vector<float> recon(values.size());
-    nwc_tensor_view rv{recon.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
-    bc.encode_block(0, cols, &wv, nullptr, 0, &rv);
-  }
-
-  // Blocks must tile [0, cols) exactly once.
-  std::sort(bc.blocks.begin(), bc.blocks.end(), [](const EncodedBlock &a, const EncodedBlock &b) {
-    return a.record.col_begin < b.record.col_begin;
-  });
-  int64_t expect = 0;
-  for (const auto &b : bc.blocks) {
-    if (b.record.col_begin != expect)
-      fail(NWC_E_INTERNAL,
-           "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
-               " did not code every column exactly once (gap or overlap at column " +
-               std::to_string(expect) + ")");
-    expect = b.record.col_end;
-  }
-  if (expect != cols)
-    fail(NWC_E_INTERNAL, "tensor " + rec.name + ": plugin " + st.at(Slot::Compensator).plugin().id +
-                             " left columns [" + std::to_string(expect) + ", " +
-                             std::to_string(cols) + ") uncoded");
+  add_row_scales(enc, bc, st, wv);
+  add_levels(enc, bc, st, pipeline, settings);
+  code_blocks(bc, st, wv, settings);
+  check_tiling(bc, st);
   if (bc.keep_inputs) coalesce_blocks(bc, pipeline.stream_columns);
   for (size_t b = 0; b < bc.blocks.size(); ++b) {
     rec.blocks.push_back(bc.blocks[b].record);
