@@ -296,128 +296,115 @@ Pipeline load_pipeline(const std::filesystem::path &file, const Registry &regist
   return parse_pipeline(ss.str(), file, registry);
 }
 
-Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
-                        const Registry &registry) {
-  Where w{file.string()};
-  toml::table root;
-  try {
-    root = toml::parse(text, file.string());
-  } catch (const toml::parse_error &e) {
-    bad(w.at(e.source()), std::string("invalid TOML: ") + std::string(e.description()));
+namespace {
+
+// [pipeline]: name, method, select, exclude, unselected, stream_columns.
+void read_pipeline_table(const toml::node &p, const Where &w, Pipeline &pl) {
+  if (!p.is_table()) bad(w.at(p.source()), "pipeline: expected a table");
+  const auto &t = *p.as_table();
+  check_keys(t, {"name", "method", "select", "exclude", "unselected", "stream_columns"}, w,
+             "pipeline");
+  if (auto *n = t.get("name")) {
+    if (!n->is_string()) bad(w.at(n->source()), "pipeline.name: expected a string");
+    pl.name = n->as_string()->get();
   }
-  Pipeline pl;
-  pl.file = file;
-  pl.text = text;
-  pl.registry = &registry;
-  pl.name = file.stem().string();
-  pl.select = {"*_proj.weight"};
-
-  check_keys(root,
-             {"pipeline", "calibration", "levels", "blockft", "chunker", "transform", "quantizer",
-              "entropy", "compensator", "override"},
-             w, "(top level)");
-
-  if (auto *p = root.get("pipeline")) {
-    if (!p->is_table()) bad(w.at(p->source()), "pipeline: expected a table");
-    const auto &t = *p->as_table();
-    check_keys(t, {"name", "method", "select", "exclude", "unselected", "stream_columns"}, w,
-               "pipeline");
-    if (auto *n = t.get("name")) {
-      if (!n->is_string()) bad(w.at(n->source()), "pipeline.name: expected a string");
-      pl.name = n->as_string()->get();
-    }
-    if (auto *n = t.get("method")) {
-      if (!n->is_string()) bad(w.at(n->source()), "pipeline.method: expected a string");
-      pl.method = n->as_string()->get();
-    }
-    if (auto *n = t.get("select"))
-      pl.select = string_list(*n, w.at(n->source()), "pipeline.select");
-    if (auto *n = t.get("exclude"))
-      pl.exclude = string_list(*n, w.at(n->source()), "pipeline.exclude");
-    if (auto *n = t.get("unselected")) {
-      const std::string v = n->is_string() ? n->as_string()->get() : "";
-      if (v != "raw" && v != "zstd" && v != "zstd-f16")
-        bad(w.at(n->source()), "pipeline.unselected: expected \"raw\", \"zstd\" or \"zstd-f16\"");
-      pl.unselected = v;
-    }
-    if (auto *n = t.get("stream_columns")) {
-      const auto v = n->value<int64_t>();
-      if (!n->is_integer() || !v || *v < 0 || *v > (int64_t{1} << 24))
-        bad(w.at(n->source()), "pipeline.stream_columns: expected an integer in [0, 16777216]");
-      pl.stream_columns = *v;
-    }
+  if (auto *n = t.get("method")) {
+    if (!n->is_string()) bad(w.at(n->source()), "pipeline.method: expected a string");
+    pl.method = n->as_string()->get();
   }
-
-  if (auto *c = root.get("calibration")) {
-    if (!c->is_table()) bad(w.at(c->source()), "calibration: expected a table");
-    const auto &t = *c->as_table();
-    check_keys(t, {"text", "tokens", "seq_len"}, w, "calibration");
-    if (auto *n = t.get("text")) {
-      if (!n->is_string()) bad(w.at(n->source()), "calibration.text: expected a path string");
-      pl.calibration["text"] = resolve_path(n->as_string()->get(), file);
-    }
-    for (const char *k : {"tokens", "seq_len"})
-      if (auto *n = t.get(k)) {
-        if (!n->is_integer() || n->as_integer()->get() <= 0)
-          bad(w.at(n->source()), std::string("calibration.") + k + ": expected a positive int");
-        pl.calibration[k] = n->as_integer()->get();
-      }
+  if (auto *n = t.get("select")) pl.select = string_list(*n, w.at(n->source()), "pipeline.select");
+  if (auto *n = t.get("exclude"))
+    pl.exclude = string_list(*n, w.at(n->source()), "pipeline.exclude");
+  if (auto *n = t.get("unselected")) {
+    const std::string v = n->is_string() ? n->as_string()->get() : "";
+    if (v != "raw" && v != "zstd" && v != "zstd-f16")
+      bad(w.at(n->source()), "pipeline.unselected: expected \"raw\", \"zstd\" or \"zstd-f16\"");
+    pl.unselected = v;
   }
-
-  if (auto *lv = root.get("levels")) {
-    if (!lv->is_table()) bad(w.at(lv->source()), "levels: expected a table");
-    const auto &t = *lv->as_table();
-    check_keys(t, {"source", "fractions"}, w, "levels");
-    pl.levels.enabled = true;
-    pl.levels.where = w.at(lv->source());
-    pl.levels.fractions = {0.001, 0.01, 0.1};
-    if (auto *n = t.get("source"))
-      if (!n->is_string() || n->as_string()->get() != "hessian")
-        bad(w.at(n->source()), "levels.source: expected \"hessian\"");
-    if (auto *n = t.get("fractions")) {
-      if (!n->is_array() || n->as_array()->empty() || n->as_array()->size() > 15)
-        bad(w.at(n->source()), "levels.fractions: expected 1 to 15 numbers in [0, 1]");
-      pl.levels.fractions.clear();
-      double total = 0;
-      for (auto &e : *n->as_array()) {
-        double v = e.is_integer()          ? static_cast<double>(e.as_integer()->get())
-                   : e.is_floating_point() ? e.as_floating_point()->get()
-                                           : -1.0;
-        if (!(v >= 0 && v <= 1))
-          bad(w.at(e.source()), "levels.fractions: expected numbers in [0, 1]");
-        total += v;
-        pl.levels.fractions.push_back(v);
-      }
-      if (total > 1.0)
-        bad(w.at(n->source()), "levels.fractions: the fractions add up to more than 1");
-    }
+  if (auto *n = t.get("stream_columns")) {
+    const auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v || *v < 0 || *v > (int64_t{1} << 24))
+      bad(w.at(n->source()), "pipeline.stream_columns: expected an integer in [0, 16777216]");
+    pl.stream_columns = *v;
   }
+}
 
-  if (auto *bf = root.get("blockft")) {
-    if (!bf->is_table()) bad(w.at(bf->source()), "blockft: expected a table");
-    const auto &t = *bf->as_table();
-    check_keys(t, {"epochs", "lr", "batch", "sequences", "validation", "seq_len"}, w, "blockft");
-    pl.blockft.enabled = true;
-    for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
-                               {"batch", &pl.blockft.batch},
-                               {"sequences", &pl.blockft.sequences},
-                               {"validation", &pl.blockft.validation},
-                               {"seq_len", &pl.blockft.seq_len}})
-      if (auto *n = t.get(key)) {
-        if (!n->is_integer() || n->as_integer()->get() < (std::string(key) == "epochs" ? 0 : 1) ||
-            n->as_integer()->get() > 1000000)
-          bad(w.at(n->source()), std::string("blockft.") + key + ": expected a positive int");
-        *target = n->as_integer()->get();
-      }
-    if (auto *n = t.get("lr")) {
-      double v = n->is_floating_point() ? n->as_floating_point()->get()
-                 : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
-                                        : -1.0;
-      if (!(v > 0 && v < 1)) bad(w.at(n->source()), "blockft.lr: expected a number in (0, 1)");
-      pl.blockft.lr = v;
-    }
+// [calibration]: text (a path relative to the pipeline file), tokens, seq_len.
+void read_calibration_table(const toml::node &c, const Where &w, Pipeline &pl) {
+  if (!c.is_table()) bad(w.at(c.source()), "calibration: expected a table");
+  const auto &t = *c.as_table();
+  check_keys(t, {"text", "tokens", "seq_len"}, w, "calibration");
+  if (auto *n = t.get("text")) {
+    if (!n->is_string()) bad(w.at(n->source()), "calibration.text: expected a path string");
+    pl.calibration["text"] = resolve_path(n->as_string()->get(), pl.file);
   }
+  for (const char *k : {"tokens", "seq_len"})
+    if (auto *n = t.get(k)) {
+      if (!n->is_integer() || n->as_integer()->get() <= 0)
+        bad(w.at(n->source()), std::string("calibration.") + k + ": expected a positive int");
+      pl.calibration[k] = n->as_integer()->get();
+    }
+}
 
+// [levels]: source = "hessian", fractions (1 to 15 numbers in [0, 1] adding up to at most 1).
+void read_levels_table(const toml::node &lv, const Where &w, Pipeline &pl) {
+  if (!lv.is_table()) bad(w.at(lv.source()), "levels: expected a table");
+  const auto &t = *lv.as_table();
+  check_keys(t, {"source", "fractions"}, w, "levels");
+  pl.levels.enabled = true;
+  pl.levels.where = w.at(lv.source());
+  pl.levels.fractions = {0.001, 0.01, 0.1};
+  if (auto *n = t.get("source"))
+    if (!n->is_string() || n->as_string()->get() != "hessian")
+      bad(w.at(n->source()), "levels.source: expected \"hessian\"");
+  auto *n = t.get("fractions");
+  if (!n) return;
+  if (!n->is_array() || n->as_array()->empty() || n->as_array()->size() > 15)
+    bad(w.at(n->source()), "levels.fractions: expected 1 to 15 numbers in [0, 1]");
+  pl.levels.fractions.clear();
+  double total = 0;
+  for (auto &e : *n->as_array()) {
+    double v = e.is_integer()          ? static_cast<double>(e.as_integer()->get())
+               : e.is_floating_point() ? e.as_floating_point()->get()
+                                       : -1.0;
+    if (!(v >= 0 && v <= 1)) bad(w.at(e.source()), "levels.fractions: expected numbers in [0, 1]");
+    total += v;
+    pl.levels.fractions.push_back(v);
+  }
+  if (total > 1.0) bad(w.at(n->source()), "levels.fractions: the fractions add up to more than 1");
+}
+
+// [blockft]: epochs, lr, batch, sequences, validation, seq_len.
+void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
+  if (!bf.is_table()) bad(w.at(bf.source()), "blockft: expected a table");
+  const auto &t = *bf.as_table();
+  check_keys(t, {"epochs", "lr", "batch", "sequences", "validation", "seq_len"}, w, "blockft");
+  pl.blockft.enabled = true;
+  for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
+                             {"batch", &pl.blockft.batch},
+                             {"sequences", &pl.blockft.sequences},
+                             {"validation", &pl.blockft.validation},
+                             {"seq_len", &pl.blockft.seq_len}})
+    if (auto *n = t.get(key)) {
+      if (!n->is_integer() || n->as_integer()->get() < (std::string(key) == "epochs" ? 0 : 1) ||
+          n->as_integer()->get() > 1000000)
+        bad(w.at(n->source()), std::string("blockft.") + key + ": expected a positive int");
+      *target = n->as_integer()->get();
+    }
+  if (auto *n = t.get("lr")) {
+    double v = n->is_floating_point() ? n->as_floating_point()->get()
+               : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
+                                      : -1.0;
+    if (!(v > 0 && v < 1)) bad(w.at(n->source()), "blockft.lr: expected a number in (0, 1)");
+    pl.blockft.lr = v;
+  }
+}
+
+// The base chain: one table per slot ([chunker] ... [compensator]), checked to be complete unless
+// the pipeline codes nothing.
+void read_base_chain(const toml::table &root, const Where &w, const Registry &registry,
+                     Pipeline &pl) {
+  const std::filesystem::path &file = pl.file;
   for (size_t i = 0; i < kSlotNames.size(); ++i) {
     auto *n = root.get(kSlotNames[i]);
     if (!n) continue;
@@ -438,39 +425,72 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   // Required options without defaults must be set in the base chain.
   std::string why = codes_nothing ? "" : validate_chain(pl.base, registry);
   if (!why.empty()) bad(file.string(), why);
+}
 
+// One [[override]] table: match, skip, per-slot tables merged over the base chain (which must
+// stay valid).
+OverrideRule read_override(const toml::table &t, const Where &w, const Registry &registry,
+                           const Pipeline &pl) {
+  OverrideRule rule;
+  rule.where = w.at(t.source());
+  std::vector<std::string> allowed{"match", "skip"};
+  for (auto *s : kSlotNames) allowed.emplace_back(s);
+  check_keys(t, allowed, w, "override");
+  auto *m = t.get("match");
+  if (!m) bad(rule.where, "override: needs match = \"<pattern>\"");
+  rule.match = string_list(*m, w.at(m->source()), "override.match");
+  if (auto *s = t.get("skip")) {
+    if (!s->is_boolean()) bad(w.at(s->source()), "override.skip: expected a bool");
+    rule.skip = s->as_boolean()->get();
+  }
+  for (size_t i = 0; i < kSlotNames.size(); ++i) {
+    auto *n = t.get(kSlotNames[i]);
+    if (!n) continue;
+    if (!n->is_table())
+      bad(w.at(n->source()), std::string("override.") + kSlotNames[i] + ": expected a table");
+    const StageSpec *base = pl.base.stages[i].plugin.empty() ? nullptr : &pl.base.stages[i];
+    rule.stages[i] = read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, base, pl.file);
+  }
+  // The rule applied over the base chain must itself be valid.
+  StageChain merged = pl.base;
+  for (size_t i = 0; i < rule.stages.size(); ++i)
+    if (rule.stages[i]) merged.stages[i] = *rule.stages[i];
+  std::string err = validate_chain(merged, registry);
+  if (!err.empty()) bad(rule.where, "override: " + err);
+  return rule;
+}
+
+} // namespace
+
+Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
+                        const Registry &registry) {
+  Where w{file.string()};
+  toml::table root;
+  try {
+    root = toml::parse(text, file.string());
+  } catch (const toml::parse_error &e) {
+    bad(w.at(e.source()), std::string("invalid TOML: ") + std::string(e.description()));
+  }
+  Pipeline pl;
+  pl.file = file;
+  pl.text = text;
+  pl.registry = &registry;
+  pl.name = file.stem().string();
+  pl.select = {"*_proj.weight"};
+
+  check_keys(root,
+             {"pipeline", "calibration", "levels", "blockft", "chunker", "transform", "quantizer",
+              "entropy", "compensator", "override"},
+             w, "(top level)");
+  if (auto *p = root.get("pipeline")) read_pipeline_table(*p, w, pl);
+  if (auto *c = root.get("calibration")) read_calibration_table(*c, w, pl);
+  if (auto *lv = root.get("levels")) read_levels_table(*lv, w, pl);
+  if (auto *bf = root.get("blockft")) read_blockft_table(*bf, w, pl);
+  read_base_chain(root, w, registry, pl);
   if (auto *o = root.get("override")) {
     if (!o->is_array_of_tables()) bad(w.at(o->source()), "override: expected [[override]] tables");
-    for (auto &elem : *o->as_array()) {
-      const auto &t = *elem.as_table();
-      OverrideRule rule;
-      rule.where = w.at(t.source());
-      std::vector<std::string> allowed{"match", "skip"};
-      for (auto *s : kSlotNames) allowed.emplace_back(s);
-      check_keys(t, allowed, w, "override");
-      auto *m = t.get("match");
-      if (!m) bad(rule.where, "override: needs match = \"<pattern>\"");
-      rule.match = string_list(*m, w.at(m->source()), "override.match");
-      if (auto *s = t.get("skip")) {
-        if (!s->is_boolean()) bad(w.at(s->source()), "override.skip: expected a bool");
-        rule.skip = s->as_boolean()->get();
-      }
-      for (size_t i = 0; i < kSlotNames.size(); ++i) {
-        auto *n = t.get(kSlotNames[i]);
-        if (!n) continue;
-        if (!n->is_table())
-          bad(w.at(n->source()), std::string("override.") + kSlotNames[i] + ": expected a table");
-        const StageSpec *base = pl.base.stages[i].plugin.empty() ? nullptr : &pl.base.stages[i];
-        rule.stages[i] = read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, base, file);
-      }
-      // The rule applied over the base chain must itself be valid.
-      StageChain merged = pl.base;
-      for (size_t i = 0; i < rule.stages.size(); ++i)
-        if (rule.stages[i]) merged.stages[i] = *rule.stages[i];
-      std::string err = validate_chain(merged, registry);
-      if (!err.empty()) bad(rule.where, "override: " + err);
-      pl.overrides.push_back(std::move(rule));
-    }
+    for (auto &elem : *o->as_array())
+      pl.overrides.push_back(read_override(*elem.as_table(), w, registry, pl));
   }
   if (pl.method.empty()) pl.method = pl.name;
   return pl;
