@@ -298,38 +298,39 @@ struct Info {
   uint64_t numel;
 };
 
-} // namespace
+struct Header {
+  uint32_t version = 0;
+  uint64_t n_tensors = 0, n_kv = 0;
+};
 
-Model read_gguf(const fs::path &path) {
-  auto file = std::make_shared<MappedFile>(path);
-  const std::string p = path.string();
-  if (file->size() < 4 || std::memcmp(file->data(), "GGUF", 4) != 0)
+// Magic, version and the two counts, each count bounded by what the rest of the file can hold.
+Header read_header(const MappedFile &file, Cursor &c, const std::string &p) {
+  if (file.size() < 4 || std::memcmp(file.data(), "GGUF", 4) != 0)
     fail(NWC_E_CORRUPT_STREAM, p + ": not a GGUF file (bad magic)");
-  Cursor c(file->data(), file->size(), p);
   c.skip(4, "magic");
-  const uint32_t version = c.get<uint32_t>("version");
-  if (version != 2 && version != 3)
-    fail(NWC_E_VERSION, p + ": GGUF version " + std::to_string(version) +
+  Header h;
+  h.version = c.get<uint32_t>("version");
+  if (h.version != 2 && h.version != 3)
+    fail(NWC_E_VERSION, p + ": GGUF version " + std::to_string(h.version) +
                             " is not supported (expected 2 or 3, little-endian)");
-  const uint64_t n_tensors = c.get<uint64_t>("tensor count");
-  const uint64_t n_kv = c.get<uint64_t>("kv count");
+  h.n_tensors = c.get<uint64_t>("tensor count");
+  h.n_kv = c.get<uint64_t>("kv count");
   // Each kv takes at least 13 bytes and each tensor info at least 32: bound both by the file.
-  if (n_kv > kMaxCount || n_kv > c.left() / 13)
+  if (h.n_kv > kMaxCount || h.n_kv > c.left() / 13)
     fail(NWC_E_CORRUPT_STREAM, p + ": truncated or corrupt GGUF file: header claims " +
-                                   std::to_string(n_kv) +
+                                   std::to_string(h.n_kv) +
                                    " key-value pairs, more than the file can hold (" +
                                    std::to_string(c.left()) + " bytes left)");
-  if (n_tensors > kMaxCount || n_tensors > c.left() / 32)
+  if (h.n_tensors > kMaxCount || h.n_tensors > c.left() / 32)
     fail(NWC_E_CORRUPT_STREAM,
-         p + ": truncated or corrupt GGUF file: header claims " + std::to_string(n_tensors) +
+         p + ": truncated or corrupt GGUF file: header claims " + std::to_string(h.n_tensors) +
              " tensors, more than the file can hold (" + std::to_string(c.left()) + " bytes left)");
+  return h;
+}
 
-  Model m;
-  m.format = "gguf";
-  m.path = path;
-  m.keepalive = file;
-  m.metadata = json::object();
-  std::map<std::string, uint64_t> array_lens;
+// The key-value pairs into `metadata` (keys unique); array lengths by key into array_lens.
+void read_metadata(Cursor &c, uint64_t n_kv, const std::string &p, json &metadata,
+                   std::map<std::string, uint64_t> &array_lens) {
   for (uint64_t i = 0; i < n_kv; ++i) {
     auto [kp, kn] = c.raw_string("key of kv pair " + std::to_string(i), kMaxKeyLen);
     bool valid;
@@ -338,14 +339,21 @@ Model read_gguf(const fs::path &path) {
     uint64_t alen = 0;
     json v = read_value(c, type, key, alen);
     if (type == kArray) array_lens[key] = alen;
-    if (m.metadata.contains(key))
+    if (metadata.contains(key))
       fail(NWC_E_CORRUPT_STREAM, p + ": GGUF key '" + key + "' appears twice");
-    m.metadata[key] = std::move(v);
+    metadata[key] = std::move(v);
   }
+}
 
-  auto meta_int = [&](const std::string &key, int64_t &out) {
-    auto it = m.metadata.find(key);
-    if (it == m.metadata.end() || it->is_array() || it->is_object()) return false;
+// Typed access to the key-value pairs, failing with the file and key on a value of the wrong kind.
+struct Metadata {
+  const json &kv;
+  const std::string &p;
+
+  // A non-negative integer; false when the key is absent (or holds an array or object).
+  bool get_int(const std::string &key, int64_t &out) const {
+    auto it = kv.find(key);
+    if (it == kv.end() || it->is_array() || it->is_object()) return false;
     if (!it->is_number_integer() ||
         (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) ||
         it->get<int64_t>() < 0)
@@ -353,72 +361,78 @@ Model read_gguf(const fs::path &path) {
            p + ": GGUF key '" + key + "' must be a non-negative integer, got " + it->dump());
     out = it->get<int64_t>();
     return true;
-  };
-  auto meta_double = [&](const std::string &key, double &out) {
-    auto it = m.metadata.find(key);
-    if (it == m.metadata.end()) return;
+  }
+  void get_double(const std::string &key, double &out) const {
+    auto it = kv.find(key);
+    if (it == kv.end()) return;
     if (!it->is_number())
       fail(NWC_E_CORRUPT_STREAM,
            p + ": GGUF key '" + key + "' must be a number, got " + it->dump());
     out = it->get<double>();
-  };
+  }
+  // general.alignment: a power of two in 1..1048576, 32 when absent.
+  uint64_t alignment() const {
+    int64_t alignment = 32;
+    get_int("general.alignment", alignment);
+    if (alignment <= 0 || alignment > (1 << 20) || (alignment & (alignment - 1)) != 0)
+      fail(NWC_E_CORRUPT_STREAM, p + ": general.alignment " + std::to_string(alignment) +
+                                     " is not a power of two in 1..1048576");
+    return static_cast<uint64_t>(alignment);
+  }
+};
 
-  int64_t alignment = 32;
-  meta_int("general.alignment", alignment);
-  if (alignment <= 0 || alignment > (1 << 20) || (alignment & (alignment - 1)) != 0)
-    fail(NWC_E_CORRUPT_STREAM, p + ": general.alignment " + std::to_string(alignment) +
-                                   " is not a power of two in 1..1048576");
-  const auto align = static_cast<uint64_t>(alignment);
+// One tensor info: a valid name not in `names` (added), dimensions whose product fits, a size that
+// is a whole number of its type's blocks, an aligned offset.
+Info read_tensor_info(Cursor &c, uint64_t i, uint64_t align, const std::string &p,
+                      std::set<std::string> &names) {
+  auto [np, nn] = c.raw_string("name of tensor " + std::to_string(i), kMaxNameLen);
+  bool valid;
+  Info t;
+  t.gguf_name = sanitize_utf8(np, static_cast<size_t>(nn), valid);
+  const std::string where = p + ": tensor '" + t.gguf_name + "'";
+  if (!valid) fail(NWC_E_CORRUPT_STREAM, where + " has a name that is not valid UTF-8");
+  if (!names.insert(t.gguf_name).second) fail(NWC_E_CORRUPT_STREAM, where + " is listed twice");
+  const uint32_t n_dims = c.get<uint32_t>("n_dims of '" + t.gguf_name + "'");
+  if (n_dims == 0 || n_dims > kMaxDims)
+    fail(NWC_E_CORRUPT_STREAM, where + " has n_dims " + std::to_string(n_dims) + " (expected 1.." +
+                                   std::to_string(kMaxDims) + ")");
+  uint64_t ne[kMaxDims];
+  t.numel = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    ne[d] = c.get<uint64_t>("dims of '" + t.gguf_name + "'");
+    if (ne[d] > static_cast<uint64_t>(INT64_MAX) ||
+        __builtin_mul_overflow(t.numel, ne[d], &t.numel))
+      fail(NWC_E_CORRUPT_STREAM, where + " has dimensions whose product overflows");
+  }
+  for (uint32_t d = n_dims; d-- > 0;) t.shape.push_back(static_cast<int64_t>(ne[d]));
+  t.type = c.get<uint32_t>("type of '" + t.gguf_name + "'");
+  t.offset = c.get<uint64_t>("offset of '" + t.gguf_name + "'");
+  t.bytes = 0;
+  if (const GgmlType *gt = find_type(t.type); gt && gt->block) {
+    if (ne[0] % gt->block != 0)
+      fail(NWC_E_CORRUPT_STREAM,
+           where + " of type " + type_label(t.type) + " has ne[0] = " + std::to_string(ne[0]) +
+               ", not a multiple of its block (" + std::to_string(gt->block) + ")");
+    if (__builtin_mul_overflow(t.numel / gt->block, gt->bytes, &t.bytes))
+      fail(NWC_E_CORRUPT_STREAM, where + " is too large");
+  }
+  if (t.offset % align != 0)
+    fail(NWC_E_CORRUPT_STREAM, where + " offset " + std::to_string(t.offset) +
+                                   " is not a multiple of the alignment " + std::to_string(align));
+  return t;
+}
 
+std::vector<Info> read_tensor_infos(Cursor &c, uint64_t n_tensors, uint64_t align,
+                                    const std::string &p) {
   std::vector<Info> infos;
   infos.reserve(static_cast<size_t>(n_tensors));
   std::set<std::string> names;
-  for (uint64_t i = 0; i < n_tensors; ++i) {
-    auto [np, nn] = c.raw_string("name of tensor " + std::to_string(i), kMaxNameLen);
-    bool valid;
-    Info t;
-    t.gguf_name = sanitize_utf8(np, static_cast<size_t>(nn), valid);
-    const std::string where = p + ": tensor '" + t.gguf_name + "'";
-    if (!valid) fail(NWC_E_CORRUPT_STREAM, where + " has a name that is not valid UTF-8");
-    if (!names.insert(t.gguf_name).second) fail(NWC_E_CORRUPT_STREAM, where + " is listed twice");
-    const uint32_t n_dims = c.get<uint32_t>("n_dims of '" + t.gguf_name + "'");
-    if (n_dims == 0 || n_dims > kMaxDims)
-      fail(NWC_E_CORRUPT_STREAM, where + " has n_dims " + std::to_string(n_dims) +
-                                     " (expected 1.." + std::to_string(kMaxDims) + ")");
-    uint64_t ne[kMaxDims];
-    t.numel = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      ne[d] = c.get<uint64_t>("dims of '" + t.gguf_name + "'");
-      if (ne[d] > static_cast<uint64_t>(INT64_MAX) ||
-          __builtin_mul_overflow(t.numel, ne[d], &t.numel))
-        fail(NWC_E_CORRUPT_STREAM, where + " has dimensions whose product overflows");
-    }
-    for (uint32_t d = n_dims; d-- > 0;) t.shape.push_back(static_cast<int64_t>(ne[d]));
-    t.type = c.get<uint32_t>("type of '" + t.gguf_name + "'");
-    t.offset = c.get<uint64_t>("offset of '" + t.gguf_name + "'");
-    t.bytes = 0;
-    if (const GgmlType *gt = find_type(t.type); gt && gt->block) {
-      if (ne[0] % gt->block != 0)
-        fail(NWC_E_CORRUPT_STREAM,
-             where + " of type " + type_label(t.type) + " has ne[0] = " + std::to_string(ne[0]) +
-                 ", not a multiple of its block (" + std::to_string(gt->block) + ")");
-      if (__builtin_mul_overflow(t.numel / gt->block, gt->bytes, &t.bytes))
-        fail(NWC_E_CORRUPT_STREAM, where + " is too large");
-    }
-    if (t.offset % align != 0)
-      fail(NWC_E_CORRUPT_STREAM, where + " offset " + std::to_string(t.offset) +
-                                     " is not a multiple of the alignment " +
-                                     std::to_string(align));
-    infos.push_back(std::move(t));
-  }
+  for (uint64_t i = 0; i < n_tensors; ++i) infos.push_back(read_tensor_info(c, i, align, p, names));
+  return infos;
+}
 
-  // The data section starts at the next multiple of the alignment after the infos.
-  const uint64_t data_start = (c.pos() + align - 1) / align * align;
-  if (data_start > file->size() && n_tensors > 0)
-    fail(NWC_E_CORRUPT_STREAM, p + ": truncated GGUF file: data section starts at " +
-                                   std::to_string(data_start) + ", file has " +
-                                   std::to_string(file->size()) + " bytes");
-  const uint64_t data_size = data_start <= file->size() ? file->size() - data_start : 0;
+// Every tensor's data lies inside the data section, and no two overlap.
+void check_data_section(const std::vector<Info> &infos, uint64_t data_size, const std::string &p) {
   for (const Info &t : infos) {
     if (t.offset > data_size || t.bytes > data_size - t.offset)
       fail(NWC_E_CORRUPT_STREAM,
@@ -426,93 +440,92 @@ Model read_gguf(const fs::path &path) {
                std::to_string(t.offset + t.bytes) + ") lies outside the data section (size " +
                std::to_string(data_size) + ")");
   }
-  {
-    std::vector<const Info *> sorted;
-    for (const Info &t : infos)
-      if (t.bytes) sorted.push_back(&t);
-    std::sort(sorted.begin(), sorted.end(),
-              [](const Info *a, const Info *b) { return a->offset < b->offset; });
-    for (size_t i = 1; i < sorted.size(); ++i)
-      if (sorted[i]->offset < sorted[i - 1]->offset + sorted[i - 1]->bytes)
-        fail(NWC_E_CORRUPT_STREAM, p + ": tensors '" + sorted[i - 1]->gguf_name + "' and '" +
-                                       sorted[i]->gguf_name + "' overlap in the data section");
-  }
+  std::vector<const Info *> sorted;
+  for (const Info &t : infos)
+    if (t.bytes) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Info *a, const Info *b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < sorted.size(); ++i)
+    if (sorted[i]->offset < sorted[i - 1]->offset + sorted[i - 1]->bytes)
+      fail(NWC_E_CORRUPT_STREAM, p + ": tensors '" + sorted[i - 1]->gguf_name + "' and '" +
+                                     sorted[i]->gguf_name + "' overlap in the data section");
+}
 
-  std::set<std::string> hf_names;
-  const uint8_t *data = file->data() + std::min<uint64_t>(data_start, file->size());
-  for (const Info &t : infos) {
-    ModelTensor mt;
-    mt.info.name = hf_name(t.gguf_name);
-    if (!hf_names.insert(mt.info.name).second)
-      fail(NWC_E_CORRUPT_STREAM, p + ": tensors map to the same name '" + mt.info.name +
-                                     "' (from '" + t.gguf_name + "')");
-    mt.info.shape = t.shape;
-    const uint8_t *src = data + t.offset;
-    const uint64_t n = t.numel;
-    switch (t.type) {
-    case kF32Type:
-    case kF16Type:
-    case kBF16Type: {
-      const DType dt = t.type == kF32Type   ? DType::F32
-                       : t.type == kF16Type ? DType::F16
-                                            : DType::BF16;
-      mt.info.dtype = dt;
-      mt.load = [file, src, n, dt]() {
-        std::vector<float> out(n);
-        to_float(dt, src, n, out.data());
-        return out;
-      };
-      break;
-    }
-    case kQ8_0Type:
-      // No DType holds Q8_0; loads decode to float, so F32 is what callers get.
-      mt.info.dtype = DType::F32;
-      mt.load = [file, src, n]() {
-        std::vector<float> out(n);
-        for (uint64_t b = 0; b < n / 32; ++b) {
-          const uint8_t *blk = src + b * 34;
-          uint16_t d16;
-          std::memcpy(&d16, blk, 2);
-          const float d = f16_to_f32(d16);
-          for (int k = 0; k < 32; ++k)
-            out[b * 32 + k] = d * static_cast<float>(static_cast<int8_t>(blk[2 + k]));
-        }
-        return out;
-      };
-      break;
-    default: {
-      // Listed so that the model can still be inspected; loading it is the error.
-      mt.info.dtype = DType::F32;
-      const std::string msg = p + ": tensor '" + t.gguf_name + "' has ggml type " +
-                              type_label(t.type) +
-                              ", which nwc cannot load (supported: F32, F16, BF16, Q8_0)";
-      mt.load = [msg]() -> std::vector<float> { fail(NWC_E_UNSUPPORTED_DTYPE, msg); };
-      break;
-    }
-    }
-    m.tensors.push_back(std::move(mt));
+// A tensor whose loader reads its data from the mapped file: F32, F16, BF16 and Q8_0 decode to
+// float; other types are listed (so the model can be inspected) but fail to load.
+ModelTensor make_tensor(const Info &t, const std::shared_ptr<MappedFile> &file, const uint8_t *data,
+                        const std::string &p) {
+  ModelTensor mt;
+  mt.info.name = hf_name(t.gguf_name);
+  mt.info.shape = t.shape;
+  const uint8_t *src = data + t.offset;
+  const uint64_t n = t.numel;
+  switch (t.type) {
+  case kF32Type:
+  case kF16Type:
+  case kBF16Type: {
+    const DType dt = t.type == kF32Type   ? DType::F32
+                     : t.type == kF16Type ? DType::F16
+                                          : DType::BF16;
+    mt.info.dtype = dt;
+    mt.load = [file, src, n, dt]() {
+      std::vector<float> out(n);
+      to_float(dt, src, n, out.data());
+      return out;
+    };
+    break;
   }
+  case kQ8_0Type:
+    // No DType holds Q8_0; loads decode to float, so F32 is what callers get.
+    mt.info.dtype = DType::F32;
+    mt.load = [file, src, n]() {
+      std::vector<float> out(n);
+      for (uint64_t b = 0; b < n / 32; ++b) {
+        const uint8_t *blk = src + b * 34;
+        uint16_t d16;
+        std::memcpy(&d16, blk, 2);
+        const float d = f16_to_f32(d16);
+        for (int k = 0; k < 32; ++k)
+          out[b * 32 + k] = d * static_cast<float>(static_cast<int8_t>(blk[2 + k]));
+      }
+      return out;
+    };
+    break;
+  default: {
+    // Listed so that the model can still be inspected; loading it is the error.
+    mt.info.dtype = DType::F32;
+    const std::string msg = p + ": tensor '" + t.gguf_name + "' has ggml type " +
+                            type_label(t.type) +
+                            ", which nwc cannot load (supported: F32, F16, BF16, Q8_0)";
+    mt.load = [msg]() -> std::vector<float> { fail(NWC_E_UNSUPPORTED_DTYPE, msg); };
+    break;
+  }
+  }
+  return mt;
+}
 
-  // Architecture from "<arch>.*" keys (general.architecture, "llama" when absent).
+// Architecture from "<arch>.*" keys (general.architecture, "llama" when absent).
+void read_architecture(Model &m, const Metadata &meta,
+                       const std::map<std::string, uint64_t> &array_lens) {
   Architecture &a = m.arch;
   std::string arch = "llama";
   if (auto it = m.metadata.find("general.architecture"); it != m.metadata.end()) {
     if (!it->is_string())
-      fail(NWC_E_CORRUPT_STREAM, p + ": GGUF key 'general.architecture' must be a string");
+      fail(NWC_E_CORRUPT_STREAM, meta.p + ": GGUF key 'general.architecture' must be a string");
     arch = it->get<std::string>();
     a.family = arch;
   }
   const std::string pre = arch + ".";
-  meta_int(pre + "embedding_length", a.dim);
-  meta_int(pre + "feed_forward_length", a.hidden_dim);
-  meta_int(pre + "block_count", a.n_layers);
-  meta_int(pre + "attention.head_count", a.n_heads);
+  meta.get_int(pre + "embedding_length", a.dim);
+  meta.get_int(pre + "feed_forward_length", a.hidden_dim);
+  meta.get_int(pre + "block_count", a.n_layers);
+  meta.get_int(pre + "attention.head_count", a.n_heads);
   a.n_kv_heads = a.n_heads;
-  meta_int(pre + "attention.head_count_kv", a.n_kv_heads);
-  meta_int(pre + "context_length", a.max_seq_len);
-  meta_double(pre + "attention.layer_norm_rms_epsilon", a.norm_eps);
-  meta_double(pre + "rope.freq_base", a.rope_theta);
-  if (!meta_int(pre + "vocab_size", a.vocab_size)) {
+  meta.get_int(pre + "attention.head_count_kv", a.n_kv_heads);
+  meta.get_int(pre + "context_length", a.max_seq_len);
+  meta.get_double(pre + "attention.layer_norm_rms_epsilon", a.norm_eps);
+  meta.get_double(pre + "rope.freq_base", a.rope_theta);
+  if (!meta.get_int(pre + "vocab_size", a.vocab_size)) {
     if (auto it = array_lens.find("tokenizer.ggml.tokens"); it != array_lens.end())
       a.vocab_size = static_cast<int64_t>(it->second);
     else if (const ModelTensor *e = m.find("model.embed_tokens.weight");
@@ -523,7 +536,46 @@ Model read_gguf(const fs::path &path) {
   // ggml's normal RoPE mode rotates adjacent pairs (2i, 2i+1): llama2.c's convention.
   a.rope_style = "interleaved";
   a.tied_embeddings = m.find("lm_head.weight") == nullptr;
-  m.metadata["gguf.version"] = version;
+}
+
+} // namespace
+
+Model read_gguf(const fs::path &path) {
+  auto file = std::make_shared<MappedFile>(path);
+  const std::string p = path.string();
+  Cursor c(file->data(), file->size(), p);
+  const Header header = read_header(*file, c, p);
+
+  Model m;
+  m.format = "gguf";
+  m.path = path;
+  m.keepalive = file;
+  m.metadata = json::object();
+  std::map<std::string, uint64_t> array_lens;
+  read_metadata(c, header.n_kv, p, m.metadata, array_lens);
+  const Metadata meta{m.metadata, p};
+  const uint64_t align = meta.alignment();
+  const std::vector<Info> infos = read_tensor_infos(c, header.n_tensors, align, p);
+
+  // The data section starts at the next multiple of the alignment after the infos.
+  const uint64_t data_start = (c.pos() + align - 1) / align * align;
+  if (data_start > file->size() && header.n_tensors > 0)
+    fail(NWC_E_CORRUPT_STREAM, p + ": truncated GGUF file: data section starts at " +
+                                   std::to_string(data_start) + ", file has " +
+                                   std::to_string(file->size()) + " bytes");
+  check_data_section(infos, data_start <= file->size() ? file->size() - data_start : 0, p);
+
+  std::set<std::string> hf_names;
+  const uint8_t *data = file->data() + std::min<uint64_t>(data_start, file->size());
+  for (const Info &t : infos) {
+    ModelTensor mt = make_tensor(t, file, data, p);
+    if (!hf_names.insert(mt.info.name).second)
+      fail(NWC_E_CORRUPT_STREAM, p + ": tensors map to the same name '" + mt.info.name +
+                                     "' (from '" + t.gguf_name + "')");
+    m.tensors.push_back(std::move(mt));
+  }
+  read_architecture(m, meta, array_lens);
+  m.metadata["gguf.version"] = header.version;
   return m;
 }
 
