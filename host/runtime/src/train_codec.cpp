@@ -145,20 +145,16 @@ std::string fixed(double v, int digits) {
   return o.str();
 }
 
-} // namespace
-
-TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &registry) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto log = [&](const std::string &line) {
-    if (s.log) s.log(line);
-  };
+void check_settings(const TrainCodecSettings &s) {
   if (s.models.empty()) fail(NWC_E_INVALID_ARG, "train-codec: no --model given");
   if (!(s.lambda > 0)) fail(NWC_E_INVALID_ARG, "train-codec: --lambda must be positive");
   if (s.steps < 1 || s.batch < 1 || s.eval_every < 1)
     fail(NWC_E_INVALID_ARG, "train-codec: --steps, --batch and --eval-every must be positive");
   if (s.normalize != "scalar" && s.normalize != "row")
     fail(NWC_E_INVALID_ARG, "train-codec: --normalize must be \"scalar\" or \"row\"");
+}
 
+neural::CodecConfig codec_config(const TrainCodecSettings &s) {
   neural::CodecConfig cfg;
   cfg.width = s.width;
   cfg.blocks = s.blocks;
@@ -166,6 +162,12 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
   cfg.levels = s.levels;
   cfg.layer_norm = s.layer_norm;
   cfg.validate("train-codec");
+  return cfg;
+}
+
+// The rate coefficient of each quality level: the settings', else the reference table.
+std::vector<double> level_coefficients(const TrainCodecSettings &s,
+                                       const neural::CodecConfig &cfg) {
   std::vector<double> coef = s.level_coefficients.empty()
                                  ? neural::default_level_coefficients(cfg.levels)
                                  : s.level_coefficients;
@@ -173,188 +175,265 @@ TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &regist
     fail(NWC_E_INVALID_ARG, "train-codec: " + std::to_string(coef.size()) +
                                 " level coefficients for " + std::to_string(cfg.levels) +
                                 " levels");
+  return coef;
+}
 
-  torch::set_num_threads(static_cast<int>(resolve_threads(s.threads)));
-  torch::manual_seed(s.seed);
-  Dataset data = build_dataset(s, cfg.chunk);
-  const int64_t ntrain = data.train.size(0), vecs = data.sample_length / cfg.chunk;
-  log("train-codec: " + std::to_string(ntrain) + " training and " +
-      std::to_string(data.validation.size(0)) + " held-out samples of " +
-      std::to_string(data.sample_length) + " weights; lambda " + fixed(s.lambda, 1) + ", D " +
-      std::to_string(cfg.width) + ", " + std::to_string(cfg.blocks) + " blocks, M " +
-      std::to_string(cfg.latent) + ", Q " + std::to_string(cfg.levels));
-
-  neural::NwcCodec model(cfg);
-  torch::optim::Adam opt(model->main_parameters(), torch::optim::AdamOptions(s.lr));
-  torch::optim::Adam aux_opt(model->aux_parameters(), torch::optim::AdamOptions(s.aux_lr));
-  auto rans = registry.create("nwc.entropy.rans", OptionValues());
-
-  // The settings a checkpoint must match to be resumed.
-  json fingerprint = {{"config", cfg.to_json()},
-                      {"lambda", s.lambda},
-                      {"coefficients", coef},
-                      {"batch", s.batch},
-                      {"sample_length", data.sample_length},
-                      {"normalize", s.normalize},
-                      {"seed", s.seed},
-                      {"lr_drop", s.lr_drop},
-                      {"sources", data.sources}};
-  const fs::path ckpt = s.output.string() + ".ckpt";
-  const fs::path ckpt_state = s.output.string() + ".ckpt.json";
-  TrainCodecResult result;
-  int64_t step = 0;
-  double best = INFINITY;
-  json best_validation = json::array();
-  if (s.resume && fs::exists(ckpt_state) && fs::exists(s.output)) {
-    std::ifstream in(ckpt_state);
-    json st = json::parse(in, nullptr, false);
-    if (!st.is_discarded() && st.value("fingerprint", json()) == fingerprint) {
-      torch::load(model, ckpt.string());
-      torch::load(opt, ckpt.string() + ".opt");
-      torch::load(aux_opt, ckpt.string() + ".aux");
-      step = st.at("step").get<int64_t>();
-      best = st.at("best_loss").get<double>();
-      result.best_step = st.at("best_step").get<int64_t>();
-      best_validation = st.at("best_validation");
-      result.resumed_from = step;
-      log("train-codec: resuming from step " + std::to_string(step) + " (" + ckpt.string() + ")");
-    } else {
-      log("train-codec: " + ckpt_state.string() +
-          " was written with other settings; starting afresh");
-    }
+// One training run: the dataset, the model and its two optimizers, the step loop with periodic
+// evaluation (the best codec so far written to the output) and checkpoints for resuming.
+class CodecTraining {
+public:
+  CodecTraining(const TrainCodecSettings &s, const Registry &registry,
+                const neural::CodecConfig &cfg)
+      : s_(s), cfg_(cfg), coef_(level_coefficients(s, cfg)), data_(seeded_dataset(s, cfg)),
+        ntrain_(data_.train.size(0)), vecs_(data_.sample_length / cfg.chunk), model_(cfg),
+        opt_(model_->main_parameters(), torch::optim::AdamOptions(s.lr)),
+        aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
+        rans_(registry.create("nwc.entropy.rans", OptionValues())), fingerprint_(fingerprint()),
+        ckpt_(s.output.string() + ".ckpt"), ckpt_state_(s.output.string() + ".ckpt.json") {
+    log("train-codec: " + std::to_string(ntrain_) + " training and " +
+        std::to_string(data_.validation.size(0)) + " held-out samples of " +
+        std::to_string(data_.sample_length) + " weights; lambda " + fixed(s.lambda, 1) + ", D " +
+        std::to_string(cfg.width) + ", " + std::to_string(cfg.blocks) + " blocks, M " +
+        std::to_string(cfg.latent) + ", Q " + std::to_string(cfg.levels));
   }
 
-  std::mt19937_64 rng(s.seed + static_cast<uint64_t>(step));
-  std::vector<int64_t> order(static_cast<size_t>(ntrain));
-  std::iota(order.begin(), order.end(), 0);
-  size_t cursor = order.size(); // reshuffle on first use
-  auto coef_t = torch::tensor(coef, torch::kFloat32);
-  double loss_sum = 0;
-  int64_t loss_count = 0;
-  auto set_lr = [&](double factor) {
-    for (auto &g : opt.param_groups())
-      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s.lr * factor);
-    for (auto &g : aux_opt.param_groups())
-      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s.aux_lr * factor);
-  };
-  set_lr(s.lr_drop > 0 && step >= s.lr_drop ? 0.1 : 1.0);
-  while (step < s.steps) {
-    if (s.lr_drop > 0 && step == s.lr_drop) set_lr(0.1);
-    model->train();
-    std::vector<int64_t> idx;
-    for (int64_t b = 0; b < std::min(s.batch, ntrain); ++b) {
-      if (cursor >= order.size()) {
-        std::shuffle(order.begin(), order.end(), rng);
-        cursor = 0;
+  TrainCodecResult run() {
+    if (s_.resume && fs::exists(ckpt_state_) && fs::exists(s_.output)) resume();
+    std::mt19937_64 rng(s_.seed + static_cast<uint64_t>(step_));
+    order_.resize(static_cast<size_t>(ntrain_));
+    std::iota(order_.begin(), order_.end(), 0);
+    cursor_ = order_.size(); // reshuffle on first use
+    set_lr(s_.lr_drop > 0 && step_ >= s_.lr_drop ? 0.1 : 1.0);
+    while (step_ < s_.steps) {
+      if (s_.lr_drop > 0 && step_ == s_.lr_drop) set_lr(0.1);
+      train_step(rng);
+      if (step_ % s_.eval_every == 0 || step_ == s_.steps) {
+        evaluate();
+        save_checkpoint();
       }
-      idx.push_back(order[cursor++]);
     }
+    return result();
+  }
+
+private:
+  void log(const std::string &line) const {
+    if (s_.log) s_.log(line);
+  }
+
+  // The dataset, built after LibTorch's generator is seeded (the model's initialization and the
+  // training noise follow from the seed).
+  static Dataset seeded_dataset(const TrainCodecSettings &s, const neural::CodecConfig &cfg) {
+    torch::set_num_threads(static_cast<int>(resolve_threads(s.threads)));
+    torch::manual_seed(s.seed);
+    return build_dataset(s, cfg.chunk);
+  }
+
+  // The settings a checkpoint must match to be resumed.
+  json fingerprint() const {
+    return {{"config", cfg_.to_json()},
+            {"lambda", s_.lambda},
+            {"coefficients", coef_},
+            {"batch", s_.batch},
+            {"sample_length", data_.sample_length},
+            {"normalize", s_.normalize},
+            {"seed", s_.seed},
+            {"lr_drop", s_.lr_drop},
+            {"sources", data_.sources}};
+  }
+
+  // Continues from OUTPUT.ckpt when its state file was written with the same settings.
+  void resume() {
+    std::ifstream in(ckpt_state_);
+    json st = json::parse(in, nullptr, false);
+    if (st.is_discarded() || st.value("fingerprint", json()) != fingerprint_) {
+      log("train-codec: " + ckpt_state_.string() +
+          " was written with other settings; starting afresh");
+      return;
+    }
+    torch::load(model_, ckpt_.string());
+    torch::load(opt_, ckpt_.string() + ".opt");
+    torch::load(aux_opt_, ckpt_.string() + ".aux");
+    step_ = st.at("step").get<int64_t>();
+    best_ = st.at("best_loss").get<double>();
+    result_.best_step = st.at("best_step").get<int64_t>();
+    best_validation_ = st.at("best_validation");
+    result_.resumed_from = step_;
+    log("train-codec: resuming from step " + std::to_string(step_) + " (" + ckpt_.string() + ")");
+  }
+
+  void set_lr(double factor) {
+    for (auto &g : opt_.param_groups())
+      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s_.lr * factor);
+    for (auto &g : aux_opt_.param_groups())
+      static_cast<torch::optim::AdamOptions &>(g.options()).lr(s_.aux_lr * factor);
+  }
+
+  // The next batch of training samples: a pass over a fresh shuffle of the training set.
+  std::vector<int64_t> next_batch(std::mt19937_64 &rng) {
+    std::vector<int64_t> idx;
+    for (int64_t b = 0; b < std::min(s_.batch, ntrain_); ++b) {
+      if (cursor_ >= order_.size()) {
+        std::shuffle(order_.begin(), order_.end(), rng);
+        cursor_ = 0;
+      }
+      idx.push_back(order_[cursor_++]);
+    }
+    return idx;
+  }
+
+  // One step: lambda * MSE + rate with noisy latents at a random level per sample (Adam on the
+  // transforms), then the entropy model's auxiliary loss (its own Adam).
+  void train_step(std::mt19937_64 &rng) {
+    model_->train();
+    std::vector<int64_t> idx = next_batch(rng);
     const int64_t B = static_cast<int64_t>(idx.size());
-    auto x = data.train.index_select(0, torch::tensor(idx, torch::kInt64)).reshape({-1, cfg.chunk});
-    auto q = torch::randint(cfg.levels, {B}, torch::kInt64);
-    auto qv = q.repeat_interleave(vecs);
-    auto [x_hat, lik] = model->forward_noisy(x, qv);
+    auto x =
+        data_.train.index_select(0, torch::tensor(idx, torch::kInt64)).reshape({-1, cfg_.chunk});
+    auto q = torch::randint(cfg_.levels, {B}, torch::kInt64);
+    auto qv = q.repeat_interleave(vecs_);
+    auto [x_hat, lik] = model_->forward_noisy(x, qv);
     auto mse = torch::mean(torch::pow(x - x_hat, 2));
-    auto bits = (-torch::log2(lik)).sum(1).view({B, vecs}).sum(1); // per sample
-    auto rate = (bits * coef_t.index_select(0, q)).sum() / static_cast<double>(x.numel());
-    auto loss = s.lambda * mse + rate;
-    opt.zero_grad();
+    auto bits = (-torch::log2(lik)).sum(1).view({B, vecs_}).sum(1); // per sample
+    auto rate = (bits * coef_t_.index_select(0, q)).sum() / static_cast<double>(x.numel());
+    auto loss = s_.lambda * mse + rate;
+    opt_.zero_grad();
     loss.backward();
-    if (s.clip > 0) torch::nn::utils::clip_grad_norm_(model->main_parameters(), s.clip);
-    opt.step();
-    auto aux = model->bottleneck->aux_loss();
-    aux_opt.zero_grad();
+    if (s_.clip > 0) torch::nn::utils::clip_grad_norm_(model_->main_parameters(), s_.clip);
+    opt_.step();
+    auto aux = model_->bottleneck->aux_loss();
+    aux_opt_.zero_grad();
     aux.backward();
-    aux_opt.step();
+    aux_opt_.step();
     const double lv = loss.item<double>();
     if (!std::isfinite(lv))
       fail(NWC_E_INTERNAL, "train-codec: the loss became non-finite at step " +
-                               std::to_string(step + 1) + "; lower --lr");
-    loss_sum += lv;
-    ++loss_count;
-    ++step;
-
-    if (step % s.eval_every == 0 || step == s.steps) {
-      model->eval();
-      neural::fit_quantiles(model);
-      neural::CdfTables tables = neural::compute_tables(model);
-      double vloss = 0;
-      json levels = json::array();
-      std::string figures;
-      for (int64_t l = 0; l < cfg.levels; ++l) {
-        LevelFigures f = validate_level(model, tables, data.validation, l, *rans);
-        vloss += s.lambda * f.mse + coef[static_cast<size_t>(l)] * f.bits_per_weight;
-        levels.push_back({{"level", l},
-                          {"bits_per_weight", f.bits_per_weight},
-                          {"estimate_bpw", f.estimate_bpw},
-                          {"mse", f.mse}});
-        figures += " q" + std::to_string(l) + " " + fixed(f.bits_per_weight, 3) + " b/w mse " +
-                   fixed(f.mse, 5) + ";";
-      }
-      vloss /= static_cast<double>(cfg.levels);
-      result.train_loss.push_back(loss_sum / static_cast<double>(loss_count));
-      const bool improved = vloss < best;
-      log("step " + std::to_string(step) + "/" + std::to_string(s.steps) + "  train loss " +
-          fixed(loss_sum / static_cast<double>(loss_count), 4) + "  held-out loss " +
-          fixed(vloss, 4) + " " + figures + (improved ? " [best]" : ""));
-      loss_sum = 0;
-      loss_count = 0;
-      if (improved) {
-        best = vloss;
-        result.best_step = step;
-        best_validation = levels;
-        json meta = {{"lambda", s.lambda},
-                     {"level_coefficients", coef},
-                     {"training",
-                      {{"sources", data.sources},
-                       {"normalize", s.normalize},
-                       {"dataset_mean", data.mean},
-                       {"dataset_std", data.std},
-                       {"sample_length", data.sample_length},
-                       {"train_samples", ntrain},
-                       {"validation_samples", data.validation.size(0)},
-                       {"batch", s.batch},
-                       {"lr", s.lr},
-                       {"aux_lr", s.aux_lr},
-                       {"lr_drop", s.lr_drop},
-                       {"clip", s.clip},
-                       {"seed", s.seed},
-                       {"step", step},
-                       {"steps", s.steps}}},
-                     {"validation", {{"loss", vloss}, {"levels", levels}}}};
-        neural::save_codec(s.output, model, tables, meta);
-      }
-      // Checkpoint for resuming: model and both optimizers, then the state file last. The old
-      // state file goes first, so that a run interrupted while saving (Ctrl-C, SIGTERM) leaves
-      // no state that names half-written or mismatched checkpoint files: it restarts afresh.
-      {
-        std::error_code ec;
-        fs::remove(ckpt_state, ec);
-      }
-      torch::save(model, ckpt.string());
-      torch::save(opt, ckpt.string() + ".opt");
-      torch::save(aux_opt, ckpt.string() + ".aux");
-      json st = {{"fingerprint", fingerprint},
-                 {"step", step},
-                 {"best_loss", best},
-                 {"best_step", result.best_step},
-                 {"best_validation", best_validation}};
-      AtomicFile f(ckpt_state);
-      const std::string text = st.dump(1);
-      f.write(text.data(), text.size());
-      f.commit();
-    }
+                               std::to_string(step_ + 1) + "; lower --lr");
+    loss_sum_ += lv;
+    ++loss_count_;
+    ++step_;
   }
-  result.steps = step;
-  result.best_loss = best;
-  result.train_samples = ntrain;
-  result.validation_samples = data.validation.size(0);
-  result.sample_length = data.sample_length;
-  result.dataset_std = data.std;
-  for (const auto &l : best_validation)
-    result.validation.push_back({l.at("level").get<int64_t>(),
-                                 l.at("bits_per_weight").get<double>(),
-                                 l.at("estimate_bpw").get<double>(), l.at("mse").get<double>()});
+
+  // Real coding of the held-out samples at every level; an improvement is written as the codec.
+  void evaluate() {
+    model_->eval();
+    neural::fit_quantiles(model_);
+    neural::CdfTables tables = neural::compute_tables(model_);
+    double vloss = 0;
+    json levels = json::array();
+    std::string figures;
+    for (int64_t l = 0; l < cfg_.levels; ++l) {
+      LevelFigures f = validate_level(model_, tables, data_.validation, l, *rans_);
+      vloss += s_.lambda * f.mse + coef_[static_cast<size_t>(l)] * f.bits_per_weight;
+      levels.push_back({{"level", l},
+                        {"bits_per_weight", f.bits_per_weight},
+                        {"estimate_bpw", f.estimate_bpw},
+                        {"mse", f.mse}});
+      figures += " q" + std::to_string(l) + " " + fixed(f.bits_per_weight, 3) + " b/w mse " +
+                 fixed(f.mse, 5) + ";";
+    }
+    vloss /= static_cast<double>(cfg_.levels);
+    result_.train_loss.push_back(loss_sum_ / static_cast<double>(loss_count_));
+    const bool improved = vloss < best_;
+    log("step " + std::to_string(step_) + "/" + std::to_string(s_.steps) + "  train loss " +
+        fixed(loss_sum_ / static_cast<double>(loss_count_), 4) + "  held-out loss " +
+        fixed(vloss, 4) + " " + figures + (improved ? " [best]" : ""));
+    loss_sum_ = 0;
+    loss_count_ = 0;
+    if (!improved) return;
+    best_ = vloss;
+    result_.best_step = step_;
+    best_validation_ = levels;
+    neural::save_codec(s_.output, model_, tables, codec_metadata(vloss, levels));
+  }
+
+  // What the written codec records about its training.
+  json codec_metadata(double vloss, const json &levels) const {
+    return {{"lambda", s_.lambda},
+            {"level_coefficients", coef_},
+            {"training",
+             {{"sources", data_.sources},
+              {"normalize", s_.normalize},
+              {"dataset_mean", data_.mean},
+              {"dataset_std", data_.std},
+              {"sample_length", data_.sample_length},
+              {"train_samples", ntrain_},
+              {"validation_samples", data_.validation.size(0)},
+              {"batch", s_.batch},
+              {"lr", s_.lr},
+              {"aux_lr", s_.aux_lr},
+              {"lr_drop", s_.lr_drop},
+              {"clip", s_.clip},
+              {"seed", s_.seed},
+              {"step", step_},
+              {"steps", s_.steps}}},
+            {"validation", {{"loss", vloss}, {"levels", levels}}}};
+  }
+
+  // Checkpoint for resuming: model and both optimizers, then the state file last. The old state
+  // file goes first, so that a run interrupted while saving (Ctrl-C, SIGTERM) leaves no state that
+  // names half-written or mismatched checkpoint files: it restarts afresh.
+  void save_checkpoint() {
+    {
+      std::error_code ec;
+      fs::remove(ckpt_state_, ec);
+    }
+    torch::save(model_, ckpt_.string());
+    torch::save(opt_, ckpt_.string() + ".opt");
+    torch::save(aux_opt_, ckpt_.string() + ".aux");
+    json st = {{"fingerprint", fingerprint_},
+               {"step", step_},
+               {"best_loss", best_},
+               {"best_step", result_.best_step},
+               {"best_validation", best_validation_}};
+    AtomicFile f(ckpt_state_);
+    const std::string text = st.dump(1);
+    f.write(text.data(), text.size());
+    f.commit();
+  }
+
+  TrainCodecResult result() {
+    result_.steps = step_;
+    result_.best_loss = best_;
+    result_.train_samples = ntrain_;
+    result_.validation_samples = data_.validation.size(0);
+    result_.sample_length = data_.sample_length;
+    result_.dataset_std = data_.std;
+    for (const auto &l : best_validation_)
+      result_.validation.push_back({l.at("level").get<int64_t>(),
+                                    l.at("bits_per_weight").get<double>(),
+                                    l.at("estimate_bpw").get<double>(), l.at("mse").get<double>()});
+    return result_;
+  }
+
+  const TrainCodecSettings &s_;
+  const neural::CodecConfig cfg_;
+  const std::vector<double> coef_;
+  Dataset data_;
+  const int64_t ntrain_, vecs_;
+  neural::NwcCodec model_;
+  torch::optim::Adam opt_, aux_opt_;
+  std::unique_ptr<Instance> rans_; // measures the held-out samples' real bytes
+  const json fingerprint_;
+  const fs::path ckpt_, ckpt_state_;
+  torch::Tensor coef_t_ = torch::tensor(coef_, torch::kFloat32);
+
+  TrainCodecResult result_;
+  int64_t step_ = 0;
+  double best_ = INFINITY;
+  json best_validation_ = json::array();
+  std::vector<int64_t> order_; // training samples, shuffled per pass
+  size_t cursor_ = 0;
+  double loss_sum_ = 0; // since the last evaluation
+  int64_t loss_count_ = 0;
+};
+
+} // namespace
+
+TrainCodecResult train_codec(const TrainCodecSettings &s, const Registry &registry) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_settings(s);
+  const neural::CodecConfig cfg = codec_config(s);
+  TrainCodecResult result = CodecTraining(s, registry, cfg).run();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }
