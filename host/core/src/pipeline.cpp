@@ -1,6 +1,7 @@
 #include "nwc/host/pipeline.hpp"
 
 #include "nwc/cpp/error.hpp"
+#include "nwc/host/defaults.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -412,8 +413,8 @@ void read_base_chain(const toml::table &root, const Where &w, const Registry &re
     pl.base.stages[i] =
         read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, nullptr, file);
   }
-  if (pl.base[Slot::Compensator].plugin.empty() && registry.find("nwc.comp.none"))
-    pl.base[Slot::Compensator].plugin = "nwc.comp.none";
+  if (pl.base[Slot::Compensator].plugin.empty() && registry.find(kDefaultCompensator))
+    pl.base[Slot::Compensator].plugin = kDefaultCompensator;
   // A pipeline that selects nothing (select = []) stores every tensor the `unselected` way and
   // needs no stages.
   const bool codes_nothing = pl.select.empty() && !root.get("override");

@@ -8,29 +8,70 @@
 
 namespace nwc::host {
 
+namespace {
+
+// The transform option that names the codec file the rate search varies: the one
+// bitstream-affecting path option of the pipeline's transform that the pipeline sets. nullptr
+// when there is none (or more than one).
+const nwc_option_spec *codec_option(const Pipeline &pipeline, const Registry &registry) {
+  const StageSpec &tf = pipeline.base[Slot::Transform];
+  const Plugin *plugin = tf.plugin.empty() ? nullptr : registry.find(tf.plugin);
+  if (!plugin) return nullptr;
+  const nwc_option_spec *found = nullptr;
+  for (const auto &o : plugin->options) {
+    if (o.type != NWC_OPT_PATH || !(o.flags & NWC_OPTF_AFFECTS_BITSTREAM) ||
+        !tf.options.find(o.key))
+      continue;
+    if (found) return nullptr; // two codec files: which ladder is meant is not clear
+    found = &o;
+  }
+  return found;
+}
+
+// Whether the transform takes a uniform quality level (an int option "level"), varied when the
+// pipeline has no [levels].
+bool has_level_option(const Pipeline &pipeline, const Registry &registry) {
+  const Plugin *plugin = registry.find(pipeline.base[Slot::Transform].plugin);
+  const nwc_option_spec *o = plugin ? plugin->option("level") : nullptr;
+  return o && o->type == NWC_OPT_INT;
+}
+
+} // namespace
+
 RateChoice choose_for_target_bpw(const Model &model, const Pipeline &pipeline,
                                  const Registry &registry, const CompressSettings &settings,
                                  double target, const std::filesystem::path &scratch) {
   namespace fs = std::filesystem;
   if (!(target > 0)) fail(NWC_E_INVALID_ARG, "--target-bpw must be positive");
-  const StageSpec &tf = pipeline.base[Slot::Transform];
-  const OptionValue *codec = tf.options.find("codec");
-  if (tf.plugin != "nwc.transform.neural" || !codec)
-    fail(NWC_E_INVALID_ARG, pipeline.file.string() +
-                                ": --target-bpw needs a pipeline whose transform is "
-                                "nwc.transform.neural (it chooses among that codec's ladder)");
-  const fs::path dir = fs::path(std::get<std::string>(codec->value)).parent_path();
+  const nwc_option_spec *codec = codec_option(pipeline, registry);
+  if (!codec)
+    fail(NWC_E_INVALID_ARG,
+         pipeline.file.string() +
+             ": --target-bpw needs a pipeline whose transform is nwc.transform.neural, or another "
+             "transform that takes one codec file (a bitstream-affecting path option); it chooses "
+             "among the codec files of the same type next to that one");
+  const std::string codec_key = codec->key;
+  const fs::path codec_file =
+      std::get<std::string>(pipeline.base[Slot::Transform].options.find(codec_key)->value);
+  const fs::path dir = codec_file.parent_path(), type = codec_file.extension();
+  if (type.empty())
+    fail(NWC_E_INVALID_ARG, codec_file.string() +
+                                ": --target-bpw finds a codec's ladder by its file extension, and "
+                                "this codec file has none");
   std::vector<std::string> ladder;
   for (const auto &e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".nwcc") ladder.push_back(e.path().string());
+    if (e.path().extension() == type) ladder.push_back(e.path().string());
   std::sort(ladder.begin(), ladder.end());
-  if (ladder.empty()) fail(NWC_E_INVALID_ARG, dir.string() + ": no .nwcc codecs for --target-bpw");
+  if (ladder.empty())
+    fail(NWC_E_INVALID_ARG, dir.string() + ": no " + type.string() + " codecs for --target-bpw");
 
   std::vector<std::pair<double, int>> settings_to_try; // (fraction scale, uniform level)
   if (pipeline.levels.enabled) {
     for (double m : {0.0, 0.5, 1.0, 2.0, 4.0}) settings_to_try.push_back({m, -1});
-  } else {
+  } else if (has_level_option(pipeline, registry)) {
     for (int l = 0; l < 4; ++l) settings_to_try.push_back({1.0, l});
+  } else {
+    settings_to_try.push_back({1.0, -1});
   }
   RateChoice out;
   const fs::path tmp = scratch.string() + ".rate-search.tmp";
@@ -41,7 +82,7 @@ RateChoice choose_for_target_bpw(const Model &model, const Pipeline &pipeline,
     for (auto [scale, level] : settings_to_try) {
       Pipeline p = pipeline;
       p.blockft.enabled = false;
-      p.base[Slot::Transform].options.set(OptionValue{"codec", NWC_OPT_PATH, c});
+      p.base[Slot::Transform].options.set(OptionValue{codec_key, NWC_OPT_PATH, c});
       if (level >= 0)
         p.base[Slot::Transform].options.set(OptionValue{"level", NWC_OPT_INT, int64_t{level}});
       if (p.levels.enabled && scale == 0.0)

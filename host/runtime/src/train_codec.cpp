@@ -100,10 +100,11 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
   return d;
 }
 
-// Real coding of held-out samples at one level: round around the medians, rANS-encode the
-// symbols with the finalized tables, decode the reconstruction.
+// Real coding of held-out samples at one level: round around the medians, entropy-code the
+// symbols with the finalized tables (TrainCodecSettings::measure_entropy), decode the
+// reconstruction.
 LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &tables,
-                            const torch::Tensor &val, int64_t level, const Instance &rans) {
+                            const torch::Tensor &val, int64_t level, const Instance &coder) {
   torch::NoGradGuard no_grad;
   const int64_t chunk = model->config.chunk;
   auto x = val.reshape({-1, chunk});
@@ -131,8 +132,8 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
     }
   } counter;
   nwc_sink sink{&counter, &Counter::write};
-  const auto &coder = rans.interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
-  rans.check(coder.encode(rans.raw(), &sv, &cm, &sink), "encode");
+  const auto &entropy = coder.interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  coder.check(entropy.encode(coder.raw(), &sv, &cm, &sink), "encode");
   f.bits_per_weight = 8.0 * static_cast<double>(counter.bytes) / static_cast<double>(x.numel());
   return f;
 }
@@ -188,7 +189,7 @@ public:
         ntrain_(data_.train.size(0)), vecs_(data_.sample_length / cfg.chunk), model_(cfg),
         opt_(model_->main_parameters(), torch::optim::AdamOptions(s.lr)),
         aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
-        rans_(registry.create("nwc.entropy.rans", OptionValues())), fingerprint_(fingerprint()),
+        coder_(registry.create(s.measure_entropy, OptionValues())), fingerprint_(fingerprint()),
         ckpt_(s.output.string() + ".ckpt"), ckpt_state_(s.output.string() + ".ckpt.json") {
     log("train-codec: " + std::to_string(ntrain_) + " training and " +
         std::to_string(data_.validation.size(0)) + " held-out samples of " +
@@ -228,17 +229,20 @@ private:
     return build_dataset(s, cfg.chunk);
   }
 
-  // The settings a checkpoint must match to be resumed.
+  // The settings a checkpoint must match to be resumed (the measuring entropy coder only when it
+  // is not the default, so that checkpoints written before it was a setting still resume).
   json fingerprint() const {
-    return {{"config", cfg_.to_json()},
-            {"lambda", s_.lambda},
-            {"coefficients", coef_},
-            {"batch", s_.batch},
-            {"sample_length", data_.sample_length},
-            {"normalize", s_.normalize},
-            {"seed", s_.seed},
-            {"lr_drop", s_.lr_drop},
-            {"sources", data_.sources}};
+    json fp = {{"config", cfg_.to_json()},
+               {"lambda", s_.lambda},
+               {"coefficients", coef_},
+               {"batch", s_.batch},
+               {"sample_length", data_.sample_length},
+               {"normalize", s_.normalize},
+               {"seed", s_.seed},
+               {"lr_drop", s_.lr_drop},
+               {"sources", data_.sources}};
+    if (s_.measure_entropy != kDefaultMeasureEntropy) fp["measure_entropy"] = s_.measure_entropy;
+    return fp;
   }
 
   // Continues from OUTPUT.ckpt when its state file was written with the same settings.
@@ -322,7 +326,7 @@ private:
     json levels = json::array();
     std::string figures;
     for (int64_t l = 0; l < cfg_.levels; ++l) {
-      LevelFigures f = validate_level(model_, tables, data_.validation, l, *rans_);
+      LevelFigures f = validate_level(model_, tables, data_.validation, l, *coder_);
       vloss += s_.lambda * f.mse + coef_[static_cast<size_t>(l)] * f.bits_per_weight;
       levels.push_back({{"level", l},
                         {"bits_per_weight", f.bits_per_weight},
@@ -412,7 +416,7 @@ private:
   const int64_t ntrain_, vecs_;
   neural::NwcCodec model_;
   torch::optim::Adam opt_, aux_opt_;
-  std::unique_ptr<Instance> rans_; // measures the held-out samples' real bytes
+  std::unique_ptr<Instance> coder_; // measures the held-out samples' real bytes
   const json fingerprint_;
   const fs::path ckpt_, ckpt_state_;
   torch::Tensor coef_t_ = torch::tensor(coef_, torch::kFloat32);

@@ -32,8 +32,8 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
   if (s.block < 1) fail(NWC_E_INVALID_ARG, "codec measure: block must be positive");
   const auto &t = codec.tables;
   const nwc_cdf_model cm = t.view();
-  auto rans = registry.create("nwc.entropy.rans", OptionValues());
-  const auto &coder = rans->interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
+  auto coder = registry.create(s.measure_entropy, OptionValues());
+  const auto &entropy = coder->interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
 
   Model model = load_model(s.model);
   CodecMeasure out;
@@ -79,7 +79,7 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
       nwc_tensor_view sv{sym.data(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
       ByteCounter counter;
       nwc_sink sink{&counter, &ByteCounter::write};
-      rans->check(coder.encode(rans->raw(), &sv, &cm, &sink), "encode");
+      coder->check(entropy.encode(coder->raw(), &sv, &cm, &sink), "encode");
       r.rans_bits += 8.0 * static_cast<double>(counter.bytes);
       codec.synthesize(y.data(), n, levels.data(), xr.data());
       for (int64_t c = c0; c < c1; ++c)

@@ -4,7 +4,9 @@
 #include "nwc/formats/model.hpp"
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
+#include "nwc/host/defaults.hpp"
 #include "nwc/host/levels.hpp"
+#include "nwc/host/target_rate.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -189,4 +191,22 @@ TEST_CASE("quality levels from the Hessian diagonal match a hand-computed case")
   CHECK(tie[7] == 4);
   CHECK(tie[12] == 1);
   CHECK(tie[13] == 0);
+}
+
+TEST_CASE("--target-bpw refuses a pipeline whose transform names no codec file") {
+  test::TempDir dir;
+  Model model = load_model(test::stories260k());
+  Pipeline pl = parse_pipeline(pipeline_text(4, 32), dir / "p.toml", registry());
+  CHECK_THROWS_WITH_AS(
+      choose_for_target_bpw(model, pl, registry(), CompressSettings{}, 4.0, dir / "x.nwc"),
+      doctest::Contains("another transform that takes one codec file"), nwc::Error);
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("pipelines without [compensator] get the documented default") {
+  test::TempDir dir;
+  const std::string text = "[chunker]\nplugin = \"nwc.chunk.group\"\n[quantizer]\nplugin = "
+                           "\"nwc.quant.uniform\"\n[entropy]\nplugin = \"nwc.entropy.raw\"\n";
+  Pipeline pl = parse_pipeline(text, dir / "p.toml", registry());
+  CHECK(pl.base[Slot::Compensator].plugin == kDefaultCompensator);
 }

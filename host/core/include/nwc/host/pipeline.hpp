@@ -3,6 +3,7 @@
 //   [pipeline]     name, method, select (glob patterns), exclude, unselected
 //                  ("raw" | "zstd" | "zstd-f16")
 //   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
+//                  (without [compensator]: kDefaultCompensator of nwc/host/defaults.hpp)
 //   [calibration]  text, tokens, seq_len (used by compensators that need Hessians)
 //   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
 //                  from the calibration Hessian's diagonal (NWC's importance levels)

@@ -24,8 +24,10 @@ struct RateChoice {
   std::vector<RateCandidate> tried;
 };
 
-// The ladder is every `.nwcc` file in the directory of the codec the pipeline's
-// nwc.transform.neural stage names. Candidates are compressed to a temporary file next to
+// The ladder is every file with the extension of the codec file the pipeline's transform names
+// (its one bitstream-affecting path option that the pipeline sets, such as nwc.transform.neural's
+// `codec`) in that file's directory. Without [levels], a transform with an int option `level` is
+// also tried at levels 0 to 3. Candidates are compressed to a temporary file next to
 // `scratch` (removed); fine-tuning ([blockft]) is skipped while searching, as it moves no bits.
 RateChoice choose_for_target_bpw(const Model &model, const Pipeline &pipeline,
                                  const Registry &registry, const CompressSettings &settings,

@@ -7,10 +7,12 @@
 // the dataset's scalar mean and std (or per row, as at compression time). A quality level is drawn
 // per sample; the loss is lambda * MSE / sigma^2 + sum_b c[q_b] * bits_b / #weights, with Adam on
 // the transforms and a separate Adam on the entropy model's quantiles (auxiliary loss). Validation
-// codes held-out samples for real (rounding + nwc.entropy.rans bytes), per level; the best
+// codes held-out samples for real (rounding + the bytes of `measure_entropy`, rANS by default), per
+// level; the best
 // checkpoint by validation loss is the codec written. Rerunning with the same output resumes.
 #pragma once
 
+#include "nwc/host/defaults.hpp"
 #include "nwc/host/registry.hpp"
 
 #include <cstdint>
@@ -46,6 +48,8 @@ struct TrainCodecSettings {
   uint64_t seed = 100;
   unsigned threads = 0; // LibTorch intra-op threads; 0 = all cores
   bool resume = true;   // continue from OUTPUT.ckpt when it matches these settings
+  // The entropy coder that codes the held-out samples for real (with the codec's CDF tables).
+  std::string measure_entropy = host::kDefaultMeasureEntropy;
   std::function<void(const std::string &line)> log;
 };
 

@@ -6,6 +6,7 @@
 // rANS bytes equal a container's entropy streams for the same blocks.
 #pragma once
 
+#include "nwc/host/defaults.hpp"
 #include "nwc/host/registry.hpp"
 
 #include <filesystem>
@@ -19,6 +20,8 @@ struct CodecMeasureSettings {
   std::filesystem::path model;
   int level = 0;
   int64_t block = 128; // columns per rANS stream, as the pipeline's compensator block
+  // The entropy coder whose bytes are measured (with the codec's CDF tables).
+  std::string measure_entropy = host::kDefaultMeasureEntropy;
 };
 
 struct CodecMeasureTensor {
