@@ -193,8 +193,38 @@ std::shared_ptr<MappedFile> read_file(const fs::path &path, std::vector<ModelTen
   return file;
 }
 
-// HF LlamaConfig -> Architecture. Keys that are absent stay 0 / default.
-Architecture read_config(const fs::path &path) {
+std::vector<fs::path> shards_from_index(const fs::path &dir, const fs::path &index,
+                                        std::map<std::string, std::string> &expected) {
+  const json j = parse_json_file(index, "index");
+  auto wm = j.find("weight_map");
+  if (wm == j.end() || !wm->is_object())
+    fail(NWC_E_CORRUPT_STREAM, index.string() + ": no 'weight_map' object");
+  std::set<std::string> files;
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string())
+      fail(NWC_E_CORRUPT_STREAM,
+           index.string() + ": weight_map entry '" + it.key() + "' must be a file name");
+    const std::string f = it.value().get<std::string>();
+    // Shards are plain names in the same directory: no path components.
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+      fail(NWC_E_CORRUPT_STREAM, index.string() + ": weight_map entry '" + it.key() + "' names '" +
+                                     f + "' (expected a file name in " + dir.string() + ")");
+    if (!fs::is_regular_file(dir / f))
+      fail(NWC_E_IO, index.string() + ": shard '" + f + "' (for tensor '" + it.key() +
+                         "') does not exist in " + dir.string());
+    files.insert(f);
+    expected[it.key()] = f;
+  }
+  std::vector<fs::path> out;
+  for (const auto &f : files) out.push_back(dir / f);
+  return out;
+}
+
+} // namespace
+
+// ---- HF config.json ----
+
+Architecture read_hf_config(const fs::path &path) {
   const json c = parse_json_file(path, "config.json");
   const std::string p = path.string();
   Architecture a;
@@ -238,34 +268,69 @@ Architecture read_config(const fs::path &path) {
   return a;
 }
 
-std::vector<fs::path> shards_from_index(const fs::path &dir, const fs::path &index,
-                                        std::map<std::string, std::string> &expected) {
-  const json j = parse_json_file(index, "index");
-  auto wm = j.find("weight_map");
-  if (wm == j.end() || !wm->is_object())
-    fail(NWC_E_CORRUPT_STREAM, index.string() + ": no 'weight_map' object");
-  std::set<std::string> files;
-  for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it.value().is_string())
-      fail(NWC_E_CORRUPT_STREAM,
-           index.string() + ": weight_map entry '" + it.key() + "' must be a file name");
-    const std::string f = it.value().get<std::string>();
-    // Shards are plain names in the same directory: no path components.
-    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
-      fail(NWC_E_CORRUPT_STREAM, index.string() + ": weight_map entry '" + it.key() + "' names '" +
-                                     f + "' (expected a file name in " + dir.string() + ")");
-    if (!fs::is_regular_file(dir / f))
-      fail(NWC_E_IO, index.string() + ": shard '" + f + "' (for tensor '" + it.key() +
-                         "') does not exist in " + dir.string());
-    files.insert(f);
-    expected[it.key()] = f;
-  }
-  std::vector<fs::path> out;
-  for (const auto &f : files) out.push_back(dir / f);
-  return out;
+json hf_llama_config(const Architecture &a, DType dtype) {
+  const std::string what = "HF config.json (LlamaForCausalLM)";
+  if (a.dim <= 0 || a.hidden_dim <= 0 || a.n_layers <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 ||
+      a.vocab_size <= 0)
+    fail(NWC_E_INVALID_ARG,
+         what + ": the architecture lacks a size (hidden " + std::to_string(a.dim) +
+             ", intermediate " + std::to_string(a.hidden_dim) + ", layers " +
+             std::to_string(a.n_layers) + ", heads " + std::to_string(a.n_heads) + ", kv heads " +
+             std::to_string(a.n_kv_heads) + ", vocabulary " + std::to_string(a.vocab_size) + ")");
+  if (a.dim % a.n_heads != 0 || a.n_heads % a.n_kv_heads != 0)
+    fail(NWC_E_INVALID_ARG, what + ": " + std::to_string(a.n_heads) + " heads and " +
+                                std::to_string(a.n_kv_heads) +
+                                " kv heads do not divide hidden size " + std::to_string(a.dim));
+  if (!a.rope_style.empty() && a.rope_style != "rotate_half")
+    fail(NWC_E_INVALID_ARG, what + ": transformers' Llama rotates halves; RoPE style '" +
+                                a.rope_style +
+                                "' needs the q/k rows permuted first (permute_rope_rows)");
+  const char *torch_dtype = dtype == DType::F32    ? "float32"
+                            : dtype == DType::F16  ? "float16"
+                            : dtype == DType::BF16 ? "bfloat16"
+                                                   : nullptr;
+  if (!torch_dtype)
+    fail(NWC_E_UNSUPPORTED_DTYPE,
+         what + ": weights in " + std::string(dtype_name(dtype)) + " (expected F32, F16 or BF16)");
+  // head_dim is left out: transformers' default hidden_size / num_attention_heads is the only head
+  // size an Architecture describes.
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_act", "silu"},
+          {"hidden_size", a.dim},
+          {"intermediate_size", a.hidden_dim},
+          {"num_hidden_layers", a.n_layers},
+          {"num_attention_heads", a.n_heads},
+          {"num_key_value_heads", a.n_kv_heads},
+          {"vocab_size", a.vocab_size},
+          {"max_position_embeddings", a.max_seq_len},
+          {"rms_norm_eps", a.norm_eps},
+          {"rope_theta", a.rope_theta},
+          {"tie_word_embeddings", a.tied_embeddings},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"torch_dtype", torch_dtype}};
 }
 
-} // namespace
+void write_hf_config(const fs::path &path, const Architecture &arch, DType dtype,
+                     const json &extra) {
+  json config = hf_llama_config(arch, dtype);
+  if (!extra.is_null() && !extra.is_object())
+    fail(NWC_E_INVALID_ARG, path.string() + ": extra config.json keys must be a JSON object");
+  if (extra.is_object())
+    for (auto it = extra.begin(); it != extra.end(); ++it) {
+      if (config.contains(it.key()))
+        fail(NWC_E_INVALID_ARG,
+             path.string() + ": extra key '" + it.key() + "' would replace a LlamaConfig key");
+      config[it.key()] = it.value();
+    }
+  const std::string text = config.dump(2) + "\n";
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+// ---- reader ----
 
 Model read_safetensors(const fs::path &path) {
   Model m;
@@ -322,7 +387,7 @@ Model read_safetensors(const fs::path &path) {
 
   const fs::path config = (dir.empty() ? fs::path(".") : dir) / "config.json";
   if (fs::is_regular_file(config, ec)) {
-    m.arch = read_config(config);
+    m.arch = read_hf_config(config);
   }
   // Without (or in spite of) a config, a missing lm_head next to an embedding means tied.
   if (!m.find("lm_head.weight") && m.find("model.embed_tokens.weight"))

@@ -6,8 +6,6 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 namespace nwc::tools {
@@ -52,28 +50,16 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
     fail(NWC_E_INVALID_ARG, model.path.string() + ": cannot convert RoPE style '" + a.rope_style +
                                 "' to the HF layout");
   const int64_t head_dim = a.dim / a.n_heads;
+  Architecture hf = a; // what the directory holds: q/k rows in the rotate-half layout
+  hf.rope_style = "rotate_half";
+  hf_llama_config(hf, dtype); // refuses what config.json cannot describe, before any output
 
   auto tmp =
       dir.parent_path() / ("." + dir.filename().string() + ".tmp." + std::to_string(getpid()));
   set_pending(tmp); // before the directory exists, so that no moment leaves it unregistered
   std::filesystem::create_directories(tmp);
   try {
-    nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
-                             {"model_type", "llama"},
-                             {"hidden_size", a.dim},
-                             {"intermediate_size", a.hidden_dim},
-                             {"num_hidden_layers", a.n_layers},
-                             {"num_attention_heads", a.n_heads},
-                             {"num_key_value_heads", a.n_kv_heads},
-                             {"vocab_size", a.vocab_size},
-                             {"max_position_embeddings", a.max_seq_len},
-                             {"rms_norm_eps", a.norm_eps},
-                             {"rope_theta", a.rope_theta},
-                             {"tie_word_embeddings", a.tied_embeddings},
-                             {"torch_dtype", dtype == DType::F32   ? "float32"
-                                             : dtype == DType::F16 ? "float16"
-                                                                   : "bfloat16"}};
-    std::ofstream(tmp / "config.json") << config.dump(2) << "\n";
+    write_hf_config(tmp / "config.json", hf, dtype);
     std::vector<TensorInfo> infos;
     for (const auto &t : model.tensors) infos.push_back({t.info.name, dtype, t.info.shape});
     SafetensorsWriter w(tmp / "model.safetensors", infos, {{"format", "pt"}});

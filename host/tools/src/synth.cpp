@@ -353,10 +353,6 @@ bool is_synth_file(const std::string &f) {
   return true;
 }
 
-std::string dtype_torch_name(DType d) {
-  return d == DType::F32 ? "float32" : d == DType::F16 ? "float16" : "bfloat16";
-}
-
 // ---- the directory being built, for the signal handler -----------------------------------------
 
 char g_tmp_dir[PATH_MAX];
@@ -781,29 +777,12 @@ SynthResult write_synthetic_model(const SynthSpec &spec, const fs::path &out_dir
       write_json_file(tmp / "model.safetensors.index.json", index);
       res.file_bytes += fs::file_size(tmp / "model.safetensors.index.json");
     }
-    const Architecture &a = spec.arch;
-    const json config = {{"architectures", {"LlamaForCausalLM"}},
-                         {"model_type", "llama"},
-                         {"hidden_act", "silu"},
-                         {"hidden_size", a.dim},
-                         {"intermediate_size", a.hidden_dim},
-                         {"num_hidden_layers", a.n_layers},
-                         {"num_attention_heads", a.n_heads},
-                         {"num_key_value_heads", a.n_kv_heads},
-                         {"vocab_size", a.vocab_size},
-                         {"max_position_embeddings", a.max_seq_len},
-                         {"rms_norm_eps", a.norm_eps},
-                         {"rope_theta", a.rope_theta},
-                         {"tie_word_embeddings", a.tied_embeddings},
-                         {"attention_bias", false},
-                         {"mlp_bias", false},
-                         {"torch_dtype", dtype_torch_name(spec.dtype)},
-                         {"nwc_synth",
-                          {{"version", 1},
-                           {"preset", spec.preset},
-                           {"seed", spec.seed},
-                           {"statistics", "llama-like-v1"}}}};
-    write_json_file(tmp / "config.json", config);
+    write_hf_config(tmp / "config.json", spec.arch, spec.dtype,
+                    {{"nwc_synth",
+                      {{"version", 1},
+                       {"preset", spec.preset},
+                       {"seed", spec.seed},
+                       {"statistics", "llama-like-v1"}}}});
     res.file_bytes += fs::file_size(tmp / "config.json");
 
     // Into place: an empty directory is replaced by rename(); an earlier synth output is moved

@@ -17,6 +17,27 @@ inline constexpr uint64_t kSafetensorsMaxHeader = 100ull << 20; // 100 MiB JSON 
 // (numel * dtype size == end - begin), offsets inside the data area, no overlaps.
 Model read_safetensors(const std::filesystem::path &path);
 
+// HF LlamaConfig (config.json) -> Architecture: the keys read_safetensors() takes from a model
+// directory. Keys that are absent stay 0 / default; rope_style is "rotate_half" (HF's layout)
+// unless the file says "nwc_rope_style".
+Architecture read_hf_config(const std::filesystem::path &path);
+
+// The config.json transformers needs to load a LlamaForCausalLM with this architecture whose
+// weights are stored in dtype (F32, F16 or BF16) in the HF layout (rotate-half RoPE; an
+// interleaved architecture is refused: permute its q/k rows and describe the result): the
+// architecture and model type, hidden_act, the sizes (hidden_size, intermediate_size,
+// num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size,
+// max_position_embeddings), rms_norm_eps, rope_theta, tie_word_embeddings, attention_bias and
+// mlp_bias (false), torch_dtype. head_dim is not written: an Architecture's head size is always
+// hidden_size / num_attention_heads, transformers' default. Throws nwc::Error naming what is
+// missing when the architecture cannot be described.
+nlohmann::json hf_llama_config(const Architecture &arch, DType dtype);
+
+// Writes hf_llama_config(arch, dtype) plus the keys of `extra` (which may not replace its keys) to
+// path, 2-space indented, through a temporary file renamed into place.
+void write_hf_config(const std::filesystem::path &path, const Architecture &arch, DType dtype,
+                     const nlohmann::json &extra = nlohmann::json::object());
+
 // Writes one .safetensors file tensor by tensor, in the order declared. The header is written up
 // front (all shapes known), the data follows as write() is called, commit() renames the temporary
 // file into place. Destroyed without commit(): no output file.
