@@ -54,6 +54,12 @@ bool valid_id(const char *id) {
   return true;
 }
 
+// A shared library by its name: "*.so" or a versioned "*.so.N".
+bool is_shared_library(const std::string &name) {
+  const bool so = name.size() > 3 && name.compare(name.size() - 3, 3, ".so") == 0;
+  return so || name.find(".so.") != std::string::npos;
+}
+
 std::string check_spec(const nwc_option_spec &s) {
   if (!s.key || !*s.key) return "an option has no key";
   if (s.type < NWC_OPT_BOOL || s.type > NWC_OPT_PATH)
@@ -187,6 +193,13 @@ const nwc_host *Registry::host() const {
   return &g_host;
 }
 
+std::filesystem::path Registry::install_dir() {
+  boost::system::error_code ec;
+  auto exe = boost::dll::program_location(ec);
+  if (ec) return {};
+  return std::filesystem::path(exe.parent_path().string()) / ".." / "lib" / "nwc" / "plugins";
+}
+
 std::vector<std::filesystem::path>
 Registry::search_path(const std::vector<std::filesystem::path> &cli_paths, bool default_paths) {
   std::vector<std::filesystem::path> dirs(cli_paths.begin(), cli_paths.end());
@@ -202,34 +215,51 @@ Registry::search_path(const std::vector<std::filesystem::path> &cli_paths, bool 
   }
   const char *only = std::getenv("NWC_PLUGIN_PATH_ONLY");
   if (default_paths && !(only && std::string(only) == "1")) {
-    boost::system::error_code ec;
-    auto exe = boost::dll::program_location(ec);
-    if (!ec)
-      dirs.push_back(std::filesystem::path(exe.parent_path().string()) / ".." / "lib" / "nwc" /
-                     "plugins");
+    std::filesystem::path dir = install_dir();
+    if (!dir.empty()) dirs.push_back(std::move(dir));
   }
   return dirs;
 }
 
 void Registry::scan(const std::vector<std::filesystem::path> &dirs) {
+  const std::filesystem::path optional = install_dir();
   for (const auto &dir : dirs) {
     std::error_code ec;
-    if (!std::filesystem::is_directory(dir, ec)) continue;
-    std::vector<std::filesystem::path> files;
-    for (auto &e : std::filesystem::directory_iterator(dir, ec)) {
-      auto name = e.path().filename().string();
-      if (name.rfind("nwc-", 0) == 0 && e.path().extension() == ".so") files.push_back(e.path());
+    if (!std::filesystem::is_directory(dir, ec)) {
+      // The install-relative directory is there only when plugins are installed; a directory
+      // someone named (--plugin-path, NWC_PLUGIN_PATH) that is not there is worth a warning.
+      if (dir == optional) continue;
+      std::error_code ec2;
+      report(dir, std::filesystem::exists(dir, ec2) ? "plugin path entry is not a directory"
+                                                    : "plugin directory does not exist");
+      continue;
     }
-    std::sort(files.begin(), files.end());
-    for (auto &f : files) load_library(f);
+    for (const auto &f : plugin_files(dir)) load_library(f);
   }
 }
 
+std::vector<std::filesystem::path> Registry::plugin_files(const std::filesystem::path &dir) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (auto &e : std::filesystem::directory_iterator(dir, ec)) {
+    auto name = e.path().filename().string();
+    if (name.rfind("nwc-", 0) == 0 && e.path().extension() == ".so")
+      files.push_back(e.path());
+    else if (is_shared_library(name))
+      report(e.path(), "shared library not named nwc-<name>.so, so not a plugin");
+  }
+  if (ec) report(dir, "cannot list the plugin directory: " + ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+void Registry::report(const std::filesystem::path &path, const std::string &msg) {
+  diagnostics_.push_back({path, msg});
+  log_message(NWC_LOG_WARNING, path.string() + ": " + msg + "; skipped");
+}
+
 void Registry::load_library(const std::filesystem::path &file) {
-  auto report = [&](const std::string &msg) {
-    diagnostics_.push_back({file, msg});
-    log_message(NWC_LOG_WARNING, file.string() + ": " + msg + "; skipped");
-  };
+  auto report = [&](const std::string &msg) { this->report(file, msg); };
   boost::dll::shared_library lib;
   try {
     lib.load(boost::dll::fs::path(file.string()),

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <doctest/doctest.h>
+#include <iostream>
+#include <sstream>
 
 using namespace nwc::host;
 namespace fs = std::filesystem;
@@ -19,6 +21,21 @@ std::string diagnostic_for(const Registry &r, const std::string &file) {
     if (d.path.filename() == file) return d.message;
   return "";
 }
+
+// What a scan logs (warnings included) and the registry it leaves.
+struct LoggedScan {
+  Registry registry;
+  std::string log;
+  explicit LoggedScan(const std::vector<fs::path> &dirs) {
+    set_log_level(NWC_LOG_WARNING);
+    std::ostringstream captured;
+    std::streambuf *old = std::cerr.rdbuf(captured.rdbuf());
+    registry.scan(dirs);
+    std::cerr.rdbuf(old);
+    set_log_level(NWC_LOG_ERROR);
+    log = captured.str();
+  }
+};
 } // namespace
 
 TEST_CASE("broken plugin libraries are reported and skipped, the scan goes on") {
@@ -123,4 +140,53 @@ TEST_CASE("options are validated against the schema before create") {
 TEST_CASE("did_you_mean finds close candidates only") {
   CHECK(did_you_mean("gruop", {"group", "tail"}) == "group");
   CHECK(did_you_mean("zzzzzz", {"group", "tail"}).empty());
+}
+
+TEST_CASE("a plugin directory that does not exist is a warning naming it; the scan goes on") {
+  nwc::test::TempDir dir;
+  const fs::path missing = dir / "no-such-dir";
+  nwc::test::write_bytes(dir / "a-file", "x", 1);
+  LoggedScan s({missing, dir / "a-file", nwc::test::plugin_dir()});
+  CHECK(diagnostic_for(s.registry, "no-such-dir") == "plugin directory does not exist");
+  CHECK(diagnostic_for(s.registry, "a-file") == "plugin path entry is not a directory");
+  CHECK(s.log.find("nwc: warning: " + missing.string() +
+                   ": plugin directory does not exist; skipped") != std::string::npos);
+  CHECK(s.log.find((dir / "a-file").string() + ": plugin path entry is not a directory") !=
+        std::string::npos);
+  CHECK(s.registry.find("nwc.quant.uniform") != nullptr);
+}
+
+TEST_CASE("the install-relative directory may be absent without a warning") {
+  const fs::path install = Registry::install_dir();
+  REQUIRE_FALSE(install.empty());
+  CHECK(Registry::search_path({}, true).back() == install);
+  if (!fs::exists(install)) {
+    LoggedScan s({install});
+    CHECK(s.registry.diagnostics().empty());
+    CHECK(s.log.empty());
+  }
+}
+
+TEST_CASE("shared libraries that are not plugins are warnings naming them") {
+  nwc::test::TempDir dir;
+  for (const char *name : {"libhelper.so", "nwc-versioned.so.1", "signmag.so"})
+    nwc::test::write_bytes(dir / name, "not loaded\n", 11);
+  nwc::test::write_bytes(dir / "README.md", "ignored\n", 8); // not a library: no warning
+  fs::copy_file(kRoot / "broken" / "nwc-no-entry.so", dir / "nwc-no-entry.so");
+  LoggedScan s({dir.path()});
+  for (const char *name : {"libhelper.so", "nwc-versioned.so.1", "signmag.so"}) {
+    INFO(name);
+    CHECK(diagnostic_for(s.registry, name) ==
+          "shared library not named nwc-<name>.so, so not a plugin");
+    CHECK(s.log.find((dir / name).string() + ": shared library not named nwc-<name>.so") !=
+          std::string::npos);
+  }
+  // Named like a plugin, but without the entry point: loaded, found wanting, reported.
+  CHECK(diagnostic_for(s.registry, "nwc-no-entry.so").find("no nwc_module_entry") !=
+        std::string::npos);
+  CHECK(s.log.find((dir / "nwc-no-entry.so").string() + ": no nwc_module_entry symbol") !=
+        std::string::npos);
+  CHECK(diagnostic_for(s.registry, "README.md").empty());
+  CHECK(s.registry.diagnostics().size() == 4);
+  CHECK(s.registry.plugins().empty());
 }

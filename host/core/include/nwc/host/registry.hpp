@@ -2,8 +2,11 @@
 //
 // Discovery order (first hit wins; later duplicates of an id are warned about and ignored):
 //   1. --plugin-path directories, 2. NWC_PLUGIN_PATH (':'-separated), 3. <exe>/../lib/nwc/plugins.
-// A library that cannot be used (no entry symbol, foreign ABI major, init failure, bad
-// descriptor) is reported with its path and reason and skipped; the scan goes on.
+// Plugins are the files named nwc-<name>.so. A library that cannot be used (no entry symbol,
+// foreign ABI major, init failure, bad descriptor) is reported with its path and reason and
+// skipped; the scan goes on. So are a named directory that does not exist (only the
+// install-relative one may be absent) and other shared libraries in a plugin directory. Reports
+// are warnings through the host log and are kept as diagnostics().
 #pragma once
 
 #include "nwc/host/options.hpp"
@@ -83,14 +86,19 @@ public:
   static std::vector<std::filesystem::path>
   search_path(const std::vector<std::filesystem::path> &cli_paths, bool default_paths = true);
 
-  // Loads every nwc-*.so in each directory (in name order). Missing directories are skipped.
+  // <exe dir>/../lib/nwc/plugins (empty when the executable's location is unknown).
+  static std::filesystem::path install_dir();
+
+  // Loads every nwc-*.so in each directory (in name order). A directory that does not exist
+  // (other than install_dir()), and other shared libraries in it, are reported and skipped.
   void scan(const std::vector<std::filesystem::path> &dirs);
   // Loads one library; problems are recorded as diagnostics, never thrown.
   void load_library(const std::filesystem::path &file);
 
   const Plugin *find(const std::string &id) const;
   const std::vector<std::unique_ptr<Plugin>> &plugins() const { return plugins_; }
-  // Broken libraries and duplicate ids met during scans.
+  // Broken libraries, duplicate ids, missing directories and non-plugin libraries met during
+  // scans.
   const std::vector<Diagnostic> &diagnostics() const { return diagnostics_; }
 
   // Creates an instance of plugin id with the given options, validated against its schema first
@@ -101,6 +109,11 @@ public:
   const nwc_host *host() const;
 
 private:
+  // The nwc-*.so files of a directory, in name order; other shared libraries are reported.
+  std::vector<std::filesystem::path> plugin_files(const std::filesystem::path &dir);
+  // A diagnostic for path, also logged as a warning ("PATH: MSG; skipped").
+  void report(const std::filesystem::path &path, const std::string &msg);
+
   std::vector<std::unique_ptr<Plugin>> plugins_;
   std::vector<Diagnostic> diagnostics_;
 };
