@@ -6,8 +6,11 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,6 +58,70 @@ void unregister_temporary(const std::string &path) {
 }
 
 std::atomic<uint64_t> g_temp_counter{0};
+
+// Serializes creating temporaries with removing stale ones, so that this process never mistakes a
+// temporary of its own that is being created (not yet locked) for a stale one.
+std::mutex g_create_mutex;
+
+// This machine's name as it goes into temporary names: letters, digits, '-' and '.' only.
+const std::string &host_tag() {
+  static const std::string tag = [] {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0 || !name[0]) return std::string("unknown-host");
+    std::string t(name);
+    for (char &c : t)
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.'))
+        c = '_';
+    return t;
+  }();
+  return tag;
+}
+
+// The temporary of target `name` in its directory: ".NAME.tmp.HOST.PID.N". The host and the pid
+// say who writes it; the writer also holds an exclusive flock() on it while it lives.
+std::string temporary_name(const std::string &name, uint64_t counter) {
+  return "." + name + ".tmp." + host_tag() + "." + std::to_string(::getpid()) + "." +
+         std::to_string(counter);
+}
+
+bool all_digits(const std::string &s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// Whether `entry` of a directory is a temporary of target `name` that its writer left behind: it
+// names this host and a process that no longer runs (or this process, which holds every live
+// temporary of its own locked), and nobody holds its lock. Anything else (another host's
+// temporary, an unrelated name, a live writer, a lock that cannot be tested) is not stale.
+bool is_stale_temporary(const fs::path &entry, const std::string &name) {
+  const std::string file = entry.filename().string(), prefix = "." + name + ".tmp.";
+  if (file.size() <= prefix.size() || file.compare(0, prefix.size(), prefix) != 0) return false;
+  const std::string rest = file.substr(prefix.size()); // HOST.PID.N
+  const size_t last = rest.rfind('.');
+  if (last == std::string::npos || last == 0) return false;
+  const size_t mid = rest.rfind('.', last - 1);
+  if (mid == std::string::npos) return false;
+  const std::string host = rest.substr(0, mid), pid_text = rest.substr(mid + 1, last - mid - 1);
+  if (host != host_tag() || !all_digits(pid_text) || !all_digits(rest.substr(last + 1)) ||
+      pid_text.size() > 9)
+    return false;
+  const auto pid = static_cast<pid_t>(std::stol(pid_text));
+  if (pid <= 0) return false;
+  if (pid != ::getpid() && (::kill(pid, 0) == 0 || errno != ESRCH)) return false; // alive
+  const int fd = ::open(entry.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  const bool unlocked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd); // releases the lock just taken
+  return unlocked;
+}
+
+// Removes the temporaries of target `name` in `dir` that crashed or killed writers left behind
+// (a writer that exits normally, throws or gets SIGINT/SIGTERM removes its own).
+void remove_stale_temporaries(const fs::path &dir, const std::string &name) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (is_stale_temporary(it->path(), name)) ::unlink(it->path().c_str());
+}
 
 } // namespace
 
@@ -111,9 +178,9 @@ AtomicFile::AtomicFile(const fs::path &target) : target_(target) {
   if (dir.empty()) dir = ".";
   if (target.filename().empty())
     fail(NWC_E_IO, target.string() + ": not a file name (expected a path to an output file)");
-  const std::string name = "." + target.filename().string() + ".tmp." + std::to_string(::getpid()) +
-                           "." + std::to_string(g_temp_counter++);
-  temp_ = target.parent_path() / name;
+  temp_ = target.parent_path() / temporary_name(target.filename().string(), g_temp_counter++);
+  std::lock_guard<std::mutex> lock(g_create_mutex);
+  remove_stale_temporaries(dir, target.filename().string());
   // Registered before it exists, so that a signal arriving right after open() still removes it
   // (unlinking a name that does not exist yet is harmless).
   register_temporary(temp_.string());
@@ -124,6 +191,9 @@ AtomicFile::AtomicFile(const fs::path &target) : target_(target) {
     fail(NWC_E_IO, target.string() + ": cannot create a temporary file in " + dir.string() + ": " +
                        errno_text(err));
   }
+  // Held until the file is closed or this process ends, however it ends: what tells a later run
+  // that the temporary is not stale. Where locks are not supported the pid alone decides.
+  ::flock(fd_, LOCK_EX | LOCK_NB);
 }
 
 AtomicFile::~AtomicFile() {

@@ -35,6 +35,12 @@ private:
 // If the object is destroyed without commit() (an error, an exception), the temporary file is
 // removed and the target is left untouched. Also removed by remove_pending_temporaries() (called
 // from a signal handler path by the CLI).
+//
+// The temporary is ".NAME.tmp.HOST.PID.N" (the writer's host name and process id), locked with
+// flock() while it is written. A process that dies without cleaning up (a crash in a plugin,
+// abort(), SIGKILL) leaves it behind; the next AtomicFile for the same target removes the
+// temporaries of that target which name this host and a process that no longer runs, and which
+// nobody holds locked.
 class AtomicFile {
 public:
   explicit AtomicFile(const std::filesystem::path &target);
