@@ -2,6 +2,7 @@
 
 #include "llama_block.hpp"
 #include "nwc/cpp/error.hpp"
+#include "nwc/host/threads.hpp"
 
 #include <atomic>
 #include <cmath>
@@ -124,9 +125,9 @@ ScaleChoice search_scales(const ScaleGroup &g, const AwqSettings &cfg, unsigned 
       best.scales = scales[static_cast<size_t>(k)];
     }
   if (!best.scales.defined())
-    fail(NWC_E_INVALID_ARG,
-         std::string("awq: no finite loss in the scale search of group ") + g.name +
-             " (the calibration activations or weights hold NaN or infinity)");
+    fail(NWC_E_INVALID_ARG, std::string("awq: no finite loss in the scale search of group ") +
+                                g.name +
+                                " (the calibration activations or weights hold NaN or infinity)");
   return best;
 }
 
@@ -162,10 +163,12 @@ torch::Tensor clip_weights(const torch::Tensor &w, const torch::Tensor &x, const
       auto best_max = org_max.clone();
       auto best_err = torch::full({rows, groups, 1}, std::numeric_limits<float>::infinity());
       for (int64_t i = 0; i < steps; ++i) {
-        auto max_val = org_max * (1.0 - static_cast<double>(i) / static_cast<double>(cfg.clip_grid));
+        auto max_val =
+            org_max * (1.0 - static_cast<double>(i) / static_cast<double>(cfg.clip_grid));
         auto cur = torch::clamp(wb, -max_val, max_val);
         auto q = pseudo_quantize_rows(cur.reshape({-1, width}), cfg.bits).view(wb.sizes());
-        // Mean over tokens of the squared partial-output error: [groups, rows] -> [rows, groups, 1].
+        // Mean over tokens of the squared partial-output error: [groups, rows] -> [rows, groups,
+        // 1].
         auto err = (partial(q) - reference).pow(2).mean(1).t().unsqueeze(-1);
         auto better = err < best_err;
         best_err = torch::where(better, err, best_err);
@@ -211,13 +214,12 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
   for (int64_t i = 0; i < plan.tokens; ++i)
     if (tokens[static_cast<size_t>(i)] < 0 || tokens[static_cast<size_t>(i)] >= a.vocab_size)
       fail(NWC_E_INVALID_ARG, "awq: calibration token outside the vocabulary");
-  auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, plan.seq_len},
-                              torch::kInt32)
-                 .to(torch::kInt64);
-  torch::Tensor x =
-      llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim})
-          .index_select(0, ids.reshape({-1}))
-          .view({windows, plan.seq_len, a.dim});
+  auto ids =
+      torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, plan.seq_len}, torch::kInt32)
+          .to(torch::kInt64);
+  torch::Tensor x = llama::load_weight(model, "model.embed_tokens.weight", {a.vocab_size, a.dim})
+                        .index_select(0, ids.reshape({-1}))
+                        .view({windows, plan.seq_len, a.dim});
 
   AwqResult result;
   result.tokens = plan.tokens;

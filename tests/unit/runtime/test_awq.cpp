@@ -3,7 +3,8 @@
 // stories260K AWQ-scaled weights quantized with round-to-nearest predict better than the original
 // weights quantized the same way.
 #include "nwc/cpp/error.hpp"
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
 #include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/eval.hpp"
@@ -43,7 +44,7 @@ TEST_CASE("awq_pseudo_quantize is AutoAWQ min/max grid in float32 with a short l
   const int64_t rows = 7, cols = 45, group = 16; // groups of 16, 16 and 13 columns
   std::vector<float> w(static_cast<size_t>(rows * cols));
   for (auto &v : w) v = g(rng);
-  w[3] = 0.9f;                         // an outlier
+  w[3] = 0.9f;                                                                // an outlier
   for (int64_t c = 16; c < 32; ++c) w[static_cast<size_t>(cols + c)] = 0.25f; // a constant group
   for (int64_t bits : {2, 3, 4}) {
     const auto q = awq_pseudo_quantize(w, rows, cols, bits, group);

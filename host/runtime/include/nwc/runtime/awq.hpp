@@ -36,23 +36,23 @@
 namespace nwc::runtime {
 
 struct AwqSettings {
-  int64_t bits = 4;         // the search grid: AutoAWQ's w_bit
-  int64_t group = 128;      // its q_group_size (input columns per scale)
-  int64_t grid = 20;        // ratios tried by the scale search (n_grid)
-  bool duo_scaling = true;  // s from activation and weight magnitudes (AutoAWQ's default)
-  bool clip = true;         // the clipping search (apply_clip)
-  double max_shrink = 0.5;  // the clipping search's smallest range ratio is 1 − max_shrink
-  int64_t clip_grid = 20;   // its steps
+  int64_t bits = 4;          // the search grid: AutoAWQ's w_bit
+  int64_t group = 128;       // its q_group_size (input columns per scale)
+  int64_t grid = 20;         // ratios tried by the scale search (n_grid)
+  bool duo_scaling = true;   // s from activation and weight magnitudes (AutoAWQ's default)
+  bool clip = true;          // the clipping search (apply_clip)
+  double max_shrink = 0.5;   // the clipping search's smallest range ratio is 1 − max_shrink
+  int64_t clip_grid = 20;    // its steps
   int64_t clip_tokens = 512; // tokens it samples (n_sample_token)
 };
 
 struct AwqGroupReport {
   int64_t block = 0;
-  std::string group;        // "qkv", "o", "gate_up", "down"
-  double ratio = 0;         // the chosen a
-  double loss_rtn = 0;      // module-output MSE of the group quantized without scaling
-  double loss_best = 0;     // with the chosen scales (the search never tries s = 1 with duo
-                            // scaling, so this can exceed loss_rtn)
+  std::string group;    // "qkv", "o", "gate_up", "down"
+  double ratio = 0;     // the chosen a
+  double loss_rtn = 0;  // module-output MSE of the group quantized without scaling
+  double loss_best = 0; // with the chosen scales (the search never tries s = 1 with duo
+                        // scaling, so this can exceed loss_rtn)
 };
 
 struct AwqResult {
@@ -70,8 +70,7 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
 
 // The model with `replaced` values in place of its own (loaders return the new values); the
 // architecture, names, shapes and dtypes are unchanged.
-Model with_replaced_tensors(const Model &model,
-                            std::map<std::string, std::vector<float>> replaced);
+Model with_replaced_tensors(const Model &model, std::map<std::string, std::vector<float>> replaced);
 
 // AWQ's pseudo-quantization (AutoAWQ pseudo_quantize_tensor, zero_point = true) of a row-major
 // [rows, cols] matrix in groups of `group` consecutive columns (a shorter last group when group

@@ -10,7 +10,7 @@
 // mode = "original" takes every Hessian from the unquantized model (`nwc calibrate`).
 #pragma once
 
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
 #include "nwc/runtime/calibrate.hpp"
 
 #include <cstdint>
