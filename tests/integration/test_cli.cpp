@@ -442,3 +442,60 @@ TEST_CASE("bench compares pipelines against fp32 with measured bits and writes t
   CHECK(slurp(dir / "out" / "results.md").find("| GPTQ act-order g32 | gptq-ao-g32-3b |") !=
         std::string::npos);
 }
+
+TEST_CASE("help lists every command and subcommand, and each one dispatches") {
+  Result h = run_nwc({"--help"});
+  REQUIRE(h.exit_code == 0);
+  CHECK(run_nwc({}).out == h.out); // bare `nwc` prints the same help, with exit code 2
+  CHECK(run_nwc({}).exit_code == 2);
+  for (const char *name : {"compress", "decompress", "inspect", "eval", "generate", "calibrate",
+                           "convert", "synth", "bench", "train-codec", "codec info",
+                           "codec measure", "plugins list", "plugins show", "plugins check"})
+    CHECK_MESSAGE(h.out.find("\n  " + std::string(name) + " ") != std::string::npos, name);
+  CHECK(h.out.find("under mpirun -np N, compress and calibrate share their work") !=
+        std::string::npos);
+  // Every listed entry runs: its --help prints its usage line.
+  std::istringstream lines(h.out.substr(h.out.find("commands:\n") + 10));
+  int listed = 0;
+  for (std::string line; std::getline(lines, line) && !line.empty(); ++listed) {
+    const std::string name = line.substr(2, line.find("  ", 2) - 2);
+    std::vector<std::string> args;
+    std::istringstream words(name);
+    for (std::string w; words >> w;) args.push_back(w);
+    args.push_back("--help");
+    Result r = run_nwc(args);
+    INFO(name << ": " << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.rfind("usage: nwc " + name, 0) == 0);
+    // `nwc help NAME` is `nwc NAME --help`.
+    args.pop_back();
+    args.insert(args.begin(), "help");
+    CHECK(run_nwc(args).out == r.out);
+  }
+  CHECK(listed == 15);
+}
+
+TEST_CASE("group help lists the subcommands; a missing or unknown one is a usage error") {
+  Result p = run_nwc({"plugins", "--help"});
+  REQUIRE(p.exit_code == 0);
+  for (const char *s : {"list", "show", "check"})
+    CHECK(p.out.find("\n  " + std::string(s) + " ") != std::string::npos);
+  CHECK(p.out.find("nwc plugins check ID... | --all") != std::string::npos);
+  Result c = run_nwc({"codec", "--help"});
+  REQUIRE(c.exit_code == 0);
+  CHECK(c.out.find("\n  info ") != std::string::npos);
+  CHECK(c.out.find("\n  measure ") != std::string::npos);
+  CHECK(run_nwc({"help", "plugins"}).out == p.out);
+
+  Result none = run_nwc({"plugins"});
+  CHECK(none.exit_code == 2);
+  CHECK(none.err.find("missing subcommand: list, show or check") != std::string::npos);
+  Result unknown = run_nwc({"codec", "frob"});
+  CHECK(unknown.exit_code == 2);
+  CHECK(unknown.err.find("unknown subcommand 'frob' (expected info or measure)") !=
+        std::string::npos);
+  // Options may come before the subcommand.
+  Result list = run_nwc({"plugins", "--json", "list"});
+  REQUIRE(list.exit_code == 0);
+  CHECK(nlohmann::json::parse(list.out).contains("plugins"));
+}

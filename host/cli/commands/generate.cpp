@@ -1,0 +1,39 @@
+// nwc generate --model M --tokenizer T [--prompt S] [--steps N]
+#include "commands/commands.hpp"
+#include "common.hpp"
+
+#include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/llama.hpp"
+#include "nwc/runtime/tokenizer.hpp"
+
+#include <iostream>
+
+namespace nwc::cli {
+
+int cmd_generate(const Command &self, const Args &args) {
+  Common c;
+  std::string model_path, tok_path, prompt;
+  int64_t steps = 256;
+  po::options_description d(self.title());
+  d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
+      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "prompt", po::value(&prompt)->default_value(""), "text to continue (BOS is prepended)")(
+      "steps", po::value(&steps)->default_value(256), "maximum number of new tokens");
+  add_common(d, c);
+  parse(args, d, {}, self.usage);
+  if (steps < 0) throw UsageError("--steps must be >= 0");
+  host::Registry reg = load_registry(c);
+  Model model = open_model(model_path, reg, c.threads);
+  runtime::LlamaModel llama(model, c.threads);
+  auto tok = runtime::load_tokenizer(tok_path, model.arch.vocab_size);
+  std::vector<int32_t> ids;
+  std::string text = runtime::generate_text(llama, *tok, prompt, steps, &ids);
+  if (c.json) {
+    print_json({{"text", text}, {"tokens", ids}});
+    return 0;
+  }
+  std::cout << text << "\n";
+  return 0;
+}
+
+} // namespace nwc::cli
