@@ -4,7 +4,7 @@
 // clear error and the help can say what this build lacks) but have no handler.
 #include "command.hpp"
 #include "commands/commands.hpp"
-#include "plugin_check.hpp"
+#include "plugin_check/plugin_check.hpp"
 
 namespace nwc::cli {
 
