@@ -28,15 +28,12 @@ struct Command {
   std::span<const Command> subcommands = {}; // a group: its first argument picks one of these
   bool hidden = false;                       // internal: dispatched, never listed
 
-  bool is_group() const { return !subcommands.empty(); }
+  constexpr bool is_group() const { return !subcommands.empty(); }
   // Whether this build can run it (a runtime command in a build without the runtime cannot).
-  bool available() const { return handler != nullptr || is_group(); }
+  constexpr bool available() const { return handler != nullptr || is_group(); }
   std::string path() const;  // "plugins list"
   std::string title() const; // "nwc plugins list": the caption of its option list
 };
-
-// Whether this executable was built with the model runtime (NWC_WITH_RUNTIME).
-bool built_with_runtime();
 
 // The top-level commands in help order (command_table.cpp).
 std::span<const Command> commands();

@@ -113,11 +113,19 @@ constexpr Command kCommands[] = {
      .hidden = true},
 };
 
-} // namespace
-
-bool built_with_runtime() {
-  return NWC_WITH_RUNTIME != 0;
+// Every command has a handler, a group has subcommands instead, and only runtime commands lack
+// a handler, in builds without the runtime.
+constexpr bool consistent(std::span<const Command> table) {
+  for (const auto &c : table) {
+    if (c.is_group() ? c.handler != nullptr || !consistent(c.subcommands)
+                     : c.handler == nullptr && !(c.needs_runtime && !NWC_WITH_RUNTIME))
+      return false;
+  }
+  return true;
 }
+static_assert(consistent(kCommands), "a command without a handler");
+
+} // namespace
 
 std::span<const Command> commands() {
   return kCommands;

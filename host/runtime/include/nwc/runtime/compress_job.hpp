@@ -9,7 +9,7 @@
 // caller through callbacks; nothing is printed.
 #pragma once
 
-#include "nwc/host/codec.hpp"
+#include "nwc/host/compress.hpp"
 #include "nwc/host/distributed.hpp"
 #include "nwc/host/registry.hpp"
 #include "nwc/host/target_rate.hpp"
