@@ -1,5 +1,5 @@
 # nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>] [LABELS <labels...>]
-#              [NEEDS_RUNTIME])
+#              [DEPENDS <targets...>] [NEEDS_RUNTIME])
 #
 # A doctest executable whose test cases are registered with CTest one by one. Tests find the shared
 # data through NWC_DATA (environment) or the compiled-in default ../shared/data, and the built
@@ -10,6 +10,7 @@
 #   data       added automatically when a source reads the shared data (../shared/data)
 # Tests that need the LibTorch model runtime (they link nwc::runtime, or pass NEEDS_RUNTIME because
 # they run commands that use it) are left out of builds with NWC_WITH_RUNTIME=OFF.
+# DEPENDS: targets built before the test (the plugins and executables it runs).
 set(NWC_DEFAULT_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "Shared models and text")
 # Independent reference implementations fetched by scripts/fetch-references.sh (llama.cpp's
 # libraries, the HF tokenizers and real tokenizer.json files); NWC_REFERENCES overrides at run time.
@@ -19,7 +20,7 @@ function(nwc_add_test name)
   if(NOT NWC_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(T "NEEDS_RUNTIME" "" "SOURCES;LIBRARIES;LABELS" ${ARGN})
+  cmake_parse_arguments(T "NEEDS_RUNTIME" "" "SOURCES;LIBRARIES;LABELS;DEPENDS" ${ARGN})
   if(NOT NWC_WITH_RUNTIME AND (T_NEEDS_RUNTIME OR "nwc::runtime" IN_LIST T_LIBRARIES
                                OR "nwc::runtime_torch" IN_LIST T_LIBRARIES))
     return()
@@ -46,6 +47,9 @@ function(nwc_add_test name)
     NWC_TEST_PLUGIN_DIR="${NWC_PLUGIN_OUTPUT_DIR}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   nwc_set_warnings(${name})
+  if(T_DEPENDS)
+    add_dependencies(${name} ${T_DEPENDS})
+  endif()
   set(_props TIMEOUT 600)
   if(T_LABELS)
     list(APPEND _props LABELS "${T_LABELS}")
