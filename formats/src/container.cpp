@@ -1,9 +1,13 @@
-// The .nwc container, version 1. Byte-level spec: docs/container.md.
+// The .nwc container, versions 1 and 2. Byte-level spec: docs/container.md. The binary manifest of
+// version 2 is in container_v2.cpp; the rest (records, checks, writer, reader) is shared.
 #include "nwc/formats/container.hpp"
+
+#include "container_v2.hpp"
 
 #include "nwc/cpp/error.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <sys/mman.h>
@@ -21,6 +25,7 @@ constexpr uint64_t kHeaderSize = kContainerHeaderSize;
 constexpr uint64_t kFooterSize = kContainerFooterSize;
 constexpr uint64_t kMaxNumel = kContainerMaxNumel;
 constexpr size_t kMaxNdim = 8;
+constexpr uint32_t kJsonVersion = 1; // the version whose manifest is JSON
 // The manifest is checksummed, but a hostile writer can compute checksums too: bound the nesting
 // so that copying or printing a parsed document cannot exhaust the stack, and the number of values
 // so that a maximal manifest cannot expand to gigabytes once parsed.
@@ -259,10 +264,10 @@ ContainerManifest manifest_from_json(const SchemaReader &r, const nlohmann::json
   if (format != "nwc")
     r.bad("top level", "key 'format': expected \"nwc\", found \"" + format + "\"");
   int64_t version = r.integer(j, "version", 0, std::numeric_limits<int64_t>::max(), "top level");
-  if (version != kContainerVersion)
+  if (version != kJsonVersion)
     r.bad("top level", "key 'version': " + std::to_string(version) +
                            " does not match the header's format version " +
-                           std::to_string(kContainerVersion));
+                           std::to_string(kJsonVersion));
   m.architecture = r.object(j, "architecture", "top level");
   const auto &pipeline = r.object(j, "pipeline", "top level");
   m.pipeline_name = r.string(pipeline, "name", "pipeline");
@@ -468,7 +473,7 @@ nlohmann::json container_manifest_to_json(const ContainerManifest &m) {
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto &t : m.tensors) tensors.push_back(tensor_to_json(t));
   return {{"format", "nwc"},
-          {"version", kContainerVersion},
+          {"version", kJsonVersion},
           {"architecture", m.architecture},
           {"pipeline", {{"name", m.pipeline_name}, {"text", m.pipeline_text}}},
           {"source", {{"model", m.source_model}, {"format", m.source_format}}},
@@ -492,36 +497,148 @@ double container_tensor_bytes(const ContainerManifest &m, uint64_t file_size,
   return static_cast<double>(t.stream_bytes()) + overhead * share;
 }
 
+double container_tensor_header_bytes(const ContainerManifest &m, const ContainerLayout &layout,
+                                     const TensorRecord &t) {
+  double elements = 0;
+  for (const auto &x : m.tensors) elements += static_cast<double>(x.numel());
+  const double share = elements > 0
+                           ? static_cast<double>(t.numel()) / elements
+                           : 1.0 / static_cast<double>(std::max<size_t>(1, m.tensors.size()));
+  return static_cast<double>(layout.container_bytes()) * share;
+}
+
 // ---- writer
 // ----------------------------------------------------------------------------------------
 
 struct ContainerWriter::Impl {
   AtomicFile file;
-  // Streams appended so far, in offset order; `used` marks those claimed by a tensor.
+  ContainerWriteOptions options;
+  // Streams appended so far, in offset order; `owner` is the tensor that claimed it (-1: none).
   struct Appended {
     StreamRef ref;
-    bool used = false;
+    int64_t owner = -1;
   };
   std::vector<Appended> appended;
   std::vector<TensorRecord> tensors;
+  std::vector<std::vector<size_t>> positions; // per tensor: the appended index of each stream
   std::unordered_map<std::string, size_t> names;
   bool finished = false;
   bool broken = false; // an I/O error left the file in an unknown state
 
-  explicit Impl(const std::filesystem::path &out) : file(out) {}
+  Impl(const std::filesystem::path &out, const ContainerWriteOptions &o) : file(out), options(o) {}
 
   std::string target() const { return file.target().string(); }
   void usable(const char *what) const {
     if (finished) fail(NWC_E_INVALID_ARG, target() + ": " + what + " after finish()");
     if (broken) fail(NWC_E_IO, target() + ": " + what + " after an earlier write error");
   }
+  std::string manifest_v1(const ContainerManifest &m) const;
+  std::string manifest_v2(ContainerManifest &m) const;
 };
 
+std::string ContainerWriter::Impl::manifest_v1(const ContainerManifest &m) const {
+  try {
+    return container_manifest_to_json(m).dump();
+  } catch (const nlohmann::json::exception &e) {
+    // Invalid UTF-8 in a name or text: the manifest would not parse back.
+    fail(NWC_E_INVALID_ARG, target() + ": finish: cannot encode the manifest: " + e.what());
+  }
+}
+
+// The version 2 manifest of m, whose tensors get their streams in file order.
+std::string ContainerWriter::Impl::manifest_v2(ContainerManifest &m) const {
+  const std::string out = target();
+  auto utf8 = [&](const std::string &s, const std::string &what) {
+    if (!v2::valid_utf8(s))
+      fail(NWC_E_INVALID_ARG,
+           out + ": finish: cannot encode the manifest: " + what + " is not valid UTF-8");
+  };
+  utf8(m.pipeline_name, "the pipeline name");
+  utf8(m.pipeline_text, "the pipeline text");
+  utf8(m.source_model, "the source model");
+  utf8(m.source_format, "the source format");
+  for (const auto &c : m.stage_configs)
+    for (const auto &s : c.stages) {
+      utf8(s.slot, "a stage slot");
+      utf8(s.plugin_id, "a plugin id");
+      utf8(s.plugin_version, "a plugin version");
+    }
+  for (size_t t = 0; t < m.tensors.size(); ++t) {
+    utf8(m.tensors[t].name, tensor_context(m.tensors[t], t) + ": the name");
+    for (const auto &s : m.tensors[t].streams)
+      utf8(s.role, tensor_context(m.tensors[t], t) + ": a stream role");
+  }
+
+  // Each tensor's streams in append (= file) order, and where each appended stream went.
+  std::vector<std::pair<int64_t, uint32_t>> place(appended.size(), {-1, 0});
+  for (size_t t = 0; t < m.tensors.size(); ++t) {
+    const std::vector<size_t> &pos = positions[t];
+    std::vector<size_t> order(pos.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pos[a] < pos[b]; });
+    std::vector<StreamRef> sorted;
+    for (size_t i : order) {
+      place[pos[i]] = {static_cast<int64_t>(t), static_cast<uint32_t>(sorted.size())};
+      sorted.push_back(m.tensors[t].streams[i]);
+    }
+    m.tensors[t].streams = std::move(sorted);
+  }
+  std::vector<v2::Run> runs;
+  for (size_t a = 0; a < appended.size(); ++a) {
+    const auto [t, i] = place[a];
+    if (t < 0) {
+      if (appended[a].ref.length == 0) continue;
+      if (runs.empty() || runs.back().owner != 0) runs.push_back({});
+      runs.back().gap += appended[a].ref.length;
+    } else {
+      if (runs.empty() || runs.back().owner != static_cast<uint64_t>(t) + 1)
+        runs.push_back({static_cast<uint64_t>(t) + 1, 0, {}});
+      runs.back().streams.push_back(i);
+    }
+  }
+  std::vector<uint64_t> sums;
+  std::vector<uint64_t> h;
+  for (const auto &u : v2::units_of(m.tensors)) {
+    h.clear();
+    for (uint32_t i : u.streams) h.push_back(m.tensors[u.tensor].streams[i].xxh64);
+    sums.push_back(v2::unit_checksum(h.data(), h.size()));
+  }
+
+  std::string body;
+  try {
+    body = v2::encode_body(m, runs, sums);
+  } catch (const nlohmann::json::exception &e) {
+    fail(NWC_E_INVALID_ARG, out + ": finish: cannot encode the manifest: " + e.what());
+  }
+  if (body.size() > kContainerMaxManifestBody)
+    fail(NWC_E_INVALID_ARG, out + ": finish: manifest of " + std::to_string(body.size()) +
+                                " bytes exceeds the limit of " +
+                                std::to_string(kContainerMaxManifestBody));
+  // Everything written must read back: run the reader's decoder (bounds included) on it.
+  try {
+    (void)v2::decode_body(reinterpret_cast<const uint8_t *>(body.data()), body.size(), file.size(),
+                          out);
+  } catch (const Error &e) {
+    fail(NWC_E_INVALID_ARG,
+         out + ": finish: the manifest would not be readable: " + std::string(e.what()));
+  }
+  return v2::store_body(body, options.compress_manifest);
+}
+
 ContainerWriter::ContainerWriter(const std::filesystem::path &out)
-    : impl_(std::make_unique<Impl>(out)) {
+    : ContainerWriter(out, ContainerWriteOptions{}) {}
+
+ContainerWriter::ContainerWriter(const std::filesystem::path &out,
+                                 const ContainerWriteOptions &options)
+    : impl_(std::make_unique<Impl>(out, options)) {
+  if (options.format_version < kContainerMinVersion || options.format_version > kContainerVersion)
+    fail(NWC_E_INVALID_ARG, impl_->target() + ": cannot write container format version " +
+                                std::to_string(options.format_version) + " (this build writes " +
+                                std::to_string(kContainerMinVersion) + " to " +
+                                std::to_string(kContainerVersion) + ")");
   uint8_t header[kHeaderSize];
   std::memcpy(header, kHeaderMagic, 8);
-  put_u32(header + 8, kContainerVersion);
+  put_u32(header + 8, options.format_version);
   put_u32(header + 12, 0); // flags
   impl_->file.write(header, sizeof header);
 }
@@ -547,7 +664,7 @@ StreamRef ContainerWriter::append_stream(const std::string &role, int32_t block,
     impl_->broken = true;
     throw;
   }
-  impl_->appended.push_back({ref, false});
+  impl_->appended.push_back({ref, -1});
   return ref;
 }
 
@@ -575,7 +692,7 @@ void ContainerWriter::add_tensor(TensorRecord record) {
       const StreamRef &a = it->ref;
       auto pos = static_cast<size_t>(it - impl_->appended.begin());
       if (a.length == st.length && a.xxh64 == st.xxh64 && a.role == st.role &&
-          a.block == st.block && !it->used &&
+          a.block == st.block && it->owner < 0 &&
           std::find(claimed.begin(), claimed.end(), pos) == claimed.end()) {
         claimed.push_back(pos);
         found = true;
@@ -588,9 +705,10 @@ void ContainerWriter::add_tensor(TensorRecord record) {
               st.role + "' block " + std::to_string(st.block) + " offset " +
               std::to_string(st.offset) + " length " + std::to_string(st.length));
   }
-  for (size_t pos : claimed) impl_->appended[pos].used = true;
+  for (size_t pos : claimed) impl_->appended[pos].owner = static_cast<int64_t>(index);
   impl_->names.emplace(record.name, index);
   impl_->tensors.push_back(std::move(record));
+  impl_->positions.push_back(std::move(claimed));
 }
 
 void ContainerWriter::finish(ContainerManifest manifest) {
@@ -614,13 +732,9 @@ void ContainerWriter::finish(ContainerManifest manifest) {
                                     s.plugin_id + ") must be a JSON object");
 
   manifest.tensors = impl_->tensors;
-  std::string text;
-  try {
-    text = container_manifest_to_json(manifest).dump();
-  } catch (const nlohmann::json::exception &e) {
-    // Invalid UTF-8 in a name or text: the manifest would not parse back.
-    fail(NWC_E_INVALID_ARG, file + ": finish: cannot encode the manifest: " + e.what());
-  }
+  const uint32_t version = impl_->options.format_version;
+  const std::string text =
+      version == kJsonVersion ? impl_->manifest_v1(manifest) : impl_->manifest_v2(manifest);
   if (text.size() > kContainerMaxManifest)
     fail(NWC_E_INVALID_ARG, file + ": finish: manifest of " + std::to_string(text.size()) +
                                 " bytes exceeds the limit of " +
@@ -633,7 +747,7 @@ void ContainerWriter::finish(ContainerManifest manifest) {
     put_u64(footer + 0, manifest_offset);
     put_u64(footer + 8, text.size());
     put_u64(footer + 16, XXH64(text.data(), text.size(), 0));
-    put_u32(footer + 24, kContainerVersion);
+    put_u32(footer + 24, version);
     put_u32(footer + 28, 0);
     std::memcpy(footer + 32, kFooterMagic, 8);
     impl_->file.write(footer, sizeof footer);
@@ -653,7 +767,16 @@ struct ContainerReader::Impl {
   std::string file;
   ContainerManifest manifest;
   std::unordered_map<std::string, size_t> index;
+  uint32_t version = 0;
   uint64_t manifest_offset = 0;
+  uint64_t manifest_length = 0;
+  uint64_t body_bytes = 0;
+  // Version 2: the checksum units, their checksums, each tensor's range of units [first, last),
+  // and which units have been verified (each is checked once, by the first read of a stream).
+  std::vector<v2::Unit> units;
+  std::vector<uint64_t> sums;
+  std::vector<std::pair<uint32_t, uint32_t>> tensor_units;
+  std::unique_ptr<std::atomic<bool>[]> verified;
 
   explicit Impl(const std::filesystem::path &p) : map(p), file(p.string()) {}
 
@@ -663,10 +786,15 @@ struct ContainerReader::Impl {
   [[noreturn]] void truncated(const std::string &what) const {
     fail(NWC_E_CORRUPT_STREAM, file + ": truncated or not an nwc container: " + what);
   }
-  // A stream's bytes in the map, bounds and checksum checked; `what` names it in errors.
+  // A stream's bytes in the map, bounds and checksum (stream.xxh64) checked; `what` names it.
   std::span<const uint8_t> view(const StreamRef &stream, const std::string &what) const;
+  // Version 2: a tensor stream of the manifest, its unit verified.
+  std::span<const uint8_t> view_v2(const TensorRecord &tensor, const StreamRef &stream) const;
+  const v2::Unit *unit_for(size_t tensor, int32_t block) const;
 
   void open();
+  void open_v1(const char *bytes, uint64_t moff, uint64_t mlen);
+  void open_v2(const uint8_t *bytes, uint64_t moff, uint64_t mlen);
 };
 
 void ContainerReader::Impl::open() {
@@ -679,14 +807,15 @@ void ContainerReader::Impl::open() {
     corrupt(
         "not an nwc container: bad magic at offset 0 (expected 89 4E 57 43 0D 0A 1A 0A, found " +
         hex_bytes(d, 8) + ")");
-  const uint32_t version = get_u32(d + 8);
+  version = get_u32(d + 8);
   if (version > kContainerVersion)
     fail(NWC_E_VERSION, file + ": container format version " + std::to_string(version) +
                             " is newer than this build supports (" +
                             std::to_string(kContainerVersion) + ")");
-  if (version != kContainerVersion)
+  if (version < kContainerMinVersion)
     corrupt("header at offset 8: invalid container format version " + std::to_string(version) +
-            " (expected " + std::to_string(kContainerVersion) + ")");
+            " (expected " + std::to_string(kContainerMinVersion) + " to " +
+            std::to_string(kContainerVersion) + ")");
   const uint32_t flags = get_u32(d + 12);
   if (flags != 0)
     corrupt("header at offset 12: unknown flag bits 0x" + hex64(flags).substr(8) +
@@ -714,14 +843,21 @@ void ContainerReader::Impl::open() {
   if (mlen > kContainerMaxManifest)
     corrupt("manifest of " + std::to_string(mlen) + " bytes at offset " + std::to_string(moff) +
             " exceeds the limit of " + std::to_string(kContainerMaxManifest) + " bytes");
-  const auto *mbytes = reinterpret_cast<const char *>(d + moff);
-  const uint64_t actual = XXH64(mbytes, mlen, 0);
+  const uint64_t actual = XXH64(d + moff, mlen, 0);
   if (actual != msum)
     corrupt("manifest at offset " + std::to_string(moff) + " (" + std::to_string(mlen) +
             " bytes): checksum mismatch (footer says " + hex64(msum) + ", data hashes to " +
             hex64(actual) + ")");
   manifest_offset = moff;
+  manifest_length = mlen;
+  if (version == kJsonVersion)
+    open_v1(reinterpret_cast<const char *>(d + moff), moff, mlen);
+  else
+    open_v2(d + moff, moff, mlen);
+}
 
+void ContainerReader::Impl::open_v1(const char *mbytes, uint64_t moff, uint64_t mlen) {
+  body_bytes = mlen;
   nlohmann::json j;
   try {
     uint64_t values = 0;
@@ -748,6 +884,86 @@ void ContainerReader::Impl::open() {
     check_tensor(manifest.tensors[t], t, manifest.stage_configs.size(), moff, bad);
   check_unique_names(manifest.tensors, index, bad);
   check_no_overlap(manifest.tensors, bad);
+}
+
+void ContainerReader::Impl::open_v2(const uint8_t *mbytes, uint64_t moff, uint64_t mlen) {
+  const std::string body = v2::load_body(mbytes, static_cast<size_t>(mlen), moff, file);
+  body_bytes = body.size();
+  v2::Body b =
+      v2::decode_body(reinterpret_cast<const uint8_t *>(body.data()), body.size(), moff, file);
+  manifest = std::move(b.manifest);
+  SchemaReader r(file);
+  auto bad = [&r](const std::string &where, const std::string &what) { r.bad(where, what); };
+  for (size_t t = 0; t < manifest.tensors.size(); ++t)
+    check_tensor(manifest.tensors[t], t, manifest.stage_configs.size(), moff, bad);
+  check_unique_names(manifest.tensors, index, bad);
+  check_no_overlap(manifest.tensors, bad); // holds by construction; kept as a defence
+  units = std::move(b.units);
+  sums = std::move(b.sums);
+  tensor_units.assign(manifest.tensors.size(), {0, 0});
+  for (size_t u = 0; u < units.size(); ++u) {
+    auto &range = tensor_units[units[u].tensor];
+    if (range.first == range.second) range.first = static_cast<uint32_t>(u);
+    range.second = static_cast<uint32_t>(u + 1);
+  }
+  verified = std::make_unique<std::atomic<bool>[]>(units.size());
+}
+
+const v2::Unit *ContainerReader::Impl::unit_for(size_t tensor, int32_t block) const {
+  const auto [first, last] = tensor_units[tensor];
+  if (first == last) return nullptr;
+  if (units[first].block == v2::kWholeTensor) return &units[first];
+  const auto *begin = units.data() + first, *end = units.data() + last;
+  const auto *it =
+      std::lower_bound(begin, end, block, [](const v2::Unit &u, int32_t b) { return u.block < b; });
+  return it != end && it->block == block ? it : nullptr;
+}
+
+std::span<const uint8_t> ContainerReader::Impl::view_v2(const TensorRecord &tensor,
+                                                        const StreamRef &stream) const {
+  const std::string where = file + ": tensor " + tensor.name + ": stream " + stream.role +
+                            " block " + std::to_string(stream.block) + " at offset " +
+                            std::to_string(stream.offset);
+  auto it = index.find(tensor.name);
+  if (it == index.end())
+    fail(NWC_E_INVALID_ARG, where + ": the container has no tensor of that name");
+  const TensorRecord &mt = manifest.tensors[it->second];
+  const v2::Unit *u = unit_for(it->second, stream.block);
+  bool found = false;
+  if (u) {
+    auto s = std::lower_bound(u->streams.begin(), u->streams.end(), stream.offset,
+                              [&](uint32_t i, uint64_t off) { return mt.streams[i].offset < off; });
+    for (; !found && s != u->streams.end() && mt.streams[*s].offset == stream.offset; ++s) {
+      const StreamRef &m = mt.streams[*s];
+      found = m.length == stream.length && m.block == stream.block && m.role == stream.role;
+    }
+  }
+  if (!found)
+    fail(NWC_E_INVALID_ARG, where + " (length " + std::to_string(stream.length) +
+                                "): not a stream of this tensor in the manifest");
+  const auto ui = static_cast<size_t>(u - units.data());
+  if (!verified[ui].load(std::memory_order_acquire)) {
+    std::vector<uint64_t> h(u->streams.size());
+    for (size_t k = 0; k < h.size(); ++k) {
+      const StreamRef &s = mt.streams[u->streams[k]];
+      h[k] = XXH64(map.data() + s.offset, static_cast<size_t>(s.length), 0);
+    }
+    const uint64_t actual = v2::unit_checksum(h.data(), h.size());
+    if (actual != sums[ui]) {
+      const StreamRef &a = mt.streams[u->streams.front()], &z = mt.streams[u->streams.back()];
+      const std::string unit = u->block == v2::kWholeTensor ? "the tensor's streams"
+                               : u->block == -1
+                                   ? "the tensor-level streams"
+                                   : "the streams of block " + std::to_string(u->block);
+      fail(NWC_E_CORRUPT_STREAM,
+           where + ": checksum mismatch (checksum unit " + std::to_string(ui) + ", " + unit + ": " +
+               std::to_string(h.size()) + " streams in bytes [" + std::to_string(a.offset) + ", " +
+               std::to_string(z.offset + z.length) + "); manifest says " + hex64(sums[ui]) +
+               ", data hashes to " + hex64(actual) + ")");
+    }
+    verified[ui].store(true, std::memory_order_release);
+  }
+  return {map.data() + stream.offset, static_cast<size_t>(stream.length)};
 }
 
 ContainerReader::ContainerReader(const std::filesystem::path &path) {
@@ -781,6 +997,7 @@ std::vector<uint8_t> ContainerReader::read_stream(const TensorRecord &tensor,
 
 std::span<const uint8_t> ContainerReader::stream_view(const TensorRecord &tensor,
                                                       const StreamRef &stream) const {
+  if (impl_->version != kJsonVersion) return impl_->view_v2(tensor, stream);
   return impl_->view(stream, "tensor " + tensor.name + ": stream " + stream.role + " block " +
                                  std::to_string(stream.block));
 }
@@ -815,6 +1032,108 @@ uint64_t ContainerReader::file_size() const {
 
 const std::filesystem::path &ContainerReader::path() const {
   return impl_->map.path();
+}
+
+uint32_t ContainerReader::format_version() const {
+  return impl_->version;
+}
+
+ContainerLayout ContainerReader::layout() const {
+  const Impl &i = *impl_;
+  ContainerLayout l;
+  l.format_version = i.version;
+  l.file_size = i.map.size();
+  l.header_bytes = kHeaderSize;
+  l.footer_bytes = kFooterSize;
+  l.manifest_offset = i.manifest_offset;
+  l.manifest_bytes = i.manifest_length;
+  l.manifest_body_bytes = i.body_bytes;
+  uint64_t streams = 0, count = 0;
+  for (const auto &t : i.manifest.tensors) {
+    streams += t.stream_bytes();
+    count += t.streams.size();
+  }
+  l.tensor_stream_bytes = streams;
+  l.unreferenced_bytes = i.manifest_offset - kHeaderSize - streams; // streams do not overlap
+  l.checksums = i.version == kJsonVersion ? count : i.units.size();
+  return l;
+}
+
+// ---- conversion and test aids -------------------------------------------------------------------
+
+void container_rewrite(const ContainerReader &in, const std::filesystem::path &out,
+                       const ContainerWriteOptions &options) {
+  const ContainerReader::Impl &src = *in.impl_;
+  const ContainerManifest &m = src.manifest;
+  struct Item {
+    uint64_t offset, length;
+    size_t tensor, stream;
+  };
+  std::vector<Item> items;
+  for (size_t t = 0; t < m.tensors.size(); ++t)
+    for (size_t s = 0; s < m.tensors[t].streams.size(); ++s)
+      items.push_back({m.tensors[t].streams[s].offset, m.tensors[t].streams[s].length, t, s});
+  std::stable_sort(items.begin(), items.end(), [](const Item &a, const Item &b) {
+    return a.offset != b.offset ? a.offset < b.offset : a.length < b.length;
+  });
+
+  ContainerWriter w(out, options);
+  std::vector<TensorRecord> records = m.tensors;
+  uint64_t pos = kHeaderSize;
+  auto copy_gap = [&](uint64_t end) {
+    if (end > pos) w.append_stream("unreferenced", -1, src.map.data() + pos, end - pos);
+    pos = std::max(pos, end);
+  };
+  for (const Item &it : items) {
+    copy_gap(it.offset);
+    const TensorRecord &t = m.tensors[it.tensor];
+    const std::span<const uint8_t> bytes = in.stream_view(t, t.streams[it.stream]);
+    const StreamRef &s = t.streams[it.stream];
+    records[it.tensor].streams[it.stream] =
+        w.append_stream(s.role, s.block, bytes.data(), bytes.size());
+    pos += it.length; // a zero-length stream inside another (version 1) moves to its end
+  }
+  copy_gap(src.manifest_offset);
+  for (auto &r : records) w.add_tensor(std::move(r));
+  ContainerManifest copy = m;
+  copy.tensors.clear();
+  w.finish(std::move(copy));
+}
+
+bool container_fix_checksums(std::vector<uint8_t> &file) {
+  if (file.size() < kHeaderSize + kFooterSize || get_u32(file.data() + 8) != 2) return false;
+  const uint64_t foot = file.size() - kFooterSize;
+  uint8_t footer[kFooterSize];
+  std::memcpy(footer, file.data() + foot, kFooterSize);
+  if (std::memcmp(footer + 32, kFooterMagic, 8) != 0) return false;
+  const uint64_t moff = get_u64(footer), mlen = get_u64(footer + 8);
+  if (moff < kHeaderSize || moff > foot || mlen != foot - moff || mlen > kContainerMaxManifest)
+    return false;
+  std::string stored(reinterpret_cast<const char *>(file.data() + moff), mlen);
+  try {
+    std::string body = v2::load_body(file.data() + moff, mlen, moff, "image");
+    v2::Body b =
+        v2::decode_body(reinterpret_cast<const uint8_t *>(body.data()), body.size(), moff, "image");
+    std::vector<uint64_t> h;
+    for (size_t u = 0; u < b.units.size(); ++u) {
+      const TensorRecord &t = b.manifest.tensors[b.units[u].tensor];
+      h.clear();
+      for (uint32_t i : b.units[u].streams)
+        h.push_back(
+            XXH64(file.data() + t.streams[i].offset, static_cast<size_t>(t.streams[i].length), 0));
+      uint8_t *p = reinterpret_cast<uint8_t *>(body.data()) + b.sums_offset + 8 * u;
+      put_u64(p, v2::unit_checksum(h.data(), h.size()));
+    }
+    stored = v2::store_body(body, !stored.empty() && stored[0] == static_cast<char>(v2::kZstd));
+  } catch (const Error &) {
+    // The manifest does not decode: only the footer's checksum is made to match.
+  }
+  file.resize(static_cast<size_t>(moff));
+  file.insert(file.end(), stored.begin(), stored.end());
+  put_u64(footer + 8, stored.size());
+  put_u64(footer + 16, XXH64(stored.data(), stored.size(), 0));
+  file.insert(file.end(), footer, footer + kFooterSize);
+  return true;
 }
 
 } // namespace nwc

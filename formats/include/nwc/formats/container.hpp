@@ -1,8 +1,11 @@
-// nwc/formats/container.hpp — the .nwc container, version 1 (byte-level spec: docs/container.md).
+// nwc/formats/container.hpp — the .nwc container, versions 1 and 2 (byte-level spec:
+// docs/container.md).
 //
-// Layout: a 16-byte header, then streams appended as tensors are produced, then a JSON manifest,
-// then a fixed-size footer that points to the manifest. A reader needs only the footer and the
-// manifest to find any tensor or any column block of it.
+// Layout: a 16-byte header, then streams appended as tensors are produced, then the manifest, then
+// a fixed-size footer that points to the manifest. A reader needs only the footer and the manifest
+// to find any tensor or any column block of it. Version 2 (written by default) stores the manifest
+// as compact binary tables, zstd-compressed, with one checksum per random-access unit; version 1
+// stores it as JSON with one checksum per stream. Readers read both into the same records.
 #pragma once
 
 #include "nwc/formats/dtype.hpp"
@@ -18,8 +21,11 @@
 
 namespace nwc {
 
-inline constexpr uint32_t kContainerVersion = 1;
+inline constexpr uint32_t kContainerVersion = 2;    // the version ContainerWriter writes by default
+inline constexpr uint32_t kContainerMinVersion = 1; // the oldest version ContainerReader reads
 inline constexpr uint64_t kContainerMaxManifest = 256ull << 20; // bound checked before allocation
+// Version 2: the decompressed manifest body, checked before allocation (docs/container.md §7).
+inline constexpr uint64_t kContainerMaxManifestBody = 64ull << 20;
 
 // One contiguous byte stream in the file.
 struct StreamRef {
@@ -27,7 +33,11 @@ struct StreamRef {
   int32_t block = -1; // index into TensorRecord::blocks, -1 for tensor-level streams
   uint64_t offset = 0; // absolute file offset
   uint64_t length = 0;
-  uint64_t xxh64 = 0; // XXH64 (seed 0) of the stream bytes
+  // XXH64 (seed 0) of the stream bytes: set by ContainerWriter::append_stream and in records read
+  // from version 1 files. Version 2 files checksum streams per unit (a block's streams, a
+  // tensor's tensor-level streams, docs/container.md §6), so records read from them carry 0 here;
+  // ContainerReader verifies the unit when a stream is read.
+  uint64_t xxh64 = 0;
 };
 
 struct BlockRecord {
@@ -36,6 +46,8 @@ struct BlockRecord {
   int64_t symbol_count = 0; // number of symbols of the block's entropy stream
 };
 
+// Version 2 lists a tensor's streams in file order: records read from a version 2 file have them
+// in that order, whatever order the writer was given.
 struct TensorRecord {
   std::string name;
   DType dtype = DType::F32; // dtype of the original tensor
@@ -72,12 +84,18 @@ struct ContainerManifest {
   nlohmann::json extra = nlohmann::json::object(); // codec hashes etc.; readers ignore unknown keys
 };
 
+struct ContainerWriteOptions {
+  uint32_t format_version = kContainerVersion; // 1 or 2
+  bool compress_manifest = true; // version 2: zstd the manifest when that makes it smaller
+};
+
 // Writes a container incrementally. Streams are appended as they come; add_tensor() registers a
 // tensor whose streams were appended; finish() writes the manifest and footer and renames the
 // temporary file into place. Without finish(), no output file is left behind.
 class ContainerWriter {
 public:
-  explicit ContainerWriter(const std::filesystem::path &out);
+  explicit ContainerWriter(const std::filesystem::path &out); // version kContainerVersion
+  ContainerWriter(const std::filesystem::path &out, const ContainerWriteOptions &options);
   ~ContainerWriter();
   StreamRef append_stream(const std::string &role, int32_t block, const void *data, size_t len);
   void add_tensor(TensorRecord record);
@@ -89,30 +107,38 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-// Opens and fully validates a container: magic, version, footer, manifest JSON and schema, every
-// stream inside the stream area, no overlapping streams, block ranges covering each pipeline
-// tensor's columns, shapes and counts within bounds. Errors name the file and what is wrong.
+struct ContainerLayout;
+
+// Opens and fully validates a container of version 1 or 2: magic, version, footer, manifest
+// (JSON and schema, or binary tables) within its bounds, every stream inside the stream area, no
+// overlapping streams, block ranges covering each pipeline tensor's columns, shapes and counts
+// within bounds. Errors name the file and what is wrong.
 class ContainerReader {
 public:
   explicit ContainerReader(const std::filesystem::path &path);
   ~ContainerReader();
   const ContainerManifest &manifest() const;
   const TensorRecord *find(const std::string &name) const; // nullptr if absent
-  // Bytes of one stream after verifying its checksum; a mismatch throws
-  // "FILE: tensor NAME: stream ROLE block B at offset O: checksum mismatch".
+  // Bytes of one stream after verifying its checksum (version 2: the checksum of its unit, once per
+  // reader); a mismatch throws "FILE: tensor NAME: stream ROLE block B at offset O: checksum
+  // mismatch (...)". Version 2: the stream must be one of the manifest's streams of that tensor.
   std::vector<uint8_t> read_stream(const TensorRecord &tensor, const StreamRef &stream) const;
   // The same bytes without a copy: a view into the mapped file, valid while the reader lives,
   // checked and checksummed exactly as read_stream does.
   std::span<const uint8_t> stream_view(const TensorRecord &tensor, const StreamRef &stream) const;
   // Any stream of the stream area (e.g. an embedded codec recorded in manifest.extra), bounds and
-  // checksum checked; `what` names it in errors.
+  // checksum checked against stream.xxh64 (in every version); `what` names it in errors.
   std::vector<uint8_t> read_stream_at(const StreamRef &stream, const std::string &what) const;
   uint64_t file_size() const;
   const std::filesystem::path &path() const;
+  uint32_t format_version() const; // of this file: 1 or 2
+  ContainerLayout layout() const;  // where the file's bytes go
 
 private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  friend void container_rewrite(const ContainerReader &, const std::filesystem::path &,
+                                const ContainerWriteOptions &);
 };
 
 // ---- Additions: layout constants and helpers shared by writers, readers and tools. ----
@@ -139,5 +165,40 @@ nlohmann::json container_manifest_to_json(const ContainerManifest &manifest);
 // Summed over all tensors this equals file_size. bpw = container_tensor_bytes(...) * 8 / numel.
 double container_tensor_bytes(const ContainerManifest &manifest, uint64_t file_size,
                               const TensorRecord &tensor);
+
+// Where the bytes of an open container go. file_size = header_bytes + tensor_stream_bytes +
+// unreferenced_bytes + manifest_bytes + footer_bytes.
+struct ContainerLayout {
+  uint32_t format_version = 0;
+  uint64_t file_size = 0;
+  uint64_t header_bytes = 0;        // 16
+  uint64_t tensor_stream_bytes = 0; // streams of tensors
+  uint64_t unreferenced_bytes = 0;  // stream-area bytes of no tensor (embedded codecs, ...)
+  uint64_t manifest_offset = 0;
+  uint64_t manifest_bytes = 0;      // as stored (version 2: compressed)
+  uint64_t manifest_body_bytes = 0; // version 2: decompressed; version 1: = manifest_bytes
+  uint64_t footer_bytes = 0;        // 40
+  uint64_t checksums = 0;           // XXH64s in the manifest: one per stream (v1), per unit (v2)
+  // What the container format itself costs: header + manifest + footer.
+  uint64_t container_bytes() const { return header_bytes + manifest_bytes + footer_bytes; }
+};
+
+// The part of container_tensor_bytes() that pays for the container's header, manifest and footer:
+// layout.container_bytes() x numel(tensor) / (sum of all tensors' numel). Its sum over the coded
+// tensors, x 8 / their weights, is the header cost per coded weight (`nwc bench`'s column).
+double container_tensor_header_bytes(const ContainerManifest &manifest,
+                                     const ContainerLayout &layout, const TensorRecord &tensor);
+
+// Writes the container `in` again, in the format `options` asks for: the stream area is copied
+// byte for byte (so offsets recorded in manifest.extra stay valid), every tensor stream verified on
+// the way, and the manifest re-encoded. Converts version 1 files to version 2 and back.
+void container_rewrite(const ContainerReader &in, const std::filesystem::path &out,
+                       const ContainerWriteOptions &options = {});
+
+// Test and fuzzing aid: makes the checksums of an in-memory container image match its bytes, so
+// that mutated inputs reach the checks behind them. Version 2 only: when the footer locates the
+// manifest, its checksum is set; when the manifest also decodes, every unit checksum is recomputed
+// (the manifest is re-stored in its encoding). Returns false when the image was left unchanged.
+bool container_fix_checksums(std::vector<uint8_t> &file);
 
 } // namespace nwc
