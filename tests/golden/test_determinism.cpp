@@ -2,7 +2,8 @@
 // every decoding path: the golden containers (golden-v1: group + uniform, raw and zstd;
 // golden-nwc-v1: NWC with row scales; golden-paths-v1: NF4, GPTQ, rANS in all three modes, NWC
 // with levels, a host row gain) decode to their recorded XXH64 with 1, 2 and 4 threads, twice
-// over. The same test runs in the sanitizer builds (ASan+UBSan in CI, TSan on demand), so equal
+// over; so do their container version 2 conversions (golden-*-v2, the same streams, checksummed per
+// unit). The same test runs in the sanitizer builds (ASan+UBSan in CI, TSan on demand), so equal
 // hashes there prove they decode identically. Compressing is deterministic too: 1 and 4 threads
 // write the same bytes.
 #include "golden_paths.hpp"
@@ -69,6 +70,13 @@ TEST_CASE("golden-paths-v1.nwc decodes identically with 1, 2 and 4 threads, twic
   check_decodes_identically("golden-paths-v1");
 }
 
+TEST_CASE("the version 2 goldens decode identically with 1, 2 and 4 threads, twice") {
+  for (const char *name : {"golden-v2", "golden-nwc-v2", "golden-paths-v2"}) {
+    INFO(name);
+    check_decodes_identically(name);
+  }
+}
+
 TEST_CASE("golden-paths-v1.nwc holds every decoding path it is meant to pin") {
   nwc::ContainerReader reader(golden_dir() / "golden-paths-v1.nwc");
   std::set<std::string> roles, plugins;
@@ -118,7 +126,8 @@ TEST_CASE("compressing with 1 and 4 threads writes the same bytes") {
 // the file holds the recorded tensors, in the container's order, for any thread count.
 TEST_CASE(
     "decompressing the golden containers writes the recorded tensors with 1, 2 and 4 threads") {
-  for (const std::string name : {"golden-v1", "golden-nwc-v1", "golden-paths-v1"}) {
+  for (const std::string name : {"golden-v1", "golden-nwc-v1", "golden-paths-v1", "golden-v2",
+                                 "golden-nwc-v2", "golden-paths-v2"}) {
     std::ifstream f(golden_dir() / (name + ".json"));
     REQUIRE(f.good());
     const auto expected = nlohmann::json::parse(f)["tensors"];
@@ -150,14 +159,13 @@ TEST_CASE(
 
 // With several corrupt tensors, the error names the first of them in model order whatever the
 // thread count (and which thread happens to fail first), and no output file is left behind.
-TEST_CASE("decompressing a container with two corrupt tensors reports the first, for any thread "
-          "count") {
+static void check_two_corrupt_tensors(const std::string &name) {
   nwc::test::TempDir dir;
   const fs::path bad = dir / "bad.nwc";
-  std::vector<uint8_t> bytes = nwc::test::read_bytes(golden_dir() / "golden-paths-v1.nwc");
+  std::vector<uint8_t> bytes = nwc::test::read_bytes(golden_dir() / (name + ".nwc"));
   std::vector<std::string> corrupted;
   {
-    nwc::ContainerReader reader(golden_dir() / "golden-paths-v1.nwc");
+    nwc::ContainerReader reader(golden_dir() / (name + ".nwc"));
     const auto &ts = reader.manifest().tensors;
     // The entropy stream of the last block of the last two pipeline tensors.
     for (auto t = ts.rbegin(); t != ts.rend() && corrupted.size() < 2; ++t) {
@@ -184,5 +192,13 @@ TEST_CASE("decompressing a container with two corrupt tensors reports the first,
     CHECK(what.find("tensor " + corrupted[0] + ":") != std::string::npos);
     CHECK(what.find("checksum mismatch") != std::string::npos);
     CHECK_FALSE(fs::exists(out));
+  }
+}
+
+TEST_CASE("decompressing a container with two corrupt tensors reports the first, for any thread "
+          "count") {
+  for (const char *name : {"golden-paths-v1", "golden-paths-v2"}) {
+    INFO(name);
+    check_two_corrupt_tensors(name);
   }
 }
