@@ -1,14 +1,18 @@
-// Fuzz target: the `.nwc` container reader (header, footer, manifest JSON and schema, stream
-// bounds and overlaps, block geometry), reading every stream, then the decode path of
-// `nwc decompress`/`eval`: a ContainerDecoder over the built plugins decoding every tensor on one
-// thread (embedded codecs are extracted and loaded as the CLI does).
+// Fuzz target: the `.nwc` container reader, versions 1 and 2 (header, footer, the JSON manifest
+// and its schema or the binary manifest, zstd-compressed or stored, with its string table, tensor
+// and stream tables and checksum table; stream bounds and overlaps, block geometry), reading every
+// stream, then the decode path of `nwc decompress`/`eval`: a ContainerDecoder over the built
+// plugins decoding every tensor on one thread (embedded codecs are extracted and loaded as the CLI
+// does).
 //
-// Checksums would stop almost every mutation at the door, so the target first repairs them: when
-// the footer is intact and its manifest parses as JSON, every stream's "xxh64" (tensor streams and
-// embedded resources) is set to the checksum of the bytes it points at, and the footer's to the
-// re-serialized manifest's. Mutations of the manifest and of stream bytes thus reach the semantic
-// checks and the decoders. Inputs that cannot be repaired are used as they are (the checksum checks
-// themselves are covered by the unit tests).
+// Each input is read twice. First as it is: open and read every stream, so the checksum checks
+// (manifest, streams, version 2 units) see the mutations. Then repaired, because checksums would
+// stop almost every mutation at the door: version 1 - when the footer is intact and its manifest
+// parses as JSON, every stream's "xxh64" (tensor streams and embedded resources) is set to the
+// checksum of the bytes it points at, and the footer's to the re-serialized manifest's; version 2 -
+// nwc::container_fix_checksums sets the footer's checksum and, when the manifest decodes, every
+// unit checksum. Mutations of the manifest and of stream bytes thus reach the semantic checks and
+// the decoders. Inputs that cannot be repaired are used as they are.
 #include "fuzz_common.hpp"
 #include "fuzz_registry.hpp"
 #include "nwc/cpp/error.hpp"
@@ -54,6 +58,10 @@ void fix_stream(nlohmann::json &o, const std::vector<uint8_t> &file, uint64_t ar
 std::vector<uint8_t> repair(const uint8_t *data, size_t size) {
   std::vector<uint8_t> file(data, data + size);
   if (size < nwc::kContainerHeaderSize + nwc::kContainerFooterSize) return file;
+  if (data[8] == 2 && data[9] == 0 && data[10] == 0 && data[11] == 0) { // version 2
+    nwc::container_fix_checksums(file);
+    return file;
+  }
   const uint8_t *foot = data + size - nwc::kContainerFooterSize;
   if (std::memcmp(foot + 32, "NWCFOOT1", 8) != 0) return file;
   const uint64_t moff = le64(foot), mlen = le64(foot + 8);
@@ -90,6 +98,13 @@ std::vector<uint8_t> repair(const uint8_t *data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static nwc::fuzz::ScratchFile scratch(".nwc");
+  try { // as it is: the checksums see the mutation
+    const nwc::ContainerReader reader(scratch.write(data, size));
+    for (const auto &t : reader.manifest().tensors)
+      for (const auto &s : t.streams) (void)reader.read_stream(t, s);
+  } catch (const nwc::Error &e) {
+    nwc::fuzz::note(e.what());
+  }
   const std::vector<uint8_t> file = repair(data, size);
   const auto &path = scratch.write(file.data(), file.size());
   try {
