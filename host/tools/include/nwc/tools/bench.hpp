@@ -28,8 +28,11 @@ struct BenchRow {
   std::string container;             // the .nwc written (empty for fp32)
   double bits_per_weight = 0;        // whole file x 8 / all weights
   double linear_bits_per_weight = 0; // coded tensors, with their share of the headers
-  double mse = 0, sqnr_db = 0;       // over all weights
-  double hessian_error = 0;          // mean over linears of tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)
+  // The part of linear_bits_per_weight that pays for the container's header, manifest and footer
+  // (container_tensor_header_bytes() summed over the coded tensors, per coded weight).
+  double header_bits_per_weight = 0;
+  double mse = 0, sqnr_db = 0; // over all weights
+  double hessian_error = 0;    // mean over linears of tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)
   double nll = 0, ppl = 0;
   double encode_seconds = 0, decode_seconds = 0;
   double encode_weights_per_second = 0, decode_weights_per_second = 0;
