@@ -912,7 +912,6 @@ void ContainerReader::Impl::open_v2(const uint8_t *mbytes, uint64_t moff, uint64
 const v2::Unit *ContainerReader::Impl::unit_for(size_t tensor, int32_t block) const {
   const auto [first, last] = tensor_units[tensor];
   if (first == last) return nullptr;
-  if (units[first].block == v2::kWholeTensor) return &units[first];
   const auto *begin = units.data() + first, *end = units.data() + last;
   const auto *it =
       std::lower_bound(begin, end, block, [](const v2::Unit &u, int32_t b) { return u.block < b; });
@@ -951,10 +950,8 @@ std::span<const uint8_t> ContainerReader::Impl::view_v2(const TensorRecord &tens
     const uint64_t actual = v2::unit_checksum(h.data(), h.size());
     if (actual != sums[ui]) {
       const StreamRef &a = mt.streams[u->streams.front()], &z = mt.streams[u->streams.back()];
-      const std::string unit = u->block == v2::kWholeTensor ? "the tensor's streams"
-                               : u->block == -1
-                                   ? "the tensor-level streams"
-                                   : "the streams of block " + std::to_string(u->block);
+      const std::string unit = u->block == -1 ? "the tensor-level streams"
+                                              : "the streams of block " + std::to_string(u->block);
       fail(NWC_E_CORRUPT_STREAM,
            where + ": checksum mismatch (checksum unit " + std::to_string(ui) + ", " + unit + ": " +
                std::to_string(h.size()) + " streams in bytes [" + std::to_string(a.offset) + ", " +

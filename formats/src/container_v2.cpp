@@ -245,14 +245,6 @@ std::vector<Unit> units_of(const std::vector<TensorRecord> &tensors) {
   for (size_t t = 0; t < tensors.size(); ++t) {
     const TensorRecord &tr = tensors[t];
     if (tr.streams.empty()) continue;
-    if (tr.blocks.size() <= 1) {
-      Unit u;
-      u.tensor = static_cast<uint32_t>(t);
-      u.block = kWholeTensor;
-      for (size_t s = 0; s < tr.streams.size(); ++s) u.streams.push_back(static_cast<uint32_t>(s));
-      units.push_back(std::move(u));
-      continue;
-    }
     per_block.assign(tr.blocks.size() + 1, {});
     for (size_t s = 0; s < tr.streams.size(); ++s) {
       const int32_t b = tr.streams[s].block; // validated: -1 <= b < blocks

@@ -27,15 +27,12 @@ inline constexpr uint64_t kStringBudgetMax = 256ull << 20;
 inline constexpr uint64_t kMaxJsonValues = 1ull << 24;
 inline constexpr int kMaxJsonDepth = 64;
 
-// The block of a checksum unit that covers all streams of a tensor (one with at most one block).
-inline constexpr int32_t kWholeTensor = -2;
-
-// A checksum unit: streams of one tensor that are verified together. Tensors with at most one
-// block form one unit; a tensor with several blocks has one unit for its tensor-level streams
-// (block -1, if any) and one per block that has streams.
+// A checksum unit: the streams of one tensor that belong to one block (or, block -1, its
+// tensor-level streams), verified together: what a random access to a block reads, besides the
+// tensor-level unit. Units with no streams do not exist.
 struct Unit {
   uint32_t tensor = 0;
-  int32_t block = kWholeTensor;  // kWholeTensor, -1 or a block index
+  int32_t block = -1;            // -1 or a block index
   std::vector<uint32_t> streams; // indices into the tensor's streams, in file order
 };
 

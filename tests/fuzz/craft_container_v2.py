@@ -176,11 +176,6 @@ def unit_sums(m, area):
 
     sums = []
     for t, ss in zip(m["tensors"], per):
-        if not ss:
-            continue
-        if len(t["blocks"]) <= 1:
-            sums.append(one(ss))
-            continue
         for k in range(len(t["blocks"]) + 1):
             unit = [s for s in ss if s[2] == k]
             if unit:

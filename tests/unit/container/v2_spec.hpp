@@ -163,10 +163,9 @@ inline Body parse(const std::string &s) {
   return b;
 }
 
-// The checksum units of the spec, recomputed from the stream bytes of `file` (§6): per tensor, in
-// tensor order, one unit for all streams when it has at most one block, else one for the
-// tensor-level streams (if any) and one per block with streams; a unit's checksum is XXH64 of its
-// streams' XXH64s as 8 little-endian bytes each, in file order.
+// The checksum units of the spec, recomputed from the stream bytes of `file` (§5.10): per tensor,
+// in tensor order, one for its tensor-level streams (if any), then one per block with streams; a
+// unit's checksum is XXH64 of its streams' XXH64s as 8 little-endian bytes each, in file order.
 inline std::vector<uint64_t> unit_sums(const Body &b, const std::vector<uint8_t> &file) {
   struct S {
     uint64_t offset, length, block;
@@ -198,10 +197,6 @@ inline std::vector<uint64_t> unit_sums(const Body &b, const std::vector<uint8_t>
     const auto &ss = per_tensor[t];
     if (ss.empty()) continue;
     const size_t nb = b.tensors[t].blocks.size();
-    if (nb <= 1) {
-      sum(ss);
-      continue;
-    }
     for (uint64_t k = 0; k <= nb; ++k) {
       std::vector<S> unit;
       for (const auto &s : ss)
