@@ -3,7 +3,7 @@ NWC_DATA ?= $(abspath ../shared/data)
 export NWC_DATA
 JOBS ?= $(shell nproc)
 
-.PHONY: deps build test demo asan-test tsan-test fuzz plugin-docs format format-check clean
+.PHONY: deps build test demo asan-test asan-sdk-test tsan-test ci-long fuzz plugin-docs format format-check clean
 
 deps:
 	@bash scripts/setup-deps.sh
@@ -22,6 +22,16 @@ asan-test: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 	@ctest --preset asan -j $(JOBS)
+
+# AddressSanitizer + UBSan over everything that does not need the model runtime (SDK, formats,
+# host, plugins, CLI without LibTorch, fuzz regressions): the sanitizer tier of the fast CI.
+asan-sdk-test: deps
+	@cmake --preset asan-sdk >/dev/null
+	@cmake --build --preset asan-sdk -j $(JOBS)
+	@ctest --preset asan-sdk -j $(JOBS)
+
+# The long CI tier: the whole suite, runtime included, under AddressSanitizer + UBSan.
+ci-long: asan-test
 
 # ThreadSanitizer over the tests labelled `parallel` (parallel compression and decoding).
 tsan-test: deps
