@@ -6,6 +6,8 @@
 #include "commands/commands.hpp"
 #include "plugin_check/plugin_check.hpp"
 
+#include <stdexcept>
+
 namespace nwc::cli {
 
 namespace {
@@ -114,8 +116,9 @@ constexpr Command kCommands[] = {
 };
 
 // Every command has a handler, a group has subcommands instead, and only runtime commands lack
-// a handler, in builds without the runtime.
-constexpr bool consistent(std::span<const Command> table) {
+// a handler, in builds without the runtime. Checked when the table is first used (comparing
+// function addresses is not a constant expression under the sanitizers).
+bool consistent(std::span<const Command> table) {
   for (const auto &c : table) {
     if (c.is_group() ? c.handler != nullptr || !consistent(c.subcommands)
                      : c.handler == nullptr && !(c.needs_runtime && !NWC_WITH_RUNTIME))
@@ -123,11 +126,12 @@ constexpr bool consistent(std::span<const Command> table) {
   }
   return true;
 }
-static_assert(consistent(kCommands), "a command without a handler");
 
 } // namespace
 
 std::span<const Command> commands() {
+  static const bool checked = consistent(kCommands);
+  if (!checked) throw std::logic_error("nwc: the command table has a command without a handler");
   return kCommands;
 }
 
