@@ -245,7 +245,7 @@ ContainerDecoder::ContainerDecoder(const ContainerReader &reader, const Registry
                                 "), which is not installed; see `nwc plugins list`");
       if (p->kind != slot_kind(static_cast<Slot>(slot)))
         fail(NWC_E_CORRUPT_STREAM, file + ": plugin " + s.plugin_id + " recorded as " + s.slot +
-                                       " is a " + kind_name(p->kind));
+                                       " is " + kind_in_words(p->kind));
       if (p->stream_version < s.stream_version)
         fail(NWC_E_VERSION, file + ": needs plugin " + s.plugin_id + " reading stream version " +
                                 std::to_string(s.stream_version) + ", but the installed version " +

@@ -156,8 +156,8 @@ StageSpec read_stage(const toml::table &t, Slot slot, const Registry &reg, const
                           "; see `nwc plugins list`");
   }
   if (plugin->kind != slot_kind(slot))
-    bad(plugin_where, std::string(slot_name) + ".plugin: " + spec.plugin + " is a " +
-                          kind_name(plugin->kind) + ", not a " + kind_name(slot_kind(slot)));
+    bad(plugin_where, std::string(slot_name) + ".plugin: " + spec.plugin + " is " +
+                          kind_in_words(plugin->kind) + ", not " + kind_in_words(slot_kind(slot)));
   for (auto &&[k, node] : t) {
     std::string key(k.str());
     if (key == "plugin") continue;
@@ -249,7 +249,7 @@ std::string validate_chain(const StageChain &chain, const Registry &registry) {
     const Plugin *p = registry.find(s.plugin);
     if (!p) return std::string(kSlotNames[i]) + ": plugin " + s.plugin + " is not installed";
     if (p->kind != slot_kind(slot))
-      return std::string(kSlotNames[i]) + ": " + s.plugin + " is a " + kind_name(p->kind);
+      return std::string(kSlotNames[i]) + ": " + s.plugin + " is " + kind_in_words(p->kind);
     std::string why = validate_options(*p, s.options);
     if (!why.empty()) return std::string(kSlotNames[i]) + ": " + why;
   }
@@ -330,11 +330,19 @@ void read_pipeline_table(const toml::node &p, const Where &w, Pipeline &pl) {
   }
 }
 
-// [calibration]: text (a path relative to the pipeline file), tokens, seq_len.
+// [calibration]: mode ("original" | "sequential"), text (a path relative to the pipeline file),
+// tokens, seq_len.
 void read_calibration_table(const toml::node &c, const Where &w, Pipeline &pl) {
   if (!c.is_table()) bad(w.at(c.source()), "calibration: expected a table");
   const auto &t = *c.as_table();
-  check_keys(t, {"text", "tokens", "seq_len"}, w, "calibration");
+  check_keys(t, {"mode", "text", "tokens", "seq_len"}, w, "calibration");
+  if (auto *n = t.get("mode")) {
+    const auto v = n->value<std::string>();
+    if (!n->is_string() || (*v != "original" && *v != "sequential"))
+      bad(w.at(n->source()), "calibration.mode: expected \"original\" or \"sequential\"");
+    pl.calibration_mode =
+        *v == "sequential" ? CalibrationMode::Sequential : CalibrationMode::Original;
+  }
   if (auto *n = t.get("text")) {
     if (!n->is_string()) bad(w.at(n->source()), "calibration.text: expected a path string");
     pl.calibration["text"] = resolve_path(n->as_string()->get(), pl.file);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <iostream>
 #include <mutex>
+#include <set>
 
 namespace nwc::host {
 
@@ -114,6 +115,11 @@ const char *kind_name(uint32_t kind) {
   default:
     return "unknown";
   }
+}
+
+std::string kind_in_words(uint32_t kind) {
+  if (kind == NWC_KIND_ENTROPY_CODER) return "an entropy coder";
+  return std::string("a ") + kind_name(kind);
 }
 
 const char *kind_interface(uint32_t kind) {
@@ -223,8 +229,13 @@ Registry::search_path(const std::vector<std::filesystem::path> &cli_paths, bool 
 
 void Registry::scan(const std::vector<std::filesystem::path> &dirs) {
   const std::filesystem::path optional = install_dir();
+  std::set<std::filesystem::path> scanned; // canonical: one directory named twice is read once
   for (const auto &dir : dirs) {
     std::error_code ec;
+    if (std::filesystem::is_directory(dir, ec)) {
+      const auto canonical = std::filesystem::canonical(dir, ec);
+      if (!ec && !scanned.insert(canonical).second) continue;
+    }
     if (!std::filesystem::is_directory(dir, ec)) {
       // The install-relative directory is there only when plugins are installed; a directory
       // someone named (--plugin-path, NWC_PLUGIN_PATH) that is not there is worth a warning.

@@ -94,6 +94,15 @@ TEST_CASE("duplicate ids: the first directory wins and the later one is reported
   CHECK(diagnostic_for(r, "nwc-dup-first.so").find("duplicate plugin id") != std::string::npos);
 }
 
+TEST_CASE("one directory named twice, by different paths, is scanned once without warnings") {
+  set_log_level(NWC_LOG_ERROR);
+  Registry r;
+  r.scan({kRoot / "dup_a", kRoot / "dup_b" / ".." / "dup_a" / "."});
+  REQUIRE(r.find("org.nwc-test.dup") != nullptr);
+  CHECK(r.find("org.nwc-test.dup")->version == "1.0.0");
+  CHECK(r.diagnostics().empty());
+}
+
 TEST_CASE("search path order: --plugin-path, then NWC_PLUGIN_PATH, then install-relative") {
   setenv("NWC_PLUGIN_PATH", "/env/one:/env/two", 1);
   auto dirs = Registry::search_path({"/cli"});

@@ -23,6 +23,8 @@ class Library; // a loaded plugin library; lives while any plugin or instance fr
 
 // The kind's name: "chunker", "transform", "quantizer", "entropy", "compensator".
 const char *kind_name(uint32_t kind);
+// The kind in a sentence: "a chunker", ..., "an entropy coder".
+std::string kind_in_words(uint32_t kind);
 // The interface id a kind must serve ("nwc.chunker/1", ...).
 const char *kind_interface(uint32_t kind);
 
