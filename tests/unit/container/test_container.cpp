@@ -8,6 +8,7 @@
 #include "v2_spec.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstring>
@@ -375,22 +376,49 @@ TEST_CASE("container: output in an unwritable directory is a clear error") {
   TempDir dir;
   const auto ro = dir / "ro";
   std::filesystem::create_directory(ro);
-  std::filesystem::permissions(ro, std::filesystem::perms::owner_read |
-                                       std::filesystem::perms::owner_exec);
-  if (::geteuid() == 0) {
-    MESSAGE("running as root: directory permissions are not enforced, skipping");
-  } else {
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all |
+                                               std::filesystem::perms::others_exec);
+  std::filesystem::permissions(
+      ro, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec |
+              std::filesystem::perms::others_read | std::filesystem::perms::others_exec);
+  // The writer's error message, from this process, or as root (who may write anywhere) from a
+  // child that drops to the unprivileged user "nobody" first.
+  auto try_write = [&]() -> std::string {
     try {
       nwc::ContainerWriter w(ro / "out.nwc");
-      FAIL("expected an error");
     } catch (const nwc::Error &e) {
-      std::string m = e.what();
-      INFO(m);
-      CHECK(m.find(ro.string()) != std::string::npos);
-      CHECK(m.find('\n') == std::string::npos);
+      return e.what();
     }
-    CHECK(std::filesystem::is_empty(ro));
+    return "(no error)";
+  };
+  std::string message;
+  if (::geteuid() != 0) {
+    message = try_write();
+  } else {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      std::string m = ::setgid(65534) == 0 && ::setuid(65534) == 0 ? try_write() : "(setuid)";
+      const bool sent = ::write(fds[1], m.data(), m.size()) == static_cast<ssize_t>(m.size());
+      ::_exit(sent ? 0 : 1);
+    }
+    ::close(fds[1]);
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+      message.append(buf, static_cast<size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
   }
+  INFO(message);
+  CHECK(message.find(ro.string()) != std::string::npos);
+  CHECK(message.find("Permission denied") != std::string::npos);
+  CHECK(message.find('\n') == std::string::npos);
+  CHECK(std::filesystem::is_empty(ro));
   std::filesystem::permissions(ro, std::filesystem::perms::owner_all);
 }
 
