@@ -94,7 +94,9 @@ private:
         for (size_t s = 0; s < st->inst.size(); ++s)
           if (st->inst[s]) resolved[s] = st->inst[s]->resolved_options();
       }
-      check_inputs(model_.tensors[i].info, *st);
+      // A tensor coded ahead (block fine-tuning, sequential calibration) had its inputs then.
+      if (!settings_.precoded.count(model_.tensors[i].info.name))
+        check_inputs(model_.tensors[i].info, *st);
     }
   }
 

@@ -3,6 +3,7 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/file.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/sequential.hpp"
 
 #include <chrono>
 #include <map>
@@ -66,6 +67,23 @@ std::map<std::string, host::HessianRef> open_hessians(const std::filesystem::pat
   return hessians_by_linear(cal);
 }
 
+// A pipeline with [calibration] mode = "sequential" calibrates while it codes: --calibrate is how
+// it gets its text, and nothing that needs a Hessian file or another order of coding goes with it.
+void check_sequential(const CompressRequest &req, const host::Pipeline &pl) {
+  const std::string what = req.pipeline.string() + " has [calibration] mode = \"sequential\"";
+  if (!req.calibration.empty())
+    throw RequestError(what + ", which computes the Hessians while coding; drop --calibration "
+                              "(or use mode = \"original\" with it)");
+  if (!req.calibrate)
+    throw RequestError(what + ": pass --calibrate (with --tokenizer) to calibrate while coding");
+  if (!req.save_calibration.empty())
+    throw RequestError(what + ", which writes no Hessian file; drop --save-calibration");
+  if (req.job && req.job->size() > 1)
+    throw RequestError(what + ", which runs in one process; start it without mpirun");
+  if (req.target_bpw) throw RequestError(what + "; --target-bpw needs mode = \"original\"");
+  if (pl.blockft.enabled) throw RequestError(what + " and [blockft], which do not combine");
+}
+
 // --target-bpw: the ladder codec and level fractions closest to the target.
 host::Pipeline choose_rate(const Model &model, const host::Pipeline &pl, const host::Registry &reg,
                            const host::CompressSettings &s, const CompressRequest &req,
@@ -116,11 +134,27 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   s.progress = cb.progress;
   s.embed_resources = req.embed_codec;
   s.job = req.job;
+  const bool sequential = pl.calibration_mode == host::CalibrationMode::Sequential;
+  if (sequential) check_sequential(req, pl);
   std::optional<CalibrationText> text;
   if (pl.blockft.enabled || req.calibrate) text = calibration_inputs(req, model);
   CompressOutcome o;
   o.processes = req.job ? req.job->size() : 1;
   const auto t0 = std::chrono::steady_clock::now();
+  if (sequential) {
+    CalibrationSettings cs;
+    cs.tokens = req.calib_tokens;
+    cs.threads = req.threads;
+    if (cs.tokens < 1) throw RequestError("--calib-tokens must be >= 1");
+    s.job = nullptr;
+    const host::CompressResult r =
+        compress_model_sequential(model, pl, registry, req.output, s, text->tokens, cs).compress;
+    o.written = true;
+    o.seconds = seconds_since(t0);
+    o.pipeline = pl.name;
+    measure(r, o);
+    return o;
+  }
   std::optional<ScratchFile> scratch; // the Hessians of --calibrate, unless they are kept
   std::filesystem::path calibration = req.calibration;
   if (req.calibrate) {

@@ -9,6 +9,7 @@
 #include "nwc/runtime/calibrate.hpp"
 #include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/llama.hpp"
+#include "nwc/runtime/sequential.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 
 #include <chrono>
@@ -271,7 +272,16 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     auto t0 = Clock::now();
     if (pl.blockft.enabled) // fine-tuning on the same calibration tokens as the Hessians
       compress_model_blockft(model, pl, registry, row.container, cs, calib_stream);
-    else
+    else if (pl.calibration_mode == CalibrationMode::Sequential) {
+      // Its own Hessians, from the same tokens, while it codes (the shared ones still weigh the
+      // error columns below).
+      CompressSettings own = cs;
+      own.hessians.clear();
+      CalibrationSettings cal;
+      cal.tokens = s.calib_tokens;
+      cal.threads = s.threads;
+      compress_model_sequential(model, pl, registry, row.container, own, calib_stream, cal);
+    } else
       compress_model(model, pl, registry, row.container, cs);
     row.encode_seconds = since(t0);
 

@@ -113,7 +113,7 @@ TEST_CASE("unknown plugin id, with a suggestion") {
 TEST_CASE("a plugin of the wrong kind in a slot") {
   std::string e =
       error_of(replace(kGood, "plugin = \"nwc.entropy.raw\"", "plugin = \"nwc.quant.uniform\""));
-  CHECK(e.find("entropy.plugin: nwc.quant.uniform is a quantizer, not a entropy") !=
+  CHECK(e.find("entropy.plugin: nwc.quant.uniform is a quantizer, not an entropy coder") !=
         std::string::npos);
 }
 
@@ -126,6 +126,18 @@ TEST_CASE("bad enum value lists the choices") {
   std::string e = error_of(replace(kGood, "group = 32", "group = 32\ntail = \"wrap\""));
   CHECK(e.find("chunker.tail") != std::string::npos);
   CHECK(e.find("\"pad\"") != std::string::npos);
+}
+
+TEST_CASE("calibration mode: original by default, sequential on request, nothing else") {
+  CHECK(parse_pipeline(kGood, "p.toml", registry()).calibration_mode == CalibrationMode::Original);
+  CHECK(parse_pipeline(kGood + "\n[calibration]\nmode = \"sequential\"\n", "p.toml", registry())
+            .calibration_mode == CalibrationMode::Sequential);
+  CHECK(parse_pipeline(kGood + "\n[calibration]\nmode = \"original\"\n", "p.toml", registry())
+            .calibration_mode == CalibrationMode::Original);
+  CHECK(error_of(kGood + "\n[calibration]\nmode = \"true-sequential\"\n") ==
+        "p.toml:26:8: calibration.mode: expected \"original\" or \"sequential\"");
+  CHECK(error_of(kGood + "\n[calibration]\nmode = 1\n") ==
+        "p.toml:26:8: calibration.mode: expected \"original\" or \"sequential\"");
 }
 
 TEST_CASE("glob patterns") {

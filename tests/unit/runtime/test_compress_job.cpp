@@ -3,6 +3,7 @@
 // run, block fine-tuning reports, and the figures of the written container.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
+#include "nwc/host/decode.hpp"
 #include "nwc/runtime/calibrate_job.hpp"
 #include "nwc/runtime/compress_job.hpp"
 #include "test_support.hpp"
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <doctest/doctest.h>
 #include <fstream>
+#include <map>
 
 namespace fs = std::filesystem;
 using namespace nwc;
@@ -205,4 +207,94 @@ TEST_CASE("compress job: [blockft] reports every linear and writes the container
   for (const auto &r : reports) CHECK(r.mse_after <= r.mse_before);
   CHECK(o.bytes == fs::file_size(dir / "ft.nwc"));
   CHECK_FALSE(o.calibration_seconds.has_value());
+}
+
+namespace {
+
+// gptq-3bit-g32 with [calibration] mode = "sequential".
+fs::path sequential_pipeline(const TempDir &dir) {
+  const fs::path p = dir / "seq.toml";
+  std::ofstream(p) << std::ifstream(pipeline("gptq-3bit-g32")).rdbuf()
+                   << "\n[calibration]\nmode = \"sequential\"\n";
+  return p;
+}
+
+std::map<std::string, std::vector<float>> decoded(const fs::path &file) {
+  ContainerReader reader(file);
+  host::ContainerDecoder decoder(reader, registry());
+  std::map<std::string, std::vector<float>> out;
+  for (const auto &t : reader.manifest().tensors) out[t.name] = decoder.decode_tensor(t, 1);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("compress job: sequential calibration codes the first linears as the original Hessians "
+          "do and the later ones from the partly coded model") {
+  TempDir dir;
+  CompressRequest original = gptq_request(dir);
+  original.output = dir / "original.nwc";
+  REQUIRE(run_compress(original, registry()).written);
+  CompressRequest seq = gptq_request(dir);
+  seq.pipeline = sequential_pipeline(dir);
+  seq.output = dir / "sequential.nwc";
+  const CompressOutcome o = run_compress(seq, registry());
+  REQUIRE(o.written);
+  CHECK(o.tensors == 47);
+  CHECK(o.bytes == fs::file_size(dir / "sequential.nwc"));
+  CHECK(o.coded_bits_per_weight == doctest::Approx(coded_bpw(dir / "sequential.nwc")));
+  CHECK_FALSE(o.calibration_seconds.has_value()); // calibration and coding are one pass
+  const auto a = decoded(dir / "original.nwc"), b = decoded(dir / "sequential.nwc");
+  REQUIRE(a.size() == b.size());
+  // Nothing is coded upstream of block 0's q, k and v: the same Hessian, the same weights.
+  for (const char *p : {"q", "k", "v"}) {
+    const std::string name = std::string("model.layers.0.self_attn.") + p + "_proj.weight";
+    CHECK_MESSAGE(a.at(name) == b.at(name), name);
+  }
+  // Everything after them sees coded inputs (block 0's o_proj already sees coded v).
+  size_t differ = 0, linears = 0;
+  for (const auto &[name, values] : a) {
+    if (name.find("_proj.weight") == std::string::npos) continue;
+    const bool first_group =
+        name.rfind("model.layers.0.self_attn.", 0) == 0 && name.find("o_proj") == std::string::npos;
+    if (first_group) continue;
+    ++linears;
+    differ += values != b.at(name);
+  }
+  CHECK(linears == 32);
+  CHECK(differ >= 30);
+  // Tensors outside the pipeline are stored as they are either way.
+  CHECK(a.at("model.norm.weight") == b.at("model.norm.weight"));
+  CHECK(sorted_entries(dir) ==
+        std::vector<std::string>{"original.nwc", "seq.toml", "sequential.nwc"});
+}
+
+TEST_CASE("compress job: what does not combine with sequential calibration is refused") {
+  TempDir dir;
+  const fs::path seq = sequential_pipeline(dir);
+  auto refused = [&](CompressRequest req) {
+    req.pipeline = seq;
+    try {
+      run_compress(req, registry());
+    } catch (const RequestError &e) {
+      return std::string(e.what());
+    }
+    return std::string("(ran)");
+  };
+  const std::string what = seq.string() + " has [calibration] mode = \"sequential\"";
+  CompressRequest given = gptq_request(dir);
+  given.calibrate = false;
+  given.calibration = dir / "h.safetensors";
+  CHECK(refused(given) == what + ", which computes the Hessians while coding; drop --calibration "
+                                 "(or use mode = \"original\" with it)");
+  CompressRequest none = gptq_request(dir);
+  none.calibrate = false;
+  CHECK(refused(none) == what + ": pass --calibrate (with --tokenizer) to calibrate while coding");
+  CompressRequest keep = gptq_request(dir);
+  keep.save_calibration = dir / "h.safetensors";
+  CHECK(refused(keep) == what + ", which writes no Hessian file; drop --save-calibration");
+  CompressRequest rate = gptq_request(dir);
+  rate.target_bpw = 3.0;
+  CHECK(refused(rate) == what + "; --target-bpw needs mode = \"original\"");
+  CHECK(sorted_entries(dir) == std::vector<std::string>{"seq.toml"});
 }

@@ -4,7 +4,8 @@
 //                  ("raw" | "zstd" | "zstd-f16")
 //   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
 //                  (without [compensator]: kDefaultCompensator of nwc/host/defaults.hpp)
-//   [calibration]  text, tokens, seq_len (used by compensators that need Hessians)
+//   [calibration]  mode = "original" | "sequential" (where compensators' Hessians come from),
+//                  text, tokens, seq_len
 //   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
 //                  from the calibration Hessian's diagonal (NWC's importance levels)
 //   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
@@ -71,6 +72,12 @@ struct BlockFtConfig {
   int64_t seq_len = 128;  // tokens per window
 };
 
+// Where the Hessians of compensators come from. Original: every linear's input in the unquantized
+// model (`nwc calibrate`, --calibration, --calibrate). Sequential: the input as the model computes
+// it with everything before the linear already coded (GPTQ's --true-sequential; one pass that
+// calibrates and codes, nwc/runtime/sequential.hpp).
+enum class CalibrationMode { Original, Sequential };
+
 struct Pipeline {
   std::filesystem::path file;
   std::string text;
@@ -87,6 +94,7 @@ struct Pipeline {
   StageChain base;
   std::vector<OverrideRule> overrides;
   nlohmann::json calibration = nlohmann::json::object();
+  CalibrationMode calibration_mode = CalibrationMode::Original;
   LevelsConfig levels;
   BlockFtConfig blockft;
 

@@ -5,8 +5,9 @@
 // first into a scratch file (or a kept one), opens the calibration on demand (refusing one made
 // from another model), runs [blockft] on rank 0 of a job, optionally searches the codec ladder
 // for a target rate (--target-bpw, one process only), compresses (or compresses with block
-// fine-tuning) and measures the result. Progress and the fine-tuning and rate reports reach the
-// caller through callbacks; nothing is printed.
+// fine-tuning) and measures the result. A pipeline with [calibration] mode = "sequential"
+// calibrates while it codes (compress_model_sequential), from the --calibrate text. Progress and
+// the fine-tuning and rate reports reach the caller through callbacks; nothing is printed.
 #pragma once
 
 #include "nwc/host/compress.hpp"

@@ -6,7 +6,8 @@
 // for the errors upstream of it. Calibration and coding are one pass over the model; the Hessians
 // are not written to a file.
 //
-// Configured by a pipeline's [calibration] mode = "sequential" (the default of the GPTQ presets);
+// Configured by a pipeline's [calibration] mode = "sequential" (the GPTQ and LDLQ points of
+// benchmarks/suites/baselines); run by nwc::runtime::run_compress and `nwc bench`;
 // mode = "original" takes every Hessian from the unquantized model (`nwc calibrate`).
 #pragma once
 
