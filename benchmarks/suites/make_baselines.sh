@@ -9,6 +9,9 @@
 # grids appear in a comparison. HQQ points use nwc.quant.hqq with round_zero at 4 bits, as
 # hqq_base_quant_config, in the same 128-column blocks as RTN (same groups and padding; HQQ's early
 # stop then looks at one block instead of the whole tensor, see plugins/quantizer/hqq/README.md).
+# GPTQ and LDLQ calibrate sequentially as GPTQ's reference code does ([calibration] mode =
+# "sequential": each linear's Hessian from the model with everything before it coded); the
+# gptq-ao-*-orig points take every Hessian from the original model instead, to show the difference.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=baselines
@@ -21,8 +24,10 @@ uniform() { # group bits entropy [grid]
   printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\ngrid = "%s"\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "${4:-gptq}" "$3"
 }
 none() { printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; }
-gptq_ao() { # group
+sequential() { printf '\n[calibration]\nmode = "sequential"\n'; }
+gptq_ao() { # group [original]
   printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$1"
+  [ "${2:-}" = original ] || sequential
 }
 for g in 32 64 128; do
   for b in 2 3 4 5 6 8; do
@@ -35,6 +40,8 @@ for g in 32 128; do
       >"$out/gptq-ao-g$g-${b}b.toml"
   done
   for b in 3 4; do
+    { head "gptq-ao-g$g-${b}b-orig" "GPTQ act-order g$g (Hessians of the original model)"
+      uniform "$g" "$b" nwc.entropy.raw; gptq_ao "$g" original; } >"$out/gptq-ao-g$g-${b}b-orig.toml"
     { head "rtn-g$g-${b}b-minmax" "RTN g$g (min/max grid, fp16 offset)"
       uniform "$g" "$b" nwc.entropy.raw offset; none; } >"$out/rtn-g$g-${b}b-minmax.toml"
     { head "gptq-ao-g$g-${b}b-minmax" "GPTQ act-order g$g (min/max grid, fp16 offset)"
@@ -47,7 +54,7 @@ for b in 2 3 4; do
   { head "gptq-ao-g32-${b}b-rans" "GPTQ act-order g32 + rANS"; uniform 32 "$b" nwc.entropy.rans; gptq_ao 32; } \
     >"$out/gptq-ao-g32-${b}b-rans.toml"
   { head "ldlq-g32-${b}b" "LDLQ g32 (block 32)"; uniform 32 "$b" nwc.entropy.raw
-    printf '[compensator]\nplugin = "nwc.comp.ldlq"\nblock = 32\n'; } >"$out/ldlq-g32-${b}b.toml"
+    printf '[compensator]\nplugin = "nwc.comp.ldlq"\nblock = 32\n'; sequential; } >"$out/ldlq-g32-${b}b.toml"
 done
 for g in 32 64 128; do
   for b in 3 4; do
