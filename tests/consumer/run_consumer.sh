@@ -119,6 +119,12 @@ SO=$TB/nwc-signmag.so
 exported=$(nm -D --defined-only "$SO" | awk '{print $NF}' | sort -u)
 [[ $exported == nwc_module_entry ]] ||
   fail "nwc-signmag.so must export only nwc_module_entry, exports: $(echo $exported)"
+step "the template's own test, over the installed nwc/testing/stage_harness.hpp"
+[[ -f $PREFIX/include/nwc/testing/stage_harness.hpp ]] ||
+  fail "the SDK install lacks include/nwc/testing/stage_harness.hpp"
+run "$W/template-test.log" "${NWC_CONSUMER_CTEST:-ctest}" --test-dir "$TB" --output-on-failure
+grep -q "all checks passed" "$TB/Testing/Temporary/LastTest.log" ||
+  fail "test_signmag did not report its checks" "$W/template-test.log"
 run "$W/template-install.log" "$CMAKE" --install "$TB"
 [[ -f $W/template-prefix/lib/nwc/plugins/nwc-signmag.so ]] ||
   fail "template install did not put nwc-signmag.so under <prefix>/lib/nwc/plugins" \

@@ -7,7 +7,7 @@
 #pragma once
 
 #include "fuzz_common.hpp"
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <cstdlib>
 #include <utility>

@@ -1,7 +1,7 @@
 // nwc.chunk.column through its C ABI: column-major vectors down each input column, zero padding
 // dropped on merge, row normalization with the scales a 1.2 host stores (rounded to their storage
 // dtype), the row_scales and chunk_columns hooks, and the errors for inputs it refuses.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

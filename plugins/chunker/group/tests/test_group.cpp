@@ -1,6 +1,6 @@
 // nwc.chunk.group through its C ABI: geometry, exact split/merge round trips, padding values and
 // the errors for shapes and options it refuses.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

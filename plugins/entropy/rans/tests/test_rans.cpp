@@ -1,7 +1,7 @@
 // nwc.entropy.rans through its C ABI: lossless round trips in both modes (static histogram model
 // and caller-supplied CDF tables) at every interleave, coded size against the entropy bounds, and
 // rejection of corrupt streams and invalid models (never a crash or hang; run under ASan/UBSan).
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // nwc.entropy.raw through its C ABI: losslessness at every width, the exact stream size, and
 // rejection of corrupt streams (never a crash; run under ASan/UBSan).
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 
@@ -190,4 +190,14 @@ TEST_CASE("raw: a failing sink is reported") {
   VecSink sink;
   sink.fail_after = 10;
   CHECK(e->encode(inst.get(), in.get(), nullptr, sink.get()) == NWC_E_IO);
+}
+
+TEST_CASE("raw: passes the SDK's entropy coder checks (nwc/testing)") {
+  Instance inst(kId);
+  REQUIRE(inst.ok());
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int32_t> sym(-7, 8);
+  std::vector<int32_t> s(1000);
+  for (auto &v : s) v = sym(rng);
+  CHECK(check_entropy_coder(inst, s) == "");
 }

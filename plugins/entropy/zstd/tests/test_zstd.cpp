@@ -1,6 +1,6 @@
 // nwc.entropy.zstd through its C ABI: losslessness at every width, the narrowing choice, and
 // rejection of corrupt streams (never a crash; run under ASan/UBSan).
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

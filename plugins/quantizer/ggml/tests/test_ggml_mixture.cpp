@@ -8,7 +8,7 @@
 #include "ggml_mixture.hpp"
 #include "ggml_reference.hpp"
 #include "ggml_types.hpp"
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>

@@ -1,7 +1,7 @@
 // nwc.quant.hqq through its C ABI: agreement with the reference implementation's own outputs
 // (golden/hqq_reference.txt, written by running mobiusml/hqq; see ../README.md), closed-form cases,
 // bit-identical encoder/decoder reconstruction, honest side info, rejection of corrupt input.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

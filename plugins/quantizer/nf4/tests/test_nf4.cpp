@@ -2,7 +2,7 @@
 // force search, bit-identical encoder/decoder reconstruction in both modes around the 256-chunk
 // double-quantization groups, the error bounds, MSE against a 4-bit uniform absmax baseline, the
 // side size, and rejection of corrupt side info and symbols.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

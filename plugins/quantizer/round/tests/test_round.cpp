@@ -1,7 +1,7 @@
 // nwc.quant.round through its C ABI: round-half-to-even symbols on a grid of spacing `step`,
 // bit-identical dequantization, quantize_fitted equal to quantize, and the errors for non-finite
 // latents, symbols beyond 2^30 steps and hostile side bytes.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 

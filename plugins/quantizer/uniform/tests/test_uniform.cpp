@@ -1,7 +1,7 @@
 // nwc.quant.uniform through its C ABI: the half-step error bound with the stored fp16 scale,
 // bit-identical encoder/decoder reconstruction, symbol ranges, the clipping search, and rejection
 // of bad inputs and corrupt side info.
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 
 #include <doctest/doctest.h>
 
@@ -886,4 +886,18 @@ TEST_CASE("uniform: gptq grid matches GPTQ's quant.py run under torch") {
     }
   }
   CHECK(cases == 32);
+}
+
+TEST_CASE("uniform: passes the SDK's quantizer checks (nwc/testing) in every grid") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(8 * 32);
+  for (float &x : w) x = normal(rng);
+  for (const char *grid : {"offset", "gptq"})
+    for (int64_t bits : {2, 4, 8}) {
+      INFO(grid << " " << bits);
+      Instance inst(kId, {opt_int("bits", bits), opt_enum("grid", grid)});
+      REQUIRE(inst.ok());
+      CHECK(check_quantizer(inst, w, 8, 32) == "");
+    }
 }

@@ -2,7 +2,7 @@
 // tables and codec files. (Trained-codec behaviour is tested in tests/integration/test_nwc_codec.)
 #include "codec_model.hpp"
 #include "nwc/cpp/error.hpp"
-#include "stage_harness.hpp"
+#include "nwc/testing/stage_harness.hpp"
 #include "test_support.hpp"
 
 #include <cstring>

@@ -1,6 +1,15 @@
-// Drives one plugin through its real C ABI, for tests that compile the plugin's sources into the
-// test executable (so nwc_module_entry is defined there): find the descriptor, create an instance
-// with options, reach its per-kind interface, and pass it tensor views and vector-backed sinks.
+// nwc/testing/stage_harness.hpp — drives one plugin through its real C ABI, for tests that compile
+// the plugin's sources into the test executable (so nwc_module_entry is defined there): find the
+// descriptor, create an instance with options, reach its per-kind interface, and pass it tensor
+// views and vector-backed sinks. Installed with the SDK for plugins built out of tree; header-only,
+// no test framework: the check_* helpers return "" or what went wrong, for any framework's CHECK.
+//
+//   #include "nwc/testing/stage_harness.hpp"
+//   nwc::test::Instance q("com.example.quant.x", {nwc::test::opt_int("bits", 4)});
+//   assert(q.ok());
+//   assert(nwc::test::check_quantizer(q, values, rows, cols) == "");
+//   nwc::test::Instance e("com.example.entropy.y");
+//   assert(nwc::test::check_entropy_coder(e, symbols) == "");
 #pragma once
 
 #include "nwc/nwc.h"
@@ -258,6 +267,98 @@ inline nwc_status chunker_chunk_columns(Instance &inst, const Block &block, int6
   columns.assign(static_cast<size_t>(count), -2);
   View1D v(columns.data(), count);
   return c.chunk_columns(inst.get(), block.get(), v.get());
+}
+
+// ---- Checks every plugin of a kind must pass
+// -----------------------------------------------------
+
+// A quantizer's outputs for values [n, m] (block: the whole tensor "layers.0.weight").
+struct QuantizerOutput {
+  nwc_status status = NWC_E_INTERNAL;
+  std::vector<int32_t> symbols;
+  std::vector<float> dequantized;
+  std::vector<uint8_t> side;
+};
+
+inline const nwc_quantizer_interface &quantizer_interface(Instance &inst) {
+  const auto *q = inst.iface<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
+  if (!q) throw std::runtime_error("instance does not serve " NWC_QUANTIZER_INTERFACE);
+  return *q;
+}
+
+inline QuantizerOutput run_quantize(Instance &inst, const std::vector<float> &values, int64_t n,
+                                    int64_t m) {
+  QuantizerOutput out;
+  out.symbols.assign(values.size(), 0);
+  out.dequantized.assign(values.size(), 0.0f);
+  Block block("layers.0.weight", n, m, 0, m);
+  View in(values.data(), n, m), sym(out.symbols.data(), n, m), dq(out.dequantized.data(), n, m);
+  VecSink side;
+  out.status = quantizer_interface(inst).quantize(inst.get(), block.get(), in.get(), sym.get(),
+                                                  dq.get(), side.get());
+  out.side = std::move(side.bytes);
+  return out;
+}
+
+inline nwc_status run_dequantize(Instance &inst, const std::vector<int32_t> &symbols,
+                                 const uint8_t *side, size_t side_size, int64_t n, int64_t m,
+                                 std::vector<float> &values) {
+  values.assign(static_cast<size_t>(n * m), 0.0f);
+  Block block("layers.0.weight", n, m, 0, m);
+  View sym(symbols.data(), n, m), out(values.data(), n, m);
+  return quantizer_interface(inst).dequantize(inst.get(), block.get(), sym.get(),
+                                              nwc_bytes{side, side_size}, out.get());
+}
+
+// Bitwise equality of float vectors (NaN payloads included).
+inline bool bitwise_equal(const std::vector<float> &a, const std::vector<float> &b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// What the host relies on from a quantizer, on values [n, m]: quantize succeeds; a second call
+// gives the same symbols, dequantized values and side bytes (determinism: containers are
+// reproducible); dequantize(symbols, side) gives the dequantized values of quantize bit for bit
+// (the decoder reconstructs what the encoder saw); side information cut short is an error status,
+// never a crash or a silent success. Returns "" or the first failure.
+inline std::string check_quantizer(Instance &inst, const std::vector<float> &values, int64_t n,
+                                   int64_t m) {
+  const QuantizerOutput a = run_quantize(inst, values, n, m);
+  if (a.status != NWC_OK) return "quantize failed: " + inst.last_error();
+  const QuantizerOutput b = run_quantize(inst, values, n, m);
+  if (b.status != NWC_OK || a.symbols != b.symbols ||
+      !bitwise_equal(a.dequantized, b.dequantized) || a.side != b.side)
+    return "quantize is not deterministic: a second call gave other outputs";
+  std::vector<float> back;
+  if (run_dequantize(inst, a.symbols, a.side.data(), a.side.size(), n, m, back) != NWC_OK)
+    return "dequantize failed: " + inst.last_error();
+  if (!bitwise_equal(back, a.dequantized))
+    return "dequantize(symbols, side) differs from the dequantized values of quantize";
+  for (size_t cut = 0; cut < a.side.size(); ++cut)
+    if (run_dequantize(inst, a.symbols, a.side.data(), cut, n, m, back) == NWC_OK)
+      return "dequantize accepted side information cut to " + std::to_string(cut) + " of " +
+             std::to_string(a.side.size()) + " bytes";
+  return "";
+}
+
+// What the host relies on from an entropy coder: encode succeeds and is deterministic; decode
+// gives the symbols back; every strict prefix of the stream is an error status when decoded (a
+// truncated container is reported, never decoded into wrong weights). Returns "" or the first
+// failure.
+inline std::string check_entropy_coder(Instance &inst, const std::vector<int32_t> &symbols) {
+  std::vector<uint8_t> a, b;
+  if (entropy_encode(inst, symbols, a) != NWC_OK) return "encode failed: " + inst.last_error();
+  if (entropy_encode(inst, symbols, b) != NWC_OK || a != b)
+    return "encode is not deterministic: a second call gave other bytes";
+  std::vector<int32_t> back(symbols.size(), 0);
+  if (entropy_decode(inst, a, back) != NWC_OK) return "decode failed: " + inst.last_error();
+  if (back != symbols) return "decode(encode(symbols)) differs from the symbols";
+  for (size_t cut = 0; cut < a.size(); ++cut) {
+    std::vector<int32_t> part(symbols.size(), 0);
+    if (entropy_decode(inst, a.data(), cut, part) == NWC_OK)
+      return "decode accepted the stream cut to " + std::to_string(cut) + " of " +
+             std::to_string(a.size()) + " bytes";
+  }
+  return "";
 }
 
 } // namespace nwc::test
