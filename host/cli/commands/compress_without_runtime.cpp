@@ -21,21 +21,15 @@ namespace {
                   " needs it");
 }
 
-// The figures of a written container (as nwc::runtime::run_compress measures them).
+// The figures of a written container (as nwc::runtime::run_compress reports them).
 CompressFigures measure(const host::CompressResult &r) {
+  const host::RateFigures rf = host::rate_figures(r);
   CompressFigures f;
-  f.tensors = r.tensors.size();
-  f.bytes = r.file_bytes;
-  double coded_bytes = 0, coded_weights = 0;
-  for (const auto &t : r.tensors) {
-    f.weights += t.numel;
-    if (t.storage != "pipeline") continue;
-    coded_bytes += static_cast<double>(t.stream_bytes);
-    coded_weights += static_cast<double>(t.numel);
-  }
-  f.bits_per_weight =
-      f.weights ? static_cast<double>(f.bytes) * 8.0 / static_cast<double>(f.weights) : 0;
-  f.coded_bits_per_weight = coded_weights > 0 ? 8.0 * coded_bytes / coded_weights : 0.0;
+  f.tensors = rf.tensors;
+  f.weights = rf.weights;
+  f.bytes = rf.bytes;
+  f.bits_per_weight = rf.bits_per_weight;
+  f.coded_bits_per_weight = rf.coded_bits_per_weight;
   return f;
 }
 

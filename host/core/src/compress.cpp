@@ -413,4 +413,21 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
   return CompressionRun(model, pipeline, registry, out, settings).run();
 }
 
+RateFigures rate_figures(const CompressResult &result) {
+  RateFigures f;
+  f.tensors = result.tensors.size();
+  f.bytes = result.file_bytes;
+  double coded_bytes = 0, coded_weights = 0;
+  for (const auto &t : result.tensors) {
+    f.weights += t.numel;
+    if (t.storage != "pipeline") continue;
+    coded_bytes += static_cast<double>(t.stream_bytes);
+    coded_weights += static_cast<double>(t.numel);
+  }
+  f.bits_per_weight =
+      f.weights ? static_cast<double>(f.bytes) * 8.0 / static_cast<double>(f.weights) : 0.0;
+  f.coded_bits_per_weight = coded_weights > 0 ? 8.0 * coded_bytes / coded_weights : 0.0;
+  return f;
+}
+
 } // namespace nwc::host

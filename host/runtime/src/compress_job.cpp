@@ -96,18 +96,12 @@ host::Pipeline choose_rate(const Model &model, const host::Pipeline &pl, const h
 }
 
 void measure(const host::CompressResult &r, CompressOutcome &o) {
-  o.tensors = r.tensors.size();
-  o.bytes = r.file_bytes;
-  double coded_bytes = 0, coded_weights = 0;
-  for (const auto &t : r.tensors) {
-    o.weights += t.numel;
-    if (t.storage != "pipeline") continue;
-    coded_bytes += static_cast<double>(t.stream_bytes);
-    coded_weights += static_cast<double>(t.numel);
-  }
-  o.bits_per_weight =
-      o.weights ? static_cast<double>(o.bytes) * 8.0 / static_cast<double>(o.weights) : 0;
-  o.coded_bits_per_weight = coded_weights > 0 ? 8.0 * coded_bytes / coded_weights : 0.0;
+  const host::RateFigures f = host::rate_figures(r);
+  o.tensors = f.tensors;
+  o.weights = f.weights;
+  o.bytes = f.bytes;
+  o.bits_per_weight = f.bits_per_weight;
+  o.coded_bits_per_weight = f.coded_bits_per_weight;
   if (o.rate) o.rate->achieved_bpw = o.coded_bits_per_weight;
   o.result = r;
 }

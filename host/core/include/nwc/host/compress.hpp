@@ -78,6 +78,14 @@ struct CompressResult {
   uint64_t file_bytes = 0;
 };
 
+// What a written container costs, as `nwc compress` reports it.
+struct RateFigures {
+  uint64_t tensors = 0, weights = 0, bytes = 0;
+  double bits_per_weight = 0;       // file bytes x 8 / all weights
+  double coded_bits_per_weight = 0; // stream bytes x 8 / weights, pipeline-coded tensors only
+};
+RateFigures rate_figures(const CompressResult &result);
+
 CompressResult compress_model(const Model &model, const Pipeline &pipeline,
                               const Registry &registry, const std::filesystem::path &out,
                               const CompressSettings &settings);
