@@ -3,8 +3,9 @@
 // Columns are coded one at a time in GPTQ order; the error of each is fed to the columns not yet
 // coded through the upper Cholesky factor U of H^-1 (H = the layer input's second moment from
 // calibration), within a lazy batch of `block` columns and then to the rest with one matrix
-// product per batch. Group grids are fitted on the columns as they are when the group starts
-// (or on the original columns with static groups) and stay fixed for the group: the host's block
+// product per batch. Group grids are fitted when the group starts on its columns as they were
+// when the lazy batch holding that start began (or on the original columns with static groups)
+// and stay fixed for the group: the host's block
 // codec fits on a reference (encode_ex fit_values) and tries columns without committing them
 // (NWC_BLOCK_DRY_RUN). Committed blocks are contiguous in the original column order, so decoding
 // needs nothing from this plugin.
@@ -16,7 +17,12 @@
 // column k is coded from W[:, k] + Σ_{t<k} (W − Ŵ)[:, t] · F[t, k]; that is GPTQ's update
 // through U, the upper Cholesky factor of H⁻¹ (U = R⁻¹), and GPTQ's loss weight 1 / U[k, k]² is
 // R[k, k]². Dynamic groups fit each grid on the columns as GPTQ's own updates leave them, so they
-// use U itself (one triangular inverse more). R is the reversed Cholesky factor of the reversed H
+// use U itself (one triangular inverse more). Like GPTQ's reference code (gptq.py fasterquant,
+// `find_params(W[:, i1+i : i1+i+groupsize])`, and AutoGPTQ/GPTQModel after it), the fit reads the
+// weights as of the start of the current lazy batch: the updates from earlier columns of the same
+// batch have not reached them yet. With group = block the two coincide; with smaller groups this is
+// what every GPTQ checkpoint holds (checked bit for bit against the reference,
+// docs/baselines-as-run.md). R is the reversed Cholesky factor of the reversed H
 // (../../common/hessian.hpp; the products are ../../common/gemm.hpp, the same bits on any
 // machine and thread count). Within a lazy batch, columns are updated in sub-batches of kSub
 // columns, each fed to the rest of the batch with one product.
@@ -46,16 +52,17 @@ constexpr int64_t kSub = 32; // columns per sub-batch inside a lazy batch
 class Gptq final : public nwc::Compensator {
 public:
   static constexpr const char *id = "nwc.comp.gptq";
-  static constexpr const char *version = "1.1.0";
+  static constexpr const char *version = "1.2.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "gptq";
   static constexpr const char *description =
       "GPTQ/OPTQ: codes columns one at a time and feeds each column's error, weighted by the "
       "inverse Hessian of the layer input, to the columns not yet coded (lazy batches of `block` "
       "columns). Needs calibration Hessians (nwc calibrate, then compress --calibration). Group "
-      "grids are fitted when a group starts (or on the original weights with static_groups); set "
-      "`group` equal to the chunker's group. act_order codes columns by decreasing Hessian "
-      "diagonal and implies static groups, so the stored layout stays in the original order.";
+      "grids are fitted when a group starts, on the weights as of the start of its lazy batch as "
+      "GPTQ's reference code does (or on the original weights with static_groups); set `group` "
+      "equal to the chunker's group. act_order codes columns by decreasing Hessian diagonal and "
+      "implies static groups, so the stored layout stays in the original order.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_OPTIONS(
       nwc::int_option("block", 128, 1, 1 << 20,
@@ -214,12 +221,20 @@ public:
       }
       std::vector<char> fitted(sz(groups), 0);
       std::vector<float> ref_lo(learn ? sz(rows * groups) : 0), ref_hi(ref_lo.size());
+      // Dynamic groups: the current lazy batch [batch_s, batch_e) as it was when it began (columns
+      // after it are not touched until it ends). Static groups fit before any update.
+      std::vector<double> batch_start;
+      int64_t batch_s = 0, batch_e = 0;
+      auto fit_value = [&](int64_t r, int64_t k) {
+        return k >= batch_s && k < batch_e ? batch_start[sz(r * (batch_e - batch_s) + k - batch_s)]
+                                           : w[sz(r * n + k)];
+      };
       auto fit_group = [&](int64_t grp) {
         const int64_t g0 = grp * g, width = std::min(n, g0 + g) - g0;
         float *dst = ref.data() + rows * g0;
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t c = 0; c < width; ++c)
-            dst[r * width + c] = static_cast<float>(w[sz(r * n + pos[sz(g0 + c)])]);
+            dst[r * width + c] = static_cast<float>(fit_value(r, pos[sz(g0 + c)]));
           if (learn) {
             const auto [lo, hi] = std::minmax_element(dst + r * width, dst + (r + 1) * width);
             ref_lo[sz(grp * rows + r)] = *lo;
@@ -247,11 +262,15 @@ public:
       for (int64_t s = 0; s < n; s += block_) {
         const int64_t e = std::min(n, s + block_), bw = e - s;
         err.assign(sz(rows * bw), 0.0);
+        if (!static_groups) {
+          batch_start.resize(sz(rows * bw));
+          for (int64_t r = 0; r < rows; ++r)
+            std::copy(w.begin() + r * n + s, w.begin() + r * n + e, batch_start.begin() + r * bw);
+          batch_s = s;
+          batch_e = e;
+        }
         for (int64_t s2 = s, e2 = s; s2 < e; s2 = e2) {
-          // With dynamic groups a sub-batch ends where a group starts, so that a group's columns
-          // have had every earlier column's update when its grid is fitted.
           e2 = std::min(e, s2 + kSub);
-          if (!static_groups) e2 = std::min(e2, (s2 / g + 1) * g);
           for (int64_t k = s2; k < e2; ++k) {
             const int64_t j = perm[sz(k)], grp = j / g, g0 = grp * g,
                           width = std::min(n, g0 + g) - g0, c = j - g0;

@@ -212,6 +212,140 @@ TEST_CASE("GPTQ act-order beats RTN at 3 and 4 bits, groups of 32 and 128, in ev
     }
 }
 
+namespace {
+// float -> fp16 -> float, round to nearest even (torch's .half()), for finite values in range.
+float fp16_round(float x) {
+  if (x == 0.0f) return x;
+  int e = 0;
+  std::frexp(x, &e); // |x| = m · 2^e, m in [0.5, 1): 11 significant bits, or the subnormal step
+  const int shift = std::min(11 - e, 24);
+  return static_cast<float>(std::ldexp(std::nearbyint(std::ldexp(double(x), shift)), -shift));
+}
+
+// GPTQ's reference loop (IST-DASLab/gptq gptq.py fasterquant, static_groups = False, no
+// act-order) with quant.py's asymmetric grid and the fp16 scale of the checkpoint format,
+// transcribed in double: Hinv = the upper Cholesky factor of (H + damp·I)⁻¹; each group's grid is
+// fitted on W — the weights as of the start of the lazy batch — while the columns are coded from
+// W1, the batch's copy that the in-batch updates reach.
+std::vector<float> gptq_reference(const std::vector<float> &weight, const std::vector<float> &hf,
+                                  int64_t rows, int64_t n, int bits, int64_t group,
+                                  int64_t blocksize) {
+  auto at = [n](int64_t i, int64_t j) { return static_cast<size_t>(i * n + j); };
+  std::vector<double> W(weight.begin(), weight.end()), H(hf.begin(), hf.end());
+  for (int64_t j = 0; j < n; ++j)
+    if (H[at(j, j)] == 0) {
+      H[at(j, j)] = 1;
+      for (int64_t r = 0; r < rows; ++r) W[at(r, j)] = 0;
+    }
+  double mean = 0;
+  for (int64_t j = 0; j < n; ++j) mean += H[at(j, j)];
+  for (int64_t j = 0; j < n; ++j) H[at(j, j)] += 0.01 * mean / static_cast<double>(n);
+  // L Lᵀ = H; Hinv = L⁻ᵀ L⁻¹; U with Uᵀ U = Hinv (U = the upper Cholesky factor).
+  std::vector<double> L(H.size(), 0.0), Li(H.size(), 0.0), Hi(H.size(), 0.0), U(H.size(), 0.0);
+  for (int64_t j = 0; j < n; ++j) {
+    double d = H[at(j, j)];
+    for (int64_t k = 0; k < j; ++k) d -= L[at(j, k)] * L[at(j, k)];
+    L[at(j, j)] = std::sqrt(d);
+    for (int64_t i = j + 1; i < n; ++i) {
+      double v = H[at(i, j)];
+      for (int64_t k = 0; k < j; ++k) v -= L[at(i, k)] * L[at(j, k)];
+      L[at(i, j)] = v / L[at(j, j)];
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    Li[at(j, j)] = 1.0 / L[at(j, j)];
+    for (int64_t i = j + 1; i < n; ++i) {
+      double v = 0;
+      for (int64_t k = j; k < i; ++k) v -= L[at(i, k)] * Li[at(k, j)];
+      Li[at(i, j)] = v / L[at(i, i)];
+    }
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = std::max(i, j); k < n; ++k) Hi[at(i, j)] += Li[at(k, i)] * Li[at(k, j)];
+  for (int64_t j = 0; j < n; ++j) { // Uᵀ U = Hi, column by column
+    double d = Hi[at(j, j)];
+    for (int64_t k = 0; k < j; ++k) d -= U[at(k, j)] * U[at(k, j)];
+    U[at(j, j)] = std::sqrt(d);
+    for (int64_t i = j + 1; i < n; ++i) {
+      double v = Hi[at(j, i)];
+      for (int64_t k = 0; k < j; ++k) v -= U[at(k, j)] * U[at(k, i)];
+      U[at(j, i)] = v / U[at(j, j)];
+    }
+  }
+  const float maxq = static_cast<float>((1 << bits) - 1);
+  std::vector<float> scale(static_cast<size_t>(rows)), zero(scale.size()), Q(W.size());
+  for (int64_t i1 = 0; i1 < n; i1 += blocksize) {
+    const int64_t i2 = std::min(n, i1 + blocksize), count = i2 - i1;
+    std::vector<double> W1(static_cast<size_t>(rows * count)), Err1(W1.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < count; ++c) W1[static_cast<size_t>(r * count + c)] = W[at(r, i1 + c)];
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t col = i1 + i;
+      if (col % group == 0)
+        for (int64_t r = 0; r < rows; ++r) { // quant.py find_params on W[:, col : col + group]
+          float lo = 0, hi = 0;
+          for (int64_t c = col; c < std::min(n, col + group); ++c) {
+            lo = std::min(lo, static_cast<float>(W[at(r, c)]));
+            hi = std::max(hi, static_cast<float>(W[at(r, c)]));
+          }
+          if (lo == 0 && hi == 0) {
+            lo = -1;
+            hi = 1;
+          }
+          const float sc = (hi - lo) / maxq;
+          zero[static_cast<size_t>(r)] = std::nearbyint(-lo / sc);
+          scale[static_cast<size_t>(r)] = fp16_round(sc);
+        }
+      const double d = U[at(col, col)];
+      for (int64_t r = 0; r < rows; ++r) {
+        const float sc = scale[static_cast<size_t>(r)], z = zero[static_cast<size_t>(r)];
+        const double w = W1[static_cast<size_t>(r * count + i)];
+        const float q =
+            sc * (std::clamp(std::nearbyint(static_cast<float>(w) / sc) + z, 0.0f, maxq) - z);
+        Q[at(r, col)] = q;
+        const double err = (w - q) / d;
+        for (int64_t c = i; c < count; ++c)
+          W1[static_cast<size_t>(r * count + c)] -= err * U[at(col, i1 + c)];
+        Err1[static_cast<size_t>(r * count + i)] = err;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = i2; c < n; ++c) {
+        double v = 0;
+        for (int64_t k = 0; k < count; ++k)
+          v += Err1[static_cast<size_t>(r * count + k)] * U[at(i1 + k, c)];
+        W[at(r, c)] -= v;
+      }
+  }
+  return Q;
+}
+} // namespace
+
+TEST_CASE("GPTQ dynamic groups: each grid is fitted on the weights as of its lazy batch's start, "
+          "as GPTQ's reference code does") {
+  test::TempDir dir;
+  // Groups of 32 inside lazy batches of 128: three of every four groups start inside a batch,
+  // where the reference's grid (fitted on W) and one fitted on the updated columns differ.
+  std::string text = pipeline("plugin = \"nwc.comp.gptq\"\ngroup = 32\nblock = 128", 4, 32);
+  text.replace(text.find("bits = 4\n"), 9, "bits = 4\ngrid = \"gptq\"\n");
+  const auto decoded = decode_all(run(dir, "dyn", text));
+  int layers = 0;
+  for (const auto &t : fixture().model.tensors) {
+    auto h = fixture().hessians.find(t.info.name);
+    if (h == fixture().hessians.end()) continue;
+    const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
+    const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128);
+    const auto &ours = decoded.at(t.info.name);
+    int64_t same = 0;
+    for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];
+    CHECK_MESSAGE(same == static_cast<int64_t>(ref.size()),
+                  t.info.name << ": " << same << " of " << ref.size() << " weights equal");
+    ++layers;
+  }
+  CHECK(layers == 35);
+}
+
 TEST_CASE("GPTQ without Hessians, or with a quantizer that cannot fit on a reference, is refused") {
   test::TempDir dir;
   Pipeline pl = parse_pipeline(pipeline("plugin = \"nwc.comp.gptq\"\ngroup = 32", 3, 32),
