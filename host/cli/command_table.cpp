@@ -73,8 +73,9 @@ constexpr Command kCommands[] = {
      .needs_runtime = true,
      .handler = kEval},
     {.name = "generate",
-     .summary = "greedy decoding",
-     .usage = "nwc generate --model M --tokenizer T [--prompt S] [--steps N]",
+     .summary = "greedy or sampled decoding",
+     .usage = "nwc generate --model M --tokenizer T [--prompt S] [--steps N] [--temperature T] "
+              "[--top-p P] [--seed S]",
      .needs_runtime = true,
      .handler = kGenerate},
     {.name = "calibrate",

@@ -336,6 +336,42 @@ TEST_CASE("generate prints llama2.c's greedy story") {
   CHECK(r.out == slurp(dir / "greedy_output.txt"));
 }
 
+TEST_CASE("generate samples as llama2.c's run.c does, token for token") {
+  // run.c at karpathy/llama2.c 350e04f: `run stories260K.bin -z tok512.bin -t T -p P -s S -n N
+  // -i PROMPT` (N counts positions, prompt included), so its text is a prefix of ours.
+  struct Case {
+    const char *temperature, *top_p, *seed, *prompt, *expected;
+  };
+  const Case cases[] = {
+      {"1.0", "0.9", "42", "Once upon a time",
+       "Once upon a time, there was a brave little boy named Tim. Tim loved to play with his toys "
+       "and make blocks. One day, Tim went to the mirror and saw his dad. The man said, \"Look, "
+       "Tim, that's not bald. We have to play with it.\"\nTim felt very happy. He"},
+      {"0.8", "0", "7", "",
+       "Once upon a time, there was a little girl named Lily. She loved to play with her toys all "
+       "day long. One sunny day, she went to the park to play with her friend, Timmy. They went to "
+       "the"},
+  };
+  const auto dir = nwc::test::data_dir() / "models" / "stories260K";
+  for (const auto &c : cases) {
+    INFO("temperature " << c.temperature << ", top-p " << c.top_p << ", seed " << c.seed);
+    Result r =
+        run_nwc({"generate", "--model", model(), "--tokenizer", (dir / "tok512.bin").string(),
+                 "--prompt", c.prompt, "--steps", "120", "--temperature", c.temperature, "--top-p",
+                 c.top_p, "--seed", c.seed, "--threads", "1"});
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.substr(0, std::string(c.expected).size()) == c.expected);
+  }
+  Result cold = run_nwc({"generate", "--model", model(), "--tokenizer",
+                         (dir / "tok512.bin").string(), "--temperature", "-1"});
+  CHECK(cold.exit_code == 2);
+  CHECK(cold.err.find("--temperature") != std::string::npos);
+  Result zero = run_nwc({"generate", "--model", model(), "--tokenizer",
+                         (dir / "tok512.bin").string(), "--temperature", "1", "--seed", "0"});
+  CHECK(zero.exit_code == 2);
+  CHECK(zero.err.find("--seed") != std::string::npos);
+}
+
 TEST_CASE("calibrate writes Hessians that compress accepts only for the same model") {
   TempDir dir;
   const auto data = nwc::test::data_dir();

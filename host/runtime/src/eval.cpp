@@ -102,9 +102,10 @@ EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &str
 }
 
 std::string generate_text(const LlamaModel &model, const Tokenizer &tokenizer,
-                          const std::string &prompt, int64_t steps, std::vector<int32_t> *ids) {
+                          const std::string &prompt, int64_t steps, std::vector<int32_t> *ids,
+                          const Sampling &sampling) {
   std::vector<int32_t> in = tokenizer.encode(prompt, true, false);
-  std::vector<int32_t> out = model.generate(in, steps, tokenizer.bos_id());
+  std::vector<int32_t> out = model.generate(in, steps, tokenizer.bos_id(), sampling);
   std::string text;
   for (size_t i = 1; i < out.size(); ++i) {
     if (i >= in.size() && out[i] == tokenizer.bos_id()) break;

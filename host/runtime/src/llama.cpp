@@ -6,6 +6,7 @@
 
 #include "nwc/cpp/error.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <dlfcn.h>
 #include <malloc.h>
@@ -245,8 +246,67 @@ std::vector<double> LlamaModel::window_nll(const std::vector<int32_t> &tokens, i
   return out;
 }
 
+namespace {
+// llama2.c run.c: random_u32 (xorshift*) and random_f32, a coin in [0, 1).
+uint32_t random_u32(uint64_t &state) {
+  state ^= state >> 12;
+  state ^= state << 25;
+  state ^= state >> 27;
+  return static_cast<uint32_t>((state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+float random_f32(uint64_t &state) {
+  return static_cast<float>(random_u32(state) >> 8) / 16777216.0f;
+}
+
+// run.c's sample: softmax of logits / temperature, then sample_mult or sample_topp with one coin.
+int32_t sample_token(std::vector<float> logits, const Sampling &s, uint64_t &state) {
+  const size_t n = logits.size();
+  for (float &v : logits) v /= s.temperature;
+  const float max = *std::max_element(logits.begin(), logits.end());
+  float sum = 0.0f;
+  for (float &v : logits) {
+    v = std::exp(v - max);
+    sum += v;
+  }
+  for (float &v : logits) v /= sum;
+  const float coin = random_f32(state);
+  if (s.top_p <= 0.0f || s.top_p >= 1.0f) { // sample_mult
+    float cdf = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+      cdf += logits[i];
+      if (coin < cdf) return static_cast<int32_t>(i);
+    }
+    return static_cast<int32_t>(n - 1); // rounding errors
+  }
+  // sample_topp: tokens below (1 - top_p) / (n - 1) cannot be part of the nucleus.
+  const float cutoff = (1.0f - s.top_p) / static_cast<float>(n - 1);
+  std::vector<int32_t> idx;
+  for (size_t i = 0; i < n; ++i)
+    if (logits[i] >= cutoff) idx.push_back(static_cast<int32_t>(i));
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
+  });
+  float cumulative = 0.0f;
+  size_t last = idx.size() - 1;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    cumulative += logits[static_cast<size_t>(idx[i])];
+    if (cumulative > s.top_p) {
+      last = i;
+      break;
+    }
+  }
+  const float r = coin * cumulative;
+  float cdf = 0.0f;
+  for (size_t i = 0; i <= last; ++i) {
+    cdf += logits[static_cast<size_t>(idx[i])];
+    if (r < cdf) return idx[i];
+  }
+  return idx[last];
+}
+} // namespace
+
 std::vector<int32_t> LlamaModel::generate(const std::vector<int32_t> &prompt, int64_t steps,
-                                          int32_t stop_token) const {
+                                          int32_t stop_token, const Sampling &sampling) const {
   torch::NoGradGuard no_grad;
   const Impl &m = *impl_;
   if (prompt.empty()) fail(NWC_E_INVALID_ARG, "generate: empty prompt");
@@ -255,11 +315,23 @@ std::vector<int32_t> LlamaModel::generate(const std::vector<int32_t> &prompt, in
   std::vector<torch::Tensor> kc(m.layers.size()), vc(m.layers.size());
   auto ids = as_tokens(prompt, 1, static_cast<int64_t>(prompt.size()), m.arch.vocab_size, max_len);
   int64_t pos = 0;
+  if (sampling.temperature < 0.0f || !std::isfinite(sampling.temperature))
+    fail(NWC_E_INVALID_ARG, "generate: temperature must be a finite number >= 0");
+  if (sampling.temperature > 0.0f && sampling.seed == 0)
+    fail(NWC_E_INVALID_ARG, "generate: the sampling seed must not be 0 (xorshift)");
+  uint64_t rng = sampling.seed;
   for (int64_t s = 0; s < steps && static_cast<int64_t>(out.size()) < max_len; ++s) {
     auto hidden = m.forward(ids, pos, &kc, &vc, nullptr);
     pos += ids.size(1);
     auto logits = torch::matmul(hidden.select(1, hidden.size(1) - 1), m.classifier.t());
-    int32_t next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
+    int32_t next;
+    if (sampling.temperature == 0.0f) {
+      next = static_cast<int32_t>(logits.argmax(-1).item<int64_t>());
+    } else {
+      auto l = logits.reshape({-1}).contiguous();
+      next = sample_token(std::vector<float>(l.data_ptr<float>(), l.data_ptr<float>() + l.numel()),
+                          sampling, rng);
+    }
     out.push_back(next);
     if (next == stop_token) break;
     ids = torch::full({1, 1}, static_cast<int64_t>(next), torch::kInt64);

@@ -47,11 +47,11 @@ struct EvalResult {
 EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &stream,
                         const EvalSettings &settings);
 
-// Greedy generation as text: BOS + prompt, then up to `steps` new tokens until a generated BOS
-// (llama2.c's stopping rule); pieces that are lone unprintable bytes are dropped, as llama2.c's
-// safe_printf does. `ids` (optional) receives every token id.
+// Generation as text: BOS + prompt, then up to `steps` new tokens (greedy or sampled, see
+// Sampling) until a generated BOS (llama2.c's stopping rule); pieces that are lone unprintable
+// bytes are dropped, as llama2.c's safe_printf does. `ids` (optional) receives every token id.
 std::string generate_text(const LlamaModel &model, const Tokenizer &tokenizer,
                           const std::string &prompt, int64_t steps,
-                          std::vector<int32_t> *ids = nullptr);
+                          std::vector<int32_t> *ids = nullptr, const Sampling &sampling = {});
 
 } // namespace nwc::runtime

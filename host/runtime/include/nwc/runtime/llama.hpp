@@ -18,6 +18,17 @@ namespace nwc::runtime {
 using LinearInputHook =
     std::function<void(const std::string &input, const float *x, int64_t rows, int64_t dim)>;
 
+// Token choice in generation, as llama2.c's run.c: temperature 0 is greedy (argmax); otherwise
+// the logits are divided by the temperature, turned into probabilities (softmax, float), and one
+// token is drawn with a coin from run.c's xorshift generator seeded with `seed` — from the whole
+// distribution when top_p is outside (0, 1), else by nucleus sampling: the most probable tokens
+// (ties in id order) until their mass exceeds top_p. The same seed gives the same text.
+struct Sampling {
+  float temperature = 0.0f;
+  float top_p = 0.9f;
+  uint64_t seed = 1;
+};
+
 class LlamaModel {
 public:
   // Copies the model's tensors (HF Llama names) into the runtime; checks names and shapes against
@@ -36,10 +47,11 @@ public:
   std::vector<double> window_nll(const std::vector<int32_t> &tokens, int64_t batch,
                                  int64_t seq_len) const;
 
-  // Greedy decoding from prompt (non-empty) for at most `steps` new tokens, stopping after a
-  // generated token equal to stop_token (if >= 0). Returns prompt + generated ids.
+  // Decoding from prompt (non-empty) for at most `steps` new tokens, stopping after a generated
+  // token equal to stop_token (if >= 0): greedy, or sampled as llama2.c's run.c samples (see
+  // Sampling). Returns prompt + generated ids.
   std::vector<int32_t> generate(const std::vector<int32_t> &prompt, int64_t steps,
-                                int32_t stop_token) const;
+                                int32_t stop_token, const Sampling &sampling = {}) const;
 
   // A forward pass over batch windows that reports every linear group's input to hook.
   void forward_with_hook(const std::vector<int32_t> &tokens, int64_t batch, int64_t seq_len,
