@@ -3,6 +3,7 @@
 #include "fixtures.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 namespace nwc::cli::check {
@@ -41,7 +42,9 @@ bool check_rotation(const Instance &inst) {
            inst.check(ri.inverse(inst.raw(), side.view(), v.get()), "inverse");
            const double d = max_abs_diff(back, w);
            require(d <= 1e-5, "inverse(forward(W)) differs from W by " + std::to_string(d));
-           return "max difference " + std::to_string(d);
+           char note[64];
+           std::snprintf(note, sizeof note, "max difference %.3g", d);
+           return std::string(note);
          });
 }
 
