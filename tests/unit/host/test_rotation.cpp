@@ -245,7 +245,8 @@ TEST_CASE("a corrupted rotation side stream is refused with one line naming the 
 // layers 2 and 3 and up_proj of layer 4 rise: their low-rank structure turns into products of
 // near-Gaussian vectors, heavier-tailed than a Gaussian); the model's worst and average max/rms
 // fall. With one outlier of 50 rms planted in each matrix, every linear's max/rms falls.
-TEST_CASE("the Hadamard rotation lowers max over rms of every linear of stories260K with an outlier") {
+TEST_CASE(
+    "the Hadamard rotation lowers max over rms of every linear of stories260K with an outlier") {
   Model model = load_model(test::stories260k());
   auto inst = registry().create("nwc.rotation.hadamard", OptionValues());
   const auto &ri = inst->interface_as<nwc_rotation_interface>(NWC_ROTATION_INTERFACE);
