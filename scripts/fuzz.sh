@@ -28,8 +28,12 @@ make_seeds() {
   # Seeds are added next to what earlier fuzzing put there (same names are overwritten).
   for t in "${ALL_TARGETS[@]}"; do mkdir -p "$out/fuzz_$t"; done
   # Containers: the golden files, and stories260K through raw, zstd, rANS (own tables) and the
-  # NWC codec (rANS with external tables; once with the codec embedded).
+  # NWC codec (rANS with external tables; once with the codec embedded), and RTN after the
+  # Hadamard rotation (a per-tensor `rotation` side stream, inverted after merging).
   sed 's/nwc.entropy.raw/nwc.entropy.rans/' "$ROOT/pipelines/rtn-4bit-g32.toml" >"$tmp/rans.toml"
+  { printf '[rotation]\nplugin = "nwc.rotation.hadamard"\n\n'
+    cat "$ROOT/pipelines/rtn-4bit-g32.toml"; } >"$tmp/hadamard.toml"
+  "$nwc" compress "$model" -p "$tmp/hadamard.toml" -o "$tmp/rtn4-hadamard.nwc" -q
   "$nwc" compress "$model" -p "$ROOT/pipelines/rtn-4bit-g32.toml" -o "$tmp/rtn4-raw.nwc" -q
   "$nwc" compress "$model" -p "$ROOT/pipelines/rtn-8bit-g64-zstd.toml" -o "$tmp/rtn8-zstd.nwc" -q
   "$nwc" compress "$model" -p "$tmp/rans.toml" -o "$tmp/rtn4-rans.nwc" -q

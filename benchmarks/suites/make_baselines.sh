@@ -12,6 +12,11 @@
 # GPTQ and LDLQ calibrate sequentially as GPTQ's reference code does ([calibration] mode =
 # "sequential": each linear's Hessian from the model with everything before it coded); the
 # gptq-ao-*-orig points take every Hessian from the original model instead, to show the difference.
+# The *-had points add incoherence processing (QuIP#'s randomized Hadamard transform,
+# nwc.rotation.hadamard, both sides, seed 0) in front of the same chains; their GPTQ runs without
+# act-order, as QuIP# does (after the transform the Hessian's diagonal is nearly flat, so the column
+# order has nothing to go by), and their LDLQ is QuIP#'s LDLQ on incoherent weights with a scalar
+# grid instead of the E8 lattice codebook.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=baselines
@@ -24,6 +29,11 @@ uniform() { # group bits entropy [grid]
   printf '[chunker]\nplugin = "nwc.chunk.group"\ngroup = %s\n\n[quantizer]\nplugin = "nwc.quant.uniform"\nbits = %s\ngrid = "%s"\n\n[entropy]\nplugin = "%s"\n\n' "$1" "$2" "${4:-gptq}" "$3"
 }
 none() { printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; }
+hadamard() { printf '[rotation]\nplugin = "nwc.rotation.hadamard"\n\n'; }
+gptq_plain() { # group: GPTQ in column order, sequential calibration
+  printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = false\n' "$1"
+  sequential
+}
 sequential() { printf '\n[calibration]\nmode = "sequential"\n'; }
 gptq_ao() { # group [original]
   printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$1"
@@ -55,6 +65,18 @@ for b in 2 3 4; do
     >"$out/gptq-ao-g32-${b}b-rans.toml"
   { head "ldlq-g32-${b}b" "LDLQ g32 (block 32)"; uniform 32 "$b" nwc.entropy.raw
     printf '[compensator]\nplugin = "nwc.comp.ldlq"\nblock = 32\n'; sequential; } >"$out/ldlq-g32-${b}b.toml"
+done
+for g in 32 128; do
+  for b in 3 4; do
+    { head "rtn-had-g$g-${b}b" "RTN g$g + Hadamard"; hadamard; uniform "$g" "$b" nwc.entropy.raw; none; } \
+      >"$out/rtn-had-g$g-${b}b.toml"
+    { head "gptq-had-g$g-${b}b" "GPTQ g$g + Hadamard"; hadamard; uniform "$g" "$b" nwc.entropy.raw
+      gptq_plain "$g"; } >"$out/gptq-had-g$g-${b}b.toml"
+  done
+done
+for b in 2 3 4; do
+  { head "ldlq-had-g32-${b}b" "LDLQ g32 (block 32) + Hadamard"; hadamard; uniform 32 "$b" nwc.entropy.raw
+    printf '[compensator]\nplugin = "nwc.comp.ldlq"\nblock = 32\n'; sequential; } >"$out/ldlq-had-g32-${b}b.toml"
 done
 for g in 32 64 128; do
   for b in 3 4; do

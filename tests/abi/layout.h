@@ -103,12 +103,17 @@ NWC_PIN(offsetof(nwc_block_codec, encode_ex) == 40); /* since 1.1 */
 NWC_PIN(offsetof(nwc_block_codec, ctx) == 8);
 NWC_PIN(offsetof(nwc_block_codec, rows) == 16);
 NWC_PIN(offsetof(nwc_block_codec, encode) == 32);
+NWC_PIN(sizeof(nwc_rotation_interface) == 40); /* since 1.4 */
+NWC_PIN(offsetof(nwc_rotation_interface, plan) == 8);
+NWC_PIN(offsetof(nwc_rotation_interface, forward) == 16);
+NWC_PIN(offsetof(nwc_rotation_interface, forward_hessian) == 24);
+NWC_PIN(offsetof(nwc_rotation_interface, inverse) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010003u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010004u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
-        NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5);
+        NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5 && NWC_KIND_ROTATION == 6);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);
 NWC_PIN(NWC_OPT_BOOL == 1 && NWC_OPT_PATH == 8);
 NWC_PIN(NWC_E_INVALID_ARG == -1 && NWC_E_CORRUPT_STREAM == -5 && NWC_E_IO == -11);

@@ -37,12 +37,32 @@ TEST_CASE("plugins check passes for every bundled plugin") {
     ids.insert(p["id"].get<std::string>());
     kinds.insert(p["kind"].get<std::string>());
   }
-  for (const char *id :
-       {"nwc.chunk.group", "nwc.chunk.column", "nwc.quant.uniform", "nwc.quant.nf4",
-        "nwc.entropy.rans", "nwc.entropy.zstd", "nwc.comp.gptq", "nwc.transform.neural"})
+  for (const char *id : {"nwc.chunk.group", "nwc.chunk.column", "nwc.quant.uniform",
+                         "nwc.quant.nf4", "nwc.entropy.rans", "nwc.entropy.zstd", "nwc.comp.gptq",
+                         "nwc.transform.neural", "nwc.rotation.hadamard"})
     CHECK(ids.count(id) == 1);
-  CHECK(kinds ==
-        std::set<std::string>{"chunker", "transform", "quantizer", "entropy", "compensator"});
+  CHECK(kinds == std::set<std::string>{"chunker", "transform", "quantizer", "entropy",
+                                       "compensator", "rotation"});
+}
+
+TEST_CASE("plugins check show and list handle the rotation kind") {
+  Result r = run_nwc({"plugins", "check", "nwc.rotation.hadamard"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("nwc.rotation.hadamard (rotation") != std::string::npos);
+  CHECK(r.out.find("pass  forward: norm kept") != std::string::npos);
+  CHECK(r.out.find("pass  inverse: max difference") != std::string::npos);
+  Result s = run_nwc({"plugins", "show", "nwc.rotation.hadamard"});
+  CHECK(s.exit_code == 0);
+  CHECK(s.out.find("nwc.rotation.hadamard 1.0.0 (rotation") != std::string::npos);
+  CHECK(s.out.find("sides") != std::string::npos);
+  Result m = run_nwc({"plugins", "show", "nwc.rotation.hadamard", "--markdown"});
+  CHECK(m.exit_code == 0);
+  CHECK(
+      m.out.find("| kind | rotation (interface `nwc.rotation/1`, pipeline table `[rotation]`) |") !=
+      std::string::npos);
+  Result l = run_nwc({"plugins", "list"});
+  CHECK(l.out.find("nwc.rotation.hadamard") != std::string::npos);
 }
 
 TEST_CASE("plugins check in text form names each step") {

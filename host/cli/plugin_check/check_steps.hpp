@@ -45,5 +45,6 @@ bool check_transform(const host::Instance &inst);
 bool check_quantizer(const host::Instance &inst);
 bool check_entropy(const host::Instance &inst);
 bool check_compensator(const host::Instance &inst);
+bool check_rotation(const host::Instance &inst);
 
 } // namespace nwc::cli::check

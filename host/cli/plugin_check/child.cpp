@@ -107,6 +107,8 @@ bool check_kind(const Plugin &p, const Instance &inst) {
     return check::check_entropy(inst);
   case NWC_KIND_COMPENSATOR:
     return check::check_compensator(inst);
+  case NWC_KIND_ROTATION:
+    return check::check_rotation(inst);
   default:
     report("fail", "kind", "unknown kind " + std::to_string(p.kind));
     return false;

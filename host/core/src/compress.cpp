@@ -379,7 +379,8 @@ private:
   // The plan, fixed before the workers start.
   std::vector<std::optional<StageChain>> chains_; // per tensor; nullopt: stored raw / zstd
   Job *job_ = nullptr;                            // with more than one rank
-  std::map<std::string, std::array<OptionValues, 5>> resolved_by_chain_; // other ranks' tensors
+  std::map<std::string, std::array<OptionValues, kSlotCount>>
+      resolved_by_chain_; // other ranks' tensors
   int rank_ = 0;
   std::vector<int> owner_;   // per tensor, the rank that codes it
   std::vector<size_t> mine_; // the tensors this process codes, in model order

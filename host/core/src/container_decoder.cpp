@@ -24,7 +24,7 @@ using namespace detail;
 struct ContainerDecoder::Impl {
   const ContainerReader *reader = nullptr;
   const Registry *registry = nullptr;
-  std::vector<std::array<StageSpec, 5>> configs;
+  std::vector<std::array<StageSpec, kSlotCount>> configs;
   // Buffers of one decoding thread, reused from block to block: the block's symbols, latents,
   // chunks and columns.
   struct Scratch {
@@ -86,6 +86,8 @@ struct ContainerDecoder::Impl {
     std::vector<StreamRef> key; // the tensor-level streams it was read from
     TensorSide side;
     std::vector<float> row_gain;
+    bool rotated = false;               // stream "rotation": undo the rotation after merging
+    std::vector<uint8_t> rotation_side; // the rotation plugin's side information (untrusted)
   };
   static constexpr size_t kPlanCache = 8;
   mutable std::mutex plan_mu;
@@ -121,9 +123,21 @@ struct ContainerDecoder::Impl {
         p->row_gain = decode_row_scales(reader->read_stream(t, s), rows, where);
       else if (s.role == "levels")
         p->side.levels = unpack_levels(reader->read_stream(t, s), cols, where);
-      else
+      else if (s.role == "rotation") {
+        if (p->rotated) fail(NWC_E_CORRUPT_STREAM, where + ": two rotation streams");
+        p->rotated = true;
+        p->rotation_side = reader->read_stream(t, s);
+      } else
         fail(NWC_E_CORRUPT_STREAM, where + ": unknown tensor stream role '" + s.role + "'");
     }
+    const bool has_rotation =
+        !configs.at(static_cast<size_t>(t.stage_config))[static_cast<size_t>(Slot::Rotation)]
+             .plugin.empty();
+    if (p->rotated != has_rotation)
+      fail(NWC_E_CORRUPT_STREAM,
+           where + (p->rotated ? ": has a rotation stream but its stage configuration no rotation"
+                               : ": its stage configuration has a rotation but the tensor no "
+                                 "rotation stream"));
     p->key = std::move(key);
     std::lock_guard<std::mutex> lock(plan_mu);
     plans.push_back(p);
@@ -226,7 +240,7 @@ ContainerDecoder::ContainerDecoder(const ContainerReader &reader, const Registry
   const std::string file = reader.path().string();
   for (size_t cfg_index = 0; cfg_index < reader.manifest().stage_configs.size(); ++cfg_index) {
     const StageConfig &cfg = reader.manifest().stage_configs[cfg_index];
-    std::array<StageSpec, 5> specs;
+    std::array<StageSpec, kSlotCount> specs;
     for (const auto &s : cfg.stages) {
       bool known = false;
       size_t slot = 0;
@@ -289,6 +303,11 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
     fail(NWC_E_INVALID_ARG, file + ": tensor " + t.name + " has no block " + std::to_string(block));
   auto lease = impl_->lease(t.stage_config);
   const auto plan = impl_->plan_for(t);
+  if (plan->rotated)
+    fail(NWC_E_INVALID_ARG, file + ": tensor " + t.name + " is rotated by " +
+                                lease.stages->at(Slot::Rotation).plugin().id +
+                                ": its blocks hold columns of the rotated matrix; decode the whole "
+                                "tensor");
   std::vector<const StreamRef *> streams;
   for (const auto &s : t.streams)
     if (s.block == static_cast<int32_t>(block)) streams.push_back(&s);
@@ -382,6 +401,11 @@ std::vector<float> ContainerDecoder::decode_tensor(const TensorRecord &t, unsign
   work();
   for (auto &th : pool) th.join();
   if (error) std::rethrow_exception(error);
+  if (plan->rotated) { // the rotation is undone on the whole merged matrix, on this thread
+    auto lease = impl_->lease(t.stage_config);
+    rotation_inverse(*lease.stages, file + ": tensor " + t.name, plan->rotation_side.data(),
+                     plan->rotation_side.size(), out.data(), plan->rows, cols);
+  }
   return out;
 }
 

@@ -61,7 +61,10 @@ public:
     for (const auto &t : tensors) {
       auto j = std::make_unique<TensorJob>();
       j->t = &t;
-      if (t.storage == "pipeline" && t.blocks.size() > 1) j->units = t.blocks.size();
+      // A rotated tensor decodes as a whole: its blocks hold columns of the rotated matrix.
+      const bool rotated = std::any_of(t.streams.begin(), t.streams.end(),
+                                       [](const StreamRef &s) { return s.role == "rotation"; });
+      if (t.storage == "pipeline" && t.blocks.size() > 1 && !rotated) j->units = t.blocks.size();
       jobs_.push_back(std::move(j));
     }
   }

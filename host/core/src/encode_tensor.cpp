@@ -59,6 +59,10 @@ void add_levels(EncodedTensor &enc, BlockCodec &bc, const Stages &st, const Pipe
     column_levels = &hessian_levels;
   }
   if (!column_levels) return;
+  if (st.rotation)
+    fail(NWC_E_INVALID_ARG, "tensor " + name +
+                                ": per-column quality levels cannot be combined "
+                                "with [rotation] (the rotation mixes the columns)");
   const auto &levels = *column_levels;
   if (static_cast<int64_t>(levels.size()) != bc.cols)
     fail(NWC_E_INVALID_ARG, "tensor " + name + ": " + std::to_string(levels.size()) +
@@ -73,7 +77,7 @@ void add_levels(EncodedTensor &enc, BlockCodec &bc, const Stages &st, const Pipe
 // The compensator chooses the column blocks and drives the block codec (with the tensor's
 // Hessian when there is one); without a compensator the whole tensor is one block.
 void code_blocks(BlockCodec &bc, const Stages &st, const nwc_tensor_view &weight,
-                 const CompressSettings &settings) {
+                 const std::vector<float> *hessian_values) {
   if (!st.compensator) {
     std::vector<float> recon(static_cast<size_t>(bc.rows * bc.cols));
     int64_t shape[2] = {bc.rows, bc.cols};
@@ -84,10 +88,8 @@ void code_blocks(BlockCodec &bc, const Stages &st, const nwc_tensor_view &weight
   nwc_tensor_view hv{};
   const nwc_tensor_view *hessian = nullptr;
   int64_t hshape[2] = {bc.cols, bc.cols};
-  std::shared_ptr<const std::vector<float>> hvalues; // held while the compensator runs
-  if (auto h = settings.hessians.find(bc.name); h != settings.hessians.end()) {
-    hvalues = h->second.load();
-    hv = nwc_tensor_view{const_cast<float *>(hvalues->data()),
+  if (hessian_values) {
+    hv = nwc_tensor_view{const_cast<float *>(hessian_values->data()),
                          0,
                          NWC_DTYPE_F32,
                          NWC_DEVICE_CPU,
@@ -101,6 +103,43 @@ void code_blocks(BlockCodec &bc, const Stages &st, const nwc_tensor_view &weight
                                              &weight, hessian, &bc.c);
   if (!bc.error.empty()) fail(bc.error_code, bc.error); // the stage's own message
   st.at(Slot::Compensator).check(cs, ("compensate on tensor " + bc.name).c_str());
+}
+
+// The rotation (ABI 1.4), when the chain has one: plan with the tensor's Hessian, store the side
+// information as stream "rotation", rotate the weight (a copy: the caller's values are left as they
+// are) and the Hessian the compensator will see. Returns the side information ("" without one).
+std::vector<uint8_t> rotate(EncodedTensor &enc, const Stages &st, std::vector<float> &values,
+                            int64_t rows, int64_t cols, std::vector<float> &rotated,
+                            std::shared_ptr<const std::vector<float>> &hessian) {
+  if (!st.rotation) return {};
+  const std::string &name = enc.record.name;
+  const Instance &r = st.at(Slot::Rotation);
+  detail::VectorSink side;
+  int64_t hshape[2] = {cols, cols};
+  nwc_tensor_view hv{};
+  if (hessian)
+    hv = nwc_tensor_view{const_cast<float *>(hessian->data()),
+                         0,
+                         NWC_DTYPE_F32,
+                         NWC_DEVICE_CPU,
+                         0,
+                         2,
+                         hshape,
+                         nullptr};
+  r.check(st.rotation->plan(r.raw(), name.c_str(), rows, cols, hessian ? &hv : nullptr, &side.sink),
+          ("rotation plan of tensor " + name).c_str());
+  rotated = values;
+  rotation_forward(st, name, side.bytes, rotated.data(), rows, cols);
+  if (hessian) {
+    auto h = std::make_shared<std::vector<float>>(*hessian);
+    View v(h->data(), NWC_DTYPE_F32, cols, cols);
+    r.check(st.rotation->forward_hessian(r.raw(), nwc_bytes{side.bytes.data(), side.bytes.size()},
+                                         v.get()),
+            ("rotation forward_hessian of tensor " + name).c_str());
+    hessian = std::move(h);
+  }
+  enc.streams.push_back({"rotation", {-1, side.bytes}});
+  return std::move(side.bytes);
 }
 
 // Sorts the coded blocks by column; they must tile [0, cols) exactly once.
@@ -132,10 +171,18 @@ void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const Sta
   TensorRecord &rec = enc.record;
   rec.storage = "pipeline";
   enc.chain = chain.to_json();
-  for (size_t s = 0; s < 5; ++s)
+  for (size_t s = 0; s < kSlotCount; ++s)
     if (st.inst[s]) enc.resolved[s] = st.inst[s]->resolved_options();
 
   auto [rows, cols] = as_matrix(rec.shape);
+  // The Hessian (held while the compensator runs), rotated with the weight when there is a
+  // rotation: the stages below code U·W·Vᵀ against V·H·Vᵀ.
+  std::shared_ptr<const std::vector<float>> hessian;
+  if (auto h = settings.hessians.find(rec.name); h != settings.hessians.end())
+    hessian = h->second.load();
+  std::vector<float> rotated;
+  const std::vector<uint8_t> rotation_side = rotate(enc, st, values, rows, cols, rotated, hessian);
+  std::vector<float> &coded = st.rotation ? rotated : values;
   BlockCodec bc;
   bc.stages = &st;
   bc.name = rec.name;
@@ -149,11 +196,11 @@ void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const Sta
   bc.c = nwc_block_codec{sizeof(nwc_block_codec), 0, &bc, rows, cols, &BlockCodec::encode,
                          &BlockCodec::encode_ex};
   int64_t shape[2] = {rows, cols};
-  nwc_tensor_view wv{values.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_tensor_view wv{coded.data(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
   // Tensor-level side information first: every block is coded with it.
   add_row_scales(enc, bc, st, wv);
   add_levels(enc, bc, st, pipeline, settings);
-  code_blocks(bc, st, wv, settings);
+  code_blocks(bc, st, wv, hessian.get());
   check_tiling(bc, st);
   if (bc.keep_inputs) coalesce_blocks(bc, pipeline.stream_columns);
   for (size_t b = 0; b < bc.blocks.size(); ++b) {
@@ -161,6 +208,13 @@ void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const Sta
     for (auto &s : bc.blocks[b].streams)
       enc.streams.push_back({s.first, {static_cast<int32_t>(b), std::move(s.second)}});
   }
+  // The reconstructions in the original basis, as the decoder returns them: the same inverse on
+  // the same merged values.
+  if (st.rotation)
+    for (std::vector<float> *r : {reconstruction, unit_reconstruction})
+      if (r)
+        rotation_inverse(st, "tensor " + rec.name, rotation_side.data(), rotation_side.size(),
+                         r->data(), rows, cols);
 }
 
 } // namespace detail

@@ -22,7 +22,7 @@ struct EncodedTensor {
   TensorRecord record; // offsets filled when written
   std::vector<std::pair<std::string, std::pair<int32_t, std::vector<uint8_t>>>> streams;
   nlohmann::json chain; // stage chain used (pipeline storage)
-  OptionValues resolved[5];
+  OptionValues resolved[kSlotCount];
 };
 
 namespace detail {

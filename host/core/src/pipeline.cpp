@@ -204,6 +204,8 @@ uint32_t slot_kind(Slot s) {
     return NWC_KIND_ENTROPY_CODER;
   case Slot::Compensator:
     return NWC_KIND_COMPENSATOR;
+  case Slot::Rotation:
+    return NWC_KIND_ROTATION;
   }
   return 0;
 }
@@ -243,7 +245,7 @@ std::string validate_chain(const StageChain &chain, const Registry &registry) {
     const auto &s = chain.stages[i];
     auto slot = static_cast<Slot>(i);
     if (s.plugin.empty()) {
-      if (slot == Slot::Transform || slot == Slot::Compensator) continue;
+      if (slot == Slot::Transform || slot == Slot::Compensator || slot == Slot::Rotation) continue;
       return std::string("[") + kSlotNames[i] + "] is required";
     }
     const Plugin *p = registry.find(s.plugin);
@@ -420,6 +422,7 @@ void read_base_chain(const toml::table &root, const Where &w, const Registry &re
     if (!n->is_table()) bad(w.at(n->source()), std::string(kSlotNames[i]) + ": expected a table");
     pl.base.stages[i] =
         read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, nullptr, file);
+    if (static_cast<Slot>(i) == Slot::Rotation) pl.rotation_where = w.at(n->source());
   }
   if (pl.base[Slot::Compensator].plugin.empty() && registry.find(kDefaultCompensator))
     pl.base[Slot::Compensator].plugin = kDefaultCompensator;
@@ -469,6 +472,25 @@ OverrideRule read_override(const toml::table &t, const Where &w, const Registry 
   return rule;
 }
 
+// A rotation codes the matrix in another basis: per-column quality levels (ranked by the Hessian's
+// diagonal, which the rotation flattens) and block fine-tuning (row scales of the rotated matrix
+// are not row scales of the original) would be wrong with it, so they are refused.
+void check_rotation_combinations(const toml::table &root, const Where &w, Pipeline &pl) {
+  for (const auto &rule : pl.overrides) {
+    const auto &r = rule.stages[static_cast<size_t>(Slot::Rotation)];
+    if (r && !r->plugin.empty() && pl.rotation_where.empty()) pl.rotation_where = rule.where;
+  }
+  if (pl.rotation_where.empty()) return;
+  for (const char *table : {"levels", "blockft"})
+    if (auto *n = root.get(table))
+      bad(w.at(n->source()), std::string("[") + table + "] cannot be combined with [rotation] (" +
+                                 pl.rotation_where +
+                                 "): the rotation codes the matrix in another basis, where " +
+                                 (std::string(table) == "levels"
+                                      ? "the Hessian's diagonal no longer ranks input columns"
+                                      : "row scales are not row scales of the original"));
+}
+
 } // namespace
 
 Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
@@ -489,7 +511,7 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
 
   check_keys(root,
              {"pipeline", "calibration", "levels", "blockft", "chunker", "transform", "quantizer",
-              "entropy", "compensator", "override"},
+              "entropy", "compensator", "rotation", "override"},
              w, "(top level)");
   if (auto *p = root.get("pipeline")) read_pipeline_table(*p, w, pl);
   if (auto *c = root.get("calibration")) read_calibration_table(*c, w, pl);
@@ -501,6 +523,7 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
     for (auto &elem : *o->as_array())
       pl.overrides.push_back(read_override(*elem.as_table(), w, registry, pl));
   }
+  check_rotation_combinations(root, w, pl);
   if (pl.method.empty()) pl.method = pl.name;
   return pl;
 }

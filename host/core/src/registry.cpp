@@ -112,6 +112,8 @@ const char *kind_name(uint32_t kind) {
     return "entropy";
   case NWC_KIND_COMPENSATOR:
     return "compensator";
+  case NWC_KIND_ROTATION:
+    return "rotation";
   default:
     return "unknown";
   }
@@ -134,6 +136,8 @@ const char *kind_interface(uint32_t kind) {
     return NWC_ENTROPY_INTERFACE;
   case NWC_KIND_COMPENSATOR:
     return NWC_COMPENSATOR_INTERFACE;
+  case NWC_KIND_ROTATION:
+    return NWC_ROTATION_INTERFACE;
   default:
     return "";
   }
@@ -329,7 +333,7 @@ void Registry::load_library(const std::filesystem::path &file) {
       report(where + ": built for ABI major " + std::to_string(NWC_ABI_MAJOR(d->abi_version)));
       continue;
     }
-    if (d->kind < NWC_KIND_CHUNKER || d->kind > NWC_KIND_QUANTIZER) {
+    if (d->kind < NWC_KIND_CHUNKER || d->kind > NWC_KIND_ROTATION) {
       report(where + ": unknown kind " + std::to_string(d->kind));
       continue;
     }

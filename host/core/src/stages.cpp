@@ -18,8 +18,8 @@ nwc_status VectorSink::write(nwc_sink *s, const void *data, size_t len) {
   }
 }
 
-std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const Registry &reg,
-                                    bool decode) {
+std::unique_ptr<Stages> make_stages(const std::array<StageSpec, kSlotCount> &specs,
+                                    const Registry &reg, bool decode) {
   auto st = std::make_unique<Stages>();
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs[i].plugin.empty()) continue;
@@ -36,7 +36,35 @@ std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const
   if (st->has(Slot::Compensator))
     st->compensator = &st->at(Slot::Compensator)
                            .interface_as<nwc_compensator_interface>(NWC_COMPENSATOR_INTERFACE);
+  if (st->has(Slot::Rotation)) {
+    st->rotation =
+        &st->at(Slot::Rotation).interface_as<nwc_rotation_interface>(NWC_ROTATION_INTERFACE);
+    if (st->rotation->struct_size < sizeof(nwc_rotation_interface) || !st->rotation->plan ||
+        !st->rotation->forward || !st->rotation->forward_hessian || !st->rotation->inverse)
+      fail(NWC_E_VERSION, "plugin " + st->at(Slot::Rotation).plugin().id +
+                              ": its nwc.rotation/1 interface is incomplete");
+  }
   return st;
+}
+
+void rotation_forward(const Stages &st, const std::string &name, const std::vector<uint8_t> &side,
+                      float *values, int64_t rows, int64_t cols) {
+  View v(values, NWC_DTYPE_F32, rows, cols);
+  st.at(Slot::Rotation)
+      .check(st.rotation->forward(st.at(Slot::Rotation).raw(), nwc_bytes{side.data(), side.size()},
+                                  v.get()),
+             ("rotation forward on tensor " + name).c_str());
+}
+
+void rotation_inverse(const Stages &st, const std::string &where, const uint8_t *side,
+                      size_t side_size, float *values, int64_t rows, int64_t cols) {
+  View v(values, NWC_DTYPE_F32, rows, cols);
+  const Instance &r = st.at(Slot::Rotation);
+  const nwc_status s = st.rotation->inverse(r.raw(), nwc_bytes{side, side_size}, v.get());
+  if (s == NWC_OK) return;
+  const char *msg = r.plugin().vtable->last_error(r.raw());
+  fail(s, where + ": rotation " + r.plugin().id + " refused its side information: " +
+              (msg && *msg ? msg : "no message") + " (" + nwc_status_name(s) + ")");
 }
 
 // Treats any tensor as a matrix: 1-D as [1, n], N-D as [shape[0], prod(rest)].

@@ -36,20 +36,28 @@ struct VectorSink {
 
 // The live stages of one chain (one per worker thread: instances are [instance-serial]).
 struct Stages {
-  std::array<std::unique_ptr<Instance>, 5> inst;
+  std::array<std::unique_ptr<Instance>, kSlotCount> inst;
   const nwc_chunker_interface *chunker = nullptr;
   const nwc_transform_interface *transform = nullptr;
   const nwc_quantizer_interface *quantizer = nullptr;
   const nwc_entropy_interface *entropy = nullptr;
   const nwc_compensator_interface *compensator = nullptr;
+  const nwc_rotation_interface *rotation = nullptr; // ABI 1.4, optional
 
   Instance &at(Slot s) const { return *inst[static_cast<size_t>(s)]; }
   bool has(Slot s) const { return inst[static_cast<size_t>(s)] != nullptr; }
 };
 
 // Creates the chain's instances (decode: without the encoder-only compensator).
-std::unique_ptr<Stages> make_stages(const std::array<StageSpec, 5> &specs, const Registry &reg,
-                                    bool decode);
+std::unique_ptr<Stages> make_stages(const std::array<StageSpec, kSlotCount> &specs,
+                                    const Registry &reg, bool decode);
+
+// The rotation of a tensor (ABI 1.4): forward on its weight, inverse on a decoded matrix, both in
+// place on [rows, cols]; side is the plugin's side information (untrusted when decoding).
+void rotation_forward(const Stages &st, const std::string &name, const std::vector<uint8_t> &side,
+                      float *values, int64_t rows, int64_t cols);
+void rotation_inverse(const Stages &st, const std::string &where, const uint8_t *side,
+                      size_t side_size, float *values, int64_t rows, int64_t cols);
 
 // Treats any tensor as a matrix: 1-D as [1, n], N-D as [shape[0], prod(rest)].
 std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape);

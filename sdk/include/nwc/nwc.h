@@ -7,6 +7,7 @@
 #include "nwc/kinds/compensator.h"
 #include "nwc/kinds/entropy.h"
 #include "nwc/kinds/quantizer.h"
+#include "nwc/kinds/rotation.h"
 #include "nwc/kinds/transform.h"
 #include "nwc/options.h"
 #include "nwc/plugin.h"

@@ -22,6 +22,7 @@ NWC_EXTERN_C_BEGIN
 #define NWC_KIND_ENTROPY_CODER 3u
 #define NWC_KIND_COMPENSATOR 4u
 #define NWC_KIND_QUANTIZER 5u
+#define NWC_KIND_ROTATION 6u /* since ABI 1.4 */
 
 /* Descriptor flags. */
 #define NWC_PLUGIN_INSTANCE_THREADSAFE 0x1u /* one instance may be called from several threads */

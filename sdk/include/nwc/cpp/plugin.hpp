@@ -1,10 +1,10 @@
 // nwc/cpp/plugin.hpp — header-only C++ helpers for plugin authors.
 //
 // A plugin is a small C++ class deriving from one of the stage bases below (Chunker, Transform,
-// Quantizer, EntropyCoder, Compensator). It declares its identity and its option table once as
-// static members; NWC_MODULE(...) then emits the C entry point, descriptors, vtables and interface
-// tables. Exceptions never cross the ABI: every trampoline catches them and maps them to a status
-// plus the instance's last-error string.
+// Quantizer, EntropyCoder, Compensator, Rotation). It declares its identity and its option table
+// once as static members; NWC_MODULE(...) then emits the C entry point, descriptors, vtables and
+// interface tables. Exceptions never cross the ABI: every trampoline catches them and maps them to
+// a status plus the instance's last-error string.
 //
 //   class Raw final : public nwc::EntropyCoder {
 //    public:
@@ -474,6 +474,21 @@ public:
   virtual void decode(Bytes stream, const nwc_cdf_model *model, Tensor<int32_t> symbols) = 0;
 };
 
+class Rotation : public Stage {
+public:
+  static constexpr uint32_t kind = NWC_KIND_ROTATION;
+  // Chooses the transform of tensor_name ([rows, cols]) and writes what the decoder needs to
+  // rebuild it to side. hessian: F32 [cols, cols], or null without calibration.
+  virtual void plan(std::string_view tensor_name, int64_t rows, int64_t cols,
+                    const nwc_tensor_view *hessian, Sink &side) = 0;
+  // weight [rows, cols] -> U · weight · Vᵀ, in place.
+  virtual void forward(Bytes side, Tensor<float> weight) = 0;
+  // hessian [cols, cols] -> V · hessian · Vᵀ, in place.
+  virtual void forward_hessian(Bytes side, Tensor<float> hessian) = 0;
+  // weight [rows, cols] -> Uᵀ · weight · V, in place; side is untrusted (NWC_E_CORRUPT_STREAM).
+  virtual void inverse(Bytes side, Tensor<float> weight) = 0;
+};
+
 class Compensator : public Stage {
 public:
   static constexpr uint32_t kind = NWC_KIND_COMPENSATOR;
@@ -705,6 +720,28 @@ template <class P> struct Trampolines {
     });
   }
 
+  static nwc_status rotation_plan(nwc_instance *i, const char *name, int64_t rows, int64_t cols,
+                                  const nwc_tensor_view *h, nwc_sink *side) {
+    return guarded(i, [&] {
+      if (rows < 0 || cols < 0) fail(NWC_E_INVALID_ARG, "negative tensor shape");
+      Sink sk(side);
+      self<P>(i).plan(name ? name : "", rows, cols, h, sk);
+    });
+  }
+  static nwc_status rotation_forward(nwc_instance *i, nwc_bytes side, nwc_tensor_view *w) {
+    return guarded(i, [&] { self<P>(i).forward(Bytes{side.data, side.size}, Tensor<float>(w)); });
+  }
+  static nwc_status rotation_forward_hessian(nwc_instance *i, nwc_bytes side, nwc_tensor_view *h) {
+    return guarded(i, [&] {
+      Tensor<float> t(h);
+      if (t.rows != t.cols) fail(NWC_E_INVALID_ARG, "the Hessian is not square");
+      self<P>(i).forward_hessian(Bytes{side.data, side.size}, t);
+    });
+  }
+  static nwc_status rotation_inverse(nwc_instance *i, nwc_bytes side, nwc_tensor_view *w) {
+    return guarded(i, [&] { self<P>(i).inverse(Bytes{side.data, side.size}, Tensor<float>(w)); });
+  }
+
   static const void *get_interface(const nwc_instance *, const char *id) {
     if (!id) return nullptr;
     std::string_view want(id);
@@ -731,6 +768,11 @@ template <class P> struct Trampolines {
     } else if constexpr (std::is_base_of_v<Compensator, P>) {
       static const nwc_compensator_interface t{sizeof(t), 0, requirements, compensate};
       if (want == NWC_COMPENSATOR_INTERFACE) return &t;
+    } else if constexpr (std::is_base_of_v<Rotation, P>) {
+      static const nwc_rotation_interface t{
+          sizeof(t),       0, rotation_plan, rotation_forward, rotation_forward_hessian,
+          rotation_inverse};
+      if (want == NWC_ROTATION_INTERFACE) return &t;
     }
     return nullptr;
   }

@@ -10,10 +10,13 @@
 //   assert(nwc::test::check_quantizer(q, values, rows, cols) == "");
 //   nwc::test::Instance e("com.example.entropy.y");
 //   assert(nwc::test::check_entropy_coder(e, symbols) == "");
+//   nwc::test::Instance r("com.example.rotation.z");
+//   assert(nwc::test::check_rotation(r, weight, rows, cols, &hessian) == "");
 #pragma once
 
 #include "nwc/nwc.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -358,6 +361,139 @@ inline std::string check_entropy_coder(Instance &inst, const std::vector<int32_t
       return "decode accepted the stream cut to " + std::to_string(cut) + " of " +
              std::to_string(a.size()) + " bytes";
   }
+  return "";
+}
+
+// ---- rotations (ABI 1.4) ------------------------------------------------------------------------
+
+inline const nwc_rotation_interface &rotation_interface(Instance &inst) {
+  const auto *r = inst.iface<nwc_rotation_interface>(NWC_ROTATION_INTERFACE);
+  if (!r) throw std::runtime_error("instance does not serve " NWC_ROTATION_INTERFACE);
+  return *r;
+}
+
+// plan() for tensor name [rows, cols]; hessian F32 [cols, cols] or null. side gets the bytes.
+inline nwc_status rotation_plan(Instance &inst, const char *name, int64_t rows, int64_t cols,
+                                const std::vector<float> *hessian, std::vector<uint8_t> &side) {
+  VecSink out;
+  nwc_status st;
+  if (hessian) {
+    View h(hessian->data(), cols, cols);
+    st = rotation_interface(inst).plan(inst.get(), name, rows, cols, h.get(), out.get());
+  } else {
+    st = rotation_interface(inst).plan(inst.get(), name, rows, cols, nullptr, out.get());
+  }
+  side = std::move(out.bytes);
+  return st;
+}
+// forward / forward_hessian / inverse in place on a [rows, cols] matrix.
+inline nwc_status rotation_forward(Instance &inst, const std::vector<uint8_t> &side,
+                                   std::vector<float> &w, int64_t rows, int64_t cols) {
+  View v(w.data(), rows, cols);
+  return rotation_interface(inst).forward(inst.get(), nwc_bytes{side.data(), side.size()}, v.get());
+}
+inline nwc_status rotation_forward_hessian(Instance &inst, const std::vector<uint8_t> &side,
+                                           std::vector<float> &h, int64_t cols) {
+  View v(h.data(), cols, cols);
+  return rotation_interface(inst).forward_hessian(inst.get(), nwc_bytes{side.data(), side.size()},
+                                                  v.get());
+}
+inline nwc_status rotation_inverse(Instance &inst, const uint8_t *side, size_t side_size,
+                                   std::vector<float> &w, int64_t rows, int64_t cols) {
+  View v(w.data(), rows, cols);
+  return rotation_interface(inst).inverse(inst.get(), nwc_bytes{side, side_size}, v.get());
+}
+
+// tr(E · H · Eᵀ) in double for E [rows, cols], H [cols, cols].
+inline double hessian_error(const std::vector<float> &e, const std::vector<float> &h, int64_t rows,
+                            int64_t cols) {
+  double total = 0.0;
+  std::vector<double> eh(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *er = e.data() + r * cols;
+    for (int64_t j = 0; j < cols; ++j) eh[j] = 0.0;
+    for (int64_t k = 0; k < cols; ++k) {
+      const double ek = er[k];
+      if (ek == 0.0) continue;
+      const float *hk = h.data() + k * cols;
+      for (int64_t j = 0; j < cols; ++j) eh[j] += ek * hk[j];
+    }
+    for (int64_t j = 0; j < cols; ++j) total += eh[j] * er[j];
+  }
+  return total;
+}
+
+// What the host relies on from a rotation, on weight [rows, cols] and optionally a Hessian
+// [cols, cols] (symmetric positive semi-definite): plan succeeds and writes the same side bytes
+// twice; forward then inverse gives the weight back within tol relative to its largest magnitude
+// (the transform is orthogonal, so the decoder undoes it), and forward keeps the Frobenius norm;
+// forward and inverse give the same bits when called again; the Hessian-weighted error of a
+// perturbation is the same in both bases, tr(E H Eᵀ) = tr(E' H' E'ᵀ) with E' = forward(E) and
+// H' = forward_hessian(H) (compensators minimize the same output error on the rotated matrix);
+// inverse refuses side information cut short or with a byte appended (NWC_E_CORRUPT_STREAM, never
+// a crash or a silent success). Returns "" or the first failure.
+inline std::string check_rotation(Instance &inst, const std::vector<float> &weight, int64_t rows,
+                                  int64_t cols, const std::vector<float> *hessian = nullptr,
+                                  double tol = 1e-5) {
+  const char *name = "layers.0.weight";
+  std::vector<uint8_t> side, side2;
+  if (rotation_plan(inst, name, rows, cols, hessian, side) != NWC_OK)
+    return "plan failed: " + inst.last_error();
+  if (rotation_plan(inst, name, rows, cols, hessian, side2) != NWC_OK || side != side2)
+    return "plan is not deterministic: a second call wrote other side bytes";
+  std::vector<float> w = weight;
+  if (rotation_forward(inst, side, w, rows, cols) != NWC_OK)
+    return "forward failed: " + inst.last_error();
+  std::vector<float> w2 = weight;
+  if (rotation_forward(inst, side, w2, rows, cols) != NWC_OK || !bitwise_equal(w, w2))
+    return "forward is not deterministic: a second call gave other values";
+  double norm = 0.0, norm_rot = 0.0, peak = 0.0;
+  for (size_t i = 0; i < weight.size(); ++i) {
+    norm += static_cast<double>(weight[i]) * weight[i];
+    norm_rot += static_cast<double>(w[i]) * w[i];
+    peak = std::fmax(peak, std::fabs(static_cast<double>(weight[i])));
+  }
+  if (std::fabs(std::sqrt(norm_rot) - std::sqrt(norm)) > tol * std::fmax(1.0, std::sqrt(norm)))
+    return "forward changed the Frobenius norm: the transform is not orthogonal";
+  std::vector<float> back = w, back2 = w;
+  if (rotation_inverse(inst, side.data(), side.size(), back, rows, cols) != NWC_OK)
+    return "inverse failed: " + inst.last_error();
+  if (rotation_inverse(inst, side.data(), side.size(), back2, rows, cols) != NWC_OK ||
+      !bitwise_equal(back, back2))
+    return "inverse is not deterministic: a second call gave other values";
+  for (size_t i = 0; i < weight.size(); ++i)
+    if (!(std::fabs(static_cast<double>(back[i]) - weight[i]) <= tol * std::fmax(1.0, peak)))
+      return "inverse(forward(W)) differs from W at element " + std::to_string(i);
+  if (hessian) {
+    // E: a deterministic perturbation with entries of both signs and several magnitudes.
+    std::vector<float> e(weight.size());
+    uint32_t x = 12345u;
+    for (auto &v : e) {
+      x = x * 1664525u + 1013904223u;
+      v = static_cast<float>(static_cast<int32_t>(x >> 8) % 2001 - 1000) / 1000.0f;
+    }
+    const double before = hessian_error(e, *hessian, rows, cols);
+    std::vector<float> er = e, hr = *hessian;
+    if (rotation_forward(inst, side, er, rows, cols) != NWC_OK)
+      return "forward failed: " + inst.last_error();
+    if (rotation_forward_hessian(inst, side, hr, cols) != NWC_OK)
+      return "forward_hessian failed: " + inst.last_error();
+    const double after = hessian_error(er, hr, rows, cols);
+    if (!(std::fabs(after - before) <= 100.0 * tol * std::fmax(1e-12, std::fabs(before))))
+      return "tr(E H E^T) changed under the rotation: " + std::to_string(before) + " before, " +
+             std::to_string(after) + " after";
+  }
+  for (size_t cut = 0; cut < side.size(); ++cut) {
+    std::vector<float> part = w;
+    if (rotation_inverse(inst, side.data(), cut, part, rows, cols) == NWC_OK)
+      return "inverse accepted side information cut to " + std::to_string(cut) + " of " +
+             std::to_string(side.size()) + " bytes";
+  }
+  std::vector<uint8_t> longer = side;
+  longer.push_back(0);
+  std::vector<float> part = w;
+  if (rotation_inverse(inst, longer.data(), longer.size(), part, rows, cols) == NWC_OK)
+    return "inverse accepted side information with a byte appended";
   return "";
 }
 

@@ -2,8 +2,10 @@
 //
 //   [pipeline]     name, method, select (glob patterns), exclude, unselected
 //                  ("raw" | "zstd" | "zstd-f16")
-//   [chunker] [transform] [quantizer] [entropy] [compensator]   plugin = "id", then its options
-//                  (without [compensator]: kDefaultCompensator of nwc/host/defaults.hpp)
+//   [chunker] [transform] [quantizer] [entropy] [compensator] [rotation]   plugin = "id", then
+//                  its options (without [compensator]: kDefaultCompensator of
+//                  nwc/host/defaults.hpp; [rotation] is optional: an orthogonal transform of the
+//                  whole matrix, undone after decoding)
 //   [calibration]  mode = "original" | "sequential" (where compensators' Hessians come from),
 //                  text, tokens, seq_len
 //   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
@@ -28,9 +30,19 @@
 
 namespace nwc::host {
 
-enum class Slot { Chunker = 0, Transform = 1, Quantizer = 2, Entropy = 3, Compensator = 4 };
-inline constexpr std::array<const char *, 5> kSlotNames = {"chunker", "transform", "quantizer",
-                                                           "entropy", "compensator"};
+// Rotation (ABI 1.4) transforms the whole matrix before it is chunked and is undone after its
+// blocks are merged; appended last so that the other slots keep their numbers.
+enum class Slot {
+  Chunker = 0,
+  Transform = 1,
+  Quantizer = 2,
+  Entropy = 3,
+  Compensator = 4,
+  Rotation = 5
+};
+inline constexpr size_t kSlotCount = 6;
+inline constexpr std::array<const char *, kSlotCount> kSlotNames = {
+    "chunker", "transform", "quantizer", "entropy", "compensator", "rotation"};
 uint32_t slot_kind(Slot s); // NWC_KIND_* a plugin in this slot must have
 
 struct StageSpec {
@@ -40,7 +52,7 @@ struct StageSpec {
 
 // The stages that code one tensor, after [[override]] rules.
 struct StageChain {
-  std::array<StageSpec, 5> stages;
+  std::array<StageSpec, kSlotCount> stages;
   const StageSpec &operator[](Slot s) const { return stages[static_cast<size_t>(s)]; }
   StageSpec &operator[](Slot s) { return stages[static_cast<size_t>(s)]; }
   nlohmann::json to_json() const; // canonical form, also used as a cache key
@@ -49,7 +61,7 @@ struct StageChain {
 struct OverrideRule {
   std::vector<std::string> match;
   bool skip = false;
-  std::array<std::optional<StageSpec>, 5> stages; // options merged over the base chain
+  std::array<std::optional<StageSpec>, kSlotCount> stages; // options merged over the base chain
   std::string where; // "file:line:column" of the [[override]] table, for messages
 };
 
@@ -97,6 +109,8 @@ struct Pipeline {
   CalibrationMode calibration_mode = CalibrationMode::Original;
   LevelsConfig levels;
   BlockFtConfig blockft;
+  // Where the first [rotation] table (base or override) is, "" when no tensor is rotated.
+  std::string rotation_where;
 
   // The chain for a tensor, or nullopt when the tensor is stored without the pipeline.
   // Throws nwc::Error if the overrides that apply produce an invalid chain.
