@@ -12,6 +12,8 @@
 # GPTQ and LDLQ calibrate sequentially as GPTQ's reference code does ([calibration] mode =
 # "sequential": each linear's Hessian from the model with everything before it coded); the
 # gptq-ao-*-orig points take every Hessian from the original model instead, to show the difference.
+# The awq-* points run AWQ's scale and clipping search ([awq], AutoAWQ's defaults; its search grid
+# takes bits and group from the quantizer and chunker) before RTN or sequential GPTQ act-order.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=baselines
@@ -25,6 +27,7 @@ uniform() { # group bits entropy [grid]
 }
 none() { printf '[compensator]\nplugin = "nwc.comp.none"\nblock = 128\n'; }
 sequential() { printf '\n[calibration]\nmode = "sequential"\n'; }
+awq() { printf '\n[awq]\n'; }
 gptq_ao() { # group [original]
   printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$1"
   [ "${2:-}" = original ] || sequential
@@ -47,6 +50,14 @@ for g in 32 128; do
     { head "gptq-ao-g$g-${b}b-minmax" "GPTQ act-order g$g (min/max grid, fp16 offset)"
       uniform "$g" "$b" nwc.entropy.raw offset; gptq_ao "$g"; } >"$out/gptq-ao-g$g-${b}b-minmax.toml"
   done
+done
+for b in 3 4; do
+  for g in 32 128; do
+    { head "awq-rtn-g$g-${b}b" "AWQ + RTN g$g"; uniform "$g" "$b" nwc.entropy.raw; none; awq; } \
+      >"$out/awq-rtn-g$g-${b}b.toml"
+  done
+  { head "awq-gptq-g128-${b}b" "AWQ + GPTQ act-order g128"; uniform 128 "$b" nwc.entropy.raw
+    gptq_ao 128; awq; } >"$out/awq-gptq-g128-${b}b.toml"
 done
 for b in 2 3 4; do
   { head "rtn-g32-${b}b-rans" "RTN g32 + rANS"; uniform 32 "$b" nwc.entropy.rans; none; } \
