@@ -39,8 +39,12 @@ const host::Registry &registry() {
 fs::path baseline(const std::string &name) {
   return nwc::test::source_dir() / "benchmarks" / "suites" / "baselines" / (name + ".toml");
 }
-fs::path tokenizer() { return nwc::test::data_dir() / "models" / "stories260K" / "tok512.bin"; }
-fs::path text(const char *name) { return nwc::test::data_dir() / "text" / name; }
+fs::path tokenizer() {
+  return nwc::test::data_dir() / "models" / "stories260K" / "tok512.bin";
+}
+fs::path text(const char *name) {
+  return nwc::test::data_dir() / "text" / name;
+}
 
 // `base` with an [awq] table (and `extra` lines) appended, written into dir.
 fs::path with_awq(const TempDir &dir, const std::string &base, const std::string &extra = "") {
@@ -85,7 +89,9 @@ double nll(const fs::path &container) {
   return evaluate_ppl(lm, eval, es).nll;
 }
 
-bool close(double a, double b) { return std::abs(a - b) <= 1e-5 * std::max(std::abs(b), 1e-3); }
+bool close(double a, double b) {
+  return std::abs(a - b) <= 1e-5 * std::max(std::abs(b), 1e-3);
+}
 
 } // namespace
 
@@ -148,8 +154,8 @@ TEST_CASE("awq job: RTN g128 4-bit codes the scaled model and the norms carry th
       for (size_t i = 0; i < w.size(); ++i) {
         const size_t c = i % sc.size();
         bad += !close(w[i], w0[i] * sc[c]);
-        bad_product += !close(static_cast<double>(norm[c]) * w[i],
-                              static_cast<double>(norm0[c]) * w0[i]);
+        bad_product +=
+            !close(static_cast<double>(norm[c]) * w[i], static_cast<double>(norm0[c]) * w0[i]);
       }
       CHECK_MESSAGE(bad == 0, p << lin);
       CHECK_MESSAGE(bad_product == 0, p << lin);
@@ -245,8 +251,8 @@ TEST_CASE("awq job: what cannot combine with [awq] is refused naming the table")
   CHECK(refused(given) == awq.string() +
                               " has [awq], which scales the model the Hessians of --calibration "
                               "describe; use --calibrate (Hessians of the scaled model) instead");
-  const fs::path ft = with_awq(dir, "rtn-g128-4b",
-                               "\n[blockft]\nepochs = 1\nsequences = 4\nvalidation = 2\n");
+  const fs::path ft =
+      with_awq(dir, "rtn-g128-4b", "\n[blockft]\nepochs = 1\nsequences = 4\nvalidation = 2\n");
   CHECK(refused(request(ft, dir / "a.nwc")) ==
         ft.string() + " has [awq] and [blockft], which do not combine");
   CHECK(dir.entries().size() == 2); // the two pipeline files: no output
