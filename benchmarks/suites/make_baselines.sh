@@ -17,6 +17,8 @@
 # act-order, as QuIP# does (after the transform the Hessian's diagonal is nearly flat, so the column
 # order has nothing to go by), and their LDLQ is QuIP#'s LDLQ on incoherent weights with a scalar
 # grid instead of the E8 lattice codebook.
+# The awq-* points run AWQ's scale and clipping search ([awq], AutoAWQ's defaults; its search grid
+# takes bits and group from the quantizer and chunker) before RTN or sequential GPTQ act-order.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=baselines
@@ -35,6 +37,7 @@ gptq_plain() { # group: GPTQ in column order, sequential calibration
   sequential
 }
 sequential() { printf '\n[calibration]\nmode = "sequential"\n'; }
+awq() { printf '\n[awq]\n'; }
 gptq_ao() { # group [original]
   printf '[compensator]\nplugin = "nwc.comp.gptq"\ngroup = %s\nblock = 128\nact_order = true\n' "$1"
   [ "${2:-}" = original ] || sequential
@@ -57,6 +60,14 @@ for g in 32 128; do
     { head "gptq-ao-g$g-${b}b-minmax" "GPTQ act-order g$g (min/max grid, fp16 offset)"
       uniform "$g" "$b" nwc.entropy.raw offset; gptq_ao "$g"; } >"$out/gptq-ao-g$g-${b}b-minmax.toml"
   done
+done
+for b in 3 4; do
+  for g in 32 128; do
+    { head "awq-rtn-g$g-${b}b" "AWQ + RTN g$g"; uniform "$g" "$b" nwc.entropy.raw; none; awq; } \
+      >"$out/awq-rtn-g$g-${b}b.toml"
+  done
+  { head "awq-gptq-g128-${b}b" "AWQ + GPTQ act-order g128"; uniform 128 "$b" nwc.entropy.raw
+    gptq_ao 128; awq; } >"$out/awq-gptq-g128-${b}b.toml"
 done
 for b in 2 3 4; do
   { head "rtn-g32-${b}b-rans" "RTN g32 + rANS"; uniform 32 "$b" nwc.entropy.rans; none; } \

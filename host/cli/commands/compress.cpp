@@ -43,6 +43,13 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
               << sci(b.mse_after) << " (epoch " << b.best_epoch << ")\n";
   };
   cb.rate_chosen = print_rate_choice;
+  cb.awq = [](const std::vector<runtime::AwqGroupReport> &groups) { // one line per block
+    std::cerr << "awq: block " << groups.front().block << ":";
+    for (const auto &g : groups)
+      std::cerr << " " << g.group << " ratio " << fmt(g.ratio, 2) << " loss " << sci(g.loss_rtn)
+                << " -> " << sci(g.loss_best) << ";";
+    std::cerr << "\n";
+  };
   return cb;
 }
 
@@ -57,6 +64,7 @@ CompressFigures figures(const runtime::CompressOutcome &o) {
   f.seconds = o.seconds;
   f.processes = o.processes;
   f.calibration_seconds = o.calibration_seconds;
+  f.awq_seconds = o.awq_seconds;
   if (o.rate) {
     f.rate_control = rate_control_json(o.rate->target_bpw, o.rate->chosen, o.rate->candidates);
     f.rate_control["achieved_bpw"] = o.rate->achieved_bpw;

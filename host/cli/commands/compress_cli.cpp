@@ -16,16 +16,17 @@ CompressFlags parse_compress_flags(const Command &self, const std::vector<std::s
       "Hessians from `nwc calibrate` of this same model (for compensators that use them)")(
       "embed-codec", "store the codec files the pipeline names inside the container")(
       "tokenizer,t", po::value(&f.tokenizer),
-      "tokenizer of the model (pipelines with [blockft] fine-tune on calibration text)")(
+      "tokenizer of the model (pipelines with [blockft] or [awq] run on calibration text)")(
       "calib-text", po::value(&f.calib_text),
-      "calibration text for [blockft] (default: $NWC_DATA/text/tinystories-calib.txt)")(
+      "calibration text for --calibrate, [blockft] and [awq] (default: "
+      "$NWC_DATA/text/tinystories-calib.txt)")(
       "target-bpw", po::value<double>(),
       "NWC pipelines: choose the ladder codec and level fractions whose measured bits per "
       "coded weight land closest to this")(
       "calibrate", "compute the Hessians first from --calib-text, layer by layer (needs "
                    "--tokenizer); under mpirun each rank runs a share of the text")(
       "calib-tokens", po::value(&f.calib_tokens)->default_value(65536),
-      "tokens --calibrate runs (whole windows)")(
+      "tokens --calibrate and [awq] run (whole windows)")(
       "save-calibration", po::value(&f.save_calibration),
       "keep the Hessians of --calibrate in this file (default: a temporary file beside OUT)");
   add_common(d, c);
@@ -67,12 +68,14 @@ void print_compress(const CompressFigures &f, const std::string &output, const C
               {"coded_bits_per_weight", f.coded_bits_per_weight},
               {"processes", f.processes}};
     if (f.calibration_seconds) j["calibration_seconds"] = *f.calibration_seconds;
+    if (f.awq_seconds) j["awq_seconds"] = *f.awq_seconds;
     if (!f.rate_control.is_null()) j["rate_control"] = f.rate_control;
     print_json(j);
   } else if (!c.quiet) {
     std::cout << "wrote " << output << ": " << f.tensors << " tensors, " << f.weights
               << " weights, " << f.bytes << " bytes, " << fmt(f.bits_per_weight, 3)
               << " bits/weight (pipeline " << f.pipeline << ", " << fmt(f.seconds, 2) << " s)\n";
+    if (f.awq_seconds) std::cout << "awq: scale search " << fmt(*f.awq_seconds, 2) << " s\n";
     if (!f.rate_control.is_null())
       std::cout << "target " << fmt(f.rate_control["target_bpw"].get<double>(), 3)
                 << " bits per coded weight, achieved " << fmt(f.coded_bits_per_weight, 3) << "\n";

@@ -48,6 +48,7 @@ int cmd_compress(const Command &self, const Args &args) {
   host::Registry reg = load_registry(c);
   host::Pipeline pl = host::load_pipeline(f.pipeline, reg);
   if (pl.blockft.enabled) needs_runtime(f.pipeline + " has [blockft], which");
+  if (pl.awq.enabled) needs_runtime(f.pipeline + " has [awq], which");
   const Model model = load_model(f.model);
   Progress progress(lead && !c.quiet && !c.json, "compress");
   host::CompressSettings s;

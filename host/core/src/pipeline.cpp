@@ -3,6 +3,7 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/host/defaults.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
@@ -411,6 +412,76 @@ void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   }
 }
 
+// [awq]: bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens; bits and group
+// are remembered as given (the base chain supplies them otherwise, default_awq_grid).
+void read_awq_table(const toml::node &aw, const Where &w, Pipeline &pl, bool &bits_given,
+                    bool &group_given) {
+  if (!aw.is_table()) bad(w.at(aw.source()), "awq: expected a table");
+  const auto &t = *aw.as_table();
+  check_keys(
+      t, {"bits", "group", "grid", "duo_scaling", "clip", "max_shrink", "clip_grid", "clip_tokens"},
+      w, "awq");
+  AwqConfig &c = pl.awq;
+  c.enabled = true;
+  c.where = w.at(aw.source());
+  struct IntKey {
+    const char *key;
+    int64_t *target, lo, hi;
+  };
+  for (const IntKey &k :
+       {IntKey{"bits", &c.bits, 1, 8}, IntKey{"group", &c.group, 1, 1 << 24},
+        IntKey{"grid", &c.grid, 1, 1000}, IntKey{"clip_grid", &c.clip_grid, 1, 1000},
+        IntKey{"clip_tokens", &c.clip_tokens, 1, int64_t{1} << 30}})
+    if (auto *n = t.get(k.key)) {
+      const auto v = n->value<int64_t>();
+      if (!n->is_integer() || *v < k.lo || *v > k.hi)
+        bad(w.at(n->source()), std::string("awq.") + k.key + ": expected an integer in [" +
+                                   std::to_string(k.lo) + ", " + std::to_string(k.hi) + "]");
+      *k.target = *v;
+    }
+  for (auto [key, target] :
+       {std::pair<const char *, bool *>{"duo_scaling", &c.duo_scaling}, {"clip", &c.clip}})
+    if (auto *n = t.get(key)) {
+      if (!n->is_boolean()) bad(w.at(n->source()), std::string("awq.") + key + ": expected a bool");
+      *target = n->as_boolean()->get();
+    }
+  if (auto *n = t.get("max_shrink")) {
+    const double v = n->is_floating_point() ? n->as_floating_point()->get()
+                     : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
+                                            : -1.0;
+    if (!(v >= 0 && v < 1)) bad(w.at(n->source()), "awq.max_shrink: expected a number in [0, 1)");
+    c.max_shrink = v;
+  }
+  bits_given = t.get("bits") != nullptr;
+  group_given = t.get("group") != nullptr;
+}
+
+// An int option of a base stage when that stage is `plugin`: as set, or the schema default.
+std::optional<int64_t> base_int_option(const Pipeline &pl, const Registry &registry, Slot slot,
+                                       const char *plugin, const char *key) {
+  const StageSpec &st = pl.base[slot];
+  if (st.plugin != plugin) return std::nullopt;
+  if (const OptionValue *v = st.options.find(key))
+    if (const auto *i = std::get_if<int64_t>(&v->value)) return *i;
+  const Plugin *p = registry.find(plugin);
+  const nwc_option_spec *spec = p ? p->option(key) : nullptr;
+  if (!spec || spec->type != NWC_OPT_INT) return std::nullopt;
+  const OptionValue d = option_from_c(key, spec->default_value);
+  if (const auto *i = std::get_if<int64_t>(&d.value)) return *i;
+  return std::nullopt;
+}
+
+// [awq] without bits or group: the coder's, when the base chain is nwc.quant.uniform /
+// nwc.chunk.group.
+void default_awq_grid(Pipeline &pl, const Registry &registry, bool bits_given, bool group_given) {
+  if (!bits_given)
+    if (auto b = base_int_option(pl, registry, Slot::Quantizer, "nwc.quant.uniform", "bits"))
+      pl.awq.bits = std::clamp<int64_t>(*b, 1, 8);
+  if (!group_given)
+    if (auto g = base_int_option(pl, registry, Slot::Chunker, "nwc.chunk.group", "group"))
+      pl.awq.group = *g > 0 ? *g : int64_t{1} << 24; // 0: whole rows, one (shorter) group each
+}
+
 // The base chain: one table per slot ([chunker] ... [compensator]), checked to be complete unless
 // the pipeline codes nothing.
 void read_base_chain(const toml::table &root, const Where &w, const Registry &registry,
@@ -510,14 +581,17 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   pl.select = {"*_proj.weight"};
 
   check_keys(root,
-             {"pipeline", "calibration", "levels", "blockft", "chunker", "transform", "quantizer",
-              "entropy", "compensator", "rotation", "override"},
+             {"pipeline", "calibration", "levels", "blockft", "awq", "chunker", "transform",
+              "quantizer", "entropy", "compensator", "rotation", "override"},
              w, "(top level)");
   if (auto *p = root.get("pipeline")) read_pipeline_table(*p, w, pl);
   if (auto *c = root.get("calibration")) read_calibration_table(*c, w, pl);
   if (auto *lv = root.get("levels")) read_levels_table(*lv, w, pl);
   if (auto *bf = root.get("blockft")) read_blockft_table(*bf, w, pl);
+  bool awq_bits = false, awq_group = false;
+  if (auto *aw = root.get("awq")) read_awq_table(*aw, w, pl, awq_bits, awq_group);
   read_base_chain(root, w, registry, pl);
+  if (pl.awq.enabled) default_awq_grid(pl, registry, awq_bits, awq_group);
   if (auto *o = root.get("override")) {
     if (!o->is_array_of_tables()) bad(w.at(o->source()), "override: expected [[override]] tables");
     for (auto &elem : *o->as_array())

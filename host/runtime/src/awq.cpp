@@ -5,6 +5,7 @@
 #include "nwc/host/threads.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -326,6 +327,41 @@ Model with_replaced_tensors(const Model &model,
   if (!replaced.empty())
     fail(NWC_E_INTERNAL, "replaced tensor " + replaced.begin()->first + " is not in the model");
   return m;
+}
+
+AwqSettings awq_settings(const host::AwqConfig &c) {
+  AwqSettings s;
+  s.bits = c.bits;
+  s.group = c.group;
+  s.grid = c.grid;
+  s.duo_scaling = c.duo_scaling;
+  s.clip = c.clip;
+  s.max_shrink = c.max_shrink;
+  s.clip_grid = c.clip_grid;
+  s.clip_tokens = c.clip_tokens;
+  return s;
+}
+
+AwqScaled awq_scale_model(const Model &model, const std::vector<int32_t> &tokens,
+                          const CalibrationSettings &calibration, const host::AwqConfig &config,
+                          const std::function<void(const std::vector<AwqGroupReport> &)> &block) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<AwqGroupReport> pending; // the groups of the block being searched
+  auto flush = [&] {
+    if (block && !pending.empty()) block(pending);
+    pending.clear();
+  };
+  AwqResult r =
+      awq_search(model, tokens, calibration, awq_settings(config), [&](const AwqGroupReport &g) {
+        if (!pending.empty() && pending.back().block != g.block) flush();
+        pending.push_back(g);
+      });
+  flush();
+  Model scaled = with_replaced_tensors(model, std::move(r.replaced));
+  r.replaced.clear();
+  AwqScaled out{std::move(scaled), std::move(r), 0.0};
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
 }
 
 } // namespace nwc::runtime

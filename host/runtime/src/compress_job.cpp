@@ -22,11 +22,13 @@ bool leads(const host::Job *job) {
 
 // The calibration text of --calibrate and [blockft], read and tokenized before any coding (a rate
 // search can take minutes).
-CalibrationText calibration_inputs(const CompressRequest &req, const Model &model) {
+CalibrationText calibration_inputs(const CompressRequest &req, const host::Pipeline &pl,
+                                   const Model &model) {
   if (req.tokenizer.empty())
-    throw RequestError(
-        std::string(req.calibrate ? "--calibrate" : req.pipeline.string() + " has [blockft]") +
-        ": --tokenizer is required");
+    throw RequestError(std::string(req.calibrate    ? "--calibrate"
+                                   : pl.awq.enabled ? req.pipeline.string() + " has [awq]"
+                                                    : req.pipeline.string() + " has [blockft]") +
+                       ": --tokenizer is required");
   const std::filesystem::path text = calibration_text_path(req.calib_text, "--calib-text");
   return load_calibration_text(text, req.tokenizer, model.arch.vocab_size);
 }
@@ -84,6 +86,29 @@ void check_sequential(const CompressRequest &req, const host::Pipeline &pl) {
   if (pl.blockft.enabled) throw RequestError(what + " and [blockft], which do not combine");
 }
 
+// [awq] scales the model before anything else sees it: what needs the unscaled model is refused.
+void check_awq(const CompressRequest &req, const host::Pipeline &pl) {
+  const std::string what = req.pipeline.string() + " has [awq]";
+  if (!req.calibration.empty())
+    throw RequestError(what + ", which scales the model the Hessians of --calibration describe; "
+                              "use --calibrate (Hessians of the scaled model) instead");
+  if (req.job && req.job->size() > 1)
+    throw RequestError(what + ", which runs in one process; start it without mpirun");
+  if (pl.blockft.enabled) throw RequestError(what + " and [blockft], which do not combine");
+  if (req.calib_tokens < 1) throw RequestError("--calib-tokens must be >= 1");
+}
+
+// [awq]: the scale search on the calibration tokens; the model the rest of the job codes.
+Model scale_with_awq(const CompressRequest &req, const host::Pipeline &pl, const Model &model,
+                     const CalibrationText &text, const CompressCallbacks &cb, CompressOutcome &o) {
+  CalibrationSettings cs;
+  cs.tokens = req.calib_tokens;
+  cs.threads = req.threads;
+  AwqScaled scaled = awq_scale_model(model, text.tokens, cs, pl.awq, cb.awq);
+  o.awq_seconds = scaled.seconds;
+  return std::move(scaled.model);
+}
+
 // --target-bpw: the ladder codec and level fractions closest to the target.
 host::Pipeline choose_rate(const Model &model, const host::Pipeline &pl, const host::Registry &reg,
                            const host::CompressSettings &s, const CompressRequest &req,
@@ -122,7 +147,7 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   check_request(req);
   const bool lead = leads(req.job);
   host::Pipeline pl = host::load_pipeline(req.pipeline, registry);
-  const Model model = load_model(req.model);
+  const Model loaded = load_model(req.model);
   host::CompressSettings s;
   s.threads = req.threads;
   s.progress = cb.progress;
@@ -130,11 +155,14 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   s.job = req.job;
   const bool sequential = pl.calibration_mode == host::CalibrationMode::Sequential;
   if (sequential) check_sequential(req, pl);
+  if (pl.awq.enabled) check_awq(req, pl);
   std::optional<CalibrationText> text;
-  if (pl.blockft.enabled || req.calibrate) text = calibration_inputs(req, model);
+  if (pl.blockft.enabled || pl.awq.enabled || req.calibrate)
+    text = calibration_inputs(req, pl, loaded);
   CompressOutcome o;
   o.processes = req.job ? req.job->size() : 1;
   const auto t0 = std::chrono::steady_clock::now();
+  const Model model = pl.awq.enabled ? scale_with_awq(req, pl, loaded, *text, cb, o) : loaded;
   if (sequential) {
     CalibrationSettings cs;
     cs.tokens = req.calib_tokens;
@@ -152,8 +180,9 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   std::optional<ScratchFile> scratch; // the Hessians of --calibrate, unless they are kept
   std::filesystem::path calibration = req.calibration;
   if (req.calibrate) {
+    const auto tc = std::chrono::steady_clock::now();
     calibration = calibrate_first(req, model, *text, scratch);
-    o.calibration_seconds = seconds_since(t0);
+    o.calibration_seconds = seconds_since(tc);
   }
   if (!calibration.empty())
     s.hessians = open_hessians(calibration, req, model, lead && !req.calibrate);

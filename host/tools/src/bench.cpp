@@ -5,6 +5,7 @@
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/calibrate.hpp"
 #include "nwc/runtime/eval.hpp"
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace nwc::tools {
@@ -186,6 +188,31 @@ void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
         (dir / "rate_ppl.gp").string() + (out.empty() ? "" : ": " + out));
 }
 
+// A pipeline with [awq]: the scaled model it codes, the Hessians of that model (the shared ones
+// describe the unscaled model) and its values, against which the errors are measured.
+struct AwqModel {
+  Model model;
+  CompressSettings settings;
+  std::map<std::string, std::vector<float>> reference;
+};
+
+AwqModel awq_model(const Model &model, const Pipeline &pl, const std::vector<int32_t> &calib,
+                   const CalibrationSettings &cal, const CompressSettings &cs,
+                   const std::function<void(const std::string &)> &log) {
+  AwqScaled scaled = awq_scale_model(model, calib, cal, pl.awq);
+  log("    awq: " + std::to_string(scaled.result.groups.size()) + " scaling groups, " +
+      fixed(scaled.seconds, 2) + " s");
+  AwqModel out{std::move(scaled.model), cs, {}};
+  for (const auto &t : out.model.tensors) out.reference[t.info.name] = t.load();
+  out.settings.hessians.clear();
+  Calibration c = calibrate(out.model, calib, cal);
+  for (const auto &h : c.hessians) {
+    auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
+    for (const auto &l : h.linears) out.settings.hessians[l] = v;
+  }
+  return out;
+}
+
 } // namespace
 
 nlohmann::json BenchRow::to_json() const {
@@ -212,6 +239,9 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   // Everything that can be wrong with the inputs is checked before the long work starts.
   std::vector<Pipeline> pipelines;
   for (const auto &p : s.pipelines) pipelines.push_back(load_pipeline(p, registry));
+  for (const auto &pl : pipelines)
+    if (pl.awq.enabled && pl.blockft.enabled)
+      fail(NWC_E_INVALID_ARG, pl.file.string() + " has [awq] and [blockft], which do not combine");
   std::map<std::string, std::string> seen;
   for (size_t i = 0; i < pipelines.size(); ++i) {
     auto [it, fresh] = seen.emplace(pipelines[i].name, s.pipelines[i].string());
@@ -270,19 +300,23 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     log("[" + std::to_string(i + 1) + "/" + std::to_string(pipelines.size()) + "] " + pl.name);
     reset_peak_rss();
     auto t0 = Clock::now();
+    CalibrationSettings cal;
+    cal.tokens = s.calib_tokens;
+    cal.threads = s.threads;
+    std::optional<AwqModel> awq; // [awq]: the scaled model is coded, with its own Hessians
+    if (pl.awq.enabled) awq = awq_model(model, pl, calib_stream, cal, cs, log);
+    const Model &coded = awq ? awq->model : model;
+    const CompressSettings &settings = awq ? awq->settings : cs;
     if (pl.blockft.enabled) // fine-tuning on the same calibration tokens as the Hessians
-      compress_model_blockft(model, pl, registry, row.container, cs, calib_stream);
+      compress_model_blockft(coded, pl, registry, row.container, settings, calib_stream);
     else if (pl.calibration_mode == CalibrationMode::Sequential) {
       // Its own Hessians, from the same tokens, while it codes (the shared ones still weigh the
       // error columns below).
-      CompressSettings own = cs;
+      CompressSettings own = settings;
       own.hessians.clear();
-      CalibrationSettings cal;
-      cal.tokens = s.calib_tokens;
-      cal.threads = s.threads;
-      compress_model_sequential(model, pl, registry, row.container, own, calib_stream, cal);
+      compress_model_sequential(coded, pl, registry, row.container, own, calib_stream, cal);
     } else
-      compress_model(model, pl, registry, row.container, cs);
+      compress_model(coded, pl, registry, row.container, settings);
     row.encode_seconds = since(t0);
 
     ContainerReader reader(row.container);
@@ -301,7 +335,7 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     uint64_t linear_weights = 0;
     int layers = 0;
     for (const auto &t : m.tensors) {
-      const auto &a = original.at(t.name), &b = decoded.at(t.name);
+      const auto &a = (awq ? awq->reference : original).at(t.name), &b = decoded.at(t.name);
       for (size_t k = 0; k < a.size(); ++k) {
         const double d = static_cast<double>(a[k]) - b[k];
         err += d * d;
@@ -312,8 +346,9 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
         header_bytes += container_tensor_header_bytes(m, layout, t);
         linear_weights += t.numel();
       }
-      auto h = cs.hessians.find(t.name);
-      if (h != cs.hessians.end() && t.shape.size() == 2) {
+      const auto &hessians = awq ? awq->settings.hessians : cs.hessians;
+      auto h = hessians.find(t.name);
+      if (h != hessians.end() && t.shape.size() == 2) {
         herr += hessian_error(a, b, *h->second.load(), t.shape[0], t.shape[1]);
         ++layers;
       }

@@ -151,3 +151,54 @@ TEST_CASE("glob patterns") {
   CHECK(glob_match("*a*a*a*", "xaxaxax"));
   CHECK_FALSE(glob_match("*a*a*a*b", std::string(200, 'a')));
 }
+
+TEST_CASE("awq table: off without it, AutoAWQ defaults with bits and group from the coder") {
+  CHECK_FALSE(parse_pipeline(kGood, "p.toml", registry()).awq.enabled);
+  // kGood: nwc.chunk.group with group = 32, nwc.quant.uniform with bits = 4.
+  const Pipeline p = parse_pipeline(kGood + "\n[awq]\n", "p.toml", registry());
+  CHECK(p.awq.enabled);
+  CHECK(p.awq.bits == 4);
+  CHECK(p.awq.group == 32);
+  CHECK(p.awq.grid == 20);
+  CHECK(p.awq.duo_scaling);
+  CHECK(p.awq.clip);
+  CHECK(p.awq.max_shrink == 0.5);
+  CHECK(p.awq.clip_grid == 20);
+  CHECK(p.awq.clip_tokens == 512);
+  CHECK(p.awq.where == "p.toml:25:1");
+  // The coder's values as set, or its schema defaults (nwc.chunk.group: 128 columns).
+  const Pipeline three = parse_pipeline(
+      replace(replace(kGood, "bits = 4", "bits = 3"), "group = 32\n", "") + "\n[awq]\n", "p.toml",
+      registry());
+  CHECK(three.awq.bits == 3);
+  CHECK(three.awq.group == 128);
+  // Given values win over the coder's.
+  const Pipeline given =
+      parse_pipeline(kGood + "\n[awq]\nbits = 3\ngroup = 64\ngrid = 10\n"
+                             "duo_scaling = false\nclip = false\nmax_shrink = 0.25\n"
+                             "clip_grid = 8\nclip_tokens = 128\n",
+                     "p.toml", registry());
+  CHECK(given.awq.bits == 3);
+  CHECK(given.awq.group == 64);
+  CHECK(given.awq.grid == 10);
+  CHECK_FALSE(given.awq.duo_scaling);
+  CHECK_FALSE(given.awq.clip);
+  CHECK(given.awq.max_shrink == 0.25);
+  CHECK(given.awq.clip_grid == 8);
+  CHECK(given.awq.clip_tokens == 128);
+}
+
+TEST_CASE("awq table: unknown keys and out-of-range values name file, line and column") {
+  CHECK(error_of(kGood + "\n[awq]\nbits = 3\nzzzzzz = 1\n") ==
+        "p.toml:27:1: awq.zzzzzz: unknown key");
+  CHECK(error_of(kGood + "\n[awq]\nbits = 9\n") ==
+        "p.toml:26:8: awq.bits: expected an integer in [1, 8]");
+  CHECK(error_of(kGood + "\n[awq]\ngroup = 0\n") ==
+        "p.toml:26:9: awq.group: expected an integer in [1, 16777216]");
+  CHECK(error_of(kGood + "\n[awq]\nmax_shrink = 1.0\n") ==
+        "p.toml:26:14: awq.max_shrink: expected a number in [0, 1)");
+  CHECK(error_of(kGood + "\n[awq]\nclip = 1\n") == "p.toml:26:8: awq.clip: expected a bool");
+  CHECK(error_of(kGood + "\n[awq]\ngrid = \"20\"\n") ==
+        "p.toml:26:8: awq.grid: expected an integer in [1, 1000]");
+  CHECK(error_of("awq = 3\n" + kGood) == "p.toml:1:7: awq: expected a table");
+}

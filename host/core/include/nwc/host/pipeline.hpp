@@ -12,6 +12,8 @@
 //                  from the calibration Hessian's diagonal (NWC's importance levels)
 //   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
 //                  toward the original block's outputs after each linear is coded (blockft.hpp)
+//   [awq]          bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens:
+//                  AWQ's activation-aware scaling before coding (nwc/runtime/awq.hpp)
 //   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
 //
 // The whole file is validated against the installed plugins' schemas when it is loaded, before
@@ -84,6 +86,24 @@ struct BlockFtConfig {
   int64_t seq_len = 128;  // tokens per window
 };
 
+// AWQ, activation-aware weight scaling (nwc/runtime/awq.hpp), run on the calibration text before
+// any coding; the pipeline then codes the scaled model. Defaults are AutoAWQ's, except that bits
+// and group, when not given, follow the base chain's nwc.quant.uniform `bits` and
+// nwc.chunk.group `group` (4 and 128 with other stages): the search should quantize as the coder
+// does. The search itself always uses AWQ's own min/max grid with an integer zero point.
+struct AwqConfig {
+  bool enabled = false;
+  int64_t bits = 4;
+  int64_t group = 128;
+  int64_t grid = 20;
+  bool duo_scaling = true;
+  bool clip = true;
+  double max_shrink = 0.5;
+  int64_t clip_grid = 20;
+  int64_t clip_tokens = 512;
+  std::string where; // "file:line:column" of the [awq] table
+};
+
 // Where the Hessians of compensators come from. Original: every linear's input in the unquantized
 // model (`nwc calibrate`, --calibration, --calibrate). Sequential: the input as the model computes
 // it with everything before the linear already coded (GPTQ's --true-sequential; one pass that
@@ -111,6 +131,7 @@ struct Pipeline {
   BlockFtConfig blockft;
   // Where the first [rotation] table (base or override) is, "" when no tensor is rotated.
   std::string rotation_where;
+  AwqConfig awq;
 
   // The chain for a tensor, or nullopt when the tensor is stored without the pipeline.
   // Throws nwc::Error if the overrides that apply produce an invalid chain.

@@ -25,6 +25,7 @@
 #pragma once
 
 #include "nwc/formats/model.hpp"
+#include "nwc/host/pipeline.hpp"
 #include "nwc/runtime/calibrate.hpp"
 
 #include <cstdint>
@@ -71,6 +72,22 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
 // The model with `replaced` values in place of its own (loaders return the new values); the
 // architecture, names, shapes and dtypes are unchanged.
 Model with_replaced_tensors(const Model &model, std::map<std::string, std::vector<float>> replaced);
+
+// The settings of a pipeline's [awq] table (nwc::host::AwqConfig, defaults already applied).
+AwqSettings awq_settings(const host::AwqConfig &config);
+
+// A pipeline's [awq] run on a model: the search, and the model with the scaled tensors (what the
+// pipeline then codes and calibrates on). `block` gets each block's groups once the block is
+// searched.
+struct AwqScaled {
+  Model model;      // the scaled tensors load their new values
+  AwqResult result; // groups and tokens; its `replaced` moved into `model`
+  double seconds = 0;
+};
+AwqScaled
+awq_scale_model(const Model &model, const std::vector<int32_t> &tokens,
+                const CalibrationSettings &calibration, const host::AwqConfig &config,
+                const std::function<void(const std::vector<AwqGroupReport> &)> &block = {});
 
 // AWQ's pseudo-quantization (AutoAWQ pseudo_quantize_tensor, zero_point = true) of a row-major
 // [rows, cols] matrix in groups of `group` consecutive columns (a shorter last group when group
