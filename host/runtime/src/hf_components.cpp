@@ -167,7 +167,8 @@ Normalizer make_normalizer(const Ctx &ctx, const json &j, const std::string &pat
 // Splitting with the `tokenizers` delimiter behaviours.
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
-static Behavior parse_behavior(const Ctx &ctx, const json &j, const std::string &path, Behavior def) {
+static Behavior parse_behavior(const Ctx &ctx, const json &j, const std::string &path,
+                               Behavior def) {
   const json *b = member(j, "behavior");
   if (!b) return def;
   const std::string s = b->is_string() ? b->get<std::string>() : std::string();
@@ -187,7 +188,7 @@ struct Segment {
 // Pieces of s given the [begin, end) ranges of the delimiters (sorted, disjoint), as
 // NormalizedString::split does in the Rust library. Empty pieces are dropped.
 static void split_pieces(std::string_view s, const std::vector<std::pair<size_t, size_t>> &hits,
-                  Behavior behavior, bool invert, std::vector<std::string> &out) {
+                         Behavior behavior, bool invert, std::vector<std::string> &out) {
   std::vector<Segment> seg;
   seg.reserve(hits.size() * 2 + 1);
   size_t prev = 0;
@@ -270,7 +271,6 @@ const ByteTable &byte_table() {
 
 static constexpr const char *kGpt2Pattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
 
 template <typename F> static PreTokenizer each_piece(F f) {
   return [f](std::vector<std::string> &pieces, bool at_start) {

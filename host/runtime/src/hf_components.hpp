@@ -4,8 +4,8 @@
 #pragma once
 
 #include "hf_regex.hpp"
-#include "unicode_text.hpp"
 #include "nwc/cpp/error.hpp"
+#include "unicode_text.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -50,8 +50,8 @@ inline const json *member(const json &j, const char *key) {
   return it == j.end() || it->is_null() ? nullptr : &*it;
 }
 
-inline std::string get_string(const Ctx &ctx, const json &j, const std::string &path, const char *key,
-                       std::optional<std::string> def = std::nullopt) {
+inline std::string get_string(const Ctx &ctx, const json &j, const std::string &path,
+                              const char *key, std::optional<std::string> def = std::nullopt) {
   const json *m = member(j, key);
   if (!m) {
     if (def) return *def;
@@ -61,7 +61,8 @@ inline std::string get_string(const Ctx &ctx, const json &j, const std::string &
   return m->get<std::string>();
 }
 
-inline bool get_bool(const Ctx &ctx, const json &j, const std::string &path, const char *key, bool def) {
+inline bool get_bool(const Ctx &ctx, const json &j, const std::string &path, const char *key,
+                     bool def) {
   const json *m = member(j, key);
   if (!m) return def;
   if (!m->is_boolean()) ctx.fail_at(path + "." + key, "must be true or false");
@@ -69,7 +70,7 @@ inline bool get_bool(const Ctx &ctx, const json &j, const std::string &path, con
 }
 
 inline int64_t get_int(const Ctx &ctx, const json &j, const std::string &path, const char *key,
-                int64_t def) {
+                       int64_t def) {
   const json *m = member(j, key);
   if (!m) return def;
   if (!m->is_number_integer()) ctx.fail_at(path + "." + key, "must be an integer");
@@ -101,7 +102,8 @@ public:
     if (const json *s = member(j, "String"); s && s->is_string()) {
       literal_ = s->get<std::string>();
     } else if (const json *r = member(j, "Regex"); r && r->is_string()) {
-      regex_ = std::make_shared<detail::Regex>(r->get<std::string>(), ctx.file + ": " + path + ".Regex");
+      regex_ =
+          std::make_shared<detail::Regex>(r->get<std::string>(), ctx.file + ": " + path + ".Regex");
     } else {
       ctx.fail_at(path, "must be {\"String\": ...} or {\"Regex\": ...}");
     }

@@ -62,7 +62,9 @@ public:
       "grids are fitted when a group starts, on the weights as of the start of its lazy batch as "
       "GPTQ's reference code does (or on the original weights with static_groups); set `group` "
       "equal to the chunker's group. act_order codes columns by decreasing Hessian diagonal and "
-      "implies static groups, so the stored layout stays in the original order.";
+      "implies static groups, so the stored layout stays in the original order; for act-order "
+      "with dynamic groups (GPTQ's reference and GPTQModel's desc_act default) add [rotation] "
+      "plugin = \"nwc.rotation.act_order\" and leave act_order off.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_OPTIONS(
       nwc::int_option("block", 128, 1, 1 << 20,

@@ -11,6 +11,7 @@
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
+#include <numeric>
 #include <random>
 
 using namespace nwc;
@@ -229,7 +230,7 @@ float fp16_round(float x) {
 // W1, the batch's copy that the in-batch updates reach.
 std::vector<float> gptq_reference(const std::vector<float> &weight, const std::vector<float> &hf,
                                   int64_t rows, int64_t n, int bits, int64_t group,
-                                  int64_t blocksize) {
+                                  int64_t blocksize, bool actorder = false) {
   auto at = [n](int64_t i, int64_t j) { return static_cast<size_t>(i * n + j); };
   std::vector<double> W(weight.begin(), weight.end()), H(hf.begin(), hf.end());
   for (int64_t j = 0; j < n; ++j)
@@ -237,6 +238,20 @@ std::vector<float> gptq_reference(const std::vector<float> &weight, const std::v
       H[at(j, j)] = 1;
       for (int64_t r = 0; r < rows; ++r) W[at(r, j)] = 0;
     }
+  // actorder: W = W[:, perm], H = H[perm][:, perm] with perm = argsort(diag(H), descending);
+  // the result is put back with the inverse permutation at the end.
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (actorder) {
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return H[at(a, a)] > H[at(b, b)]; });
+    const auto w0 = W, h0 = H;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < n; ++k) W[at(r, k)] = w0[at(r, perm[static_cast<size_t>(k)])];
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b)
+        H[at(a, b)] = h0[at(perm[static_cast<size_t>(a)], perm[static_cast<size_t>(b)])];
+  }
   double mean = 0;
   for (int64_t j = 0; j < n; ++j) mean += H[at(j, j)];
   for (int64_t j = 0; j < n; ++j) H[at(j, j)] += 0.01 * mean / static_cast<double>(n);
@@ -318,7 +333,10 @@ std::vector<float> gptq_reference(const std::vector<float> &weight, const std::v
         W[at(r, c)] -= v;
       }
   }
-  return Q;
+  std::vector<float> out(Q.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < n; ++k) out[at(r, perm[static_cast<size_t>(k)])] = Q[at(r, k)];
+  return out;
 }
 } // namespace
 
@@ -336,6 +354,30 @@ TEST_CASE("GPTQ dynamic groups: each grid is fitted on the weights as of its laz
     if (h == fixture().hessians.end()) continue;
     const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
     const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128);
+    const auto &ours = decoded.at(t.info.name);
+    int64_t same = 0;
+    for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];
+    CHECK_MESSAGE(same == static_cast<int64_t>(ref.size()),
+                  t.info.name << ": " << same << " of " << ref.size() << " weights equal");
+    ++layers;
+  }
+  CHECK(layers == 35);
+}
+
+TEST_CASE("GPTQ over the act_order rotation is the reference's act-order with dynamic groups") {
+  // gptq.py fasterquant(actorder=True) without static_groups (GPTQModel's desc_act default):
+  // groups are runs of 32 columns in decreasing-diagonal order, each fitted when reached.
+  test::TempDir dir;
+  std::string text = pipeline("plugin = \"nwc.comp.gptq\"\ngroup = 32\nblock = 128", 4, 32);
+  text.replace(text.find("bits = 4\n"), 9, "bits = 4\ngrid = \"gptq\"\n");
+  text += "[rotation]\nplugin = \"nwc.rotation.act_order\"\n";
+  const auto decoded = decode_all(run(dir, "dyn-ao", text));
+  int layers = 0;
+  for (const auto &t : fixture().model.tensors) {
+    auto h = fixture().hessians.find(t.info.name);
+    if (h == fixture().hessians.end()) continue;
+    const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
+    const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128, true);
     const auto &ours = decoded.at(t.info.name);
     int64_t same = 0;
     for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];

@@ -51,8 +51,8 @@ std::vector<int64_t> read_permutation(nwc::Bytes side, int64_t cols) {
     const int64_t j = width == 2 ? in.get<uint16_t>() : in.get<uint32_t>();
     if (j >= cols || seen[static_cast<size_t>(j)])
       nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information is not a permutation (index " +
-                                          std::to_string(j) + " at position " +
-                                          std::to_string(k) + ")");
+                                          std::to_string(j) + " at position " + std::to_string(k) +
+                                          ")");
     seen[static_cast<size_t>(j)] = 1;
     perm[k] = j;
   }

@@ -30,7 +30,8 @@ std::vector<float> hessian(int64_t n, uint32_t seed, int64_t dead = -1) {
   std::vector<double> x(static_cast<size_t>(n * samples));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t s = 0; s < samples; ++s)
-      x[static_cast<size_t>(i * samples + s)] = i == dead ? 0.0 : g(rng) * (1.0 + 0.1 * static_cast<double>(i));
+      x[static_cast<size_t>(i * samples + s)] =
+          i == dead ? 0.0 : g(rng) * (1.0 + 0.1 * static_cast<double>(i));
   std::vector<float> h(static_cast<size_t>(n * n));
   for (int64_t a = 0; a < n; ++a)
     for (int64_t b = 0; b < n; ++b) {
