@@ -55,19 +55,7 @@ bool check_compensator(const Instance &inst) {
   const auto &ci = inst.interface_as<nwc_compensator_interface>(NWC_COMPENSATOR_INTERFACE);
   std::vector<float> w = check_weight();
   for (auto &x : w) x *= 50.0f; // values of about 1, so the 1/64 grid matters
-  // H = X^T X / n + 0.01 I from 512 synthetic inputs: symmetric positive definite.
-  const int64_t n = 512;
-  std::vector<float> xs = synthetic(static_cast<size_t>(n * kCols), 1.0, 5);
-  std::vector<float> h(static_cast<size_t>(kCols * kCols));
-  for (int64_t i = 0; i < kCols; ++i)
-    for (int64_t j = 0; j <= i; ++j) {
-      double s = 0;
-      for (int64_t k = 0; k < n; ++k)
-        s += static_cast<double>(xs[static_cast<size_t>(k * kCols + i)]) *
-             xs[static_cast<size_t>(k * kCols + j)];
-      const float v = static_cast<float>(s / n) + (i == j ? 0.01f : 0.0f);
-      h[static_cast<size_t>(i * kCols + j)] = h[static_cast<size_t>(j * kCols + i)] = v;
-    }
+  const std::vector<float> h = check_hessian();
   uint32_t req = 0;
   return step("requirements",
               [&] {

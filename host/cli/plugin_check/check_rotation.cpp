@@ -2,6 +2,7 @@
 #include "check_steps.hpp"
 #include "fixtures.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,12 +15,37 @@ bool check_rotation(const Instance &inst) {
   const auto &ri = inst.interface_as<nwc_rotation_interface>(NWC_ROTATION_INTERFACE);
   const int64_t n = kRows, m = kCols;
   const std::vector<float> w = check_weight();
+  // Rotations may use the Hessian (a column order by its diagonal, say): plan gets one, and the
+  // rotated Hessian must keep its trace (V orthogonal) and stay symmetric.
+  const std::vector<float> h = check_hessian();
   std::vector<float> rotated, back;
   Sink side;
   return step("plan",
               [&] {
-                inst.check(ri.plan(inst.raw(), "check.weight", n, m, nullptr, &side.sink), "plan");
+                View hv(h.data(), NWC_DTYPE_F32, m, m);
+                inst.check(ri.plan(inst.raw(), "check.weight", n, m, hv.get(), &side.sink), "plan");
                 return std::to_string(side.bytes.size()) + " bytes of side information";
+              }) &&
+         step("forward_hessian",
+              [&] {
+                std::vector<float> hr = h;
+                View hv(hr.data(), NWC_DTYPE_F32, m, m);
+                inst.check(ri.forward_hessian(inst.raw(), side.view(), hv.get()),
+                           "forward_hessian");
+                require(all_finite(hr), "forward_hessian returned non-finite values");
+                double t0 = 0, t1 = 0, asym = 0;
+                for (int64_t i = 0; i < m; ++i) {
+                  t0 += h[static_cast<size_t>(i * m + i)];
+                  t1 += hr[static_cast<size_t>(i * m + i)];
+                  for (int64_t j = 0; j < i; ++j)
+                    asym = std::max(asym, std::fabs(double(hr[static_cast<size_t>(i * m + j)]) -
+                                                    hr[static_cast<size_t>(j * m + i)]));
+                }
+                require(std::fabs(t1 - t0) <= 1e-4 * t0,
+                        "forward_hessian changed the trace (not V·H·Vᵀ with V orthogonal)");
+                require(asym <= 1e-4 * t0 / static_cast<double>(m),
+                        "forward_hessian returned an asymmetric matrix");
+                return std::string("trace and symmetry kept");
               }) &&
          step("forward",
               [&] {

@@ -23,6 +23,22 @@ std::vector<float> check_weight() {
   return w;
 }
 
+std::vector<float> check_hessian() {
+  const int64_t n = 512;
+  std::vector<float> xs = synthetic(static_cast<size_t>(n * kCols), 1.0, 5);
+  std::vector<float> h(static_cast<size_t>(kCols * kCols));
+  for (int64_t i = 0; i < kCols; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < n; ++k)
+        s += static_cast<double>(xs[static_cast<size_t>(k * kCols + i)]) *
+             xs[static_cast<size_t>(k * kCols + j)];
+      const float v = static_cast<float>(s / n) + (i == j ? 0.01f : 0.0f);
+      h[static_cast<size_t>(i * kCols + j)] = h[static_cast<size_t>(j * kCols + i)] = v;
+    }
+  return h;
+}
+
 Sink::Sink() {
   sink.ctx = this;
   sink.write = [](nwc_sink *s, const void *data, size_t len) -> nwc_status {

@@ -16,6 +16,9 @@ std::vector<float> synthetic(size_t n, double scale, uint64_t seed);
 // The synthetic tensor: kRows x kCols weights of std about 0.02 with one larger row.
 inline constexpr int64_t kRows = 32, kCols = 256;
 std::vector<float> check_weight();
+// The layer-input Hessian for it: H = XᵀX / 512 + 0.01·I of synthetic inputs, [kCols, kCols],
+// symmetric positive definite.
+std::vector<float> check_hessian();
 
 // A byte sink that keeps what the plugin writes.
 struct Sink {
