@@ -7,7 +7,7 @@
 // compensator then all see consecutive positions of the permuted matrix: each group is a run of
 // `group` columns in decreasing-diagonal order, fitted when the compensator reaches it, which is
 // exactly what GPTQ's reference code does with act_order and a group size. The decoder puts every
-// column back. Side information: the permutation, 2 bytes per column (4 above 65,536 columns).
+// column back. Side information: the permutation, ceil(log2(columns)) bits per column.
 #include "nwc/cpp/plugin.hpp"
 
 #include <algorithm>
@@ -24,31 +24,51 @@ std::string shape(int64_t rows, int64_t cols) {
   return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
 }
 
-// Side information: u8 format, u8 index width (2 or 4), u32 cols, cols little-endian indices.
-// Read back from untrusted bytes: every field checked, the indices must be a permutation.
+// Bits per index: the fewest that hold cols - 1 (0 for one column).
+uint8_t index_bits(int64_t cols) {
+  uint8_t b = 0;
+  while ((int64_t{1} << b) < cols) ++b;
+  return b;
+}
+
+// Side information: u8 format, u8 bits per index (index_bits(cols)), u32 cols, then the cols
+// indices packed least significant bit first (ceil(cols · bits / 8) bytes). Read back from
+// untrusted bytes: every field checked, the padding bits zero, the indices a permutation.
 std::vector<int64_t> read_permutation(nwc::Bytes side, int64_t cols) {
   nwc::Reader in(side);
   const auto format = in.get<uint8_t>();
-  const auto width = in.get<uint8_t>();
+  const auto bits = in.get<uint8_t>();
   const auto n = in.get<uint32_t>();
   if (format != kFormat)
     nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information has format " +
                                         std::to_string(format) + ", expected " +
                                         std::to_string(kFormat));
-  if (width != 2 && width != 4)
-    nwc::fail(NWC_E_CORRUPT_STREAM,
-              "act_order side information has index width " + std::to_string(width));
   if (static_cast<int64_t>(n) != cols)
     nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information is for " + std::to_string(n) +
                                         " columns, the tensor has " + std::to_string(cols));
-  if (in.remaining() != static_cast<size_t>(n) * width)
+  if (bits != index_bits(cols))
+    nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information has " + std::to_string(bits) +
+                                        " bits per index, expected " +
+                                        std::to_string(index_bits(cols)));
+  const size_t bytes = (size_t{n} * bits + 7) / 8;
+  if (in.remaining() != bytes)
     nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information has " +
                                         std::to_string(in.remaining()) + " bytes of indices, " +
-                                        "expected " + std::to_string(size_t{n} * width));
+                                        "expected " + std::to_string(bytes));
+  const uint8_t *p = in.position();
   std::vector<int64_t> perm(n);
   std::vector<char> seen(n, 0);
+  uint64_t acc = 0;
+  int have = 0;
+  size_t next = 0;
   for (uint32_t k = 0; k < n; ++k) {
-    const int64_t j = width == 2 ? in.get<uint16_t>() : in.get<uint32_t>();
+    while (have < bits) {
+      acc |= uint64_t{p[next++]} << have;
+      have += 8;
+    }
+    const auto j = static_cast<int64_t>(acc & ((uint64_t{1} << bits) - 1));
+    acc >>= bits;
+    have -= bits;
     if (j >= cols || seen[static_cast<size_t>(j)])
       nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information is not a permutation (index " +
                                           std::to_string(j) + " at position " + std::to_string(k) +
@@ -56,6 +76,8 @@ std::vector<int64_t> read_permutation(nwc::Bytes side, int64_t cols) {
     seen[static_cast<size_t>(j)] = 1;
     perm[k] = j;
   }
+  if (acc != 0)
+    nwc::fail(NWC_E_CORRUPT_STREAM, "act_order side information has non-zero padding bits");
   return perm;
 }
 
@@ -71,7 +93,7 @@ public:
       "Hessian diagonal before chunking, so groups are runs of consecutive columns in that order, "
       "and puts them back after decoding. Use it with nwc.comp.gptq (act_order = false, "
       "static_groups = false) and nwc.chunk.group of the same group size. Needs calibration "
-      "Hessians. Side information: the permutation, 2 bytes per column.";
+      "Hessians. Side information: the permutation, ceil(log2(columns)) bits per column.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_NO_OPTIONS;
 
@@ -102,16 +124,16 @@ public:
     std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) {
       return diag[static_cast<size_t>(a)] > diag[static_cast<size_t>(b)];
     });
-    const uint8_t width = cols <= 65536 ? 2 : 4;
+    const uint8_t bits = index_bits(cols);
     side.put(kFormat);
-    side.put(width);
+    side.put(bits);
     side.put(static_cast<uint32_t>(cols));
-    for (int64_t j : perm) {
-      if (width == 2)
-        side.put(static_cast<uint16_t>(j));
-      else
-        side.put(static_cast<uint32_t>(j));
-    }
+    std::vector<uint8_t> packed((static_cast<size_t>(cols) * bits + 7) / 8, 0);
+    size_t bit = 0;
+    for (int64_t j : perm)
+      for (uint8_t b = 0; b < bits; ++b, ++bit)
+        packed[bit / 8] |= static_cast<uint8_t>(((j >> b) & 1) << (bit % 8));
+    side.write(packed.data(), packed.size());
   }
 
   void forward(nwc::Bytes side, nwc::Tensor<float> weight) override {

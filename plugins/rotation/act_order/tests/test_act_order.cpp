@@ -43,19 +43,41 @@ std::vector<float> hessian(int64_t n, uint32_t seed, int64_t dead = -1) {
   return h;
 }
 
+// The side information format, written independently of the plugin: u8 format 1, u8 bits per
+// index (the fewest that hold n - 1), u32 n, the indices packed least significant bit first.
+int bits_for(int64_t n) {
+  int b = 0;
+  while ((int64_t{1} << b) < n) ++b;
+  return b;
+}
+
+std::vector<uint8_t> pack(const std::vector<int64_t> &perm, int bits) {
+  std::vector<uint8_t> out = {1, static_cast<uint8_t>(bits)};
+  const auto n = static_cast<uint32_t>(perm.size());
+  out.resize(6 + (perm.size() * static_cast<size_t>(bits) + 7) / 8, 0);
+  std::memcpy(out.data() + 2, &n, 4);
+  size_t bit = 0;
+  for (int64_t j : perm)
+    for (int b = 0; b < bits; ++b, ++bit)
+      out[6 + bit / 8] |= static_cast<uint8_t>(((j >> b) & 1) << (bit % 8));
+  return out;
+}
+
 std::vector<int64_t> permutation_of(const std::vector<uint8_t> &side) {
   REQUIRE(side.size() >= 6);
-  REQUIRE(side[0] == 1);
-  REQUIRE(side[1] == 2);
   uint32_t n;
   std::memcpy(&n, side.data() + 2, 4);
-  REQUIRE(side.size() == 6 + 2 * size_t{n});
+  const int bits = bits_for(n);
+  REQUIRE(side[0] == 1);
+  REQUIRE(side[1] == bits);
+  REQUIRE(side.size() == 6 + (size_t{n} * static_cast<size_t>(bits) + 7) / 8);
   std::vector<int64_t> perm(n);
-  for (uint32_t k = 0; k < n; ++k) {
-    uint16_t j;
-    std::memcpy(&j, side.data() + 6 + 2 * k, 2);
-    perm[k] = j;
-  }
+  for (uint32_t k = 0; k < n; ++k)
+    for (int b = 0; b < bits; ++b) {
+      const size_t bit = size_t{k} * static_cast<size_t>(bits) + static_cast<size_t>(b);
+      perm[k] |= int64_t{(side[6 + bit / 8] >> (bit % 8)) & 1} << b;
+    }
+  CHECK(pack(perm, bits) == side); // and the padding bits are zero
   return perm;
 }
 
@@ -153,39 +175,40 @@ TEST_CASE("act_order refuses side information that is not this tensor's permutat
   Instance inst(kId);
   REQUIRE(inst.ok());
   const auto &r = rotation(inst);
-  const int64_t rows = 2, n = 8;
+  const int64_t rows = 2, n = 6; // 3 bits per index: 7 is out of range, 6 padding bits
   auto h = hessian(n, 5);
   View hv(h.data(), n, n);
   VecSink side;
   REQUIRE(r.plan(inst.get(), "t", rows, n, hv.get(), side.get()) == NWC_OK);
+  CHECK(side.bytes.size() == 6 + 3); // 18 bits
   std::vector<float> w(static_cast<size_t>(rows * n), 1.0f);
   View wv(w.data(), rows, n);
   auto inverse_of = [&](std::vector<uint8_t> bytes) {
     return r.inverse(inst.get(), nwc_bytes{bytes.data(), bytes.size()}, wv.get());
   };
   CHECK(inverse_of(side.bytes) == NWC_OK);
+  CHECK(inverse_of(pack({5, 4, 3, 2, 1, 0}, 3)) == NWC_OK);
   auto truncated = side.bytes;
   truncated.pop_back();
   CHECK(inverse_of(truncated) == NWC_E_CORRUPT_STREAM);
+  auto extended = side.bytes;
+  extended.push_back(0);
+  CHECK(inverse_of(extended) == NWC_E_CORRUPT_STREAM);
   CHECK(inverse_of({}) == NWC_E_CORRUPT_STREAM);
-  auto repeated = side.bytes; // position 1 names the column of position 0 again
-  repeated[8] = repeated[6];
-  repeated[9] = repeated[7];
-  CHECK(inverse_of(repeated) == NWC_E_CORRUPT_STREAM);
+  CHECK(inverse_of(pack({0, 1, 2, 3, 4, 0}, 3)) == NWC_E_CORRUPT_STREAM);
   CHECK(inst.last_error().find("not a permutation") != std::string::npos);
-  auto out_of_range = side.bytes;
-  out_of_range[6] = 8;
-  out_of_range[7] = 0;
-  CHECK(inverse_of(out_of_range) == NWC_E_CORRUPT_STREAM);
-  auto other_width = side.bytes;
-  other_width[1] = 3;
-  CHECK(inverse_of(other_width) == NWC_E_CORRUPT_STREAM);
+  CHECK(inverse_of(pack({0, 1, 2, 3, 4, 7}, 3)) == NWC_E_CORRUPT_STREAM);
+  CHECK(inverse_of(pack({0, 1, 2, 3, 4, 5}, 4)) == NWC_E_CORRUPT_STREAM);
+  auto padded = pack({0, 1, 2, 3, 4, 5}, 3);
+  padded.back() |= 0x80; // a padding bit
+  CHECK(inverse_of(padded) == NWC_E_CORRUPT_STREAM);
+  CHECK(inst.last_error().find("padding") != std::string::npos);
   auto other_format = side.bytes;
   other_format[0] = 2;
   CHECK(inverse_of(other_format) == NWC_E_CORRUPT_STREAM);
-  // Planned for 8 columns, applied to a 7-column tensor.
-  std::vector<float> narrow(static_cast<size_t>(rows * 7), 1.0f);
-  View nv(narrow.data(), rows, 7);
+  // Planned for 6 columns, applied to a 7-column tensor.
+  std::vector<float> wide(static_cast<size_t>(rows * 7), 1.0f);
+  View nv(wide.data(), rows, 7);
   CHECK(r.inverse(inst.get(), side.view(), nv.get()) == NWC_E_CORRUPT_STREAM);
   CHECK(w == std::vector<float>(static_cast<size_t>(rows * n), 1.0f));
 }
