@@ -17,6 +17,9 @@
 # act-order, as QuIP# does (after the transform the Hessian's diagonal is nearly flat, so the column
 # order has nothing to go by), and their LDLQ is QuIP#'s LDLQ on incoherent weights with a scalar
 # grid instead of the E8 lattice codebook.
+# The gptq-aod-* points are GPTQ's act-order with dynamic groups (the reference's actorder=True
+# without static_groups, GPTQModel's desc_act default): nwc.rotation.act_order permutes the columns
+# by decreasing Hessian diagonal and GPTQ codes them in that order; gptq-ao-* keep static groups.
 # The awq-* points run AWQ's scale and clipping search ([awq], AutoAWQ's defaults; its search grid
 # takes bits and group from the quantizer and chunker) before RTN or sequential GPTQ act-order.
 set -euo pipefail
@@ -83,6 +86,13 @@ for g in 32 128; do
       >"$out/rtn-had-g$g-${b}b.toml"
     { head "gptq-had-g$g-${b}b" "GPTQ g$g + Hadamard"; hadamard; uniform "$g" "$b" nwc.entropy.raw
       gptq_plain "$g"; } >"$out/gptq-had-g$g-${b}b.toml"
+  done
+done
+for g in 32 128; do
+  for b in 3 4; do
+    { head "gptq-aod-g$g-${b}b" "GPTQ act-order g$g, dynamic groups"
+      printf '[rotation]\nplugin = "nwc.rotation.act_order"\n\n'; uniform "$g" "$b" nwc.entropy.raw
+      gptq_plain "$g"; } >"$out/gptq-aod-g$g-${b}b.toml"
   done
 done
 for b in 2 3 4; do
