@@ -338,6 +338,25 @@ std::vector<float> gptq_reference(const std::vector<float> &weight, const std::v
     for (int64_t k = 0; k < n; ++k) out[at(r, perm[static_cast<size_t>(k)])] = Q[at(r, k)];
   return out;
 }
+
+// Every linear of a 4-bit g32 GPTQ container (block 128) equals the reference loop, weight for
+// weight.
+void check_reference(const std::map<std::string, std::vector<float>> &decoded, bool actorder) {
+  int layers = 0;
+  for (const auto &t : fixture().model.tensors) {
+    auto h = fixture().hessians.find(t.info.name);
+    if (h == fixture().hessians.end()) continue;
+    const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
+    const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128, actorder);
+    const auto &ours = decoded.at(t.info.name);
+    int64_t same = 0;
+    for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];
+    CHECK_MESSAGE(same == static_cast<int64_t>(ref.size()),
+                  t.info.name << ": " << same << " of " << ref.size() << " weights equal");
+    ++layers;
+  }
+  CHECK(layers == 35);
+}
 } // namespace
 
 TEST_CASE("GPTQ dynamic groups: each grid is fitted on the weights as of its lazy batch's start, "
@@ -348,20 +367,7 @@ TEST_CASE("GPTQ dynamic groups: each grid is fitted on the weights as of its laz
   std::string text = pipeline("plugin = \"nwc.comp.gptq\"\ngroup = 32\nblock = 128", 4, 32);
   text.replace(text.find("bits = 4\n"), 9, "bits = 4\ngrid = \"gptq\"\n");
   const auto decoded = decode_all(run(dir, "dyn", text));
-  int layers = 0;
-  for (const auto &t : fixture().model.tensors) {
-    auto h = fixture().hessians.find(t.info.name);
-    if (h == fixture().hessians.end()) continue;
-    const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
-    const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128);
-    const auto &ours = decoded.at(t.info.name);
-    int64_t same = 0;
-    for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];
-    CHECK_MESSAGE(same == static_cast<int64_t>(ref.size()),
-                  t.info.name << ": " << same << " of " << ref.size() << " weights equal");
-    ++layers;
-  }
-  CHECK(layers == 35);
+  check_reference(decoded, false);
 }
 
 TEST_CASE("GPTQ over the act_order rotation is the reference's act-order with dynamic groups") {
@@ -372,20 +378,7 @@ TEST_CASE("GPTQ over the act_order rotation is the reference's act-order with dy
   text.replace(text.find("bits = 4\n"), 9, "bits = 4\ngrid = \"gptq\"\n");
   text += "[rotation]\nplugin = \"nwc.rotation.act_order\"\n";
   const auto decoded = decode_all(run(dir, "dyn-ao", text));
-  int layers = 0;
-  for (const auto &t : fixture().model.tensors) {
-    auto h = fixture().hessians.find(t.info.name);
-    if (h == fixture().hessians.end()) continue;
-    const int64_t rows = t.info.shape[0], cols = t.info.shape[1];
-    const auto ref = gptq_reference(t.load(), *h->second, rows, cols, 4, 32, 128, true);
-    const auto &ours = decoded.at(t.info.name);
-    int64_t same = 0;
-    for (size_t i = 0; i < ref.size(); ++i) same += ref[i] == ours[i];
-    CHECK_MESSAGE(same == static_cast<int64_t>(ref.size()),
-                  t.info.name << ": " << same << " of " << ref.size() << " weights equal");
-    ++layers;
-  }
-  CHECK(layers == 35);
+  check_reference(decoded, true);
 }
 
 TEST_CASE("GPTQ without Hessians, or with a quantizer that cannot fit on a reference, is refused") {
