@@ -255,18 +255,23 @@ std::vector<float> gptq_reference(const std::vector<float> &weight, const std::v
   double mean = 0;
   for (int64_t j = 0; j < n; ++j) mean += H[at(j, j)];
   for (int64_t j = 0; j < n; ++j) H[at(j, j)] += 0.01 * mean / static_cast<double>(n);
-  // L Lᵀ = H; Hinv = L⁻ᵀ L⁻¹; U with Uᵀ U = Hinv (U = the upper Cholesky factor).
-  std::vector<double> L(H.size(), 0.0), Li(H.size(), 0.0), Hi(H.size(), 0.0), U(H.size(), 0.0);
-  for (int64_t j = 0; j < n; ++j) {
-    double d = H[at(j, j)];
-    for (int64_t k = 0; k < j; ++k) d -= L[at(j, k)] * L[at(j, k)];
-    L[at(j, j)] = std::sqrt(d);
-    for (int64_t i = j + 1; i < n; ++i) {
-      double v = H[at(i, j)];
-      for (int64_t k = 0; k < j; ++k) v -= L[at(i, k)] * L[at(j, k)];
-      L[at(i, j)] = v / L[at(j, j)];
+  // L Lᵀ = H; Hinv = L⁻ᵀ L⁻¹; U with Uᵀ U = Hinv: U is the transpose of Hinv's lower factor.
+  auto lower_cholesky = [&](const std::vector<double> &A) {
+    std::vector<double> C(A.size(), 0.0);
+    for (int64_t j = 0; j < n; ++j) {
+      double d = A[at(j, j)];
+      for (int64_t k = 0; k < j; ++k) d -= C[at(j, k)] * C[at(j, k)];
+      C[at(j, j)] = std::sqrt(d);
+      for (int64_t i = j + 1; i < n; ++i) {
+        double v = A[at(i, j)];
+        for (int64_t k = 0; k < j; ++k) v -= C[at(i, k)] * C[at(j, k)];
+        C[at(i, j)] = v / C[at(j, j)];
+      }
     }
-  }
+    return C;
+  };
+  const std::vector<double> L = lower_cholesky(H);
+  std::vector<double> Li(H.size(), 0.0), Hi(H.size(), 0.0), U(H.size(), 0.0);
   for (int64_t j = 0; j < n; ++j) {
     Li[at(j, j)] = 1.0 / L[at(j, j)];
     for (int64_t i = j + 1; i < n; ++i) {
@@ -278,16 +283,9 @@ std::vector<float> gptq_reference(const std::vector<float> &weight, const std::v
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j)
       for (int64_t k = std::max(i, j); k < n; ++k) Hi[at(i, j)] += Li[at(k, i)] * Li[at(k, j)];
-  for (int64_t j = 0; j < n; ++j) { // Uᵀ U = Hi, column by column
-    double d = Hi[at(j, j)];
-    for (int64_t k = 0; k < j; ++k) d -= U[at(k, j)] * U[at(k, j)];
-    U[at(j, j)] = std::sqrt(d);
-    for (int64_t i = j + 1; i < n; ++i) {
-      double v = Hi[at(j, i)];
-      for (int64_t k = 0; k < j; ++k) v -= U[at(k, j)] * U[at(k, i)];
-      U[at(j, i)] = v / U[at(j, j)];
-    }
-  }
+  const std::vector<double> Lh = lower_cholesky(Hi);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) U[at(i, j)] = Lh[at(j, i)];
   const float maxq = static_cast<float>((1 << bits) - 1);
   std::vector<float> scale(static_cast<size_t>(rows)), zero(scale.size()), Q(W.size());
   for (int64_t i1 = 0; i1 < n; i1 += blocksize) {
