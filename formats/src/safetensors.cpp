@@ -332,6 +332,32 @@ void write_hf_config(const fs::path &path, const Architecture &arch, DType dtype
 
 // ---- reader ----
 
+namespace {
+constexpr const char *kEmbedding = "model.embed_tokens.weight";
+constexpr const char *kOutputHead = "lm_head.weight";
+
+// A tied model holds its embedding once. nwc's canonical form (as llama2.c files): the embedding
+// under model.embed_tokens.weight, no lm_head, tied_embeddings set. transformers and safetensors'
+// save_model drop one name of a shared tensor and may keep the other: a file that holds only
+// lm_head.weight is tied when config.json says tie_word_embeddings or __metadata__ aliases the
+// embedding to it ("model.embed_tokens.weight": "lm_head.weight"); the stored tensor is then
+// renamed to the embedding and the alias, now pointing at nothing, dropped.
+void tie_embeddings(Model &m, std::map<std::string, std::string> &metadata) {
+  const bool has_embedding = m.find(kEmbedding) != nullptr;
+  const bool has_head = m.find(kOutputHead) != nullptr;
+  const auto alias = metadata.find(kEmbedding);
+  const bool aliased = alias != metadata.end() && alias->second == kOutputHead;
+  if (!has_embedding && has_head && (aliased || m.arch.tied_embeddings)) {
+    for (auto &t : m.tensors)
+      if (t.info.name == kOutputHead) t.info.name = kEmbedding;
+    m.arch.tied_embeddings = true;
+    if (aliased) metadata.erase(alias);
+  }
+  // Without (or in spite of) a config, a missing lm_head next to an embedding means tied.
+  if (!m.find(kOutputHead) && m.find(kEmbedding)) m.arch.tied_embeddings = true;
+}
+} // namespace
+
 Model read_safetensors(const fs::path &path) {
   Model m;
   m.format = "safetensors";
@@ -389,9 +415,7 @@ Model read_safetensors(const fs::path &path) {
   if (fs::is_regular_file(config, ec)) {
     m.arch = read_hf_config(config);
   }
-  // Without (or in spite of) a config, a missing lm_head next to an embedding means tied.
-  if (!m.find("lm_head.weight") && m.find("model.embed_tokens.weight"))
-    m.arch.tied_embeddings = true;
+  tie_embeddings(m, metadata);
   m.metadata = json::object();
   if (!metadata.empty()) m.metadata["__metadata__"] = metadata;
   return m;

@@ -219,6 +219,50 @@ TEST_CASE("safetensors: sharded directory with index and config.json") {
   CHECK(contains(error_of(dir.path()), "appears in both"));
 }
 
+TEST_CASE("safetensors: a tied embedding stored once as lm_head.weight") {
+  // transformers / safetensors' save_model keep one name of a shared tensor; nwc's canonical form
+  // of a tied model is the embedding alone, under model.embed_tokens.weight.
+  TempDir dir;
+  const auto head = ramp(6 * 4, 0.5f);
+  auto write_head = [&](const std::map<std::string, std::string> &metadata) {
+    SafetensorsWriter w(dir / "model.safetensors", {{"lm_head.weight", DType::F32, {6, 4}}},
+                        metadata);
+    w.write("lm_head.weight", head.data());
+    w.commit();
+  };
+  const std::string alias = "model.embed_tokens.weight";
+  SUBCASE("aliased in __metadata__") {
+    write_head({{"format", "pt"}, {alias, "lm_head.weight"}});
+    const Model m = read_safetensors(dir.path());
+    CHECK(m.arch.tied_embeddings);
+    CHECK(m.find("lm_head.weight") == nullptr);
+    REQUIRE(m.find(alias) != nullptr);
+    CHECK(m.find(alias)->load() == head);
+    CHECK(m.find(alias)->info.name == alias);
+    // The alias points at nothing now: it is not carried on.
+    CHECK_FALSE(m.metadata["__metadata__"].contains(alias));
+    CHECK(m.metadata["__metadata__"]["format"] == "pt");
+  }
+  SUBCASE("tie_word_embeddings in config.json") {
+    write_head({});
+    const std::string config = R"({"hidden_size": 4, "intermediate_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 6,
+        "tie_word_embeddings": true})";
+    nwc::test::write_bytes(dir / "config.json", config.data(), config.size());
+    const Model m = read_safetensors(dir.path());
+    CHECK(m.arch.tied_embeddings);
+    REQUIRE(m.find(alias) != nullptr);
+    CHECK(m.find("lm_head.weight") == nullptr);
+  }
+  SUBCASE("an untied head without an embedding stays what it is") {
+    write_head({});
+    const Model m = read_safetensors(dir.path());
+    CHECK_FALSE(m.arch.tied_embeddings);
+    CHECK(m.find("lm_head.weight") != nullptr);
+    CHECK(m.find(alias) == nullptr);
+  }
+}
+
 TEST_CASE("safetensors: a directory with no safetensors files") {
   TempDir dir;
   CHECK_THROWS_AS(read_safetensors(dir.path()), Error);

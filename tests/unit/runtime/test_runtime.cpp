@@ -1,6 +1,7 @@
 // The Llama runtime against the reference values of ../shared/data/README.md: ppl-v1 NLL of
 // stories260K on the whole evaluation text and on its first 20,480 tokens, greedy generation equal
-// byte for byte to greedy_output.txt, and the HF-layout export evaluating to the same NLL.
+// byte for byte to greedy_output.txt, the HF-layout export evaluating to the same NLL, and
+// TinyStories-656K's HF directory against its reference NLL.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
@@ -53,6 +54,24 @@ TEST_CASE("ppl-v1 with --max-tokens 20480: NLL 1.40716 over 40 windows") {
   CHECK(r.windows == 40);
   CHECK(r.predicted_tokens == 20440);
   CHECK(std::abs(r.nll - 1.40716) <= 0.0005);
+}
+
+TEST_CASE("TinyStories-656K (HF directory, tied embeddings, GQA): NLL 4.13412 as the data README") {
+  // The directory stores its tied embedding once, as lm_head.weight, with a safetensors metadata
+  // alias; the reference NLL comes from an independent PyTorch forward pass.
+  const auto dir = test::data_dir() / "models" / "tinystories656K";
+  Model model = load_model(dir);
+  CHECK(model.arch.tied_embeddings);
+  CHECK(model.arch.n_kv_heads == 4);
+  LlamaModel llama(model, 1);
+  auto tok = load_tokenizer(dir, 2048);
+  EvalResult r = evaluate_ppl(
+      llama,
+      ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-eval.txt"), *tok),
+      {});
+  CHECK(r.windows == 190);
+  CHECK(r.predicted_tokens == 97090);
+  CHECK(std::abs(r.nll - 4.13412) <= 0.0001);
 }
 
 TEST_CASE("greedy generation from BOS reproduces greedy_output.txt byte for byte") {
