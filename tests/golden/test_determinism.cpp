@@ -12,6 +12,7 @@
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
@@ -24,13 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const nwc::host::Registry &registry() {
-  static const nwc::host::Registry reg = [] {
-    nwc::host::set_log_level(NWC_LOG_ERROR);
-    nwc::host::Registry r;
-    r.scan({nwc::test::plugin_dir()});
-    return r;
-  }();
-  return reg;
+  return nwc::test::bundled_registry();
 }
 
 fs::path golden_dir() {

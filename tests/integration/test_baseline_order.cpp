@@ -11,6 +11,7 @@
 #include "nwc/runtime/llama.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 #include "nwc/tools/bench.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -24,14 +25,8 @@ using namespace nwc;
 
 namespace {
 
-const host::Registry &registry() {
-  static host::Registry r = [] {
-    host::set_log_level(NWC_LOG_ERROR);
-    host::Registry x;
-    x.scan({test::plugin_dir()});
-    return x;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 std::vector<std::string> words(const fs::path &file) {
@@ -75,8 +70,7 @@ void check_gptq_not_worse(tools::BenchSettings s, const test::TempDir &dir) {
   for (const char *bits : {"3b", "4b"})
     for (const char *group : {"g32", "g128"})
       for (const char *method : {"rtn", "gptq-ao", "gptq-aod"})
-        s.pipelines.push_back(suite /
-                              (std::string(method) + "-" + group + "-" + bits + ".toml"));
+        s.pipelines.push_back(suite / (std::string(method) + "-" + group + "-" + bits + ".toml"));
   s.output_dir = dir / "bench";
   s.threads = 2;
   const auto rows = tools::run_bench(s, registry(), [](const std::string &) {});
@@ -93,7 +87,8 @@ void check_gptq_not_worse(tools::BenchSettings s, const test::TempDir &dir) {
                            << g.hessian_error << " (RTN " << rtn.hessian_error << ")");
         CHECK(g.nll <= rtn.nll);
         CHECK(g.hessian_error <= rtn.hessian_error);
-        // Equal rate: the same grid and codes; act-order's permutation adds a little side information.
+        // Equal rate: the same grid and codes; act-order's permutation adds a little side
+        // information.
         CHECK(std::abs(g.linear_bits_per_weight - rtn.linear_bits_per_weight) < 0.15);
       }
     }

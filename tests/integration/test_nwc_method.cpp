@@ -9,6 +9,7 @@
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/tokenizer.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <cmath>
@@ -24,14 +25,8 @@ using nwc::test::TempDir;
 
 namespace {
 
-const Registry &registry() {
-  static Registry r = [] {
-    set_log_level(NWC_LOG_ERROR);
-    Registry reg;
-    reg.scan({nwc::test::plugin_dir()});
-    return reg;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 std::string codec_path() {

@@ -51,9 +51,10 @@ int cmd_bench(const Command &self, const Args &args) {
   tools::BenchSettings bs;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or directory")(
-      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
-      "pipelines,p", po::value(&pipelines)->multitoken()->required(),
-      "pipeline files, or directories of *.toml files")(
+      "tokenizer,t", po::value(&tok_path)->required(),
+      "tokenizer: llama2.c tokenizer.bin, SentencePiece .model, HF tokenizer.json, or a model "
+      "directory holding one")("pipelines,p", po::value(&pipelines)->multitoken()->required(),
+                               "pipeline files, or directories of *.toml files")(
       "eval-text", po::value(&eval_text),
       "evaluation text (default: $NWC_DATA/text/tinystories-eval.txt)")(
       "calib-text", po::value(&calib_text),

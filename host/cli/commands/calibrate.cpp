@@ -64,7 +64,9 @@ int cmd_calibrate(const Command &self, const Args &args) {
   runtime::CalibrationSettings cs;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
-      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
+      "tokenizer,t", po::value(&tok_path)->required(),
+      "tokenizer: llama2.c tokenizer.bin, SentencePiece .model, HF tokenizer.json, or a model "
+      "directory holding one")(
       "text", po::value(&text_path),
       "calibration text (default: $NWC_DATA/text/tinystories-calib.txt; never the eval text)")(
       "tokens", po::value(&cs.tokens)->default_value(65536), "tokens to run (whole windows)")(

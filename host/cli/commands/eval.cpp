@@ -47,8 +47,10 @@ int cmd_eval(const Command &self, const Args &args) {
   runtime::EvalSettings es;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
-      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
-      "text", po::value(&text_path)->required(), "UTF-8 text to evaluate on")(
+      "tokenizer,t", po::value(&tok_path)->required(),
+      "tokenizer: llama2.c tokenizer.bin, SentencePiece .model, HF tokenizer.json, or a model "
+      "directory holding one")("text", po::value(&text_path)->required(),
+                               "UTF-8 text to evaluate on")(
       "seq-len", po::value(&es.seq_len)->default_value(0), "window length (0 = model maximum)")(
       "max-tokens", po::value(&es.max_tokens)->default_value(0), "truncate the token stream")(
       "batch", po::value(&es.batch)->default_value(1), "windows per forward pass");

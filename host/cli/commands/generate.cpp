@@ -19,8 +19,10 @@ int cmd_generate(const Command &self, const Args &args) {
   runtime::Sampling sampling;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
-      "tokenizer,t", po::value(&tok_path)->required(), "tokenizer.bin or SentencePiece .model")(
-      "prompt", po::value(&prompt)->default_value(""), "text to continue (BOS is prepended)")(
+      "tokenizer,t", po::value(&tok_path)->required(),
+      "tokenizer: llama2.c tokenizer.bin, SentencePiece .model, HF tokenizer.json, or a model "
+      "directory holding one")("prompt", po::value(&prompt)->default_value(""),
+                               "text to continue (BOS is prepended)")(
       "steps", po::value(&steps)->default_value(256), "maximum number of new tokens")(
       "temperature", po::value(&sampling.temperature)->default_value(0.0f),
       "0 = greedy; > 0: sample from softmax(logits / temperature) as llama2.c's run.c")(

@@ -1,6 +1,7 @@
 // Pipeline files: every error names file:line:column and the key, before any work starts.
 #include "nwc/cpp/error.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
@@ -8,14 +9,8 @@
 using namespace nwc::host;
 
 namespace {
-const Registry &registry() {
-  static Registry r = [] {
-    set_log_level(NWC_LOG_ERROR);
-    Registry x;
-    x.scan({nwc::test::plugin_dir()});
-    return x;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 const std::string kGood = R"([pipeline]

@@ -8,6 +8,7 @@
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <cmath>
@@ -18,14 +19,8 @@ using namespace nwc;
 using namespace nwc::host;
 
 namespace {
-const Registry &registry() {
-  static Registry r = [] {
-    set_log_level(NWC_LOG_ERROR + 1);
-    Registry x;
-    x.scan({test::plugin_dir()});
-    return x;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 // RTN as benchmarks/suites/baselines/rtn-g32-4b.toml, with a rotation table.

@@ -12,6 +12,7 @@
 #include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/llama.hpp"
 #include "nwc/runtime/tokenizer.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <cmath>
@@ -26,14 +27,8 @@ using nwc::test::TempDir;
 
 namespace {
 
-const host::Registry &registry() {
-  static host::Registry r = [] {
-    host::set_log_level(NWC_LOG_ERROR);
-    host::Registry reg;
-    reg.scan({nwc::test::plugin_dir()});
-    return reg;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 fs::path baseline(const std::string &name) {

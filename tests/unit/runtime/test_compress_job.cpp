@@ -6,6 +6,7 @@
 #include "nwc/host/decode.hpp"
 #include "nwc/runtime/calibrate_job.hpp"
 #include "nwc/runtime/compress_job.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -20,14 +21,8 @@ using nwc::test::TempDir;
 
 namespace {
 
-const host::Registry &registry() {
-  static host::Registry r = [] {
-    host::set_log_level(NWC_LOG_ERROR);
-    host::Registry reg;
-    reg.scan({nwc::test::plugin_dir()});
-    return reg;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 fs::path pipeline(const std::string &name) {

@@ -9,6 +9,7 @@
 #include "nwc/runtime/calibrate.hpp"
 #include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/llama.hpp"
+#include "test_registry.hpp"
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
@@ -22,14 +23,8 @@ using namespace nwc::runtime;
 namespace {
 using Hessians = std::map<std::string, std::shared_ptr<const std::vector<float>>>;
 
-const Registry &registry() {
-  static Registry r = [] {
-    set_log_level(NWC_LOG_ERROR);
-    Registry x;
-    x.scan({test::plugin_dir()});
-    return x;
-  }();
-  return r;
+const nwc::host::Registry &registry() {
+  return nwc::test::bundled_registry();
 }
 
 std::string pipeline(const std::string &compensator, int bits, int group) {
