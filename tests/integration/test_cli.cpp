@@ -430,6 +430,58 @@ TEST_CASE("convert writes HF and GGUF layouts that evaluate like the original") 
   }
 }
 
+TEST_CASE("TinyStories-656K (HF directory, tokenizer.json) through compress, decompress, eval and "
+          "generate") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const fs::path hf = data / "models" / "tinystories656K";
+  const std::string tok = (hf / "tokenizer.json").string();
+  const std::string text = (data / "text" / "tinystories-eval.txt").string();
+  auto nll = [&](const std::string &m) {
+    Result r = run_nwc({"eval", "--model", m, "--tokenizer", tok, "--text", text, "--max-tokens",
+                        "20480", "--json"});
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out)["nll"].get<double>();
+  };
+  const double original = nll(hf.string());
+  // GPTQ with sequential calibration (tokenizer.json for the calibration text) and the data-free
+  // NWC codec: each costs some NLL, not most of it.
+  const std::string gptq =
+      (nwc::test::source_dir() / "benchmarks" / "suites" / "baselines" / "gptq-ao-g128-4b.toml")
+          .string();
+  for (const std::string &p : {gptq, pipeline("nwc-datafree-l300.toml")}) {
+    const std::string out = (dir / (fs::path(p).stem().string() + ".nwc")).string();
+    Result r =
+        run_nwc({"compress", hf.string(), "--pipeline", p, "-o", out, "--calibrate", "--tokenizer",
+                 tok, "--calib-text", (data / "text" / "tinystories-calib.txt").string(),
+                 "--calib-tokens", "8192", "--quiet"});
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    const double coded = nll(out);
+    MESSAGE(fs::path(p).stem().string() << ": NLL " << coded << " (original " << original << ")");
+    CHECK(coded > original);
+    CHECK(coded < original + 0.2);
+  }
+  // Decoded to an HF directory: the tied embedding stays one tensor, GQA is kept, and the
+  // directory evaluates exactly like the container.
+  REQUIRE(run_nwc({"decompress", (dir / "gptq-ao-g128-4b.nwc").string(), "--layout", "hf", "-o",
+                   (dir / "hf").string(), "--quiet"})
+              .exit_code == 0);
+  const auto config = nlohmann::json::parse(slurp(dir / "hf" / "config.json"));
+  CHECK(config["tie_word_embeddings"] == true);
+  CHECK(config["num_key_value_heads"] == 4);
+  const std::string st = slurp(dir / "hf" / "model.safetensors");
+  CHECK(st.find("model.embed_tokens.weight") != std::string::npos);
+  CHECK(st.find("lm_head.weight") == std::string::npos);
+  CHECK(std::abs(nll((dir / "hf").string()) - nll((dir / "gptq-ao-g128-4b.nwc").string())) <= 1e-6);
+  Result g = run_nwc({"generate", "--model", (dir / "hf").string(), "--tokenizer", tok, "--prompt",
+                      "Once upon a time", "--steps", "24", "--threads", "1"});
+  REQUIRE(g.exit_code == 0);
+  CHECK(g.out.rfind("Once upon a time", 0) == 0);
+  CHECK(g.out.size() > 40);
+}
+
 TEST_CASE("bench compares pipelines against fp32 with measured bits and writes table and plot") {
   TempDir dir;
   const auto data = nwc::test::data_dir();
