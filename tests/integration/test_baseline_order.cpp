@@ -2,7 +2,8 @@
 // suite presets of benchmarks/suites/baselines (GPTQ's grid, sequential calibration, act-order
 // with static and with dynamic groups) through the `nwc bench` harness, at 3 and 4 bits, groups of
 // 32 and 128, in mean Hessian-weighted error and in ppl-v1 NLL, on the real models of the shared
-// data. aidreams260K has no matching text: its evaluation and calibration texts are its own
+// data (stories260K on the first 20,480 evaluation tokens, the others on the whole text).
+// aidreams260K has no matching text: its evaluation and calibration texts are its own
 // continuations, generated here exactly as benchmarks/suites/comparison/aidreams_text.sh does.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/model.hpp"
@@ -116,5 +117,15 @@ TEST_CASE("GPTQ <= RTN on stories260K: 3 and 4 bits, g32 and g128, NLL and Hessi
   s.eval_text = test::data_dir() / "text" / "tinystories-eval.txt";
   s.calib_text = test::data_dir() / "text" / "tinystories-calib.txt";
   s.max_tokens = 20480;
+  check_gptq_not_worse(s, dir);
+}
+
+TEST_CASE("GPTQ <= RTN on TinyStories-656K: 3 and 4 bits, g32 and g128, NLL and Hessian error") {
+  test::TempDir dir;
+  tools::BenchSettings s;
+  s.model = test::data_dir() / "models" / "tinystories656K";
+  s.tokenizer = s.model / "tokenizer.json";
+  s.eval_text = test::data_dir() / "text" / "tinystories-eval.txt";
+  s.calib_text = test::data_dir() / "text" / "tinystories-calib.txt";
   check_gptq_not_worse(s, dir);
 }

@@ -3,12 +3,16 @@
 
 usage: summarize.py RESULTS.json [--rates 3 4 5 6] [--reference METHOD] [--ablation METHOD]
                     [--plot OUT.svg] [--methods M ...]
+       summarize.py --points MODEL=RESULTS.json ... --pipelines P ...
 
 1. For every method with at least two points: NLL interpolated (piecewise linear in measured
    bits/w of the linear layers) at the given rates; "-" outside the method's measured range.
 2. Each point of the ablation method against the reference method's curve at the same bits/w:
    the NLL it gains (negative) or loses at equal rate.
 3. With --plot: a rate-perplexity plot (gnuplot, SVG) of the listed methods (default: all).
+   --methods also limits table 1 to those methods, in that order (the best of them in bold).
+4. With --points: the measured bits/w and NLL of the listed pipelines on several models side by
+   side (one results.json per model), each model's fp32 NLL in the header.
 Prints Markdown tables.
 """
 import argparse
@@ -16,6 +20,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 
 def interp(points, x):
@@ -26,7 +31,33 @@ def interp(points, x):
     return None
 
 
+def points(models, pipelines):
+    runs = []
+    for spec in models:
+        name, _, path = spec.partition("=")
+        rows = json.load(open(path))
+        runs.append((name, {r["pipeline"]: r for r in rows}))
+    print("| pipeline | method | " + " | ".join(
+        "%s b/w | NLL (fp32 %.4f)" % (n, rs["fp32"]["nll"]) for n, rs in runs) + " |")
+    print("|---|---|" + "---:|---:|" * len(runs))
+    for p in pipelines:
+        method = next((rs[p]["method"] for _, rs in runs if p in rs), "?")
+        cells = []
+        for _, rs in runs:
+            r = rs.get(p)
+            cells += ["-", "-"] if r is None else ["%.3f" % r["linear_bits_per_weight"],
+                                                   "%.4f" % r["nll"]]
+        print("| %s | %s | %s |" % (p, method, " | ".join(cells)))
+
+
 def main():
+    if "--points" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--points", nargs="+", required=True, metavar="MODEL=RESULTS.json")
+        ap.add_argument("--pipelines", nargs="+", required=True)
+        a = ap.parse_args()
+        points(a.points, a.pipelines)
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("--rates", type=float, nargs="+", default=[3, 4, 5, 6])
@@ -45,10 +76,11 @@ def main():
     print("NLL at equal measured bits/w (linear layers), fp32 NLL %.4f\n" % fp32["nll"])
     print("| method | " + " | ".join("%g b/w" % x for x in a.rates) + " |")
     print("|---|" + "---:|" * len(a.rates))
-    best = {x: min((v, m) for m, pts in curves.items() if len(pts) > 1
+    shown = {m: curves[m] for m in (a.methods or sorted(curves)) if m in curves}
+    best = {x: min((v, m) for m, pts in shown.items() if len(pts) > 1
                    for v in [interp(pts, x)] if v is not None) for x in a.rates
-            if any(len(p) > 1 and interp(p, x) is not None for p in curves.values())}
-    for m, pts in sorted(curves.items()):
+            if any(len(p) > 1 and interp(p, x) is not None for p in shown.values())}
+    for m, pts in shown.items():
         if len(pts) < 2:
             continue
         cells = []
