@@ -336,6 +336,48 @@ TEST_CASE("generate prints llama2.c's greedy story") {
   CHECK(r.out == slurp(dir / "greedy_output.txt"));
 }
 
+TEST_CASE("tokenize prints the ids, pieces and JSON of a text, and refuses bad arguments") {
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const std::string tok = (data / "models" / "stories260K" / "tok512.bin").string();
+  const std::string sentence = "Once upon a time, there was a little girl named Lily.";
+  // The data README's encoding check: 16 ids with BOS, starting 1, 403, 407, 261.
+  Result r = run_nwc({"tokenize", "--tokenizer", tok, "--string", sentence, "--bos"});
+  REQUIRE(r.exit_code == 0);
+  std::istringstream ids(r.out);
+  std::vector<int> v;
+  for (int id; ids >> id;) v.push_back(id);
+  REQUIRE(v.size() == 16);
+  CHECK(std::vector<int>(v.begin(), v.begin() + 4) == std::vector<int>{1, 403, 407, 261});
+  // A file gives the same ids as the string; JSON carries them with the pieces.
+  write_text(dir / "s.txt", sentence);
+  Result j = run_nwc({"tokenize", "--tokenizer", tok, "--text", (dir / "s.txt").string(), "--bos",
+                      "--pieces", "--json"});
+  REQUIRE(j.exit_code == 0);
+  const auto report = nlohmann::json::parse(j.out);
+  CHECK(report["ids"].get<std::vector<int>>() == v);
+  CHECK(report["tokens"] == 16);
+  CHECK(report["pieces"][1]["piece"] == " Once");
+  CHECK(report["pieces"][1]["text"] == "Once"); // the leading space of the first word is dropped
+  // --pieces: one line per token.
+  Result p = run_nwc({"tokenize", "--tokenizer", tok, "--string", "Once upon", "--pieces"});
+  REQUIRE(p.exit_code == 0);
+  CHECK(p.out == "0\t403\t Once\t Once\n1\t407\t upon\t upon\n"); // no BOS: the space stays
+  // A model directory opens its tokenizer.json.
+  Result hf = run_nwc({"tokenize", "--tokenizer", (data / "models" / "tinystories656K").string(),
+                       "--string", sentence, "--json", "--vocab-size", "2048"});
+  REQUIRE(hf.exit_code == 0);
+  CHECK(nlohmann::json::parse(hf.out)["vocab_size"] == 2048);
+  // Neither or both of --text/--string, a missing file, a vocabulary that does not match.
+  expect_failure(run_nwc({"tokenize", "--tokenizer", tok}), 2, "exactly one of", dir, {"s.txt"});
+  expect_failure(run_nwc({"tokenize", "--tokenizer", tok, "--string", "a", "--text", "b"}), 2,
+                 "exactly one of", dir, {"s.txt"});
+  expect_failure(run_nwc({"tokenize", "--tokenizer", tok, "--text", (dir / "none.txt").string()}),
+                 1, "none.txt", dir, {"s.txt"});
+  expect_failure(run_nwc({"tokenize", "--tokenizer", tok, "--string", "a", "--vocab-size", "7"}), 1,
+                 "tok512.bin", dir, {"s.txt"});
+}
+
 TEST_CASE("generate samples as llama2.c's run.c does, token for token") {
   // run.c at karpathy/llama2.c 350e04f: `run stories260K.bin -z tok512.bin -t T -p P -s S -n N
   // -i PROMPT` (N counts positions, prompt included), so its text is a prefix of ours.
@@ -567,7 +609,7 @@ TEST_CASE("help lists every command and subcommand, and each one dispatches") {
     args.insert(args.begin(), "help");
     CHECK(run_nwc(args).out == r.out);
   }
-  CHECK(listed == 15);
+  CHECK(listed == 16);
 }
 
 TEST_CASE("group help lists the subcommands; a missing or unknown one is a usage error") {

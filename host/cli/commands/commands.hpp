@@ -22,6 +22,7 @@ int cmd_plugins_list(const Command &self, const Args &args);
 int cmd_plugins_show(const Command &self, const Args &args);
 int cmd_plugins_check(const Command &self, const Args &args);
 int cmd_plugin_check_child(const Command &self, const Args &args);
+int cmd_tokenize(const Command &self, const Args &args); // tokenizers need no runtime
 
 // The model runtime's commands.
 int cmd_eval(const Command &self, const Args &args);
