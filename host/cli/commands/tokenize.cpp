@@ -4,24 +4,11 @@
 #include "commands/commands.hpp"
 #include "common.hpp"
 
-#include "nwc/cpp/error.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 namespace nwc::cli {
-
-namespace {
-std::string read_all(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(NWC_E_IO, path + ": cannot read text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-} // namespace
 
 int cmd_tokenize(const Command &self, const Args &args) {
   Common c;
@@ -45,7 +32,7 @@ int cmd_tokenize(const Command &self, const Args &args) {
   if (vm.count("text") == vm.count("string"))
     throw UsageError("give exactly one of --text FILE and --string S");
   if (vocab_size < 0) throw UsageError("--vocab-size must be >= 0");
-  if (vm.count("text")) text = read_all(text_path);
+  if (vm.count("text")) text = runtime::read_text_file(text_path);
   const auto tok = runtime::load_tokenizer(tok_path, vocab_size);
   const runtime::TokenizeReport report = runtime::tokenize_report(*tok, text, o);
   std::cout << (c.json ? runtime::tokenize_report_json(report)

@@ -6,20 +6,10 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 namespace nwc::runtime {
-
-std::string read_text_file(const std::filesystem::path &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(NWC_E_IO, path.string() + ": cannot read text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<int32_t> ppl_token_stream(const std::string &raw, const Tokenizer &tokenizer) {
   std::string text;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <optional>
 #include <span>
+#include <sstream>
 #include <unordered_map>
 
 namespace nwc::runtime {
@@ -325,6 +326,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path &path_in,
     fail(NWC_E_INVALID_ARG, path.string() + ": tokenizer has " + std::to_string(sp->vocab_size()) +
                                 " tokens, the model expects " + std::to_string(vocab_size));
   return sp;
+}
+
+std::string read_text_file(const std::filesystem::path &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(NWC_E_IO, path.string() + ": cannot read text file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 } // namespace nwc::runtime

@@ -21,7 +21,6 @@ inline constexpr const char *kPplProtocol = "ppl-v1";
 
 // Steps 1 and 2: the token stream of a text file.
 std::vector<int32_t> ppl_token_stream(const std::string &text, const Tokenizer &tokenizer);
-std::string read_text_file(const std::filesystem::path &path); // errors name the file
 
 struct EvalSettings {
   int64_t seq_len = 0;    // 0 = the model's max_seq_len

@@ -57,6 +57,9 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
 // Unsupported components are a one-line error naming the file and the JSON path.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path &path);
 
+// A text file's bytes, as every command that tokenizes a file reads it; errors name the file.
+std::string read_text_file(const std::filesystem::path &path);
+
 // What `nwc tokenize` reports: the ids of a text, and on request each token's vocabulary entry
 // and the text it decodes to.
 struct TokenizeOptions {
