@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <type_traits>
 
 namespace nwc {
 
@@ -579,9 +580,9 @@ Model read_gguf(const fs::path &path) {
   return m;
 }
 
-void write_gguf(const Model &model, const fs::path &path, DType dtype) {
-  if (dtype != DType::F32 && dtype != DType::F16)
-    fail(NWC_E_UNSUPPORTED_DTYPE, path.string() + ": GGUF output supports F32 and F16");
+void write_gguf(const Model &model, const fs::path &path, DType dtype, const GgufMetadata &extra) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    fail(NWC_E_UNSUPPORTED_DTYPE, path.string() + ": GGUF output supports F32, F16 and BF16");
   const Architecture &a = model.arch;
   if (a.dim <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 || a.n_layers <= 0)
     fail(NWC_E_INVALID_ARG, model.path.string() + ": no Llama architecture to describe in GGUF");
@@ -590,7 +591,32 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype) {
   const bool permute = a.rope_style == "rotate_half"; // ggml's RoPE pairs adjacent channels
   const int64_t head_dim = a.dim / a.n_heads;
   constexpr uint64_t kAlign = 32;
-  const uint32_t ggml_type = dtype == DType::F32 ? 0u : 1u;
+  // ggml_type and llama_ftype of the tensors: F32 0/0, F16 1/1, BF16 30/32.
+  const uint32_t ggml_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 30u;
+  const uint32_t file_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 32u;
+
+  GgufMetadata kv = {
+      {"general.architecture", std::string("llama")},
+      {"general.name", model.path.stem().string()},
+      {"general.file_type", file_type},
+      {"llama.context_length", static_cast<uint32_t>(a.max_seq_len)},
+      {"llama.embedding_length", static_cast<uint32_t>(a.dim)},
+      {"llama.feed_forward_length", static_cast<uint32_t>(a.hidden_dim)},
+      {"llama.block_count", static_cast<uint32_t>(a.n_layers)},
+      {"llama.attention.head_count", static_cast<uint32_t>(a.n_heads)},
+      {"llama.attention.head_count_kv", static_cast<uint32_t>(a.n_kv_heads)},
+      {"llama.attention.layer_norm_rms_epsilon", static_cast<float>(a.norm_eps)},
+      {"llama.rope.freq_base", static_cast<float>(a.rope_theta)},
+      {"llama.rope.dimension_count", static_cast<uint32_t>(head_dim)},
+  };
+  if (a.vocab_size > 0) kv.emplace_back("llama.vocab_size", static_cast<uint32_t>(a.vocab_size));
+  for (const auto &e : extra) {
+    for (const auto &own : kv)
+      if (own.first == e.first)
+        fail(NWC_E_INVALID_ARG,
+             path.string() + ": GGUF key '" + e.first + "' is written from the model, not given");
+    kv.push_back(e);
+  }
 
   std::vector<uint8_t> head;
   auto put = [&](const void *p, size_t n) {
@@ -602,35 +628,59 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype) {
     u64(s.size());
     put(s.data(), s.size());
   };
-  auto kv_u32 = [&](const std::string &k, int64_t v) {
-    str(k);
-    u32(4);
-    u32(static_cast<uint32_t>(v));
-  };
-  auto kv_f32 = [&](const std::string &k, double v) {
-    str(k);
-    u32(6);
-    float f = static_cast<float>(v);
-    put(&f, 4);
+  auto value = [&](const GgufValue &v) {
+    std::visit(
+        [&](const auto &x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, uint32_t>) {
+            u32(kU32);
+            u32(x);
+          } else if constexpr (std::is_same_v<T, int32_t>) {
+            u32(kI32);
+            put(&x, 4);
+          } else if constexpr (std::is_same_v<T, float>) {
+            u32(kF32);
+            put(&x, 4);
+          } else if constexpr (std::is_same_v<T, bool>) {
+            u32(kBool);
+            const uint8_t b = x ? 1 : 0;
+            put(&b, 1);
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            u32(kString);
+            str(x);
+          } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            u32(kArray);
+            u32(kString);
+            u64(x.size());
+            for (const std::string &s : x) str(s);
+          } else if constexpr (std::is_same_v<T, std::vector<float>>) {
+            u32(kArray);
+            u32(kF32);
+            u64(x.size());
+            put(x.data(), x.size() * 4);
+          } else {
+            static_assert(std::is_same_v<T, std::vector<int32_t>>);
+            u32(kArray);
+            u32(kI32);
+            u64(x.size());
+            put(x.data(), x.size() * 4);
+          }
+        },
+        v);
   };
   head.insert(head.end(), {'G', 'G', 'U', 'F'});
   u32(3);
   u64(model.tensors.size());
-  u64(10);
-  str("general.architecture");
-  u32(8);
-  str("llama");
-  str("general.name");
-  u32(8);
-  str(model.path.stem().string());
-  kv_u32("llama.context_length", a.max_seq_len);
-  kv_u32("llama.embedding_length", a.dim);
-  kv_u32("llama.feed_forward_length", a.hidden_dim);
-  kv_u32("llama.block_count", a.n_layers);
-  kv_u32("llama.attention.head_count", a.n_heads);
-  kv_u32("llama.attention.head_count_kv", a.n_kv_heads);
-  kv_f32("llama.attention.layer_norm_rms_epsilon", a.norm_eps);
-  kv_f32("llama.rope.freq_base", a.rope_theta);
+  u64(kv.size());
+  for (const auto &[key, v] : kv) {
+    str(key);
+    value(v);
+  }
+  // Vectors (norm weights) stay F32 whatever the dtype, as convert_hf_to_gguf.py keeps them:
+  // ggml's CPU backend multiplies by them only in F32.
+  const auto tensor_dtype = [&](const ModelTensor &t) {
+    return t.info.shape.size() == 1 ? DType::F32 : dtype;
+  };
   uint64_t offset = 0;
   std::vector<uint64_t> offsets;
   for (const auto &t : model.tensors) {
@@ -638,10 +688,10 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype) {
     u32(static_cast<uint32_t>(t.info.shape.size()));
     for (auto d = t.info.shape.rbegin(); d != t.info.shape.rend(); ++d)
       u64(static_cast<uint64_t>(*d));
-    u32(ggml_type);
+    u32(tensor_dtype(t) == DType::F32 ? 0u : ggml_type);
     u64(offset);
     offsets.push_back(offset);
-    offset += (t.info.numel() * dtype_size(dtype) + kAlign - 1) / kAlign * kAlign;
+    offset += (t.info.numel() * dtype_size(tensor_dtype(t)) + kAlign - 1) / kAlign * kAlign;
   }
   while (head.size() % kAlign) head.push_back(0);
 
@@ -660,8 +710,8 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype) {
       v = permute_rope_rows(v, a.n_heads, head_dim, a.dim, false);
     else if (permute && ends("self_attn.k_proj.weight"))
       v = permute_rope_rows(v, a.n_kv_heads, head_dim, a.dim, false);
-    std::vector<uint8_t> bytes(v.size() * dtype_size(dtype));
-    from_float(dtype, v.data(), v.size(), bytes.data());
+    std::vector<uint8_t> bytes(v.size() * dtype_size(tensor_dtype(t)));
+    from_float(tensor_dtype(t), v.data(), v.size(), bytes.data());
     std::vector<uint8_t> pad(static_cast<size_t>(data_start + offsets[i] - out.size()), 0);
     out.write(pad.data(), pad.size());
     out.write(bytes.data(), bytes.size());

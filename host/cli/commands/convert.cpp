@@ -1,8 +1,9 @@
-// nwc convert --model M -o OUT [--layout hf|gguf] [--dtype F32|F16|BF16]
+// nwc convert --model M -o OUT [--layout hf|gguf] [--dtype F32|F16|BF16] [--tokenizer T]
 #include "commands/commands.hpp"
 #include "common.hpp"
 
 #include "nwc/formats/gguf.hpp"
+#include "nwc/runtime/tokenizer.hpp"
 #include "nwc/tools/convert.hpp"
 
 #include <iostream>
@@ -11,13 +12,16 @@ namespace nwc::cli {
 
 int cmd_convert(const Command &self, const Args &args) {
   Common c;
-  std::string model_path, out, layout = "hf", dtype_name = "F32";
+  std::string model_path, out, layout = "hf", dtype_name = "F32", tokenizer_path;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
       "output,o", po::value(&out)->required(),
       "output directory")("layout", po::value(&layout)->default_value("hf"),
                           "hf: config.json + model.safetensors; gguf: one GGUF v3 file")(
-      "dtype", po::value(&dtype_name)->default_value("F32"), "F32, F16 or BF16");
+      "dtype", po::value(&dtype_name)->default_value("F32"), "F32, F16 or BF16")(
+      "tokenizer", po::value(&tokenizer_path),
+      "gguf: the vocabulary to write (tokenizer.bin, .model, tokenizer.json or a model "
+      "directory); llama.cpp loads no GGUF without one");
   add_common(d, c);
   parse(args, d, {}, self.usage);
   if (layout != "hf" && layout != "gguf")
@@ -25,9 +29,17 @@ int cmd_convert(const Command &self, const Args &args) {
   DType dtype = parse_output_dtype(dtype_name);
   host::Registry reg = load_registry(c);
   Model model = open_model(model_path, reg, c.threads);
-  if (layout == "gguf")
-    write_gguf(model, out, dtype);
-  else
+  if (!tokenizer_path.empty() && layout != "gguf")
+    throw UsageError("--tokenizer: only --layout gguf stores a vocabulary (an HF directory takes "
+                     "the model's tokenizer.json as it is)");
+  if (layout == "gguf") {
+    GgufMetadata vocab;
+    if (!tokenizer_path.empty())
+      vocab = runtime::load_tokenizer(tokenizer_path, model.arch.vocab_size)->gguf_metadata();
+    else if (!c.quiet)
+      std::cerr << "note: no --tokenizer: nwc reads this GGUF, llama.cpp refuses it\n";
+    write_gguf(model, out, dtype, vocab);
+  } else
     tools::write_hf_directory(model, out, dtype);
   if (!c.quiet)
     std::cout << "wrote " << out << " (" << (layout == "hf" ? "HF Llama directory" : "GGUF v3")

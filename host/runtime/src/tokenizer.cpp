@@ -3,6 +3,7 @@
 #include "nwc/runtime/tokenizer.hpp"
 
 #include "bpe_merge.hpp"
+#include "gguf_vocab.hpp"
 #include "nwc/cpp/error.hpp"
 
 #include <algorithm>
@@ -164,6 +165,41 @@ public:
   int32_t eos_id() const override { return kEos; }
   int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.pieces.size()); }
 
+  // llama.cpp's SentencePiece-style tokenizer with the file's scores gives run.c's ids: the same
+  // dummy prefix, score-greedy merges and byte fallback. llama2.c's export spelled SentencePiece's
+  // "\u2581" as a space and BOS/EOS as "\n<s>\n"/"\n</s>\n"; GGUF gets SentencePiece's spelling.
+  GgufMetadata gguf_metadata() const override {
+    detail::GgufVocab v;
+    v.model = "llama";
+    v.pre = "default";
+    v.scores = vocab_.scores;
+    for (size_t i = 0; i < vocab_.pieces.size(); ++i) {
+      const auto id = static_cast<int32_t>(i);
+      std::string t = vocab_.pieces[i];
+      int32_t type = detail::kGgufNormal;
+      if (id == kUnk) {
+        type = detail::kGgufUnknown;
+        t = "<unk>";
+      } else if (id == kBos || id == kEos) {
+        type = detail::kGgufControl;
+        t = id == kBos ? "<s>" : "</s>";
+      } else if (id >= kFirstByteToken && id < kFirstByteToken + 256) {
+        type = detail::kGgufByte; // run.c's byte fallback: id 3 + byte, spelled <0xHH>
+      } else {
+        std::string escaped;
+        for (char c : t) escaped += c == ' ' ? std::string("\u2581") : std::string(1, c);
+        t = std::move(escaped);
+      }
+      v.tokens.push_back(std::move(t));
+      v.types.push_back(type);
+    }
+    v.bos = kBos;
+    v.eos = kEos;
+    v.unk = kUnk;
+    v.add_bos = true;
+    return detail::to_gguf_metadata(std::move(v));
+  }
+
 private:
   int32_t find(std::string_view s) const {
     const auto it = lookup_.find(s);
@@ -239,6 +275,32 @@ void check_vocab_size_arg(const std::filesystem::path &path, int64_t vocab_size)
 }
 
 } // namespace
+
+namespace detail {
+
+GgufMetadata to_gguf_metadata(GgufVocab v) {
+  GgufMetadata m;
+  m.emplace_back("tokenizer.ggml.model", v.model);
+  if (!v.pre.empty()) m.emplace_back("tokenizer.ggml.pre", v.pre);
+  m.emplace_back("tokenizer.ggml.tokens", std::move(v.tokens));
+  if (!v.scores.empty()) m.emplace_back("tokenizer.ggml.scores", std::move(v.scores));
+  m.emplace_back("tokenizer.ggml.token_type", std::move(v.types));
+  if (!v.merges.empty()) m.emplace_back("tokenizer.ggml.merges", std::move(v.merges));
+  const auto id = [&](const char *key, int32_t token) {
+    if (token >= 0) m.emplace_back(key, static_cast<uint32_t>(token));
+  };
+  id("tokenizer.ggml.bos_token_id", v.bos);
+  id("tokenizer.ggml.eos_token_id", v.eos);
+  id("tokenizer.ggml.unknown_token_id", v.unk);
+  id("tokenizer.ggml.padding_token_id", v.pad);
+  m.emplace_back("tokenizer.ggml.add_bos_token", v.add_bos);
+  m.emplace_back("tokenizer.ggml.add_eos_token", v.add_eos);
+  if (v.add_space_prefix >= 0)
+    m.emplace_back("tokenizer.ggml.add_space_prefix", v.add_space_prefix != 0);
+  return m;
+}
+
+} // namespace detail
 
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path &path,
                                                   int64_t vocab_size) {

@@ -6,6 +6,7 @@
 #include "nwc/runtime/tokenizer.hpp"
 
 #include "bpe_merge.hpp"
+#include "gguf_vocab.hpp"
 #include "hf_components.hpp"
 #include "hf_regex.hpp"
 #include "nwc/cpp/error.hpp"
@@ -74,10 +75,14 @@ public:
   HfTokenizer(const Ctx &ctx, const json &root, const json *config) : ctx_(ctx) {
     if (!root.is_object()) ctx.fail_at("(top level)", "must be a JSON object");
     // "truncation" and "padding" shape batches of fixed length; encode() never truncates or pads.
-    if (const json *n = member(root, "normalizer"))
+    if (const json *n = member(root, "normalizer")) {
       normalizer_ = make_normalizer(ctx, *n, "normalizer");
-    if (const json *p = member(root, "pre_tokenizer"))
+      normalizer_json_ = *n;
+    }
+    if (const json *p = member(root, "pre_tokenizer")) {
       pre_tokenizer_ = make_pre_tokenizer(ctx, *p, "pre_tokenizer");
+      pre_tokenizer_json_ = *p;
+    }
     const json *model = member(root, "model");
     if (!model) ctx.fail_at("model", "is missing");
     load_model(*model);
@@ -182,7 +187,107 @@ public:
   int32_t eos_id() const override { return eos_id_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
 
+  GgufMetadata gguf_metadata() const override {
+    if (!bpe_)
+      fail(NWC_E_INVALID_ARG, ctx_.file + ": a Unigram tokenizer.json cannot be written to GGUF "
+                                          "(llama.cpp's T5 tokenizer needs SentencePiece's "
+                                          "charsmap); expected a BPE model");
+    detail::GgufVocab v;
+    const bool byte_level = std::any_of(decode_steps_.begin(), decode_steps_.end(),
+                                        [](const DecodeStep &s) { return s.kind == s.kByteLevel; });
+    std::vector<int32_t> merge_rank(pieces_.size(), -1); // rank of the first merge giving each id
+    std::vector<std::pair<int32_t, uint64_t>> ranked;
+    for (const auto &[pair, rank_merged] : merges_) {
+      ranked.emplace_back(rank_merged.first, pair);
+      int32_t &r = merge_rank[static_cast<size_t>(rank_merged.second)];
+      if (r < 0 || rank_merged.first < r) r = rank_merged.first;
+    }
+    for (size_t i = 0; i < pieces_.size(); ++i) {
+      const auto id = static_cast<int32_t>(i);
+      const int32_t a = added_index_[i];
+      std::string t = pieces_[i];
+      int32_t type = detail::kGgufNormal;
+      if (t.empty() && a < 0) {
+        t = "[PAD" + std::to_string(i) + "]"; // an id the file leaves out, as convert_hf_to_gguf
+        type = detail::kGgufUnused;
+      } else if (a >= 0) {
+        type = added_[static_cast<size_t>(a)].special ? detail::kGgufControl
+                                                      : detail::kGgufUserDefined;
+      }
+      if (id == unk_id_) type = detail::kGgufUnknown;
+      if (!byte_level && byte_fallback_ && d::byte_piece_value(t) >= 0) type = detail::kGgufByte;
+      v.tokens.push_back(std::move(t));
+      v.types.push_back(type);
+    }
+    if (byte_level) {
+      // llama.cpp's byte-level BPE: merges by rank after its own pre-tokenizer, chosen by name.
+      v.model = "gpt2";
+      v.pre = gguf_pre_tokenizer_name();
+      std::sort(ranked.begin(), ranked.end());
+      for (const auto &[rank, pair] : ranked)
+        v.merges.push_back(pieces_[static_cast<size_t>(pair >> 32)] + " " +
+                           pieces_[static_cast<size_t>(pair & 0xFFFFFFFFu)]);
+    } else {
+      // SentencePiece-style BPE: llama.cpp merges the adjacent pair whose concatenation has the
+      // highest score, which is BPE when each token scores minus the rank of the merge that makes
+      // it. (convert_hf_to_gguf.py writes -1000 for every token, which merges leftmost first.)
+      v.model = "llama";
+      v.pre = "default";
+      for (size_t i = 0; i < pieces_.size(); ++i)
+        v.scores.push_back(merge_rank[i] >= 0 ? -static_cast<float>(merge_rank[i]) - 1.0f : 0.0f);
+      v.add_space_prefix = prepends_metaspace() ? 1 : 0;
+    }
+    v.bos = bos_id_;
+    v.eos = eos_id_;
+    v.unk = unk_id_;
+    v.add_bos = !prefix_.empty();
+    v.add_eos = !suffix_.empty();
+    return detail::to_gguf_metadata(std::move(v));
+  }
+
 private:
+  // llama.cpp's name (tokenizer.ggml.pre) for the split pattern of this file's byte-level
+  // pre-tokenizer: Llama 3's, Qwen 2's (also Qwen 3's) or GPT-2's.
+  std::string gguf_pre_tokenizer_name() const {
+    const std::string dump = pre_tokenizer_json_.dump();
+    const auto has = [&](std::string_view s) { return dump.find(s) != std::string::npos; };
+    static constexpr std::string_view kLlama3 =
+        R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|)";
+    static constexpr std::string_view kQwen2 =
+        R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|)";
+    if (has(kLlama3)) return "llama-bpe";
+    if (has(kQwen2)) return "qwen2";
+    if (pre_tokenizer_json_.is_object() && pre_tokenizer_json_.value("type", "") == "ByteLevel" &&
+        pre_tokenizer_json_.value("use_regex", true))
+      return "gpt-2";
+    ctx_.fail_at("pre_tokenizer", "is not one llama.cpp names (Llama 3's, Qwen 2's or GPT-2's "
+                                  "split pattern), so GGUF cannot say how to pre-tokenize");
+  }
+
+  // Whether the normalizer or the Metaspace pre-tokenizer puts U+2581 before the text, which is
+  // llama.cpp's add_space_prefix.
+  bool prepends_metaspace() const {
+    bool found = false;
+    const std::function<void(const json &)> walk = [&](const json &j) {
+      if (j.is_array()) {
+        for (const json &e : j) walk(e);
+        return;
+      }
+      if (!j.is_object()) return;
+      const std::string type = j.value("type", "");
+      if (type == "Prepend" && j.value("prepend", "") == kMetaspace) found = true;
+      if (type == "Metaspace" &&
+          (j.contains("prepend_scheme") ? j.value("prepend_scheme", "") != "never"
+                                        : j.value("add_prefix_space", true)))
+        found = true;
+      for (const char *k : {"normalizers", "pretokenizers"})
+        if (j.contains(k)) walk(j[k]);
+    };
+    walk(normalizer_json_);
+    walk(pre_tokenizer_json_);
+    return found;
+  }
+
   void check_id(int32_t token) const {
     if (token < 0 || token >= vocab_size())
       fail(NWC_E_INVALID_ARG, ctx_.file + ": token id " + std::to_string(token) +
@@ -572,6 +677,7 @@ private:
   Ctx ctx_;
   Normalizer normalizer_;
   PreTokenizer pre_tokenizer_;
+  json normalizer_json_, pre_tokenizer_json_; // as the file spells them, for gguf_metadata
   bool bpe_ = true, byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   StringMap<int32_t> vocab_;                                         // model vocabulary
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_; // (a, b) -> (rank, merged)

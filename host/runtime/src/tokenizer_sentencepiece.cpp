@@ -25,6 +25,7 @@
 #include "nwc/runtime/tokenizer.hpp"
 
 #include "bpe_merge.hpp"
+#include "gguf_vocab.hpp"
 #include "nwc/cpp/error.hpp"
 #include "sp_charsmap.hpp"
 #include "unigram.hpp"
@@ -445,6 +446,31 @@ public:
   int32_t bos_id() const override { return bos_id_; }
   int32_t eos_id() const override { return eos_id_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(m_.pieces.size()); }
+
+  // As convert_hf_to_gguf.py's _set_vocab_sentencepiece: pieces, scores and types as the model
+  // has them, for llama.cpp's SentencePiece-style BPE tokenizer. llama.cpp reproduces a Unigram
+  // model only with its T5 tokenizer and the charsmap, which nwc does not write.
+  GgufMetadata gguf_metadata() const override {
+    if (m_.model_type != kBpe)
+      fail(NWC_E_INVALID_ARG, name_ +
+                                  ": a SentencePiece UNIGRAM model cannot be written to GGUF "
+                                  "(llama.cpp's \"llama\" tokenizer is BPE); expected a BPE model");
+    detail::GgufVocab v;
+    v.model = "llama";
+    v.pre = "default";
+    for (const Piece &p : m_.pieces) {
+      v.tokens.push_back(p.text);
+      v.scores.push_back(p.score);
+      v.types.push_back(p.type);
+    }
+    v.bos = bos_id_;
+    v.eos = eos_id_;
+    v.unk = unk_id_;
+    v.pad = m_.pad_id >= 0 && m_.pad_id < vocab_size() ? m_.pad_id : -1;
+    v.add_bos = bos_id_ >= 0;
+    v.add_space_prefix = m_.add_dummy_prefix ? 1 : 0;
+    return detail::to_gguf_metadata(std::move(v));
+  }
 
 private:
   // libsentencepiece's PieceToId: control/unknown/byte pieces, then the others, else <unk>.

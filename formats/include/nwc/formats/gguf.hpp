@@ -3,7 +3,19 @@
 
 #include "nwc/formats/model.hpp"
 
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
 namespace nwc {
+
+// One GGUF metadata value of the types nwc writes: u32, i32, f32, bool, string, and arrays of
+// strings, f32 or i32 (tokenizer.ggml.tokens / scores / token_type).
+using GgufValue = std::variant<uint32_t, int32_t, float, bool, std::string,
+                               std::vector<std::string>, std::vector<float>, std::vector<int32_t>>;
+// Key-value pairs in the order they are written.
+using GgufMetadata = std::vector<std::pair<std::string, GgufValue>>;
 
 // Reads metadata key-values (into Model::metadata, arrays of more than 64 elements are summarised
 // by type and length), tensor infos, and tensors of type F32, F16, BF16 and Q8_0 (converted to
@@ -13,10 +25,13 @@ namespace nwc {
 // is validated against the file size before allocation.
 Model read_gguf(const std::filesystem::path &path);
 
-// Writes a Llama model as GGUF v3 (llama architecture metadata, F32 or F16 tensors, alignment 32),
+// Writes a Llama model as GGUF v3 (llama architecture metadata, F32, F16 or BF16 tensors,
+// alignment 32),
 // with GGUF tensor names; q/k rows of rotate-half (HF) models are permuted to the interleaved
-// pairing ggml's RoPE uses. Written through a temporary file renamed on success. Tokenizer
-// metadata is not written.
-void write_gguf(const Model &model, const std::filesystem::path &path, DType dtype);
+// pairing ggml's RoPE uses. `extra` is written after the architecture keys (the tokenizer's
+// tokenizer.ggml.* keys: llama.cpp refuses a model without them); a key of `extra` that the
+// writer sets itself is an error. Written through a temporary file renamed on success.
+void write_gguf(const Model &model, const std::filesystem::path &path, DType dtype,
+                const GgufMetadata &extra = {});
 
 } // namespace nwc

@@ -3,6 +3,8 @@
 // Face tokenizer.json files (BPE, byte-level BPE, Unigram). docs/tokenizers.md describes them.
 #pragma once
 
+#include "nwc/formats/gguf.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -27,6 +29,10 @@ public:
   // The vocabulary entry of token `token` as the file spells it ("\u2581the", "\u0120the",
   // "<0x0A>", "<s>"), for reports; "" for an id without one. Throws for ids out of range.
   virtual std::string piece(int32_t token) const { return decode(-1, token); }
+  // The vocabulary as GGUF's tokenizer.ggml.* keys, so that llama.cpp's own tokenizer gives this
+  // tokenizer's ids (docs/llama-cpp.md: what each kind of file becomes). Throws nwc::Error naming
+  // the file for a tokenizer that llama.cpp's tokenizers cannot reproduce.
+  virtual GgufMetadata gguf_metadata() const = 0;
 };
 
 // Opens a tokenizer by content: a Hugging Face tokenizer.json (a JSON object), a SentencePiece
