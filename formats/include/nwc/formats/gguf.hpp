@@ -18,7 +18,8 @@ using GgufValue = std::variant<uint32_t, int32_t, float, bool, std::string,
 using GgufMetadata = std::vector<std::pair<std::string, GgufValue>>;
 
 // Reads metadata key-values (into Model::metadata, arrays of more than 64 elements are summarised
-// by type and length), tensor infos, and tensors of type F32, F16, BF16 and Q8_0 (converted to
+// by type and length), tensor infos, and tensors of type F32, F16, BF16 and the ggml block types
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K … Q6_K, IQ4_NL and IQ4_XS (converted to
 // float on load). llama-architecture names are mapped to HF names (blk.N.attn_q.weight ->
 // model.layers.N.self_attn.q_proj.weight, token_embd.weight -> model.embed_tokens.weight, ...)
 // and GGUF's reversed dimension order to row-major shapes. Every count, length, offset and type
