@@ -24,9 +24,9 @@ struct GgufVocab {
   std::string model; // tokenizer.ggml.model: "llama" (score-greedy merges) or "gpt2" (byte-level)
   std::string pre;   // tokenizer.ggml.pre
   std::vector<std::string> tokens;
-  std::vector<float> scores;        // "llama" only
-  std::vector<int32_t> types;       // GgufTokenType per token
-  std::vector<std::string> merges;  // "gpt2" only: "left right" in rank order
+  std::vector<float> scores;       // "llama" only
+  std::vector<int32_t> types;      // GgufTokenType per token
+  std::vector<std::string> merges; // "gpt2" only: "left right" in rank order
   int32_t bos = -1, eos = -1, unk = -1, pad = -1;
   bool add_bos = false, add_eos = false;
   int add_space_prefix = -1; // -1: not written (llama.cpp's default for the model kind)
