@@ -1,7 +1,11 @@
 // GGUF reader against small files written here (v2 and v3), and malformed variants.
+#include "ggml_quants.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "test_support.hpp"
+
+#include <algorithm>
+#include <cmath>
 
 #include <cstring>
 #include <doctest/doctest.h>
@@ -146,7 +150,15 @@ GgufSpec tiny_llama(uint32_t version, std::vector<float> &q8_expect) {
   s.tensors.push_back({"blk.0.attn_norm.weight", {64}, 1, bytes_of(norm16)});
   s.tensors.push_back({"blk.0.attn_q.weight", {64, 64}, 30, bytes_of(q16)});
   s.tensors.push_back({"blk.0.ffn_down.weight", {96, 64}, 8, q8_0(96 * 64, q8_expect)});
-  s.tensors.push_back({"blk.0.ffn_gate.weight", {256, 24}, 12, std::vector<uint8_t>(144 * 24)});
+  // Q4_K blocks of a ramp quantized by formats/ggml (as nwc.quant.ggml and ggml write them).
+  std::vector<uint8_t> q4k(144 * 24);
+  const auto up = ramp(256 * 24, 0.002f);
+  for (size_t b = 0; b < 24; ++b)
+    nwc::ggml::quantize_block(nwc::ggml::Type::Q4_K, up.data() + 256 * b, nullptr, 0.0f,
+                              q4k.data() + 144 * b);
+  s.tensors.push_back({"blk.0.ffn_up.weight", {256, 24}, 12, q4k});
+  // IQ2_XXS (16): a ggml type nwc does not decode.
+  s.tensors.push_back({"blk.0.ffn_gate.weight", {256, 24}, 16, std::vector<uint8_t>(66 * 24)});
   s.tensors.push_back({"output_norm.weight", {64}, 0, bytes_of(ramp(64, 0.5f))});
   s.tensors.push_back({"rope_freqs.weight", {4}, 0, bytes_of(ramp(4, 1.0f))});
   return s;
@@ -195,7 +207,7 @@ TEST_CASE("GGUF v3 and v2: metadata, architecture, names, shapes and values") {
     CHECK(m.arch.rope_style == "interleaved");
     CHECK(m.arch.tied_embeddings); // no output.weight
 
-    REQUIRE(m.tensors.size() == 7);
+    REQUIRE(m.tensors.size() == 8);
     const ModelTensor *emb = m.find("model.embed_tokens.weight");
     REQUIRE(emb);
     CHECK(emb->info.shape == std::vector<int64_t>{3, 64}); // ne reversed
@@ -218,6 +230,19 @@ TEST_CASE("GGUF v3 and v2: metadata, architecture, names, shapes and values") {
     CHECK(down->info.shape == std::vector<int64_t>{64, 96});
     CHECK(down->load() == q8_expect);
 
+    // Q4_K decodes block by block as ggml's to_float (formats/ggml, checked against ggml itself
+    // in nwc.quant.ggml's tests): within a quantization step of the ramp, in row order.
+    const ModelTensor *upt = m.find("model.layers.0.mlp.up_proj.weight");
+    REQUIRE(upt);
+    CHECK(upt->info.shape == std::vector<int64_t>{24, 256});
+    const auto uv = upt->load();
+    REQUIRE(uv.size() == 256 * 24);
+    const auto up = ramp(256 * 24, 0.002f);
+    float worst = 0;
+    for (size_t i = 0; i < uv.size(); ++i) worst = std::max(worst, std::abs(uv[i] - up[i]));
+    CHECK(worst > 0);
+    CHECK(worst < 0.02f);
+
     // An unsupported type is listed; loading it names the tensor and the type.
     const ModelTensor *gate = m.find("model.layers.0.mlp.gate_proj.weight");
     REQUIRE(gate);
@@ -228,7 +253,7 @@ TEST_CASE("GGUF v3 and v2: metadata, architecture, names, shapes and values") {
     } catch (const Error &e) {
       CHECK(e.code() == NWC_E_UNSUPPORTED_DTYPE);
       CHECK(contains(e.what(), "blk.0.ffn_gate.weight"));
-      CHECK(contains(e.what(), "Q4_K"));
+      CHECK(contains(e.what(), "IQ2_XXS"));
     }
     CHECK(m.find("model.norm.weight")->load() == ramp(64, 0.5f));
     CHECK(m.find("rope_freqs.weight") != nullptr); // unknown names kept as is
