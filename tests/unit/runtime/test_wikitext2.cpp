@@ -41,7 +41,7 @@ TEST_CASE("wikitext2 text: Hugging Face wikitext rows joined with blank lines") 
   CHECK(wikitext2_text("\xE2\x80\x8B\n \n") == "\xE2\x80\x8B\n\n\n");
 }
 
-TEST_CASE("wikitext2 text of wiki.test.raw: 2,891 rows, each line LF-ended, joined") {
+TEST_CASE("wikitext2 text of wiki.test.raw: 2891 rows with LF line ends joined") {
   const std::string raw = wiki_bytes();
   const auto lines = std::count(raw.begin(), raw.end(), '\n');
   const auto crs = std::count(raw.begin(), raw.end(), '\r');
@@ -53,7 +53,7 @@ TEST_CASE("wikitext2 text of wiki.test.raw: 2,891 rows, each line LF-ended, join
   CHECK(text.find("\r") == std::string::npos);
 }
 
-TEST_CASE("wikitext2 tokenizes the joined text once: one BOS, at the start") {
+TEST_CASE("wikitext2 tokenizes the joined text once: one BOS at the start") {
   auto tok = stories_tokenizer();
   const std::string raw = " = Title = \n\n First paragraph .\n Second one .\n \n\n = = Sub = = \n";
   auto ids = wikitext2_token_stream(raw, *tok);
@@ -123,7 +123,7 @@ TEST_CASE("wikitext2 windows and aggregation against single-window ppl-v1 runs")
                                            << ", ppl " << r.ppl);
 }
 
-TEST_CASE("wikitext2 default window: 2048 when the model allows more, else the model maximum") {
+TEST_CASE("wikitext2 default window: 2048 when the model allows more and else the model maximum") {
   Model model = load_model(test::stories260k());
   model.arch.max_seq_len = 2100; // RoPE is computed for any length; the weights do not limit it
   LlamaModel llama(model, 1);
