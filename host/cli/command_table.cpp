@@ -68,8 +68,9 @@ constexpr Command kCommands[] = {
      .usage = "nwc inspect IN.nwc [--reference MODEL]",
      .handler = &cmd_inspect},
     {.name = "eval",
-     .summary = "perplexity (protocol ppl-v1)",
-     .usage = "nwc eval --model M --tokenizer T --text FILE [--seq-len N] [--max-tokens N]",
+     .summary = "perplexity (protocol ppl-v1 or wikitext2)",
+     .usage = "nwc eval --model M --tokenizer T --text FILE [--protocol ppl-v1|wikitext2] "
+              "[--seq-len N] [--max-tokens N]",
      .needs_runtime = true,
      .handler = kEval},
     {.name = "generate",

@@ -328,6 +328,35 @@ TEST_CASE("eval: the original model and its 4-bit container, side by side") {
                                                  << quant["nll"]);
 }
 
+TEST_CASE("eval --protocol wikitext2 on wiki.test.raw: GPTQ's WikiText-2 rules") {
+  const auto data = nwc::test::data_dir();
+  const std::string tok = (data / "models" / "stories260K" / "tok512.bin").string();
+  const std::string text = (data / "text" / "wiki.test.raw").string();
+  auto eval = [&](const std::string &protocol) {
+    Result r = run_nwc({"eval", "--model", model(), "--tokenizer", tok, "--text", text,
+                        "--protocol", protocol, "--max-tokens", "20480", "--json"});
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  auto w = eval("wikitext2"), v1 = eval("ppl-v1");
+  CHECK(w["protocol"] == "wikitext2");
+  CHECK(w["seq_len"] == 512); // min(2048, stories260K's 512)
+  CHECK(w["tokens"] == 20480);
+  CHECK(w["windows"] == 40);
+  CHECK(w["predicted_tokens"] == 40 * 511);
+  CHECK(w["ppl"].get<double>() == doctest::Approx(std::exp(w["nll"].get<double>())));
+  CHECK(std::abs(w["nll"].get<double>() - 4.85196) <= 0.0005);
+  // ppl-v1 reads the same file as documents with a BOS each: another stream, another figure.
+  CHECK(v1["protocol"] == "ppl-v1");
+  CHECK(std::abs(v1["nll"].get<double>() - w["nll"].get<double>()) > 0.01);
+  MESSAGE("wiki.test.raw, first 20480 tokens, stories260K: wikitext2 NLL "
+          << w["nll"] << " ppl " << w["ppl"] << "; ppl-v1 NLL " << v1["nll"]);
+  Result bad = run_nwc(
+      {"eval", "--model", model(), "--tokenizer", tok, "--text", text, "--protocol", "wikitext"});
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--protocol must be ppl-v1 or wikitext2") != std::string::npos);
+}
+
 TEST_CASE("generate prints llama2.c's greedy story") {
   const auto dir = nwc::test::data_dir() / "models" / "stories260K";
   Result r = run_nwc({"generate", "--model", model(), "--tokenizer", (dir / "tok512.bin").string(),

@@ -1,4 +1,5 @@
-// nwc eval --model M --tokenizer T --text FILE [--seq-len N] [--max-tokens N] [--batch B]
+// nwc eval --model M --tokenizer T --text FILE [--protocol P] [--seq-len N] [--max-tokens N]
+//          [--batch B]
 #include "commands/commands.hpp"
 #include "common.hpp"
 
@@ -43,7 +44,7 @@ void print_eval(const runtime::EvalResult &r, const std::string &model_path,
 
 int cmd_eval(const Command &self, const Args &args) {
   Common c;
-  std::string model_path, tok_path, text_path;
+  std::string model_path, tok_path, text_path, protocol;
   runtime::EvalSettings es;
   po::options_description d(self.title());
   d.add_options()("model,m", po::value(&model_path)->required(), "model file or .nwc container")(
@@ -51,13 +52,22 @@ int cmd_eval(const Command &self, const Args &args) {
       "tokenizer: llama2.c tokenizer.bin, SentencePiece .model, HF tokenizer.json, or a model "
       "directory holding one")("text", po::value(&text_path)->required(),
                                "UTF-8 text to evaluate on")(
-      "seq-len", po::value(&es.seq_len)->default_value(0), "window length (0 = model maximum)")(
-      "max-tokens", po::value(&es.max_tokens)->default_value(0), "truncate the token stream")(
+      "protocol", po::value(&protocol)->default_value(runtime::kPplProtocol),
+      "ppl-v1 (documents, a BOS each) or wikitext2 (GPTQ's WikiText-2 rules: the rows joined "
+      "with blank lines, tokenized once)")(
+      "seq-len", po::value(&es.seq_len)->default_value(0),
+      "window length (0 = the protocol's default: ppl-v1 the model maximum, wikitext2 "
+      "min(2048, model maximum))")("max-tokens", po::value(&es.max_tokens)->default_value(0),
+                                   "truncate the token stream")(
       "batch", po::value(&es.batch)->default_value(1), "windows per forward pass");
   add_common(d, c);
   parse(args, d, {}, self.usage);
   if (es.seq_len < 0 || es.max_tokens < 0 || es.batch < 1)
     throw UsageError("--seq-len and --max-tokens must be >= 0, --batch >= 1");
+  if (protocol != runtime::kPplProtocol && protocol != runtime::kWikitext2Protocol)
+    throw UsageError("--protocol must be " + std::string(runtime::kPplProtocol) + " or " +
+                     runtime::kWikitext2Protocol);
+  es.protocol = runtime::parse_protocol(protocol);
   host::Registry reg = load_registry(c);
   Model model = open_model(model_path, reg, c.threads);
   // Windows run in parallel, each on one LibTorch thread: on a loaded machine, intra-op threads
@@ -65,7 +75,8 @@ int cmd_eval(const Command &self, const Args &args) {
   runtime::LlamaModel llama(model, 1);
   es.threads = c.threads;
   auto tok = runtime::load_tokenizer(tok_path, model.arch.vocab_size);
-  auto stream = runtime::ppl_token_stream(runtime::read_text_file(text_path), *tok);
+  auto stream =
+      runtime::protocol_token_stream(es.protocol, runtime::read_text_file(text_path), *tok);
   print_eval(runtime::evaluate_ppl(llama, stream, es), model_path, text_path, c.json);
   return 0;
 }

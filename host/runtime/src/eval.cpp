@@ -11,6 +11,86 @@
 
 namespace nwc::runtime {
 
+Protocol parse_protocol(std::string_view name) {
+  if (name == kPplProtocol) return Protocol::PplV1;
+  if (name == kWikitext2Protocol) return Protocol::Wikitext2;
+  fail(NWC_E_INVALID_ARG, "eval: unknown protocol '" + std::string(name) + "' (expected " +
+                              kPplProtocol + " or " + kWikitext2Protocol + ")");
+}
+
+const char *protocol_name(Protocol protocol) {
+  return protocol == Protocol::Wikitext2 ? kWikitext2Protocol : kPplProtocol;
+}
+
+namespace {
+
+// Length of the Python whitespace character (str.isspace) at the start of s, 0 if there is none:
+// ASCII \t \n \v \f \r, \x1c-\x1f and space, and in UTF-8 U+0085, U+00A0, U+1680,
+// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F and U+3000.
+size_t python_space_len(std::string_view s) {
+  auto b = [&](size_t i) { return i < s.size() ? static_cast<unsigned char>(s[i]) : 0u; };
+  const unsigned c0 = b(0), c1 = b(1), c2 = b(2);
+  if ((c0 >= 0x09 && c0 <= 0x0D) || (c0 >= 0x1C && c0 <= 0x20)) return 1;
+  if (c0 == 0xC2 && (c1 == 0x85 || c1 == 0xA0)) return 2;
+  if (c0 == 0xE1 && c1 == 0x9A && c2 == 0x80) return 3;
+  if (c0 == 0xE2 && c1 == 0x80 &&
+      (c2 <= 0x8A ? c2 >= 0x80 : (c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF)))
+    return 3;
+  if (c0 == 0xE2 && c1 == 0x81 && c2 == 0x9F) return 3;
+  if (c0 == 0xE3 && c1 == 0x80 && c2 == 0x80) return 3;
+  return 0;
+}
+
+// Python's row.strip() == "".
+bool blank_row(std::string_view row) {
+  while (!row.empty()) {
+    size_t n = python_space_len(row);
+    if (n == 0) return false;
+    row.remove_prefix(n);
+  }
+  return true;
+}
+
+} // namespace
+
+std::string wikitext2_text(std::string_view raw) {
+  // Universal newlines, as Python's open() in text mode: CRLF and a lone CR become LF.
+  std::string text;
+  text.reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\r') {
+      text += raw[i];
+      continue;
+    }
+    text += '\n';
+    if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
+  }
+  // Hugging Face's wikitext loader: one row per line, keeping its "\n"; a whitespace-only line
+  // is the row "". The reference tokenizes "\n\n".join(rows).
+  std::string out;
+  out.reserve(text.size() + text.size() / 16);
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find('\n', start);
+    end = end == std::string::npos ? text.size() : end + 1;
+    const std::string_view row = std::string_view(text).substr(start, end - start);
+    if (start > 0) out += "\n\n";
+    if (!blank_row(row)) out += row;
+    start = end;
+  }
+  return out;
+}
+
+std::vector<int32_t> wikitext2_token_stream(const std::string &file_bytes,
+                                            const Tokenizer &tokenizer) {
+  return tokenizer.encode(wikitext2_text(file_bytes), true, false);
+}
+
+std::vector<int32_t> protocol_token_stream(Protocol protocol, const std::string &file_bytes,
+                                           const Tokenizer &tokenizer) {
+  return protocol == Protocol::Wikitext2 ? wikitext2_token_stream(file_bytes, tokenizer)
+                                         : ppl_token_stream(file_bytes, tokenizer);
+}
+
 std::vector<int32_t> ppl_token_stream(const std::string &raw, const Tokenizer &tokenizer) {
   std::string text;
   text.reserve(raw.size());
@@ -39,12 +119,15 @@ std::vector<int32_t> ppl_token_stream(const std::string &raw, const Tokenizer &t
 EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &stream,
                         const EvalSettings &settings) {
   EvalResult r;
-  r.seq_len = settings.seq_len > 0 ? settings.seq_len : model.arch().max_seq_len;
+  r.protocol = protocol_name(settings.protocol);
+  const int64_t max_seq_len = model.arch().max_seq_len;
+  r.seq_len = settings.seq_len > 0                       ? settings.seq_len
+              : settings.protocol == Protocol::Wikitext2 ? std::min(kWikitext2SeqLen, max_seq_len)
+                                                         : max_seq_len;
   if (r.seq_len < 2) fail(NWC_E_INVALID_ARG, "eval: --seq-len must be at least 2");
-  if (r.seq_len > model.arch().max_seq_len)
+  if (r.seq_len > max_seq_len)
     fail(NWC_E_INVALID_ARG, "eval: --seq-len " + std::to_string(r.seq_len) +
-                                " exceeds the model's maximum " +
-                                std::to_string(model.arch().max_seq_len));
+                                " exceeds the model's maximum " + std::to_string(max_seq_len));
   r.tokens = static_cast<int64_t>(stream.size());
   if (settings.max_tokens > 0) r.tokens = std::min(r.tokens, settings.max_tokens);
   r.windows = r.tokens / r.seq_len;
@@ -81,10 +164,16 @@ EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &str
   work();
   for (auto &t : pool) t.join();
   if (error) std::rethrow_exception(error);
-  double total = 0;
-  for (double v : per_window) total += v;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.nll = total / static_cast<double>(r.predicted_tokens);
+  double total = 0;
+  if (settings.protocol == Protocol::Wikitext2) {
+    // The reference: nlls.append(mean CE of the window * seqlen); exp(sum / (nsamples * seqlen)).
+    for (double v : per_window) total += v / static_cast<double>(r.seq_len - 1);
+    r.nll = total / static_cast<double>(r.windows);
+  } else {
+    for (double v : per_window) total += v;
+    r.nll = total / static_cast<double>(r.predicted_tokens);
+  }
   r.ppl = std::exp(r.nll);
   r.tokens_per_second =
       r.seconds > 0 ? static_cast<double>(r.windows * r.seq_len) / r.seconds : 0.0;
