@@ -268,3 +268,28 @@ TEST_CASE("llama.cpp's quantized GGUF files load in nwc and evaluate as in llama
     CHECK(ours < 1.6);     // ... but not broken
   }
 }
+
+TEST_CASE("a compressed container exported to GGUF evaluates in llama.cpp as in nwc") {
+  // Any method's container decodes to weights llama.cpp runs: NWC's learned codec (data-free,
+  // λ 300) here, exported in F32 with the tokenizer; llama.cpp's NLL equals nwc eval's of the
+  // container.
+  TempDir tmp;
+  const std::string model = (models() / "stories260K" / "stories260K.bin").string();
+  const std::string tok = (models() / "stories260K" / "tok512.bin").string();
+  const std::string nwc_file = (tmp / "m.nwc").string(), gguf = (tmp / "m.gguf").string();
+  const Result c =
+      run_nwc({"compress", model, "-p",
+               (source_dir() / "pipelines" / "nwc-datafree-l300.toml").string(), "-o", nwc_file});
+  REQUIRE_MESSAGE(c.exit_code == 0, c.err);
+  const Result x =
+      run_nwc({"convert", "--model", nwc_file, "--layout", "gguf", "--tokenizer", tok, "-o", gguf});
+  REQUIRE_MESSAGE(x.exit_code == 0, x.err);
+  const LlamaCppEval l = llama_cpp_eval(gguf, tok, 512, 20480);
+  CHECK(l.mismatched_docs == 0);
+  const double ours = nwc_eval_nll(nwc_file, tok, 20480);
+  MESSAGE("nwc-datafree-l300 container: llama.cpp NLL " << std::setprecision(7) << l.nll
+                                                        << ", nwc eval " << ours);
+  CHECK(std::abs(l.nll - ours) < 1e-3);
+  CHECK(ours > 1.40716 + 0.01); // the codec's loss is visible ...
+  CHECK(ours < 1.40716 + 0.2);  // ... and small
+}
