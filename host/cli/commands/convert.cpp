@@ -2,6 +2,7 @@
 #include "commands/commands.hpp"
 #include "common.hpp"
 
+#include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/tools/convert.hpp"
 
@@ -25,10 +26,17 @@ int cmd_convert(const Command &self, const Args &args) {
   DType dtype = parse_output_dtype(dtype_name);
   host::Registry reg = load_registry(c);
   Model model = open_model(model_path, reg, c.threads);
-  if (layout == "gguf")
+  if (layout == "gguf") {
+    // GGUF's "llama" architecture (as write_gguf describes it) has no biases, q/k norms, separate
+    // head size, sliding window or RoPE scaling.
+    if (const auto fields = llama_variant_fields(model.arch); !fields.empty())
+      fail(NWC_E_INVALID_ARG, model_path +
+                                  ": --layout gguf writes plain Llama only; the model has " +
+                                  fields.front() + " (use --layout hf)");
     write_gguf(model, out, dtype);
-  else
+  } else {
     tools::write_hf_directory(model, out, dtype);
+  }
   if (!c.quiet)
     std::cout << "wrote " << out << " (" << (layout == "hf" ? "HF Llama directory" : "GGUF v3")
               << ", " << dtype_name << ")\n";

@@ -160,12 +160,16 @@ Vec reference_logits(const RefModel &rm, const std::vector<int32_t> &ids) {
     auto opt = [&](bool has, const std::string &name) {
       return has ? std::optional<Vec>(rm.get(p + name)) : std::nullopt;
     };
-    const Vec ln1 = rm.get(p + "input_layernorm.weight"), ln2 =
-                                                              rm.get(p + "post_attention_layernorm.weight");
-    const Vec wq = rm.get(p + "self_attn.q_proj.weight"), wk = rm.get(p + "self_attn.k_proj.weight"),
-              wv = rm.get(p + "self_attn.v_proj.weight"), wo = rm.get(p + "self_attn.o_proj.weight");
-    const auto bq = opt(c.q_bias, "self_attn.q_proj.bias"), bk = opt(c.k_bias, "self_attn.k_proj.bias"),
-               bv = opt(c.v_bias, "self_attn.v_proj.bias"), bo = opt(c.o_bias, "self_attn.o_proj.bias");
+    const Vec ln1 = rm.get(p + "input_layernorm.weight"),
+              ln2 = rm.get(p + "post_attention_layernorm.weight");
+    const Vec wq = rm.get(p + "self_attn.q_proj.weight"),
+              wk = rm.get(p + "self_attn.k_proj.weight"),
+              wv = rm.get(p + "self_attn.v_proj.weight"),
+              wo = rm.get(p + "self_attn.o_proj.weight");
+    const auto bq = opt(c.q_bias, "self_attn.q_proj.bias"),
+               bk = opt(c.k_bias, "self_attn.k_proj.bias"),
+               bv = opt(c.v_bias, "self_attn.v_proj.bias"),
+               bo = opt(c.o_bias, "self_attn.o_proj.bias");
     const auto qn = opt(c.qk_norm, "self_attn.q_norm.weight"),
                kn = opt(c.qk_norm, "self_attn.k_norm.weight");
     const Vec wg = rm.get(p + "mlp.gate_proj.weight"), wu = rm.get(p + "mlp.up_proj.weight"),
@@ -174,7 +178,8 @@ Vec reference_logits(const RefModel &rm, const std::vector<int32_t> &ids) {
                bd = opt(c.mlp_bias, "mlp.down_proj.bias");
     auto ptr = [](const std::optional<Vec> &v) { return v ? &*v : nullptr; };
 
-    std::vector<Vec> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)), v(static_cast<size_t>(T));
+    std::vector<Vec> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)),
+        v(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
       Vec h = x[static_cast<size_t>(t)];
       rms_norm(h.data(), ln1, D, c.eps);
@@ -197,7 +202,8 @@ Vec reference_logits(const RefModel &rm, const std::vector<int32_t> &ids) {
       for (int64_t hh = 0; hh < H; ++hh) {
         const int64_t g = hh / rep; // repeat_kv: kv head g serves query heads g*rep .. g*rep+rep-1
         // Causal mask; sliding window: kv_idx > q_idx - sliding_window.
-        const int64_t first = c.sliding_window > 0 ? std::max<int64_t>(0, t - c.sliding_window + 1) : 0;
+        const int64_t first =
+            c.sliding_window > 0 ? std::max<int64_t>(0, t - c.sliding_window + 1) : 0;
         Vec score;
         double mx = -1e300;
         for (int64_t s = first; s <= t; ++s) {
@@ -212,8 +218,9 @@ Vec reference_logits(const RefModel &rm, const std::vector<int32_t> &ids) {
         for (double &e : score) sum += (e = std::exp(e - mx));
         for (int64_t s = first; s <= t; ++s)
           for (int64_t i = 0; i < HD; ++i)
-            att[static_cast<size_t>(hh * HD + i)] += score[static_cast<size_t>(s - first)] / sum *
-                                                     v[static_cast<size_t>(s)][static_cast<size_t>(g * HD + i)];
+            att[static_cast<size_t>(hh * HD + i)] +=
+                score[static_cast<size_t>(s - first)] / sum *
+                v[static_cast<size_t>(s)][static_cast<size_t>(g * HD + i)];
       }
       const Vec o = linear(wo, ptr(bo), att, D, H * HD);
       Vec &xt = x[static_cast<size_t>(t)];
@@ -242,7 +249,8 @@ Vec reference_logits(const RefModel &rm, const std::vector<int32_t> &ids) {
   return out;
 }
 
-// ---- the checks -----------------------------------------------------------------------------------
+// ---- the checks
+// -----------------------------------------------------------------------------------
 
 // A small model whose head size (16) is not dim / heads (48 / 4 = 12), in F32.
 SynthSpec small_spec(const std::string &model_type) {
@@ -303,12 +311,13 @@ Vec check_variant(const SynthSpec &spec, int64_t T = 24) {
   const double err = relative_error(got, want);
   INFO("relative error " << err);
   CHECK(err < 1e-5);
-  // Batched windows give the same logits as one.
+  // Batched windows give the logits of one (up to float rounding: BLAS blocks differently).
   std::vector<int32_t> two = ids;
   two.insert(two.end(), ids.begin(), ids.end());
   const std::vector<float> both = llama.logits(two, 2, T);
-  CHECK(std::vector<float>(both.begin() + static_cast<std::ptrdiff_t>(got.size()), both.end()) ==
-        got);
+  const std::vector<float> second(both.begin() + static_cast<std::ptrdiff_t>(got.size()),
+                                  both.end());
+  CHECK(relative_error(second, Vec(got.begin(), got.end())) < 1e-5);
   return want;
 }
 
