@@ -606,7 +606,7 @@ TEST_CASE("synth: variant presets have the parameter counts of the real models")
   CHECK(contains(error_of([] { parse_rope_scaling("llama3:factor=x"); }), "'x' is not a number"));
 }
 
-TEST_CASE("nwc synth: each model-config variant, read back as written") {
+TEST_CASE("nwc synth: each model-config variant is read back as written") {
   TempDir dir;
   struct Case {
     std::vector<std::string> args;

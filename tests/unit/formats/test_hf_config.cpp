@@ -157,7 +157,7 @@ std::string refusal(const test::TempDir &dir, const json &keys) {
 
 } // namespace
 
-TEST_CASE("config.json variants: each model type's biases, norms, head size and window") {
+TEST_CASE("config.json variants: each model type's biases and norms and head size and window") {
   test::TempDir dir;
   Architecture a =
       read_config(dir, {{"head_dim", 16}, {"attention_bias", true}, {"mlp_bias", true}});
@@ -240,7 +240,7 @@ TEST_CASE("config.json: unsupported fields are refused with one line naming the 
   }
 }
 
-TEST_CASE("config.json variants round trip through the writer, which refuses what a type lacks") {
+TEST_CASE("config.json variants round trip through the writer that refuses what a type lacks") {
   test::TempDir dir;
   auto round_trip = [&](const Architecture &a) {
     write_hf_config(dir / "config.json", a, DType::BF16);

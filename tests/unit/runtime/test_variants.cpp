@@ -381,7 +381,7 @@ TEST_CASE("variant: Qwen 2 with q/k/v biases and tied embeddings") {
   check_variant(s);
 }
 
-TEST_CASE("variant: Qwen 3 with q/k norms, head_dim 16 and attention biases") {
+TEST_CASE("variant: Qwen 3 with q/k norms and head_dim 16 with and without attention biases") {
   SynthSpec s = small_spec("qwen3");
   check_variant(s);
   s.arch.attention_bias = s.arch.attention_out_bias = true;
@@ -405,7 +405,7 @@ TEST_CASE("variant: BF16 and F16 shards run as their values read back") {
   }
 }
 
-TEST_CASE("variant: the runtime refuses what the architecture does not describe, naming it") {
+TEST_CASE("variant: the runtime refuses what the architecture does not describe and names it") {
   test::TempDir dir;
   write_synthetic_model(small_spec("qwen2"), dir / "m");
   Model model = load_model(dir / "m");
