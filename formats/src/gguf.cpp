@@ -608,6 +608,12 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
     fail(NWC_E_INVALID_ARG, model.path.string() + ": no Llama architecture to describe in GGUF");
   if (a.rope_style != "interleaved" && a.rope_style != "rotate_half")
     fail(NWC_E_INVALID_ARG, model.path.string() + ": unknown RoPE style '" + a.rope_style + "'");
+  // GGUF's "llama" architecture as written here has no biases, q/k norms, separate head size,
+  // sliding window or RoPE scaling.
+  if (const auto fields = llama_variant_fields(a); !fields.empty())
+    fail(NWC_E_INVALID_ARG, model.path.string() +
+                                ": GGUF output writes plain Llama only; the model has " +
+                                fields.front() + " (use the HF layout)");
   const bool permute = a.rope_style == "rotate_half"; // ggml's RoPE pairs adjacent channels
   const int64_t head_dim = a.dim / a.n_heads;
   constexpr uint64_t kAlign = 32;

@@ -19,13 +19,49 @@ namespace nwc {
 
 namespace fs = std::filesystem;
 
+int64_t Architecture::head_size() const {
+  if (head_dim > 0) return head_dim;
+  return n_heads > 0 ? dim / n_heads : 0;
+}
+
+int64_t Architecture::attention_dim() const {
+  return n_heads * head_size();
+}
+
 nlohmann::json Architecture::to_json() const {
-  return nlohmann::json{{"family", family},         {"dim", dim},
-                        {"hidden_dim", hidden_dim}, {"n_layers", n_layers},
-                        {"n_heads", n_heads},       {"n_kv_heads", n_kv_heads},
-                        {"vocab_size", vocab_size}, {"max_seq_len", max_seq_len},
-                        {"norm_eps", norm_eps},     {"rope_theta", rope_theta},
-                        {"rope_style", rope_style}, {"tied_embeddings", tied_embeddings}};
+  nlohmann::json j{{"family", family},         {"dim", dim},
+                   {"hidden_dim", hidden_dim}, {"n_layers", n_layers},
+                   {"n_heads", n_heads},       {"n_kv_heads", n_kv_heads},
+                   {"vocab_size", vocab_size}, {"max_seq_len", max_seq_len},
+                   {"norm_eps", norm_eps},     {"rope_theta", rope_theta},
+                   {"rope_style", rope_style}, {"tied_embeddings", tied_embeddings}};
+  if (head_dim != 0) j["head_dim"] = head_dim;
+  if (attention_bias) j["attention_bias"] = true;
+  if (attention_out_bias) j["attention_out_bias"] = true;
+  if (mlp_bias) j["mlp_bias"] = true;
+  if (qk_norm) j["qk_norm"] = true;
+  if (sliding_window != 0) j["sliding_window"] = sliding_window;
+  if (!rope_scaling.type.empty())
+    j["rope_scaling"] = {
+        {"type", rope_scaling.type},
+        {"factor", rope_scaling.factor},
+        {"low_freq_factor", rope_scaling.low_freq_factor},
+        {"high_freq_factor", rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+  return j;
+}
+
+std::vector<std::string> llama_variant_fields(const Architecture &a) {
+  std::vector<std::string> out;
+  if (a.head_dim != 0 && (a.n_heads <= 0 || a.head_dim * a.n_heads != a.dim))
+    out.push_back("head_dim");
+  if (a.attention_bias) out.push_back("attention_bias");
+  if (a.attention_out_bias) out.push_back("attention_out_bias");
+  if (a.mlp_bias) out.push_back("mlp_bias");
+  if (a.qk_norm) out.push_back("qk_norm");
+  if (a.sliding_window != 0) out.push_back("sliding_window");
+  if (!a.rope_scaling.type.empty()) out.push_back("rope_scaling");
+  return out;
 }
 
 Architecture Architecture::from_json(const nlohmann::json &j) {
@@ -74,12 +110,52 @@ Architecture Architecture::from_json(const nlohmann::json &j) {
   get_double("norm_eps", a.norm_eps);
   get_double("rope_theta", a.rope_theta);
   get_string("rope_style", a.rope_style);
-  if (auto it = j.find("tied_embeddings"); it != j.end()) {
+  auto get_bool = [&](const nlohmann::json &obj, const char *key, bool &out) {
+    auto it = obj.find(key);
+    if (it == obj.end()) return;
     if (!it->is_boolean())
-      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'tied_embeddings' must be a "
-                                             "boolean, got ") +
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key '") + key +
+                                     "' must be a boolean, got " + it->type_name());
+    out = it->get<bool>();
+  };
+  get_bool(j, "tied_embeddings", a.tied_embeddings);
+  get_int("head_dim", a.head_dim);
+  get_bool(j, "attention_bias", a.attention_bias);
+  get_bool(j, "attention_out_bias", a.attention_out_bias);
+  get_bool(j, "mlp_bias", a.mlp_bias);
+  get_bool(j, "qk_norm", a.qk_norm);
+  get_int("sliding_window", a.sliding_window);
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object())
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'rope_scaling' must be an "
+                                             "object, got ") +
                                      it->type_name());
-    a.tied_embeddings = it->get<bool>();
+    RopeScaling &r = a.rope_scaling;
+    const nlohmann::json &o = *it;
+    auto num = [&](const char *key, double &out) {
+      auto k = o.find(key);
+      if (k == o.end()) return;
+      if (!k->is_number())
+        fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'rope_scaling.") + key +
+                                       "' must be a number, got " + k->type_name());
+      out = k->get<double>();
+    };
+    if (auto t = o.find("type"); t != o.end()) {
+      if (!t->is_string())
+        fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'rope_scaling.type' must be a "
+                                               "string, got ") +
+                                       t->type_name());
+      r.type = t->get<std::string>();
+    }
+    num("factor", r.factor);
+    num("low_freq_factor", r.low_freq_factor);
+    num("high_freq_factor", r.high_freq_factor);
+    if (auto k = o.find("original_max_position_embeddings"); k != o.end()) {
+      if (!k->is_number_integer() || k->get<int64_t>() < 0)
+        fail(NWC_E_CORRUPT_STREAM, "architecture: key 'rope_scaling.original_max_position_"
+                                   "embeddings' must be a non-negative integer");
+      r.original_max_position_embeddings = k->get<int64_t>();
+    }
   }
   return a;
 }

@@ -224,37 +224,81 @@ std::vector<fs::path> shards_from_index(const fs::path &dir, const fs::path &ind
 
 // ---- HF config.json ----
 
+namespace {
+
+// The HF model types whose decoder nwc runs, with their transformers class.
+struct HfModelType {
+  const char *model_type, *architecture;
+};
+constexpr HfModelType kHfModelTypes[] = {{"llama", "LlamaForCausalLM"},
+                                         {"mistral", "MistralForCausalLM"},
+                                         {"qwen2", "Qwen2ForCausalLM"},
+                                         {"qwen3", "Qwen3ForCausalLM"}};
+
+const HfModelType *hf_model_type(const std::string &type) {
+  for (const auto &t : kHfModelTypes)
+    if (type == t.model_type) return &t;
+  return nullptr;
+}
+
+std::string hf_model_type_list() {
+  std::string out;
+  for (const auto &t : kHfModelTypes) out += (out.empty() ? "" : ", ") + std::string(t.model_type);
+  return out;
+}
+
+} // namespace
+
 Architecture read_hf_config(const fs::path &path) {
   const json c = parse_json_file(path, "config.json");
   const std::string p = path.string();
   Architecture a;
-  auto get_int = [&](const char *key, int64_t &out) {
-    auto it = c.find(key);
-    if (it == c.end() || it->is_null()) return;
+  auto get_int = [&](const json &obj, const std::string &key, int64_t &out) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return;
     if (!it->is_number_integer() || it->get<int64_t>() < 0)
       fail(NWC_E_CORRUPT_STREAM,
            p + ": key '" + key + "' must be a non-negative integer, got " + it->dump());
     out = it->get<int64_t>();
   };
-  auto get_double = [&](const char *key, double &out) {
-    auto it = c.find(key);
-    if (it == c.end() || it->is_null()) return;
+  auto get_double = [&](const json &obj, const std::string &key, double &out) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return;
     if (!it->is_number())
       fail(NWC_E_CORRUPT_STREAM, p + ": key '" + key + "' must be a number, got " + it->dump());
     out = it->get<double>();
   };
-  if (auto it = c.find("model_type"); it != c.end() && it->is_string())
-    a.family = it->get<std::string>();
-  get_int("hidden_size", a.dim);
-  get_int("intermediate_size", a.hidden_dim);
-  get_int("num_hidden_layers", a.n_layers);
-  get_int("num_attention_heads", a.n_heads);
+  auto get_bool = [&](const char *key, bool &out) {
+    auto it = c.find(key);
+    if (it == c.end() || it->is_null()) return;
+    if (!it->is_boolean()) fail(NWC_E_CORRUPT_STREAM, p + ": key '" + key + "' must be a boolean");
+    out = it->get<bool>();
+  };
+  auto get_string = [&](const json &obj, const std::string &key, std::string &out) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return false;
+    if (!it->is_string()) fail(NWC_E_CORRUPT_STREAM, p + ": key '" + key + "' must be a string");
+    out = it->get<std::string>();
+    return true;
+  };
+  // What nwc cannot run is refused with one line naming the config.json key.
+  if (get_string(c, "model_type", a.family) && !hf_model_type(a.family))
+    fail(NWC_E_INVALID_ARG, p + ": model_type '" + a.family + "' is not supported (expected " +
+                                hf_model_type_list() + ")");
+  const std::string type = a.family.empty() ? "llama" : a.family;
+  if (std::string act; get_string(c, "hidden_act", act) && act != "silu" && act != "swish")
+    fail(NWC_E_INVALID_ARG,
+         p + ": hidden_act '" + act + "' is not supported (expected silu, SwiGLU's gate)");
+  get_int(c, "hidden_size", a.dim);
+  get_int(c, "intermediate_size", a.hidden_dim);
+  get_int(c, "num_hidden_layers", a.n_layers);
+  get_int(c, "num_attention_heads", a.n_heads);
   a.n_kv_heads = a.n_heads; // HF default when num_key_value_heads is absent
-  get_int("num_key_value_heads", a.n_kv_heads);
-  get_int("vocab_size", a.vocab_size);
-  get_int("max_position_embeddings", a.max_seq_len);
-  get_double("rms_norm_eps", a.norm_eps);
-  get_double("rope_theta", a.rope_theta);
+  get_int(c, "num_key_value_heads", a.n_kv_heads);
+  get_int(c, "vocab_size", a.vocab_size);
+  get_int(c, "max_position_embeddings", a.max_seq_len);
+  get_double(c, "rms_norm_eps", a.norm_eps);
+  get_double(c, "rope_theta", a.rope_theta);
   a.rope_style = "rotate_half";
   if (auto it = c.find("nwc_rope_style"); it != c.end()) {
     if (!it->is_string()) fail(NWC_E_CORRUPT_STREAM, p + ": key 'nwc_rope_style' must be a string");
@@ -265,11 +309,82 @@ Architecture read_hf_config(const fs::path &path) {
       fail(NWC_E_CORRUPT_STREAM, p + ": key 'tie_word_embeddings' must be a boolean");
     a.tied_embeddings = it->get<bool>();
   }
+
+  // The head size: transformers' getattr(config, "head_dim", hidden_size // num_attention_heads);
+  // Qwen3Config's own default is 128.
+  if (type == "qwen3") a.head_dim = 128;
+  get_int(c, "head_dim", a.head_dim);
+  // Biases as each model's attention and MLP modules create them.
+  if (type == "llama") {
+    get_bool("attention_bias", a.attention_bias); // q, k, v and o
+    a.attention_out_bias = a.attention_bias;
+    get_bool("mlp_bias", a.mlp_bias);
+  } else if (type == "qwen2") {
+    a.attention_bias = true; // Qwen2Attention: q, k and v always, never o
+  } else if (type == "qwen3") {
+    get_bool("attention_bias", a.attention_bias);
+    a.attention_out_bias = a.attention_bias;
+    a.qk_norm = true; // Qwen3Attention's q_norm and k_norm
+  }
+  // Sliding-window attention: Mistral's sliding_window (MistralConfig's default 4096 when the key
+  // is absent, none when null); Qwen's use_sliding_window (with max_window_layers) is not run.
+  if (type == "mistral") {
+    a.sliding_window = 4096;
+    if (auto it = c.find("sliding_window"); it != c.end() && it->is_null()) a.sliding_window = 0;
+    get_int(c, "sliding_window", a.sliding_window);
+  } else if (type == "qwen2" || type == "qwen3") {
+    bool sliding = false;
+    get_bool("use_sliding_window", sliding);
+    if (sliding)
+      fail(NWC_E_INVALID_ARG,
+           p + ": use_sliding_window true is not supported (Qwen's per-layer sliding window)");
+  }
+  // RoPE: the default frequencies or Llama 3's scaling. transformers 5 keeps rope_theta and the
+  // type in rope_parameters; earlier versions in rope_theta and rope_scaling.
+  double partial = 1.0;
+  get_double(c, "partial_rotary_factor", partial);
+  if (partial != 1.0)
+    fail(NWC_E_INVALID_ARG, p + ": partial_rotary_factor " + std::to_string(partial) +
+                                " is not supported (RoPE over whole heads only)");
+  for (const char *key : {"rope_scaling", "rope_parameters"}) {
+    auto it = c.find(key);
+    if (it == c.end() || it->is_null()) continue;
+    const std::string k = key;
+    if (!it->is_object()) fail(NWC_E_CORRUPT_STREAM, p + ": key '" + k + "' must be an object");
+    const json &r = *it;
+    get_double(r, "rope_theta", a.rope_theta); // rope_parameters only
+    std::string rope_type = "default";
+    if (!get_string(r, "rope_type", rope_type)) get_string(r, "type", rope_type);
+    if (rope_type == "default") continue;
+    if (rope_type != "llama3")
+      fail(NWC_E_INVALID_ARG, p + ": " + k + ".rope_type '" + rope_type +
+                                  "' is not supported (expected llama3, or default)");
+    RopeScaling &s = a.rope_scaling;
+    s.type = "llama3";
+    for (const char *f :
+         {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!r.contains(f))
+        fail(NWC_E_CORRUPT_STREAM, p + ": " + k + "." + f + " is missing (rope_type llama3)");
+    get_double(r, "factor", s.factor);
+    get_double(r, "low_freq_factor", s.low_freq_factor);
+    get_double(r, "high_freq_factor", s.high_freq_factor);
+    get_int(r, "original_max_position_embeddings", s.original_max_position_embeddings);
+    if (!(s.factor > 0) || !(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0) ||
+        s.original_max_position_embeddings <= 0)
+      fail(NWC_E_CORRUPT_STREAM, p + ": " + k +
+                                     " (llama3) needs factor > 0, 0 < low_freq_factor < "
+                                     "high_freq_factor and original_max_position_embeddings > 0");
+  }
   return a;
 }
 
 json hf_llama_config(const Architecture &a, DType dtype) {
-  const std::string what = "HF config.json (LlamaForCausalLM)";
+  const std::string type = a.family.empty() ? "llama" : a.family;
+  const HfModelType *t = hf_model_type(type);
+  if (!t)
+    fail(NWC_E_INVALID_ARG, "HF config.json: model_type '" + type + "' is not one nwc writes (" +
+                                hf_model_type_list() + ")");
+  const std::string what = "HF config.json (" + std::string(t->architecture) + ")";
   if (a.dim <= 0 || a.hidden_dim <= 0 || a.n_layers <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 ||
       a.vocab_size <= 0)
     fail(NWC_E_INVALID_ARG,
@@ -277,7 +392,7 @@ json hf_llama_config(const Architecture &a, DType dtype) {
              ", intermediate " + std::to_string(a.hidden_dim) + ", layers " +
              std::to_string(a.n_layers) + ", heads " + std::to_string(a.n_heads) + ", kv heads " +
              std::to_string(a.n_kv_heads) + ", vocabulary " + std::to_string(a.vocab_size) + ")");
-  if (a.dim % a.n_heads != 0 || a.n_heads % a.n_kv_heads != 0)
+  if ((a.head_dim == 0 && a.dim % a.n_heads != 0) || a.n_heads % a.n_kv_heads != 0)
     fail(NWC_E_INVALID_ARG, what + ": " + std::to_string(a.n_heads) + " heads and " +
                                 std::to_string(a.n_kv_heads) +
                                 " kv heads do not divide hidden size " + std::to_string(a.dim));
@@ -292,24 +407,58 @@ json hf_llama_config(const Architecture &a, DType dtype) {
   if (!torch_dtype)
     fail(NWC_E_UNSUPPORTED_DTYPE,
          what + ": weights in " + std::string(dtype_name(dtype)) + " (expected F32, F16 or BF16)");
-  // head_dim is left out: transformers' default hidden_size / num_attention_heads is the only head
-  // size an Architecture describes.
-  return {{"architectures", {"LlamaForCausalLM"}},
-          {"model_type", "llama"},
-          {"hidden_act", "silu"},
-          {"hidden_size", a.dim},
-          {"intermediate_size", a.hidden_dim},
-          {"num_hidden_layers", a.n_layers},
-          {"num_attention_heads", a.n_heads},
-          {"num_key_value_heads", a.n_kv_heads},
-          {"vocab_size", a.vocab_size},
-          {"max_position_embeddings", a.max_seq_len},
-          {"rms_norm_eps", a.norm_eps},
-          {"rope_theta", a.rope_theta},
-          {"tie_word_embeddings", a.tied_embeddings},
-          {"attention_bias", false},
-          {"mlp_bias", false},
-          {"torch_dtype", torch_dtype}};
+  // Each model type has its own fixed set of biases and norms; a combination it cannot hold is
+  // refused naming the field.
+  auto refuse = [&](const char *field, const std::string &why) {
+    fail(NWC_E_INVALID_ARG, what + ": " + field + " " + why);
+  };
+  const bool llama = type == "llama", mistral = type == "mistral", qwen2 = type == "qwen2",
+             qwen3 = type == "qwen3";
+  if ((llama || qwen3) && a.attention_bias != a.attention_out_bias)
+    refuse("attention_out_bias",
+           "must equal attention_bias (" + type + "'s attention_bias covers q, k, v and o)");
+  if (mistral && (a.attention_bias || a.attention_out_bias))
+    refuse("attention_bias", "is not available in mistral (no attention biases)");
+  if (qwen2 && !(a.attention_bias && !a.attention_out_bias))
+    refuse("attention_bias", "must be q/k/v biases without an o_proj bias in qwen2");
+  if (!llama && a.mlp_bias) refuse("mlp_bias", "is available in llama only");
+  if (a.qk_norm != qwen3) refuse("qk_norm", "is what qwen3 has and the others lack");
+  if (!mistral && a.sliding_window != 0) refuse("sliding_window", "is available in mistral only");
+  if (!a.rope_scaling.type.empty() && a.rope_scaling.type != "llama3")
+    refuse("rope_scaling", "type '" + a.rope_scaling.type + "' is not llama3");
+
+  json c = {{"architectures", {t->architecture}},
+            {"model_type", type},
+            {"hidden_act", "silu"},
+            {"hidden_size", a.dim},
+            {"intermediate_size", a.hidden_dim},
+            {"num_hidden_layers", a.n_layers},
+            {"num_attention_heads", a.n_heads},
+            {"num_key_value_heads", a.n_kv_heads},
+            {"vocab_size", a.vocab_size},
+            {"max_position_embeddings", a.max_seq_len},
+            {"rms_norm_eps", a.norm_eps},
+            {"rope_theta", a.rope_theta},
+            {"tie_word_embeddings", a.tied_embeddings},
+            {"torch_dtype", torch_dtype}};
+  // head_dim only when set: transformers' default is hidden_size / num_attention_heads, except
+  // Qwen 3's (128), which is therefore always written.
+  if (a.head_dim != 0 || qwen3) c["head_dim"] = a.head_size();
+  if (llama) {
+    c["attention_bias"] = a.attention_bias;
+    c["mlp_bias"] = a.mlp_bias;
+  }
+  if (qwen3) c["attention_bias"] = a.attention_bias;
+  if (mistral) c["sliding_window"] = a.sliding_window ? json(a.sliding_window) : json(nullptr);
+  if (qwen2 || qwen3) c["use_sliding_window"] = false;
+  if (!a.rope_scaling.type.empty())
+    c["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", a.rope_scaling.factor},
+        {"low_freq_factor", a.rope_scaling.low_freq_factor},
+        {"high_freq_factor", a.rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", a.rope_scaling.original_max_position_embeddings}};
+  return c;
 }
 
 void write_hf_config(const fs::path &path, const Architecture &arch, DType dtype,
@@ -321,7 +470,7 @@ void write_hf_config(const fs::path &path, const Architecture &arch, DType dtype
     for (auto it = extra.begin(); it != extra.end(); ++it) {
       if (config.contains(it.key()))
         fail(NWC_E_INVALID_ARG,
-             path.string() + ": extra key '" + it.key() + "' would replace a LlamaConfig key");
+             path.string() + ": extra key '" + it.key() + "' would replace a config key");
       config[it.key()] = it.value();
     }
   const std::string text = config.dump(2) + "\n";

@@ -96,8 +96,10 @@ constexpr Command kCommands[] = {
     {.name = "synth",
      .summary = "synthetic Llama checkpoint",
      .usage = "nwc synth -o DIR [--preset NAME] [--layers N] [--dim D --hidden-dim F "
-              "--heads H --kv-heads K --vocab V --max-seq-len L] [--seed S] "
-              "[--dtype BF16|F16|F32] [--shard-size 5GB]",
+              "--heads H --kv-heads K --vocab V --max-seq-len L] [--model-type T] [--head-dim N] "
+              "[--attention-bias on|off] [--mlp-bias on|off] [--sliding-window N] "
+              "[--rope-scaling llama3[:k=v,...]] [--seed S] [--dtype BF16|F16|F32] "
+              "[--shard-size 5GB]",
      .handler = &cmd_synth},
     {.name = "bench",
      .summary = "compare pipelines",

@@ -575,3 +575,148 @@ TEST_CASE("nwc synth: an interrupted run leaves nothing behind") {
   CHECK(WEXITSTATUS(status) == 128 + SIGINT);
   CHECK(dir.entries().empty());
 }
+
+TEST_CASE("synth: variant presets have the parameter counts of the real models") {
+  auto params = [](const std::string &name) {
+    uint64_t n = 0;
+    for (const auto &t : plan_synthetic_model(synth_preset(name))) n += t.info.numel();
+    return n;
+  };
+  CHECK(params("llama3.1-8b") == 8030261248ull);
+  CHECK(params("mistral-7b") == 7248023552ull);  // Mistral-7B-v0.3
+  CHECK(params("qwen2.5-0.5b") == 494032768ull); // Qwen2.5-0.5B
+  CHECK(params("qwen3-0.6b") == 596049920ull);   // Qwen3-0.6B
+  const SynthSpec q3 = synth_preset("qwen3-0.6b");
+  CHECK(q3.arch.qk_norm);
+  CHECK(q3.arch.head_size() == 128);
+  CHECK(synth_preset("qwen2.5-0.5b").arch.attention_bias);
+  CHECK(synth_preset("llama3.1-8b").arch.rope_scaling.factor == 8.0);
+  CHECK(synth_preset("llama3.2-1b").arch.rope_scaling.factor == 32.0);
+  // A variant adds tensors; those of plain Llama keep their bytes (the name decides the values).
+  SynthSpec s = spec_of("tiny");
+  s.arch.n_layers = 1;
+  const size_t plain = plan_synthetic_model(s).size();
+  set_synth_model_type(s.arch, "qwen3");
+  s.arch.attention_bias = s.arch.attention_out_bias = true;
+  CHECK(plan_synthetic_model(s).size() == plain + 6); // 4 biases, q_norm, k_norm
+  CHECK(parse_rope_scaling("llama3:factor=32,original_max_position_embeddings=4096").factor ==
+        32.0);
+  CHECK(parse_rope_scaling("none").type.empty());
+  CHECK(contains(error_of([] { parse_rope_scaling("yarn"); }), "unknown type"));
+  CHECK(contains(error_of([] { parse_rope_scaling("llama3:factor=x"); }), "'x' is not a number"));
+}
+
+TEST_CASE("nwc synth: each model-config variant is read back as written") {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> args;
+    std::function<void(const Architecture &)> check;
+  };
+  const Case cases[] = {
+      {{"--head-dim", "16", "--attention-bias", "on", "--mlp-bias", "on"},
+       [](const Architecture &a) {
+         CHECK(a.family == "llama");
+         CHECK(a.head_dim == 16);
+         CHECK(a.attention_bias);
+         CHECK(a.attention_out_bias);
+         CHECK(a.mlp_bias);
+       }},
+      {{"--rope-scaling", "llama3:factor=16,original_max_position_embeddings=128"},
+       [](const Architecture &a) {
+         CHECK(a.rope_scaling.type == "llama3");
+         CHECK(a.rope_scaling.factor == 16.0);
+         CHECK(a.rope_scaling.high_freq_factor == 4.0);
+         CHECK(a.rope_scaling.original_max_position_embeddings == 128);
+       }},
+      {{"--model-type", "mistral", "--sliding-window", "32"},
+       [](const Architecture &a) {
+         CHECK(a.family == "mistral");
+         CHECK(a.sliding_window == 32);
+       }},
+      {{"--model-type", "qwen2", "--tied-embeddings", "on"},
+       [](const Architecture &a) {
+         CHECK(a.family == "qwen2");
+         CHECK(a.attention_bias);
+         CHECK_FALSE(a.attention_out_bias);
+         CHECK(a.tied_embeddings);
+       }},
+      {{"--model-type", "qwen3", "--head-dim", "16"},
+       [](const Architecture &a) {
+         CHECK(a.family == "qwen3");
+         CHECK(a.qk_norm);
+         CHECK(a.head_dim == 16);
+         CHECK_FALSE(a.attention_bias);
+       }},
+  };
+  int k = 0;
+  for (const auto &c : cases) {
+    const std::string out = (dir / ("v" + std::to_string(k++))).string();
+    std::vector<std::string> args = {"synth", "-o", out, "--layers", "1", "--quiet"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Result r = run_nwc(args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const Model m = load_model(out);
+    c.check(m.arch);
+    // Every tensor the architecture has, at its shape: the forward pass loads them all.
+    CHECK_NOTHROW(LlamaModel(m, 1));
+  }
+  auto usage = [&](const std::vector<std::string> &args, const std::string &needle) {
+    std::vector<std::string> full = {"synth", "-o", (dir / "bad").string()};
+    full.insert(full.end(), args.begin(), args.end());
+    Result b = run_nwc(full);
+    INFO(b.err);
+    CHECK(b.exit_code == 2);
+    CHECK(contains(b.err, needle));
+    CHECK(std::count(b.err.begin(), b.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(dir / "bad"));
+  };
+  usage({"--model-type", "gemma"}, "--model-type");
+  usage({"--head-dim", "7"}, "--head-dim");
+  usage({"--model-type", "qwen2", "--mlp-bias", "on"}, "mlp_bias");
+  usage({"--model-type", "mistral", "--attention-bias", "on"}, "attention_bias");
+  usage({"--sliding-window", "8"}, "sliding_window");
+  usage({"--rope-scaling", "yarn"}, "--rope-scaling");
+  usage({"--attention-bias", "maybe"}, "--attention-bias");
+}
+
+TEST_CASE("nwc compress keeps biases and q/k norms of a variant as they are") {
+  // Biases and norms are not decoder linears: the pipeline codes the linears, the rest is stored
+  // raw and comes back bit for bit through decompress.
+  TempDir dir;
+  SynthSpec s = spec_of("tiny");
+  set_synth_model_type(s.arch, "qwen3");
+  s.arch.attention_bias = s.arch.attention_out_bias = true;
+  s.arch.head_dim = 16;
+  write_synthetic_model(s, dir / "m");
+  const fs::path pipeline = nwc::test::source_dir() / "pipelines" / "rtn-4bit-g32.toml";
+  Result c = run_nwc({"compress", (dir / "m").string(), "--pipeline", pipeline.string(), "-o",
+                      (dir / "m.nwc").string(), "--quiet"});
+  INFO(c.err);
+  REQUIRE(c.exit_code == 0);
+  Result d = run_nwc({"decompress", (dir / "m.nwc").string(), "-o", (dir / "back").string(),
+                      "--layout", "hf", "--quiet"});
+  INFO(d.err);
+  REQUIRE(d.exit_code == 0);
+  const Model a = load_model(dir / "m"), b = load_model(dir / "back");
+  CHECK(b.arch.to_json() == a.arch.to_json());
+  CHECK(b.tensors.size() == a.tensors.size());
+  int raw = 0;
+  for (const auto &t : a.tensors) {
+    INFO(t.info.name);
+    const ModelTensor *u = b.find(t.info.name);
+    REQUIRE(u != nullptr);
+    if (is_decoder_linear(t.info.name)) continue;
+    CHECK(u->load() == t.load());
+    raw += t.info.name.find("bias") != std::string::npos ||
+           t.info.name.find("_norm.weight") != std::string::npos;
+  }
+  CHECK(raw == 2 * (4 + 2)); // per layer: 4 biases, q_norm and k_norm
+  // The container runs as the variant, and GGUF (plain Llama) refuses it naming the field.
+  CHECK_NOTHROW(LlamaModel(b, 1));
+  Result g = run_nwc({"convert", "--model", (dir / "m.nwc").string(), "-o",
+                      (dir / "m.gguf").string(), "--layout", "gguf"});
+  CHECK(g.exit_code == 1);
+  CHECK(contains(g.err, "has head_dim"));
+  CHECK(std::count(g.err.begin(), g.err.end(), '\n') == 1);
+}

@@ -39,8 +39,9 @@ int cmd_convert(const Command &self, const Args &args) {
     else if (!c.quiet)
       std::cerr << "note: no --tokenizer: nwc reads this GGUF, llama.cpp refuses it\n";
     write_gguf(model, out, dtype, vocab);
-  } else
+  } else {
     tools::write_hf_directory(model, out, dtype);
+  }
   if (!c.quiet)
     std::cout << "wrote " << out << " (" << (layout == "hf" ? "HF Llama directory" : "GGUF v3")
               << ", " << dtype_name << ")\n";

@@ -284,8 +284,11 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
       for (auto *lin : groups[i].linears) *lin = *lin * s.view({1, -1});
       if (name == "qkv") w.attn_norm = w.attn_norm / s;
       if (name == "gate_up") w.ffn_norm = w.ffn_norm / s;
+      // The scales of o's and down's inputs fold into the rows (and biases) of v and up.
       if (name == "o") w.wv = w.wv / s.view({-1, 1});
+      if (name == "o" && w.bv.defined()) w.bv = w.bv / s;
       if (name == "down") w.w_up = w.w_up / s.view({-1, 1});
+      if (name == "down" && w.b_up.defined()) w.b_up = w.b_up / s;
     }
     auto divided = [&](const char *suffix, const char *group) {
       for (size_t i = 0; i < groups.size(); ++i)
@@ -307,6 +310,8 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
         {"mlp.gate_proj.weight", &w.w_gate},      {"mlp.up_proj.weight", &w.w_up},
         {"mlp.down_proj.weight", &w.w_down}};
     for (const auto &[suffix, t] : out) result.replaced[p + suffix] = values_of(*t);
+    if (w.bv.defined()) result.replaced[p + "self_attn.v_proj.bias"] = values_of(w.bv);
+    if (w.b_up.defined()) result.replaced[p + "mlp.up_proj.bias"] = values_of(w.b_up);
     x = next;
   }
   return result;

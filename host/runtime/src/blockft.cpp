@@ -79,10 +79,7 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   BlockFtResult result;
   for (int64_t l = 0; l < a.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    llama::BlockWeights orig;
-    orig.attn_norm = load(model, p + "input_layernorm.weight");
-    orig.ffn_norm = load(model, p + "post_attention_layernorm.weight");
-    for (const auto &slot : kOrder) orig.*slot.field = load(model, p + slot.name + ".weight");
+    const llama::BlockWeights orig = llama::load_block(model, l, shape);
     torch::Tensor target;
     {
       torch::NoGradGuard ng;
@@ -92,8 +89,9 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
     auto x_val = x.narrow(0, cfg.sequences, cfg.validation);
     auto y_val = target.narrow(0, cfg.sequences, cfg.validation);
 
-    // Trainable state: the norms and every linear not yet coded.
-    llama::BlockWeights cur;
+    // Trainable state: the norms and every linear not yet coded. Biases and q/k norms (in the
+    // variants that have them) stay as they are.
+    llama::BlockWeights cur = orig;
     cur.attn_norm = orig.attn_norm.clone().requires_grad_(true);
     cur.ffn_norm = orig.ffn_norm.clone().requires_grad_(true);
     for (const auto &slot : kOrder)

@@ -60,7 +60,7 @@ Calibration calibration_plan(const Architecture &arch, int64_t stream_tokens,
       c.hessians.push_back(std::move(h));
     };
     input("attn_in", arch.dim, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"});
-    input("attn_out", arch.dim, {"self_attn.o_proj"});
+    input("attn_out", arch.attention_dim(), {"self_attn.o_proj"});
     input("mlp_in", arch.dim, {"mlp.gate_proj", "mlp.up_proj"});
     input("mlp_out", arch.hidden_dim, {"mlp.down_proj"});
   }
@@ -212,7 +212,7 @@ Calibration calibrate_layers(const Model &model, const std::vector<int32_t> &str
   for (int64_t l = 0; l < a.n_layers; ++l) {
     if (mine.empty()) break; // more processes than slices: nothing to do here
     const llama::BlockWeights w = llama::load_block(model, l, shape);
-    const std::vector<int64_t> dims = {a.dim, a.dim, a.dim, a.hidden_dim};
+    const std::vector<int64_t> dims = {a.dim, a.attention_dim(), a.dim, a.hidden_dim};
     std::vector<std::vector<double>> total; // rank 0: slices 0..next-1 added in order
     int64_t next = 0;
     // Adds slice `next` to the total: this process's own, or received from the rank that ran it.
@@ -300,7 +300,7 @@ Calibration calibrate_sequential(const Model &model, const std::vector<int32_t> 
   std::map<int64_t, Slice> local = embed_slices(model, stream, c, slices, all);
   const unsigned workers = std::max<unsigned>(
       1, std::min<unsigned>(resolve_threads(settings.threads), static_cast<unsigned>(slices)));
-  const std::vector<int64_t> dims = {a.dim, a.dim, a.dim, a.hidden_dim};
+  const std::vector<int64_t> dims = {a.dim, a.attention_dim(), a.dim, a.hidden_dim};
 
   for (int64_t l = 0; l < a.n_layers; ++l) {
     llama::BlockWeights w = llama::load_block(model, l, shape);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <dlfcn.h>
 #include <malloc.h>
+#include <numbers>
 #include <thread>
 #include <torch/torch.h>
 
@@ -44,13 +45,27 @@ torch::Tensor rope(const torch::Tensor &x, int64_t start, const BlockShape &s) {
 
 } // namespace
 
+namespace {
+// x W^T (+ b when the linear has a bias).
+torch::Tensor linear(const torch::Tensor &x, const torch::Tensor &w, const torch::Tensor &b) {
+  auto y = torch::matmul(x, w.t());
+  return b.defined() ? y + b : y;
+}
+} // namespace
+
 torch::Tensor attention(const BlockWeights &L, const BlockShape &s, const torch::Tensor &h,
                         int64_t start, torch::Tensor *kc, torch::Tensor *vc, const Report *report) {
   const int64_t B = h.size(0), T = h.size(1);
   const int64_t H = s.n_heads, KV = s.n_kv_heads, D = s.head_dim;
-  auto q = rope(torch::matmul(h, L.wq.t()).view({B, T, H, D}), start, s);
-  auto k = rope(torch::matmul(h, L.wk.t()).view({B, T, KV, D}), start, s);
-  auto v = torch::matmul(h, L.wv.t()).view({B, T, KV, D});
+  auto q = linear(h, L.wq, L.bq).view({B, T, H, D});
+  auto k = linear(h, L.wk, L.bk).view({B, T, KV, D});
+  if (L.q_norm.defined()) { // Qwen 3: RMSNorm of each head before RoPE
+    q = rmsnorm(q, L.q_norm, s.norm_eps);
+    k = rmsnorm(k, L.k_norm, s.norm_eps);
+  }
+  q = rope(q, start, s);
+  k = rope(k, start, s);
+  auto v = linear(h, L.wv, L.bv).view({B, T, KV, D});
   if (kc) {
     if (kc->defined()) {
       k = torch::cat({*kc, k}, 1);
@@ -66,19 +81,22 @@ torch::Tensor attention(const BlockWeights &L, const BlockShape &s, const torch:
   }
   auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2); // [B,H,*,D]
   auto scores = torch::matmul(qh, kh.transpose(-2, -1)) / std::sqrt(static_cast<double>(D));
-  // Query t (absolute position start + t) sees keys 0..start + t.
+  // Query t (absolute position start + t) sees keys 0..start + t; with a sliding window only
+  // those after start + t - window (transformers: kv_idx > q_idx - sliding_window).
   auto mask = torch::ones({T, S}, torch::kBool).triu(start + 1);
+  if (s.sliding_window > 0 && start + T > s.sliding_window)
+    mask = mask | torch::ones({T, S}, torch::kBool).tril(start - s.sliding_window);
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   auto att = torch::matmul(torch::softmax(scores, -1), vh).transpose(1, 2).reshape({B, T, H * D});
   if (report) (*report)("attn_out", att);
-  return torch::matmul(att, L.wo.t());
+  return linear(att, L.wo, L.bo);
 }
 
 torch::Tensor mlp(const BlockWeights &L, const torch::Tensor &h, const Report *report) {
-  auto g = torch::matmul(h, L.w_gate.t());
-  auto m = torch::silu(g) * torch::matmul(h, L.w_up.t());
+  auto g = linear(h, L.w_gate, L.b_gate);
+  auto m = torch::silu(g) * linear(h, L.w_up, L.b_up);
   if (report) (*report)("mlp_out", m);
-  return torch::matmul(m, L.w_down.t());
+  return linear(m, L.w_down, L.b_down);
 }
 
 torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const torch::Tensor &x_in,
@@ -94,14 +112,20 @@ torch::Tensor decoder_block(const BlockWeights &L, const BlockShape &s, const to
 
 BlockShape block_shape(const Architecture &a, const std::string &src) {
   BlockShape shape;
+  if (!a.family.empty() && a.family != "llama" && a.family != "mistral" && a.family != "qwen2" &&
+      a.family != "qwen3")
+    fail(NWC_E_INVALID_ARG, src + ": model_type '" + a.family +
+                                "' is not supported (expected llama, mistral, qwen2 or qwen3)");
   if (a.dim <= 0 || a.n_layers <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0 || a.vocab_size <= 0 ||
-      a.hidden_dim <= 0 || a.dim % a.n_heads != 0 || a.n_heads % a.n_kv_heads != 0)
+      a.hidden_dim <= 0 || (a.head_dim == 0 && a.dim % a.n_heads != 0) ||
+      a.n_heads % a.n_kv_heads != 0)
     fail(NWC_E_INVALID_ARG, src + ": the model does not describe a Llama architecture (dim, "
                                   "layers, heads, kv heads, vocab, hidden size)");
-  shape.head_dim = a.dim / a.n_heads;
+  shape.head_dim = a.head_size();
   shape.n_heads = a.n_heads;
   shape.n_kv_heads = a.n_kv_heads;
   shape.norm_eps = a.norm_eps;
+  shape.sliding_window = a.sliding_window;
   if (shape.head_dim % 2) fail(NWC_E_INVALID_ARG, src + ": head dimension must be even for RoPE");
   if (a.rope_style == "rotate_half")
     shape.rotate_half = true;
@@ -112,6 +136,28 @@ BlockShape block_shape(const Architecture &a, const std::string &src) {
   const int64_t max_len = std::max<int64_t>(a.max_seq_len, 1);
   auto i = torch::arange(0, shape.head_dim / 2, torch::kFloat64);
   auto freq = torch::pow(a.rope_theta, -2.0 * i / static_cast<double>(shape.head_dim));
+  if (const RopeScaling &r = a.rope_scaling; r.type == "llama3") {
+    // transformers' _compute_llama3_parameters: long wavelengths slowed down by factor, short
+    // ones kept, the band between interpolated.
+    if (!(r.factor > 0) || !(r.low_freq_factor > 0) || !(r.high_freq_factor > r.low_freq_factor) ||
+        r.original_max_position_embeddings <= 0)
+      fail(NWC_E_INVALID_ARG, src + ": rope_scaling (llama3) needs factor > 0, 0 < "
+                                    "low_freq_factor < high_freq_factor and "
+                                    "original_max_position_embeddings > 0");
+    const double old_len = static_cast<double>(r.original_max_position_embeddings);
+    const double low_wavelen = old_len / r.low_freq_factor;
+    const double high_wavelen = old_len / r.high_freq_factor;
+    auto wavelen = 2.0 * std::numbers::pi / freq;
+    auto scaled = torch::where(wavelen > low_wavelen, freq / r.factor, freq);
+    auto smooth =
+        (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    auto smoothed = (1.0 - smooth) * scaled / r.factor + smooth * scaled;
+    auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    freq = torch::where(medium, smoothed, scaled);
+  } else if (!r.type.empty()) {
+    fail(NWC_E_INVALID_ARG,
+         src + ": rope_scaling type '" + r.type + "' is not supported (expected llama3, or none)");
+  }
   auto pos = torch::arange(0, max_len, torch::kFloat64).unsqueeze(1);
   auto angle = pos * freq.unsqueeze(0);
   shape.cos = torch::cos(angle).to(torch::kFloat32);
@@ -150,18 +196,36 @@ torch::Tensor load_weight(const Model &model, const std::string &name,
 
 BlockWeights load_block(const Model &model, int64_t layer, const BlockShape &s) {
   const Architecture &a = model.arch;
-  const int64_t D = a.dim, KVD = s.n_kv_heads * s.head_dim, F = a.hidden_dim;
+  const int64_t D = a.dim, F = a.hidden_dim;
+  const int64_t QD = s.n_heads * s.head_dim, KVD = s.n_kv_heads * s.head_dim;
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   BlockWeights L;
   L.attn_norm = load_weight(model, p + "input_layernorm.weight", {D});
-  L.wq = load_weight(model, p + "self_attn.q_proj.weight", {D, D});
+  L.wq = load_weight(model, p + "self_attn.q_proj.weight", {QD, D});
   L.wk = load_weight(model, p + "self_attn.k_proj.weight", {KVD, D});
   L.wv = load_weight(model, p + "self_attn.v_proj.weight", {KVD, D});
-  L.wo = load_weight(model, p + "self_attn.o_proj.weight", {D, D});
+  L.wo = load_weight(model, p + "self_attn.o_proj.weight", {D, QD});
   L.ffn_norm = load_weight(model, p + "post_attention_layernorm.weight", {D});
   L.w_gate = load_weight(model, p + "mlp.gate_proj.weight", {F, D});
   L.w_up = load_weight(model, p + "mlp.up_proj.weight", {F, D});
   L.w_down = load_weight(model, p + "mlp.down_proj.weight", {D, F});
+  // A tensor the architecture has is required; one it lacks must not be silently ignored.
+  auto optional = [&](bool has, const char *field, const std::string &name, int64_t n) {
+    if (has) return load_weight(model, p + name, {n});
+    if (model.find(p + name))
+      fail(NWC_E_INVALID_ARG, model.path.string() + ": tensor " + p + name +
+                                  " is present but the architecture says " + field + " is off");
+    return torch::Tensor();
+  };
+  L.bq = optional(a.attention_bias, "attention_bias", "self_attn.q_proj.bias", QD);
+  L.bk = optional(a.attention_bias, "attention_bias", "self_attn.k_proj.bias", KVD);
+  L.bv = optional(a.attention_bias, "attention_bias", "self_attn.v_proj.bias", KVD);
+  L.bo = optional(a.attention_out_bias, "attention_out_bias", "self_attn.o_proj.bias", D);
+  L.b_gate = optional(a.mlp_bias, "mlp_bias", "mlp.gate_proj.bias", F);
+  L.b_up = optional(a.mlp_bias, "mlp_bias", "mlp.up_proj.bias", F);
+  L.b_down = optional(a.mlp_bias, "mlp_bias", "mlp.down_proj.bias", D);
+  L.q_norm = optional(a.qk_norm, "qk_norm", "self_attn.q_norm.weight", s.head_dim);
+  L.k_norm = optional(a.qk_norm, "qk_norm", "self_attn.k_norm.weight", s.head_dim);
   return L;
 }
 
@@ -244,6 +308,16 @@ std::vector<double> LlamaModel::window_nll(const std::vector<int32_t> &tokens, i
   auto acc = nll.accessor<double, 1>();
   for (int64_t b = 0; b < batch; ++b) out[static_cast<size_t>(b)] = acc[b];
   return out;
+}
+
+std::vector<float> LlamaModel::logits(const std::vector<int32_t> &tokens, int64_t batch,
+                                      int64_t seq_len) const {
+  torch::NoGradGuard no_grad;
+  const Impl &m = *impl_;
+  auto ids = as_tokens(tokens, batch, seq_len, m.arch.vocab_size, m.shape.cos.size(0));
+  auto out =
+      torch::matmul(m.forward(ids, 0, nullptr, nullptr, nullptr), m.classifier.t()).contiguous();
+  return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
 }
 
 namespace {

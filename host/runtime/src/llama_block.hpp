@@ -12,13 +12,17 @@ namespace nwc::runtime::llama {
 
 struct BlockWeights {
   torch::Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+  // Present in the variants that have them (undefined otherwise): biases of the linears and
+  // Qwen 3's per-head RMSNorm weights of q and k ([head_dim]).
+  torch::Tensor bq, bk, bv, bo, b_gate, b_up, b_down, q_norm, k_norm;
 };
 
 struct BlockShape {
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
   double norm_eps = 1e-5;
-  bool rotate_half = false; // HF pairs (i, i + D/2); otherwise llama2.c pairs (2i, 2i + 1)
-  torch::Tensor cos, sin;   // [max_seq_len, head_dim / 2]
+  bool rotate_half = false;   // HF pairs (i, i + D/2); otherwise llama2.c pairs (2i, 2i + 1)
+  int64_t sliding_window = 0; // a query sees at most this many keys (itself included); 0 = all
+  torch::Tensor cos, sin;     // [max_seq_len, head_dim / 2]
 };
 
 // LibTorch's and OpenBLAS's thread counts (0 = all cores) and allocator settings for the runtime.
@@ -29,12 +33,15 @@ void configure_threads(unsigned threads);
 torch::Tensor load_weight(const Model &model, const std::string &name,
                           const std::vector<int64_t> &shape);
 
-// The weights of decoder block `layer` (HF names), checked against the architecture.
+// The weights of decoder block `layer` (HF names), checked against the architecture: biases and
+// q/k norms are loaded when the architecture has them, and refused (naming the field) when the
+// file holds ones the architecture says it lacks.
 BlockWeights load_block(const Model &model, int64_t layer, const BlockShape &shape);
 
 torch::Tensor rmsnorm(const torch::Tensor &x, const torch::Tensor &w, double eps);
 
-// Head geometry, norm epsilon and RoPE tables of an architecture (checked; errors name `source`).
+// Head geometry, norm epsilon, sliding window and RoPE tables (with Llama 3's frequency scaling)
+// of an architecture (checked; errors name `source` and the field).
 BlockShape block_shape(const Architecture &a, const std::string &source);
 
 // Called with the input of each linear group: suffix "attn_in", "attn_out", "mlp_in", "mlp_out".

@@ -49,7 +49,11 @@ void write_hf_directory(const Model &model, const std::filesystem::path &dir, DT
   if (!permute && a.rope_style != "rotate_half")
     fail(NWC_E_INVALID_ARG, model.path.string() + ": cannot convert RoPE style '" + a.rope_style +
                                 "' to the HF layout");
-  const int64_t head_dim = a.dim / a.n_heads;
+  const int64_t head_dim = a.head_size();
+  if (permute && (a.attention_bias || a.qk_norm))
+    fail(NWC_E_INVALID_ARG, model.path.string() +
+                                ": interleaved RoPE with q/k biases or norms (attention_bias, "
+                                "qk_norm) cannot be converted to the HF layout");
   Architecture hf = a; // what the directory holds: q/k rows in the rotate-half layout
   hf.rope_style = "rotate_half";
   hf_llama_config(hf, dtype); // refuses what config.json cannot describe, before any output

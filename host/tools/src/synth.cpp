@@ -189,14 +189,15 @@ constexpr float kLnOutlierMin = 1.60943791243410f;   // ln 5
 constexpr float kLnOutlierRange = 1.38629436111989f; // ln 20 - ln 5
 constexpr float kEmbedStd = 0.02f;
 
-enum class Kind { Embed, Norm, Linear };
+enum class Kind { Embed, Bias, Norm, Linear };
 
 // Everything needed to generate any row of one tensor.
 struct TensorGen {
   Kind kind = Kind::Linear;
   int64_t rows = 0, cols = 0;
   uint64_t key = 0;
-  std::vector<float> row_scale; // Embed/Linear: std of each row (base * log-normal multiplier)
+  std::vector<float> row_scale; // Embed/Bias/Linear: std of each row (Embed/Linear: base * a
+                                // log-normal multiplier; Bias: one row, the base)
   std::vector<float> col_scale; // Linear: 1, or the outlier factor of the input channel
   float norm_mean = 1.0f;       // Norm
 };
@@ -273,6 +274,23 @@ TensorGen make_gen(const SynthSpec &spec, const TensorInfo &t) {
                                                      : 0.2f + 0.4f * frac;
     return g;
   }
+  if (rest == "self_attn.q_norm.weight" || rest == "self_attn.k_norm.weight") {
+    g.kind = Kind::Norm; // Qwen 3's per-head norms of q and k
+    g.norm_mean = 1.0f;
+    return g;
+  }
+  // Biases: heavy-tailed values, larger on q and k (whose biases shift attention scores).
+  static const std::pair<const char *, float> biases[] = {
+      {"self_attn.q_proj.bias", 0.5f},  {"self_attn.k_proj.bias", 0.5f},
+      {"self_attn.v_proj.bias", 0.05f}, {"self_attn.o_proj.bias", 0.05f},
+      {"mlp.gate_proj.bias", 0.05f},    {"mlp.up_proj.bias", 0.05f},
+      {"mlp.down_proj.bias", 0.05f}};
+  for (const auto &[suffix, std_dev] : biases)
+    if (rest == suffix) {
+      g.kind = Kind::Bias;
+      g.row_scale = {std_dev};
+      return g;
+    }
   struct LinearKind {
     const char *suffix;
     float scale;
@@ -314,7 +332,8 @@ NWC_SYNTH_CLONES void generate_row(const TensorGen &g, int64_t r, float *out) {
       out[c] = g.norm_mean * exp_f(kNormSigma * z - 0.5f * kNormSigma * kNormSigma);
     }
     return;
-  case Kind::Embed: {
+  case Kind::Embed:
+  case Kind::Bias: {
     const float s = g.row_scale[static_cast<size_t>(r)];
     for (uint32_t c = 0; c < n; ++c) out[c] = s * heavy(st, c);
     return;
@@ -504,7 +523,80 @@ void write_json_file(const fs::path &path, const json &j) {
 // ---- public ------------------------------------------------------------------------------------
 
 std::vector<std::string> synth_preset_names() {
-  return {"tiny", "small", "llama2-7b", "llama3-8b", "llama3-8b-block", "llama3.2-1b"};
+  return {"tiny",        "small",       "llama2-7b",  "llama3-8b",    "llama3-8b-block",
+          "llama3.2-1b", "llama3.1-8b", "mistral-7b", "qwen2.5-0.5b", "qwen3-0.6b"};
+}
+
+std::vector<std::string> synth_model_types() {
+  return {"llama", "mistral", "qwen2", "qwen3"};
+}
+
+void set_synth_model_type(Architecture &a, const std::string &type) {
+  const auto types = synth_model_types();
+  if (std::find(types.begin(), types.end(), type) == types.end()) {
+    std::string list;
+    for (const auto &n : types) list += (list.empty() ? "" : ", ") + n;
+    fail(NWC_E_INVALID_ARG,
+         "synth: model_type (--model-type) '" + type + "' is not one of " + list);
+  }
+  a.family = type;
+  a.attention_bias = type == "qwen2";
+  a.attention_out_bias = false;
+  a.mlp_bias = false;
+  a.qk_norm = type == "qwen3";
+  if (type != "mistral") a.sliding_window = 0;
+}
+
+RopeScaling llama3_rope_scaling() {
+  RopeScaling r;
+  r.type = "llama3";
+  r.factor = 8.0;
+  r.low_freq_factor = 1.0;
+  r.high_freq_factor = 4.0;
+  r.original_max_position_embeddings = 8192;
+  return r;
+}
+
+RopeScaling parse_rope_scaling(const std::string &text) {
+  if (text == "none") return {};
+  auto bad = [&](const std::string &why) {
+    fail(NWC_E_INVALID_ARG, "rope scaling '" + text + "': " + why +
+                                " (expected none, llama3 or llama3:factor=8,low_freq_factor=1,"
+                                "high_freq_factor=4,original_max_position_embeddings=8192)");
+  };
+  const size_t colon = text.find(':');
+  if (text.substr(0, colon) != "llama3") bad("unknown type");
+  RopeScaling r = llama3_rope_scaling();
+  if (colon == std::string::npos) return r;
+  std::string rest = text.substr(colon + 1);
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) bad("'" + item + "' is not key=value");
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(value, &used);
+    } catch (const std::exception &) {
+      used = 0;
+    }
+    if (value.empty() || used != value.size() || !std::isfinite(v))
+      bad("'" + value + "' is not a number");
+    if (key == "factor")
+      r.factor = v;
+    else if (key == "low_freq_factor")
+      r.low_freq_factor = v;
+    else if (key == "high_freq_factor")
+      r.high_freq_factor = v;
+    else if (key == "original_max_position_embeddings" && v == std::floor(v) && v > 0 && v < 1e15)
+      r.original_max_position_embeddings = static_cast<int64_t>(v);
+    else
+      bad("unknown key or bad value '" + item + "'");
+  }
+  return r;
 }
 
 SynthSpec synth_preset(const std::string &name) {
@@ -538,6 +630,25 @@ SynthSpec synth_preset(const std::string &name) {
   else if (name == "llama3.2-1b") {
     set(2048, 8192, 16, 32, 8, 128256, 131072, 500000.0);
     a.tied_embeddings = true;
+    a.rope_scaling = llama3_rope_scaling();
+    a.rope_scaling.factor = 32.0;
+  } else if (name == "llama3.1-8b") {
+    set(4096, 14336, 32, 32, 8, 128256, 131072, 500000.0);
+    a.rope_scaling = llama3_rope_scaling();
+  } else if (name == "mistral-7b") { // v0.3: no sliding window
+    set(4096, 14336, 32, 32, 8, 32768, 32768, 1000000.0);
+    set_synth_model_type(a, "mistral");
+  } else if (name == "qwen2.5-0.5b") {
+    set(896, 4864, 24, 14, 2, 151936, 32768, 1000000.0);
+    set_synth_model_type(a, "qwen2");
+    a.tied_embeddings = true;
+    a.norm_eps = 1e-6;
+  } else if (name == "qwen3-0.6b") {
+    set(1024, 3072, 28, 16, 8, 151936, 40960, 1000000.0);
+    set_synth_model_type(a, "qwen3");
+    a.head_dim = 128;
+    a.tied_embeddings = true;
+    a.norm_eps = 1e-6;
   } else {
     std::string list;
     for (const auto &n : synth_preset_names()) list += (list.empty() ? "" : ", ") + n;
@@ -560,13 +671,22 @@ void validate_synth_spec(const SynthSpec &s) {
   positive(a.n_kv_heads, "n_kv_heads", "--kv-heads", a.n_heads);
   positive(a.vocab_size, "vocab_size", "--vocab", kMaxDim);
   positive(a.max_seq_len, "max_seq_len", "--max-seq-len", kMaxDim);
-  if (a.dim % a.n_heads != 0)
+  if (a.head_dim != 0) {
+    positive(a.head_dim, "head_dim", "--head-dim", kMaxDim);
+    if (a.head_dim % 2 != 0)
+      fail(NWC_E_INVALID_ARG,
+           "synth: head_dim (--head-dim) " + std::to_string(a.head_dim) + " must be even for RoPE");
+    if (a.n_heads * a.head_dim > kMaxDim)
+      fail(NWC_E_INVALID_ARG, "synth: n_heads * head_dim (--heads * --head-dim) must be at most " +
+                                  std::to_string(kMaxDim));
+  } else if (a.dim % a.n_heads != 0) {
     fail(NWC_E_INVALID_ARG, "synth: dim (--dim) " + std::to_string(a.dim) +
                                 " must be divisible by n_heads (--heads) " +
-                                std::to_string(a.n_heads));
-  if ((a.dim / a.n_heads) % 2 != 0)
+                                std::to_string(a.n_heads) + " (or give --head-dim)");
+  } else if ((a.dim / a.n_heads) % 2 != 0) {
     fail(NWC_E_INVALID_ARG, "synth: the head dimension dim / n_heads (--dim / --heads) = " +
                                 std::to_string(a.dim / a.n_heads) + " must be even for RoPE");
+  }
   if (a.n_heads % a.n_kv_heads != 0)
     fail(NWC_E_INVALID_ARG, "synth: n_kv_heads (--kv-heads) " + std::to_string(a.n_kv_heads) +
                                 " must divide n_heads (--heads) " + std::to_string(a.n_heads));
@@ -580,6 +700,29 @@ void validate_synth_spec(const SynthSpec &s) {
   if (s.dtype != DType::BF16 && s.dtype != DType::F16 && s.dtype != DType::F32)
     fail(NWC_E_INVALID_ARG, "synth: dtype (--dtype) must be BF16, F16 or F32, got " +
                                 std::string(dtype_name(s.dtype)));
+  const auto types = synth_model_types();
+  if (!a.family.empty() && std::find(types.begin(), types.end(), a.family) == types.end()) {
+    Architecture copy = a;
+    set_synth_model_type(copy, a.family); // the error naming --model-type
+  }
+  if (a.sliding_window < 0 || a.sliding_window > kMaxDim)
+    fail(NWC_E_INVALID_ARG, "synth: sliding_window (--sliding-window) must be in [0, " +
+                                std::to_string(kMaxDim) + "], got " +
+                                std::to_string(a.sliding_window));
+  const RopeScaling &r = a.rope_scaling;
+  if (!r.type.empty() &&
+      (r.type != "llama3" || !(r.factor > 0) || !std::isfinite(r.factor) ||
+       !(r.low_freq_factor > 0) || !(r.high_freq_factor > r.low_freq_factor) ||
+       !std::isfinite(r.high_freq_factor) || r.original_max_position_embeddings <= 0))
+    fail(NWC_E_INVALID_ARG, "synth: rope_scaling (--rope-scaling) must be llama3 with factor > 0, "
+                            "0 < low_freq_factor < high_freq_factor and "
+                            "original_max_position_embeddings > 0");
+  // What the model type cannot hold (e.g. mlp_bias in qwen2), as config.json's writer refuses it.
+  try {
+    hf_llama_config(a, s.dtype);
+  } catch (const Error &e) {
+    fail(NWC_E_INVALID_ARG, std::string("synth: ") + e.what());
+  }
 }
 
 uint64_t parse_byte_size(const std::string &text) {
@@ -625,24 +768,33 @@ uint64_t parse_byte_size(const std::string &text) {
 std::vector<SynthTensorPlan> plan_synthetic_model(const SynthSpec &spec) {
   validate_synth_spec(spec);
   const Architecture &a = spec.arch;
-  const int64_t D = a.dim, F = a.hidden_dim, V = a.vocab_size;
-  const int64_t KVD = a.n_kv_heads * (D / a.n_heads);
+  const int64_t D = a.dim, F = a.hidden_dim, V = a.vocab_size, HD = a.head_size();
+  const int64_t QD = a.n_heads * HD, KVD = a.n_kv_heads * HD;
   std::vector<TensorInfo> ts;
   auto add = [&](std::string name, std::vector<int64_t> shape) {
     ts.push_back({std::move(name), spec.dtype, std::move(shape)});
+  };
+  // A linear and, when the architecture has one, its bias (transformers' order).
+  auto linear = [&](const std::string &name, int64_t out, int64_t in, bool bias) {
+    add(name + ".weight", {out, in});
+    if (bias) add(name + ".bias", {out});
   };
   add("model.embed_tokens.weight", {V, D});
   for (int64_t l = 0; l < a.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {D});
-    add(p + "self_attn.q_proj.weight", {D, D});
-    add(p + "self_attn.k_proj.weight", {KVD, D});
-    add(p + "self_attn.v_proj.weight", {KVD, D});
-    add(p + "self_attn.o_proj.weight", {D, D});
+    linear(p + "self_attn.q_proj", QD, D, a.attention_bias);
+    linear(p + "self_attn.k_proj", KVD, D, a.attention_bias);
+    linear(p + "self_attn.v_proj", KVD, D, a.attention_bias);
+    linear(p + "self_attn.o_proj", D, QD, a.attention_out_bias);
+    if (a.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {HD});
+      add(p + "self_attn.k_norm.weight", {HD});
+    }
     add(p + "post_attention_layernorm.weight", {D});
-    add(p + "mlp.gate_proj.weight", {F, D});
-    add(p + "mlp.up_proj.weight", {F, D});
-    add(p + "mlp.down_proj.weight", {D, F});
+    linear(p + "mlp.gate_proj", F, D, a.mlp_bias);
+    linear(p + "mlp.up_proj", F, D, a.mlp_bias);
+    linear(p + "mlp.down_proj", D, F, a.mlp_bias);
   }
   add("model.norm.weight", {D});
   if (!a.tied_embeddings) add("lm_head.weight", {V, D});

@@ -133,3 +133,176 @@ TEST_CASE("config.json: what it cannot describe is refused before anything is wr
       doctest::Contains("would replace"), nwc::Error);
   CHECK(dir.entries().empty());
 }
+
+namespace {
+
+// config.json with the given keys over a plain Llama one; read back by read_hf_config.
+Architecture read_config(const test::TempDir &dir, const json &keys) {
+  json c = hf_llama_config(gqa_arch(), DType::F32);
+  for (auto it = keys.begin(); it != keys.end(); ++it) c[it.key()] = it.value();
+  const std::string text = c.dump();
+  test::write_bytes(dir / "config.json", text.data(), text.size());
+  return read_hf_config(dir / "config.json");
+}
+
+// The error read_hf_config gives: one line that names the field.
+std::string refusal(const test::TempDir &dir, const json &keys) {
+  try {
+    read_config(dir, keys);
+  } catch (const nwc::Error &e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+} // namespace
+
+TEST_CASE("config.json variants: each model type's biases and norms and head size and window") {
+  test::TempDir dir;
+  Architecture a =
+      read_config(dir, {{"head_dim", 16}, {"attention_bias", true}, {"mlp_bias", true}});
+  CHECK(a.family == "llama");
+  CHECK(a.head_size() == 16);
+  CHECK(a.attention_bias);
+  CHECK(a.attention_out_bias); // Llama's attention_bias covers o_proj too
+  CHECK(a.mlp_bias);
+  CHECK_FALSE(a.qk_norm);
+  CHECK(a.sliding_window == 0);
+
+  a = read_config(dir, {{"model_type", "qwen2"}, {"attention_bias", false}, {"mlp_bias", true}});
+  CHECK(a.attention_bias); // Qwen2Attention: q/k/v biases whatever the config says
+  CHECK_FALSE(a.attention_out_bias);
+  CHECK_FALSE(a.mlp_bias);
+
+  a = read_config(dir, {{"model_type", "qwen3"}});
+  CHECK(a.qk_norm);
+  CHECK(a.head_dim == 128); // Qwen3Config's default
+  CHECK_FALSE(a.attention_bias);
+  a = read_config(dir, {{"model_type", "qwen3"}, {"head_dim", 8}, {"attention_bias", true}});
+  CHECK(a.head_dim == 8);
+  CHECK(a.attention_out_bias);
+  CHECK(read_config(dir, {{"model_type", "qwen3"}, {"use_sliding_window", false}}).qk_norm);
+
+  CHECK(read_config(dir, {{"model_type", "mistral"}}).sliding_window == 4096);
+  CHECK(read_config(dir, {{"model_type", "mistral"}, {"sliding_window", nullptr}}).sliding_window ==
+        0);
+  CHECK(read_config(dir, {{"model_type", "mistral"}, {"sliding_window", 32}}).sliding_window == 32);
+  CHECK_FALSE(
+      read_config(dir, {{"model_type", "mistral"}, {"attention_bias", true}}).attention_bias);
+
+  const json llama3 = {{"rope_type", "llama3"},
+                       {"factor", 32.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
+  a = read_config(dir, {{"rope_scaling", llama3}});
+  CHECK(a.rope_scaling.type == "llama3");
+  CHECK(a.rope_scaling.factor == 32.0);
+  CHECK(a.rope_scaling.original_max_position_embeddings == 8192);
+  json legacy = llama3; // transformers < 4.45 wrote "type"
+  legacy.erase("rope_type");
+  legacy["type"] = "llama3";
+  CHECK(read_config(dir, {{"rope_scaling", legacy}}).rope_scaling.type == "llama3");
+  CHECK(read_config(dir, {{"rope_scaling", nullptr}}).rope_scaling.type.empty());
+  CHECK(read_config(dir, {{"rope_scaling", {{"rope_type", "default"}}}}).rope_scaling.type.empty());
+  // transformers 5: rope_parameters holds rope_theta and the type.
+  json params = llama3;
+  params["rope_theta"] = 123.0;
+  a = read_config(dir, {{"rope_parameters", params}});
+  CHECK(a.rope_theta == 123.0);
+  CHECK(a.rope_scaling.factor == 32.0);
+}
+
+TEST_CASE("config.json: unsupported fields are refused with one line naming the field") {
+  test::TempDir dir;
+  const struct {
+    json keys;
+    const char *field;
+  } cases[] = {
+      {{{"model_type", "gemma"}}, "model_type 'gemma'"},
+      {{{"model_type", "phi3"}}, "model_type 'phi3'"},
+      {{{"hidden_act", "gelu_pytorch_tanh"}}, "hidden_act 'gelu_pytorch_tanh'"},
+      {{{"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}}},
+       "rope_scaling.rope_type 'yarn'"},
+      {{{"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}},
+       "rope_scaling.rope_type 'linear'"},
+      {{{"rope_parameters", {{"rope_type", "dynamic"}}}}, "rope_parameters.rope_type 'dynamic'"},
+      {{{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}},
+       "rope_scaling.low_freq_factor is missing"},
+      {{{"partial_rotary_factor", 0.5}}, "partial_rotary_factor"},
+      {{{"model_type", "qwen2"}, {"use_sliding_window", true}}, "use_sliding_window"},
+  };
+  for (const auto &c : cases) {
+    const std::string what = refusal(dir, c.keys);
+    INFO(what);
+    CHECK(what.find(c.field) != std::string::npos);
+    CHECK(what.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("config.json variants round trip through the writer that refuses what a type lacks") {
+  test::TempDir dir;
+  auto round_trip = [&](const Architecture &a) {
+    write_hf_config(dir / "config.json", a, DType::BF16);
+    const Architecture b = read_hf_config(dir / "config.json");
+    CHECK(b.to_json() == a.to_json());
+    const std::vector<uint8_t> bytes = test::read_bytes(dir / "config.json");
+    return json::parse(bytes.begin(), bytes.end());
+  };
+  Architecture a = gqa_arch();
+  a.head_dim = 16;
+  a.attention_bias = a.attention_out_bias = a.mlp_bias = true;
+  a.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+  json c = round_trip(a);
+  CHECK(c.at("head_dim") == 16);
+  CHECK(c.at("rope_scaling").at("rope_type") == "llama3");
+
+  a = gqa_arch();
+  a.family = "qwen2";
+  a.attention_bias = true;
+  c = round_trip(a);
+  CHECK(c.at("architectures") == json::array({"Qwen2ForCausalLM"}));
+  CHECK_FALSE(c.contains("head_dim"));
+
+  a = gqa_arch();
+  a.family = "qwen3";
+  a.qk_norm = true;
+  a.head_dim = 128;
+  c = round_trip(a);
+  CHECK(c.at("architectures") == json::array({"Qwen3ForCausalLM"}));
+  CHECK(c.at("head_dim") == 128);
+
+  a = gqa_arch();
+  a.family = "mistral";
+  a.sliding_window = 4096;
+  CHECK(round_trip(a).at("sliding_window") == 4096);
+  a.sliding_window = 0;
+  CHECK(round_trip(a).at("sliding_window").is_null()); // absent would mean 4096
+
+  auto refused = [&](Architecture b, const char *field) {
+    try {
+      hf_llama_config(b, DType::F32);
+      FAIL("expected a refusal naming " << field);
+    } catch (const nwc::Error &e) {
+      CHECK(std::string(e.what()).find(field) != std::string::npos);
+    }
+  };
+  Architecture b = gqa_arch();
+  b.family = "qwen2"; // without its q/k/v biases
+  refused(b, "attention_bias");
+  b.attention_bias = true;
+  b.mlp_bias = true;
+  refused(b, "mlp_bias");
+  b = gqa_arch();
+  b.attention_bias = true; // Llama cannot have q/k/v biases without o's
+  refused(b, "attention_out_bias");
+  b = gqa_arch();
+  b.qk_norm = true;
+  refused(b, "qk_norm");
+  b = gqa_arch();
+  b.sliding_window = 16;
+  refused(b, "sliding_window");
+  b = gqa_arch();
+  b.family = "gemma";
+  refused(b, "model_type 'gemma'");
+}

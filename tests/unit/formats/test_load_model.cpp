@@ -126,6 +126,38 @@ TEST_CASE("Architecture JSON round trip and type checks") {
   CHECK(c.n_layers == 0);
   CHECK(c.norm_eps == 1e-5);
 
+  // The variant fields: written only when they differ from plain Llama (the 12 keys above),
+  // read back, and absent keys (JSON written before they existed) leave plain Llama.
+  Architecture v = a;
+  v.family = "qwen3";
+  v.head_dim = 16;
+  v.attention_bias = v.attention_out_bias = v.mlp_bias = v.qk_norm = true;
+  v.sliding_window = 4096;
+  v.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+  const nlohmann::json vj = v.to_json();
+  CHECK(vj.size() == 19);
+  CHECK(vj["rope_scaling"]["original_max_position_embeddings"] == 8192);
+  const Architecture w = Architecture::from_json(vj);
+  CHECK(w.to_json() == vj);
+  CHECK(w.head_size() == 16);
+  CHECK(w.attention_dim() == 128);
+  CHECK(w.rope_scaling.factor == 8.0);
+  CHECK(w.qk_norm);
+  CHECK(llama_variant_fields(w) ==
+        std::vector<std::string>{"head_dim", "attention_bias", "attention_out_bias", "mlp_bias",
+                                 "qk_norm", "sliding_window", "rope_scaling"});
+  CHECK(llama_variant_fields(b).empty());
+  CHECK(b.head_size() == 8);
+  CHECK_FALSE(b.qk_norm);
+  CHECK(b.rope_scaling.type.empty());
+  bad = vj;
+  bad["qk_norm"] = "yes";
+  CHECK_THROWS_WITH_AS(Architecture::from_json(bad), doctest::Contains("qk_norm"), Error);
+  bad = vj;
+  bad["rope_scaling"]["factor"] = "8";
+  CHECK_THROWS_WITH_AS(Architecture::from_json(bad), doctest::Contains("rope_scaling.factor"),
+                       Error);
+
   TensorInfo t{"x", DType::F16, {3, 4, 5}};
   CHECK(t.numel() == 60);
   TensorInfo scalar{"s", DType::F32, {}};

@@ -14,9 +14,24 @@
 
 namespace nwc {
 
-// Llama-family architecture. Fields are 0 / empty when the file does not say.
+// Llama 3's RoPE frequency scaling (HF rope_scaling with rope_type "llama3"): frequencies whose
+// wavelength exceeds original_max_position_embeddings / low_freq_factor are divided by factor,
+// those shorter than original_max_position_embeddings / high_freq_factor are kept, and those in
+// between are interpolated (transformers' _compute_llama3_parameters).
+struct RopeScaling {
+  std::string type; // "" (none) or "llama3"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;
+};
+
+// Llama-family architecture. Fields are 0 / empty when the file does not say. Besides Llama
+// itself it describes the variants of HF's Mistral, Qwen 2 and Qwen 3 models (family names the
+// HF model_type): a head size other than dim / n_heads, biases, q/k RMSNorm, a sliding attention
+// window and Llama 3's RoPE scaling. The defaults are plain Llama.
 struct Architecture {
-  std::string family;     // "llama" (empty when unknown)
+  std::string family;     // HF model_type: "llama", "mistral", "qwen2", "qwen3" (empty: unknown)
   int64_t dim = 0;        // hidden size
   int64_t hidden_dim = 0; // MLP intermediate size
   int64_t n_layers = 0;
@@ -28,10 +43,30 @@ struct Architecture {
   double rope_theta = 10000.0;
   std::string rope_style; // "interleaved" (llama2.c, GGUF) or "rotate_half" (HF)
   bool tied_embeddings = false;
+  int64_t head_dim = 0;            // size of one attention head; 0 = dim / n_heads
+  bool attention_bias = false;     // q_proj, k_proj and v_proj have biases
+  bool attention_out_bias = false; // o_proj has a bias
+  bool mlp_bias = false;           // gate_proj, up_proj and down_proj have biases
+  bool qk_norm = false;            // per-head RMSNorm of q and k (q_norm, k_norm) before RoPE
+  int64_t sliding_window = 0;      // a query sees at most this many keys, itself included; 0 = all
+  RopeScaling rope_scaling;
 
+  // The size of one head (head_dim, or dim / n_heads when unset; 0 without heads).
+  int64_t head_size() const;
+  // Width of the attention output that o_proj reads: n_heads * head_size().
+  int64_t attention_dim() const;
+
+  // The keys of the variant fields (head_dim ... rope_scaling) appear only when they differ from
+  // plain Llama, so that a plain Llama architecture gives the same JSON as before they existed.
   nlohmann::json to_json() const;
   static Architecture from_json(const nlohmann::json &j); // throws nwc::Error on bad types
 };
+
+// The names of the fields in which the architecture differs from plain Llama (head_dim when
+// it is not dim / n_heads, attention_bias, attention_out_bias, mlp_bias, qk_norm, sliding_window,
+// rope_scaling), in that order; empty for a plain Llama. Writers of formats that describe only
+// plain Llama (GGUF's "llama", llama2.c) refuse the model naming the first.
+std::vector<std::string> llama_variant_fields(const Architecture &arch);
 
 struct TensorInfo {
   std::string name;           // HF Llama names: "model.layers.0.self_attn.q_proj.weight"
@@ -65,6 +100,7 @@ Model load_model(const std::filesystem::path &path);
 
 // Whether an HF Llama tensor name is a decoder-block linear weight
 // (model.layers.N.self_attn.{q,k,v,o}_proj.weight, model.layers.N.mlp.{gate,up,down}_proj.weight).
+// Biases (..._proj.bias) and norms (q_norm, k_norm, layernorms) are not.
 bool is_decoder_linear(const std::string &name);
 
 // Reorders the rows of a q/k projection ([heads * head_dim, cols]) between the two RoPE pairings:

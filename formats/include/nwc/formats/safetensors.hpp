@@ -17,20 +17,30 @@ inline constexpr uint64_t kSafetensorsMaxHeader = 100ull << 20; // 100 MiB JSON 
 // (numel * dtype size == end - begin), offsets inside the data area, no overlaps.
 Model read_safetensors(const std::filesystem::path &path);
 
-// HF LlamaConfig (config.json) -> Architecture: the keys read_safetensors() takes from a model
-// directory. Keys that are absent stay 0 / default; rope_style is "rotate_half" (HF's layout)
-// unless the file says "nwc_rope_style".
+// HF config.json -> Architecture: the keys read_safetensors() takes from a model directory.
+// model_type llama, mistral, qwen2 or qwen3 (absent: llama, family left empty); the variant
+// fields follow each model's transformers code: head_dim (Qwen 3's default 128), Llama's
+// attention_bias (q, k, v, o) and mlp_bias, Qwen 2's q/k/v biases, Qwen 3's attention_bias and
+// q/k norms, Mistral's sliding_window (4096 when absent, none when null), rope_scaling (or
+// transformers 5's rope_parameters) of rope_type llama3. Keys that are absent stay 0 / default;
+// rope_style is "rotate_half" (HF's layout) unless the file says "nwc_rope_style". What nwc cannot
+// run is refused with a one-line nwc::Error naming the key: another model_type, a hidden_act other
+// than silu, a rope_scaling.rope_type other than llama3 or default, partial_rotary_factor != 1,
+// Qwen's use_sliding_window.
 Architecture read_hf_config(const std::filesystem::path &path);
 
-// The config.json transformers needs to load a LlamaForCausalLM with this architecture whose
+// The config.json transformers needs to load the architecture (LlamaForCausalLM,
+// MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM after its family; empty = llama) whose
 // weights are stored in dtype (F32, F16 or BF16) in the HF layout (rotate-half RoPE; an
 // interleaved architecture is refused: permute its q/k rows and describe the result): the
 // architecture and model type, hidden_act, the sizes (hidden_size, intermediate_size,
 // num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size,
-// max_position_embeddings), rms_norm_eps, rope_theta, tie_word_embeddings, attention_bias and
-// mlp_bias (false), torch_dtype. head_dim is not written: an Architecture's head size is always
-// hidden_size / num_attention_heads, transformers' default. Throws nwc::Error naming what is
-// missing when the architecture cannot be described.
+// max_position_embeddings), rms_norm_eps, rope_theta, tie_word_embeddings, torch_dtype, and the
+// model type's variant keys: head_dim when set (always for qwen3), attention_bias and mlp_bias
+// (llama), attention_bias (qwen3), sliding_window (mistral; null for none), use_sliding_window
+// false (qwen2, qwen3), rope_scaling when Llama 3's. Throws nwc::Error naming what is missing,
+// or the field a model type cannot hold (e.g. mlp_bias in qwen2), when the architecture cannot be
+// described.
 nlohmann::json hf_llama_config(const Architecture &arch, DType dtype);
 
 // Writes hf_llama_config(arch, dtype) plus the keys of `extra` (which may not replace its keys) to

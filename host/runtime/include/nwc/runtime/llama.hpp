@@ -32,9 +32,11 @@ struct Sampling {
 class LlamaModel {
 public:
   // Copies the model's tensors (HF Llama names) into the runtime; checks names and shapes against
-  // the architecture. rope_style "interleaved" (llama2.c) or "rotate_half" (HF) picks the RoPE
-  // pairing. threads: LibTorch intra-op threads (0 = all cores); evaluation parallelises over
-  // windows instead and passes 1. All const methods may be called from several threads.
+  // the architecture, with its variants (head_dim, biases, Qwen 3's q/k norms, Mistral's sliding
+  // window, Llama 3's RoPE scaling). rope_style "interleaved" (llama2.c) or "rotate_half" (HF)
+  // picks the RoPE pairing. threads: LibTorch intra-op threads (0 = all cores); evaluation
+  // parallelises over windows instead and passes 1. All const methods may be called from several
+  // threads.
   LlamaModel(const Model &model, unsigned threads = 0);
   ~LlamaModel();
   LlamaModel(const LlamaModel &) = delete;
@@ -46,6 +48,11 @@ public:
   // seq_len ids each; every window predicts its seq_len - 1 next tokens.
   std::vector<double> window_nll(const std::vector<int32_t> &tokens, int64_t batch,
                                  int64_t seq_len) const;
+
+  // The classifier's outputs at every position of batch windows of seq_len ids:
+  // [batch, seq_len, vocab_size] float32, row-major.
+  std::vector<float> logits(const std::vector<int32_t> &tokens, int64_t batch,
+                            int64_t seq_len) const;
 
   // Decoding from prompt (non-empty) for at most `steps` new tokens, stopping after a generated
   // token equal to stop_token (if >= 0): greedy, or sampled as llama2.c's run.c samples (see

@@ -32,7 +32,14 @@
 //   embeddings [vocab, dim]: 0.02 * row[r] * t[r, c] (same t and row model, no outlier columns).
 //   RMSNorm weights [dim]: positive, mean * exp(0.25 z - 0.03125) with Llama-like means that grow
 //     with depth: input_layernorm 0.15 -> 0.5, post_attention_layernorm 0.2 -> 0.6 (first to last
-//     layer), final norm 2.0.
+//     layer), final norm 2.0; Qwen 3's q_norm and k_norm [head_dim] mean 1.0.
+//   biases [out] (the variants that have them): std * t[c] (the same t), std 0.5 for q_proj and
+//     k_proj, 0.05 for v_proj, o_proj, gate_proj, up_proj and down_proj.
+//
+// Variants (SynthSpec::arch): the HF model types llama, mistral, qwen2 and qwen3
+// (set_synth_model_type), head_dim, Llama's attention_bias (q, k, v, o) and mlp_bias, Qwen 3's
+// attention_bias, Mistral's sliding_window and Llama 3's rope_scaling; config.json describes them
+// as transformers' configuration class of the model type does.
 #pragma once
 
 #include "nwc/formats/model.hpp"
@@ -47,7 +54,7 @@ namespace nwc::tools {
 
 struct SynthSpec {
   std::string preset = "custom"; // recorded in config.json; informational
-  Architecture arch;             // family "llama", rope_style "rotate_half"; n_layers = layers
+  Architecture arch; // family (model type) llama, mistral, qwen2 or qwen3; rope_style rotate_half
   uint64_t seed = 0;
   DType dtype = DType::BF16; // BF16, F16 or F32
   uint64_t shard_bytes = 0;  // tensor bytes per shard (HF max_shard_size); 0 = one file
@@ -57,10 +64,26 @@ struct SynthSpec {
 // Presets: "tiny" (dim 64, hidden 172, 2 layers, 8 heads, 4 kv heads, vocab 512: the shape of
 // the shared stories260K model and its tokenizer), "small" (dim 256, hidden 688, 4 layers),
 // "llama2-7b", "llama3-8b", "llama3-8b-block" (Llama-3-8B's decoder block shapes, 1 layer,
-// vocab 512: one block dominates), "llama3.2-1b" (tied embeddings). Unknown name: nwc::Error
-// listing the choices.
+// vocab 512: one block dominates), "llama3.2-1b" (tied embeddings, Llama 3 RoPE scaling with
+// factor 32), "llama3.1-8b" (RoPE scaling factor 8), "mistral-7b" (v0.3: no sliding window),
+// "qwen2.5-0.5b" (q/k/v biases, tied), "qwen3-0.6b" (q/k norms, head_dim 128, tied). Unknown
+// name: nwc::Error listing the choices.
 SynthSpec synth_preset(const std::string &name);
 std::vector<std::string> synth_preset_names();
+
+// The HF model types synth writes: llama, mistral, qwen2, qwen3.
+std::vector<std::string> synth_model_types();
+// Makes arch that model type, with the structure the type implies: q/k/v biases for qwen2,
+// q/k norms for qwen3, no other biases; the sliding window is kept for mistral only. Unknown
+// type: nwc::Error naming model_type (--model-type) and the choices.
+void set_synth_model_type(Architecture &arch, const std::string &model_type);
+// Llama 3.1's rope_scaling: llama3, factor 8, low_freq_factor 1, high_freq_factor 4,
+// original_max_position_embeddings 8192.
+RopeScaling llama3_rope_scaling();
+// "none", "llama3" (llama3_rope_scaling()) or "llama3:factor=32,original_max_position_embeddings=
+// 8192" (the keys factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
+// replace llama3_rope_scaling()'s values). Throws nwc::Error naming the text.
+RopeScaling parse_rope_scaling(const std::string &text);
 
 // Checks every field (one-line nwc::Error naming the field and its CLI flag) and the sizes.
 void validate_synth_spec(const SynthSpec &spec);
