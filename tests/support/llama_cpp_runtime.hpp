@@ -50,8 +50,14 @@ public:
   class Model {
   public:
     Model(const LlamaCpp &lib, const std::filesystem::path &gguf, uint32_t n_ctx) : lib_(lib) {
+      log().clear();
       model_ = lib.model_load_from_file(gguf.c_str(), lib.model_default_params());
       if (!model_) throw std::runtime_error("llama.cpp cannot load " + gguf.string());
+      // llama.cpp's own size report: "file size   = 252.59 KiB (7.77 BPW)".
+      if (const size_t at = log().find(" BPW)"); at != std::string::npos) {
+        const size_t open = log().rfind('(', at);
+        if (open != std::string::npos) bpw_ = std::stod(log().substr(open + 1, at - open - 1));
+      }
       vocab_ = lib.model_get_vocab(model_);
       Params cp = lib.context_default_params();
       uint32_t defaults[3];
@@ -81,6 +87,8 @@ public:
     Model &operator=(const Model &) = delete;
 
     int32_t n_vocab() const { return lib_.vocab_n_tokens(vocab_); }
+    // Bits per weight as llama.cpp reports the file when loading it (0 if it did not say).
+    double bits_per_weight() const { return bpw_; }
 
     // llama_tokenize: add_special adds BOS/EOS as the file's add_bos_token/add_eos_token say;
     // parse_special matches control tokens spelled in the text (as HF's tokenizers do).
@@ -132,7 +140,14 @@ public:
     const LlamaCpp &lib_;
     void *model_ = nullptr, *ctx_ = nullptr;
     const void *vocab_ = nullptr;
+    double bpw_ = 0;
   };
+
+  // What llama.cpp logged since the last model load began.
+  static std::string &log() {
+    static std::string text;
+    return text;
+  }
 
   // llama_model_quantize, as `llama-quantize IN OUT FTYPE 1` runs it: ftype is a llama_ftype
   // (2 Q4_0, 7 Q8_0, 12 Q3_K_M, 15 Q4_K_M, 17 Q5_K_M, 18 Q6_K, 30 IQ4_XS). Only nthread and
@@ -172,7 +187,7 @@ private:
     sym(llama, "llama_get_logits_ith", get_logits_ith);
     sym(llama, "llama_model_quantize_default_params", quantize_default_params);
     sym(llama, "llama_model_quantize", model_quantize);
-    log_set([](int, const char *, void *) {}, nullptr);
+    log_set([](int, const char *text, void *) { log() += text; }, nullptr);
     backend_init();
   }
 

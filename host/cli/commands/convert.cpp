@@ -36,9 +36,9 @@ int cmd_convert(const Command &self, const Args &args) {
     GgufMetadata vocab;
     if (!tokenizer_path.empty())
       vocab = runtime::load_tokenizer(tokenizer_path, model.arch.vocab_size)->gguf_metadata();
-    else if (!c.quiet)
-      std::cerr << "note: no --tokenizer: nwc reads this GGUF, llama.cpp refuses it\n";
     write_gguf(model, out, dtype, vocab);
+    if (tokenizer_path.empty() && !c.quiet)
+      std::cerr << "note: no --tokenizer: nwc reads this GGUF, llama.cpp refuses it\n";
   } else {
     tools::write_hf_directory(model, out, dtype);
   }
