@@ -9,6 +9,7 @@
 
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
+#include "nwc/runtime/calibrate.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 
 #include <doctest/doctest.h>
@@ -16,7 +17,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
+#include <fstream>
 #include <iomanip>
+#include <map>
 
 using namespace nwc;
 using namespace nwc::test;
@@ -298,4 +302,97 @@ TEST_CASE("a compressed container exported to GGUF evaluates in llama.cpp as in 
   CHECK(std::abs(l.nll - ours) < 1e-3);
   CHECK(ours > 1.40716 + 0.01); // the codec's loss is visible ...
   CHECK(ours < 1.40716 + 0.2);  // ... and small
+}
+
+TEST_CASE("[importance] gives the weights llama-quantize gives with the same imatrix") {
+  // The quantizer's importance (ABI 1.3) is the diagonal of each linear's calibration Hessian;
+  // with that diagonal as llama.cpp's importance matrix, llama_model_quantize --pure writes the
+  // blocks nwc.quant.ggml writes through the host: every decoded weight of every decoder linear is
+  // the same float (rows of 64 columns in the type, the 172-column down_proj in llama-quantize's
+  // f16 fallback in both).
+  TempDir tmp;
+  const std::string model = (models() / "stories260K" / "stories260K.bin").string();
+  const std::string tok = (models() / "stories260K" / "tok512.bin").string();
+  const std::string h = (tmp / "h.safetensors").string(), f32 = (tmp / "f32.gguf").string();
+  REQUIRE(run_nwc({"calibrate", "--model", model, "--tokenizer", tok, "--text",
+                   (data_dir() / "text" / "tinystories-calib.txt").string(), "--tokens", "8192",
+                   "-o", h})
+              .exit_code == 0);
+  REQUIRE(run_nwc({"convert", "--model", model, "--layout", "gguf", "--tokenizer", tok, "-o", f32})
+              .exit_code == 0);
+  const runtime::CalibrationFile calibration = runtime::open_calibration(h);
+  std::map<std::string, std::vector<float>> diag; // GGUF tensor name -> diag(H)
+  for (const auto &[name, ref] : runtime::hessians_by_linear(calibration)) {
+    const std::shared_ptr<const std::vector<float>> held = ref.load();
+    const std::vector<float> &v = *held;
+    const auto n = static_cast<int64_t>(std::sqrt(static_cast<double>(v.size())));
+    std::vector<float> d(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) d[static_cast<size_t>(j)] = v[static_cast<size_t>(j * n + j)];
+    // model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight
+    const std::string layer = name.substr(13, name.find('.', 13) - 13);
+    const std::string part = name.substr(name.find('.', 13) + 1);
+    static const std::map<std::string, std::string> parts = {
+        {"self_attn.q_proj.weight", "attn_q"}, {"self_attn.k_proj.weight", "attn_k"},
+        {"self_attn.v_proj.weight", "attn_v"}, {"self_attn.o_proj.weight", "attn_output"},
+        {"mlp.gate_proj.weight", "ffn_gate"},  {"mlp.up_proj.weight", "ffn_up"},
+        {"mlp.down_proj.weight", "ffn_down"}};
+    diag["blk." + layer + "." + parts.at(part) + ".weight"] = std::move(d);
+  }
+  REQUIRE(diag.size() == 35);
+  std::vector<LlamaCpp::ImatrixEntry> imatrix;
+  for (const auto &[name, d] : diag) imatrix.push_back({name.c_str(), d.data(), d.size()});
+  imatrix.push_back({nullptr, nullptr, 0});
+
+  const struct {
+    const char *type;
+    int32_t ftype;
+  } types[] = {{"q4_0", 2}, {"iq4_nl", 25}};
+  for (const auto &ty : types) {
+    const std::string type = ty.type;
+    CAPTURE(type);
+    const auto pipeline = tmp / ("p-" + type + ".toml");
+    std::ofstream(pipeline) << "[pipeline]\nselect = [\"model.layers.*_proj.weight\"]\n"
+                            << "[importance]\nsource = \"hessian\"\n"
+                            << "[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = 0\n"
+                            << "[quantizer]\nplugin = \"nwc.quant.ggml\"\ntype = \"" << type
+                            << "\"\nfallback = \"llama.cpp\"\n"
+                            << "[entropy]\nplugin = \"nwc.entropy.raw\"\n"
+                            << "[compensator]\nplugin = \"nwc.comp.none\"\nblock = 0\n";
+    const std::string c = (tmp / (type + ".nwc")).string();
+    if (type == "q4_0") { // without calibration: one line naming the table, nothing written
+      const Result e = run_nwc({"compress", model, "-p", pipeline.string(), "-o", c});
+      CHECK(e.exit_code == 1);
+      CHECK(e.err.find(pipeline.string() + ":3:1: [importance] needs the calibration Hessian") !=
+            std::string::npos);
+      CHECK(!std::filesystem::exists(c));
+    }
+    const Result r =
+        run_nwc({"compress", model, "-p", pipeline.string(), "--calibration", h, "-o", c});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    const std::string st = (tmp / (type + ".safetensors")).string();
+    REQUIRE(run_nwc({"decompress", c, "-o", st}).exit_code == 0);
+    const auto q = tmp / (type + ".gguf");
+    LlamaCpp::get().quantize(f32, q, ty.ftype, imatrix.data(), true);
+    const auto q_plain = tmp / (type + "-no-imatrix.gguf");
+    LlamaCpp::get().quantize(f32, q_plain, ty.ftype, nullptr, true);
+    const Model ours = load_model(st), theirs = load_model(q), plain = load_model(q_plain);
+    int64_t weights = 0, differ = 0, differ_plain = 0;
+    for (const ModelTensor &t : ours.tensors) {
+      if (!is_decoder_linear(t.info.name)) continue;
+      const std::vector<float> a = t.load(), b = theirs.find(t.info.name)->load(),
+                               p = plain.find(t.info.name)->load();
+      REQUIRE(a.size() == b.size());
+      weights += static_cast<int64_t>(a.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+        differ_plain += std::memcmp(&a[i], &p[i], sizeof(float)) != 0;
+      }
+    }
+    MESSAGE(type << ": " << weights << " weights, " << differ
+                 << " differ from llama-quantize --pure with the imatrix, " << differ_plain
+                 << " from it without");
+    CHECK(weights == 226560);
+    CHECK(differ == 0);
+    CHECK(differ_plain > 1000); // the importance changes the blocks
+  }
 }

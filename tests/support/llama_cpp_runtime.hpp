@@ -152,11 +152,23 @@ public:
   // llama_model_quantize, as `llama-quantize IN OUT FTYPE 1` runs it: ftype is a llama_ftype
   // (2 Q4_0, 7 Q8_0, 12 Q3_K_M, 15 Q4_K_M, 17 Q5_K_M, 18 Q6_K, 30 IQ4_XS). Only nthread and
   // ftype, the first two fields of llama_model_quantize_params, change from the defaults.
-  void quantize(const std::filesystem::path &in, const std::filesystem::path &out,
-                int32_t ftype) const {
+  // struct llama_model_imatrix_data (llama.h): one tensor's importance, ne[0] floats.
+  struct ImatrixEntry {
+    const char *name;
+    const float *data;
+    size_t size;
+  };
+  // With `imatrix` (terminated by an entry with a null name) and `pure` (llama-quantize --pure:
+  // every tensor in ftype's type or its fallback): the fields pure (byte 19) and imatrix (offset
+  // 24) as llama.h lays them out in this release (the mixture tests confirm the offsets from
+  // llama.cpp's log).
+  void quantize(const std::filesystem::path &in, const std::filesystem::path &out, int32_t ftype,
+                const ImatrixEntry *imatrix = nullptr, bool pure = false) const {
     Params p = quantize_default_params();
     const int32_t head[2] = {1, ftype};
     std::memcpy(p.bytes, head, sizeof head);
+    p.bytes[19] = pure ? 1 : 0;
+    std::memcpy(p.bytes + 24, &imatrix, sizeof imatrix);
     if (const uint32_t rc = model_quantize(in.c_str(), out.c_str(), &p); rc != 0)
       throw std::runtime_error("llama_model_quantize(" + in.string() + ", ftype " +
                                std::to_string(ftype) + ") returned " + std::to_string(rc));

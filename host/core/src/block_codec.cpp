@@ -45,9 +45,9 @@ namespace {
 // transform.inverse and chunker.merge to exactly what the decoder will reconstruct.
 class BlockPass {
 public:
-  BlockPass(const Stages &st, const nwc_block_info &info, const std::vector<uint8_t> &tensor_levels)
+  BlockPass(const Stages &st, const nwc_block_info &info, const TensorSide &side)
       : st_(st), info_(info), g_(plan_block(st, info)),
-        levels_(chunk_levels(st, info, g_, tensor_levels)) {
+        levels_(chunk_levels(st, info, g_, side.levels)), importance_(&side.importance) {
     if (!levels_.empty()) info_.chunk_levels = levels_.data();
   }
   BlockPass(const BlockPass &) = delete;
@@ -60,6 +60,7 @@ public:
     chunks_.resize(static_cast<size_t>(g_.count * g_.length));
     split(values, chunks_, chunk_side_);
     latents_ = forward(chunks_, latents_buf_);
+    if (!importance_->empty()) split_importance();
   }
 
   // latents -> symbols and their dequantized values (+ the quantizer's side information).
@@ -162,6 +163,33 @@ private:
     return &buf;
   }
 
+  // The per-column importance as a [rows, width] matrix through the chunker, with unit row scales
+  // (an importance weight belongs to its column, whatever the row's scale): the quantizer then
+  // finds each latent's weight at the latent's index. A chunker whose chunks depend on the values
+  // (its side information differs) cannot place it, which is an error.
+  void split_importance() {
+    const int64_t rows = info_.rows, width = info_.col_end - info_.col_begin;
+    std::vector<float> matrix(static_cast<size_t>(rows * width));
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(importance_->begin() + info_.col_begin, importance_->begin() + info_.col_end,
+                matrix.begin() + r * width);
+    std::vector<float> ones(static_cast<size_t>(rows), 1.0f);
+    nwc_block_info unit = info_;
+    unit.row_scales = ones.data();
+    View mv(matrix.data(), NWC_DTYPE_F32, rows, width);
+    importance_chunks_.resize(chunks_.size());
+    View cv(importance_chunks_.data(), NWC_DTYPE_F32, g_.count, g_.length);
+    VectorSink side;
+    const Instance &c = st_.at(Slot::Chunker);
+    c.check(st_.chunker->split(c.raw(), &unit, mv.get(), cv.get(), &side.sink), "split");
+    if (side.bytes != chunk_side_.bytes)
+      fail(NWC_E_INVALID_ARG, std::string("tensor ") + info_.tensor_name + ": chunker " +
+                                  c.plugin().id +
+                                  " writes value-dependent side information, so [importance] "
+                                  "cannot be split like the weights");
+    info_.importance = importance_chunks_.data();
+  }
+
   void allocate_symbols() {
     symbols_.resize(static_cast<size_t>(g_.symbols()));
     dequant_.resize(symbols_.size());
@@ -179,7 +207,9 @@ private:
   const Stages &st_;
   nwc_block_info info_;
   Geometry g_;
-  std::vector<uint8_t> levels_; // per chunk (info_.chunk_levels); empty: none
+  std::vector<uint8_t> levels_;          // per chunk (info_.chunk_levels); empty: none
+  const std::vector<float> *importance_; // the tensor's per-column importance (may be empty)
+  std::vector<float> importance_chunks_; // [count, length] like chunks_ (info_.importance)
   std::vector<float> chunks_, latents_buf_;
   std::vector<float> *latents_ = nullptr; // latents_buf_, or chunks_ without a transform
   std::vector<int32_t> symbols_;
@@ -212,7 +242,7 @@ void BlockCodec::encode_block(int64_t c0, int64_t c1, const nwc_tensor_view *val
                               const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon) {
   check_request(c0, c1, values, fit, flags, recon);
   const bool dry = (flags & NWC_BLOCK_DRY_RUN) != 0;
-  BlockPass pass(*stages, block_info(name, rows, cols, c0, c1, tensor_side), tensor_side.levels);
+  BlockPass pass(*stages, block_info(name, rows, cols, c0, c1, tensor_side), tensor_side);
   EncodedBlock out;
   out.record = {c0, c1, pass.geometry().symbols()};
   pass.analyze(values);

@@ -101,7 +101,7 @@ private:
   }
 
   // What a selected tensor's chain needs from the settings: a Hessian of the right size, one for
-  // [levels], one for a compensator that requires it.
+  // [levels] and [importance], one for a compensator that requires it.
   void check_inputs(const TensorInfo &info, const Stages &st) const {
     auto h = settings_.hessians.find(info.name);
     const int64_t cols = as_matrix(info.shape).second;
@@ -114,6 +114,10 @@ private:
         settings_.column_levels.find(info.name) == settings_.column_levels.end())
       fail(NWC_E_INVALID_ARG, pipeline_.levels.where +
                                   ": [levels] needs the calibration Hessian of " + info.name +
+                                  "; pass --calibration FILE from `nwc calibrate`, or --calibrate");
+    if (pipeline_.importance.enabled && h == settings_.hessians.end())
+      fail(NWC_E_INVALID_ARG, pipeline_.importance.where +
+                                  ": [importance] needs the calibration Hessian of " + info.name +
                                   "; pass --calibration FILE from `nwc calibrate`, or --calibrate");
     if (st.compensator && h == settings_.hessians.end()) {
       uint32_t req = st.compensator->requirements(st.at(Slot::Compensator).raw());

@@ -74,6 +74,27 @@ void add_levels(EncodedTensor &enc, BlockCodec &bc, const Stages &st, const Pipe
   enc.streams.push_back({"levels", {-1, pack_levels(levels)}});
 }
 
+// [importance]: the diagonal of the (rotated) calibration Hessian, handed to the quantizer with
+// each block's chunks. The latents must be the chunks, so a transform stage is refused.
+void add_importance(BlockCodec &bc, const Stages &st, const Pipeline &pipeline,
+                    const std::vector<float> *hessian) {
+  if (!pipeline.importance.enabled) return;
+  if (!hessian)
+    fail(NWC_E_INVALID_ARG, pipeline.importance.where +
+                                ": [importance] needs the calibration Hessian of " + bc.name +
+                                " (pass --calibration FILE from `nwc calibrate`, or --calibrate)");
+  if (st.transform)
+    fail(NWC_E_INVALID_ARG, pipeline.importance.where +
+                                ": [importance] weights the quantizer's "
+                                "latents by column, which a transform "
+                                "stage mixes (tensor " +
+                                bc.name + ")");
+  std::vector<float> &imp = bc.tensor_side.importance;
+  imp.resize(static_cast<size_t>(bc.cols));
+  for (int64_t j = 0; j < bc.cols; ++j)
+    imp[static_cast<size_t>(j)] = (*hessian)[static_cast<size_t>(j * bc.cols + j)];
+}
+
 // The compensator chooses the column blocks and drives the block codec (with the tensor's
 // Hessian when there is one); without a compensator the whole tensor is one block.
 void code_blocks(BlockCodec &bc, const Stages &st, const nwc_tensor_view &weight,
@@ -200,6 +221,7 @@ void encode_with_chain(EncodedTensor &enc, std::vector<float> &values, const Sta
   // Tensor-level side information first: every block is coded with it.
   add_row_scales(enc, bc, st, wv);
   add_levels(enc, bc, st, pipeline, settings);
+  add_importance(bc, st, pipeline, hessian.get());
   code_blocks(bc, st, wv, hessian.get());
   check_tiling(bc, st);
   if (bc.keep_inputs) coalesce_blocks(bc, pipeline.stream_columns);

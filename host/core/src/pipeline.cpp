@@ -386,6 +386,18 @@ void read_levels_table(const toml::node &lv, const Where &w, Pipeline &pl) {
   if (total > 1.0) bad(w.at(n->source()), "levels.fractions: the fractions add up to more than 1");
 }
 
+// [importance]: source = "hessian" (the only source; the key may be left out).
+void read_importance_table(const toml::node &im, const Where &w, Pipeline &pl) {
+  if (!im.is_table()) bad(w.at(im.source()), "importance: expected a table");
+  const auto &t = *im.as_table();
+  check_keys(t, {"source"}, w, "importance");
+  pl.importance.enabled = true;
+  pl.importance.where = w.at(im.source());
+  if (auto *n = t.get("source"))
+    if (!n->is_string() || n->as_string()->get() != "hessian")
+      bad(w.at(n->source()), "importance.source: expected \"hessian\"");
+}
+
 // [blockft]: epochs, lr, batch, sequences, validation, seq_len.
 void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   if (!bf.is_table()) bad(w.at(bf.source()), "blockft: expected a table");
@@ -581,12 +593,13 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   pl.select = {"*_proj.weight"};
 
   check_keys(root,
-             {"pipeline", "calibration", "levels", "blockft", "awq", "chunker", "transform",
-              "quantizer", "entropy", "compensator", "rotation", "override"},
+             {"pipeline", "calibration", "levels", "importance", "blockft", "awq", "chunker",
+              "transform", "quantizer", "entropy", "compensator", "rotation", "override"},
              w, "(top level)");
   if (auto *p = root.get("pipeline")) read_pipeline_table(*p, w, pl);
   if (auto *c = root.get("calibration")) read_calibration_table(*c, w, pl);
   if (auto *lv = root.get("levels")) read_levels_table(*lv, w, pl);
+  if (auto *im = root.get("importance")) read_importance_table(*im, w, pl);
   if (auto *bf = root.get("blockft")) read_blockft_table(*bf, w, pl);
   bool awq_bits = false, awq_group = false;
   if (auto *aw = root.get("awq")) read_awq_table(*aw, w, pl, awq_bits, awq_group);

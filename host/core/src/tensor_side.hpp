@@ -17,6 +17,7 @@ namespace nwc::host::detail {
 struct TensorSide {
   std::vector<float> row_scales; // empty = none
   std::vector<uint8_t> levels;   // per column; empty = none
+  std::vector<float> importance; // per column, for the quantizer only (never stored); empty = none
 };
 
 // Row scales as stored with dtype `code`; `scales` is rounded in place to what the decoder will

@@ -10,6 +10,8 @@
 //                  text, tokens, seq_len
 //   [levels]       source = "hessian", fractions = [0.001, 0.01, 0.1]: per-column quality levels
 //                  from the calibration Hessian's diagonal (NWC's importance levels)
+//   [importance]   source = "hessian": the quantizer gets the calibration Hessian's diagonal as
+//                  per-weight importance (llama.cpp's imatrix; nwc_block_info.importance)
 //   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
 //                  toward the original block's outputs after each linear is coded (blockft.hpp)
 //   [awq]          bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens:
@@ -75,6 +77,14 @@ struct LevelsConfig {
   std::string where; // "file:line:column" of the [levels] table
 };
 
+// Importance weights for the quantizer (ABI 1.3, nwc_block_info.importance): the diagonal of each
+// linear's calibration Hessian — the mean squared activation of each input column, which is
+// llama.cpp's importance matrix up to a constant factor — split into chunks like the weights.
+struct ImportanceConfig {
+  bool enabled = false;
+  std::string where; // "file:line:column" of the [importance] table
+};
+
 // Block-wise output-guided fine-tuning (nwc/runtime/blockft.hpp).
 struct BlockFtConfig {
   bool enabled = false;
@@ -128,6 +138,7 @@ struct Pipeline {
   nlohmann::json calibration = nlohmann::json::object();
   CalibrationMode calibration_mode = CalibrationMode::Original;
   LevelsConfig levels;
+  ImportanceConfig importance;
   BlockFtConfig blockft;
   // Where the first [rotation] table (base or override) is, "" when no tensor is rotated.
   std::string rotation_where;
