@@ -304,7 +304,7 @@ TEST_CASE("a compressed container exported to GGUF evaluates in llama.cpp as in 
   CHECK(ours < 1.40716 + 0.2);  // ... and small
 }
 
-TEST_CASE("[importance] gives the weights llama-quantize gives with the same imatrix") {
+TEST_CASE("[importance] and mixtures give the weights llama-quantize gives") {
   // The quantizer's importance (ABI 1.3) is the diagonal of each linear's calibration Hessian;
   // with that diagonal as llama.cpp's importance matrix, llama_model_quantize --pure writes the
   // blocks nwc.quant.ggml writes through the host: every decoded weight of every decoder linear is
@@ -394,5 +394,48 @@ TEST_CASE("[importance] gives the weights llama-quantize gives with the same ima
     CHECK(weights == 226560);
     CHECK(differ == 0);
     CHECK(differ_plain > 1000); // the importance changes the blocks
+  }
+
+  // llama-quantize's mixtures (not --pure): nwc.quant.ggml's `mixture` option gives each linear
+  // the type llama-quantize gives it (by name, layer, GQA and imatrix), with the same blocks.
+  const struct {
+    const char *name;
+    int32_t ftype;
+    bool imatrix;
+  } mixtures[] = {{"Q4_K_M", 15, true}, {"Q3_K_M", 12, false}, {"IQ4_XS", 30, true}};
+  for (const auto &mx : mixtures) {
+    const std::string name = mx.name;
+    CAPTURE(name);
+    const auto pipeline = tmp / ("m-" + name + ".toml");
+    std::ofstream(pipeline) << "[pipeline]\nselect = [\"model.layers.*_proj.weight\"]\n"
+                            << (mx.imatrix ? "[importance]\nsource = \"hessian\"\n" : "")
+                            << "[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = 0\n"
+                            << "[quantizer]\nplugin = \"nwc.quant.ggml\"\nmixture = \"" << name
+                            << "\"\nlayers = 5\nheads = 8\nkv_heads = 4\nimatrix = "
+                            << (mx.imatrix ? "true" : "false") << "\n"
+                            << "[entropy]\nplugin = \"nwc.entropy.raw\"\n"
+                            << "[compensator]\nplugin = \"nwc.comp.none\"\nblock = 0\n";
+    const std::string c = (tmp / (name + ".nwc")).string(),
+                      st = (tmp / (name + ".safetensors")).string();
+    const Result r =
+        run_nwc({"compress", model, "-p", pipeline.string(), "--calibration", h, "-o", c});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    REQUIRE(run_nwc({"decompress", c, "-o", st}).exit_code == 0);
+    const auto q = tmp / (name + ".gguf");
+    LlamaCpp::get().quantize(f32, q, mx.ftype, mx.imatrix ? imatrix.data() : nullptr, false);
+    const Model ours = load_model(st), theirs = load_model(q);
+    int64_t weights = 0, differ = 0;
+    for (const ModelTensor &t : ours.tensors) {
+      if (!is_decoder_linear(t.info.name)) continue;
+      const std::vector<float> a = t.load(), b = theirs.find(t.info.name)->load();
+      REQUIRE(a.size() == b.size());
+      weights += static_cast<int64_t>(a.size());
+      for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    }
+    const std::string with = mx.imatrix ? "with" : "without";
+    MESSAGE(name << " " << with << " imatrix: " << weights << " weights, " << differ
+                 << " differ from llama-quantize's file");
+    CHECK(weights == 226560);
+    CHECK(differ == 0);
   }
 }

@@ -14,6 +14,7 @@
 #include "nwc/cpp/plugin.hpp"
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,11 +26,13 @@ using nwc::ggml::TypeTraits;
 constexpr const char *kTypeNames[] = {"q4_0", "q4_1", "q5_0", "q5_1",   "q8_0",   "q2_K", "q3_K",
                                       "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs", "f16"};
 constexpr const char *kFallbacks[] = {"none", "llama.cpp"};
+constexpr const char *kMixtures[] = {"none",   "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
+                                     "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",   "IQ4_XS"};
 
 class GgmlQuantizer final : public nwc::Quantizer {
 public:
   static constexpr const char *id = "nwc.quant.ggml";
-  static constexpr const char *version = "1.0.0";
+  static constexpr const char *version = "1.1.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "ggml";
   static constexpr const char *description =
@@ -57,11 +60,47 @@ public:
                        "block: `none` refuses them; `llama.cpp` stores the tensor in the type "
                        "llama-quantize falls back to (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, "
                        "q2_K/q3_K -> q4_0, iq4_xs -> iq4_nl; f16 when cols % 32 != 0 too).",
+                       NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::enum_option(
+          "mixture", "none", kMixtures, 10,
+          "A llama-quantize file type: each tensor gets the type llama-quantize gives it in that "
+          "mixture (attn_v and ffn_down in more bits in some layers, …; llama.cpp's fallback for "
+          "rows that are not whole blocks), from its name (model.layers.N.…) and the options "
+          "layers, heads, kv_heads and imatrix; `type` and `fallback` are then unused.",
+          NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::int_option("layers", 0, 0, 100000,
+                      "With mixture: the model's number of decoder blocks (llama.cpp's n_layer).",
+                      NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::int_option("heads", 1, 1, 100000,
+                      "With mixture: attention heads (n_head; heads / kv_heads is the GQA "
+                      "factor some mixtures use).",
+                      NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::int_option("kv_heads", 1, 1, 100000, "With mixture: key/value heads (n_head_kv).",
+                      NWC_OPTF_AFFECTS_BITSTREAM),
+      nwc::bool_option("imatrix", false,
+                       "With mixture: quantized with an importance matrix (some rules differ, as "
+                       "in llama-quantize); must match whether the host passes importance "
+                       "weights ([importance] in the pipeline).",
                        NWC_OPTF_AFFECTS_BITSTREAM));
 
   explicit GgmlQuantizer(const nwc::Options &opts)
       : type_(*nwc::ggml::type_from_name(opts.get_string("type"))),
-        llama_fallback_(opts.get_string("fallback") == "llama.cpp") {}
+        llama_fallback_(opts.get_string("fallback") == "llama.cpp") {
+    const std::string mixture = opts.get_string("mixture");
+    if (mixture == "none") return;
+    mixture_ = nwc::ggml::mixture_from_name(mixture);
+    model_.n_layers = static_cast<int>(opts.get_int("layers"));
+    model_.n_head = static_cast<int>(opts.get_int("heads"));
+    model_.n_head_kv = static_cast<int>(opts.get_int("kv_heads"));
+    model_.has_imatrix = opts.get_bool("imatrix");
+    if (model_.n_layers <= 0)
+      nwc::fail(NWC_E_INVALID_ARG, "option mixture = \"" + mixture +
+                                       "\" needs layers = the model's number of decoder blocks");
+    if (model_.n_head % model_.n_head_kv != 0)
+      nwc::fail(NWC_E_INVALID_ARG, "options heads = " + std::to_string(model_.n_head) +
+                                       " and kv_heads = " + std::to_string(model_.n_head_kv) +
+                                       ": heads must be a multiple of kv_heads");
+  }
 
   void quantize(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
                 nwc::Tensor<int32_t> symbols, nwc::Tensor<float> dequantized,
@@ -69,6 +108,12 @@ public:
     const std::string tensor(b.tensor_name);
     check_same_shape(tensor, "symbols", latents, symbols.rows, symbols.cols);
     check_same_shape(tensor, "dequantized", latents, dequantized.rows, dequantized.cols);
+    if (mixture_ && (b.importance != nullptr) != model_.has_imatrix)
+      nwc::fail(NWC_E_INVALID_ARG,
+                "tensor '" + tensor + "': option imatrix = " +
+                    (model_.has_imatrix ? "true" : "false") + " but the host passes " +
+                    (b.importance ? "importance weights" : "no importance weights") +
+                    " ([importance] in the pipeline decides)");
     const Type t = resolve(b);
     const TypeTraits &tt = nwc::ggml::traits(t);
     const int64_t n = latents.rows, m = latents.cols;
@@ -179,9 +224,26 @@ public:
   }
 
 private:
-  // The type of this tensor: the option's, or with fallback = "llama.cpp" the type llama-quantize
-  // gives rows of this length.
+  // The type of this tensor: the mixture's for its name, the option's, or with fallback =
+  // "llama.cpp" the type llama-quantize gives rows of this length.
   Type resolve(const nwc::BlockInfo &b) const {
+    if (mixture_) {
+      int layer = -1;
+      const std::string gguf = nwc::ggml::gguf_tensor_name(b.tensor_name, &layer);
+      if (layer < 0 || layer >= model_.n_layers)
+        nwc::fail(NWC_E_INVALID_ARG,
+                  "tensor '" + std::string(b.tensor_name) +
+                      "': option mixture needs a decoder-block linear model.layers.N.… with N < "
+                      "layers = " +
+                      std::to_string(model_.n_layers));
+      const nwc::ggml::MixtureChoice c =
+          nwc::ggml::ggml_mixture_type(*mixture_, gguf, layer, b.cols, 2, model_);
+      if (c.kind != nwc::ggml::MixtureChoice::Kind::Quantized)
+        nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
+                                         "': llama-quantize does not quantize it in mixture " +
+                                         nwc::ggml::mixture_name(*mixture_));
+      return c.type;
+    }
     if (llama_fallback_) return nwc::ggml::llama_fallback_type(type_, b.cols);
     const TypeTraits &tt = nwc::ggml::traits(type_);
     if (b.cols % tt.block != 0)
@@ -231,6 +293,8 @@ private:
 
   Type type_;
   bool llama_fallback_;
+  std::optional<nwc::ggml::Mixture> mixture_; // per-tensor types of a llama-quantize file type
+  nwc::ggml::MixtureModel model_;
 };
 
 } // namespace
