@@ -364,16 +364,22 @@ TEST_CASE("ggml: descriptor and options") {
   const auto &d = inst.descriptor();
   CHECK(d.kind == NWC_KIND_QUANTIZER);
   CHECK((d.flags & NWC_PLUGIN_DETERMINISTIC) != 0);
-  REQUIRE(d.option_count == 2);
+  REQUIRE(d.option_count == 7);
   CHECK(std::string(d.options[0].key) == "type");
   CHECK(d.options[0].type == NWC_OPT_ENUM);
   CHECK(d.options[0].choice_count == 13);
   CHECK(std::string(d.options[0].default_value.u.s) == "q8_0"); // llama-quantize's default
   CHECK(std::string(d.options[1].key) == "fallback");
+  CHECK(std::string(d.options[2].key) == "mixture");
+  CHECK(d.options[2].choice_count == 10);
+  CHECK(std::string(d.options[2].default_value.u.s) == "none");
   for (uint32_t i = 0; i < d.option_count; ++i)
     CHECK((d.options[i].flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0);
   Instance bad(kId, {opt_enum("type", "q4_k")}); // ggml's spelling is q4_K
   CHECK(bad.status == NWC_E_INVALID_OPTION);
+  // A mixture needs the model's block count.
+  Instance no_layers(kId, {opt_enum("mixture", "Q4_K_M")});
+  CHECK(no_layers.status == NWC_E_INVALID_ARG);
 }
 
 TEST_CASE("ggml: the reference library's types are the plugin's") {
