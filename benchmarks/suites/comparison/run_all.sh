@@ -17,15 +17,18 @@ mkdir -p "$out"
 
 # stories260K: ppl-v1 on the whole tinystories-eval.txt, calibration on tinystories-calib.txt.
 "$nwc" bench --model "$data/models/stories260K/stories260K.bin" \
-  --tokenizer "$data/models/stories260K/tok512.bin" --pipelines "${suites[@]}" -o "$out/stories260K"
+  --tokenizer "$data/models/stories260K/tok512.bin" \
+  --pipelines "${suites[@]}" "$root/benchmarks/suites/ggml-mixtures/stories260K" -o "$out/stories260K"
 # aidreams260K: its own continuations (aidreams_text.sh) for evaluation and calibration.
 bash "$here/aidreams_text.sh" "$nwc" "$out/aidreams-text"
 "$nwc" bench --model "$data/models/aidreams260K/aidreams260K.bin" \
   --tokenizer "$data/models/aidreams260K/tok512.bin" --eval-text "$out/aidreams-text/eval.txt" \
-  --calib-text "$out/aidreams-text/calib.txt" --pipelines "${suites[@]}" -o "$out/aidreams260K"
+  --calib-text "$out/aidreams-text/calib.txt" \
+  --pipelines "${suites[@]}" "$root/benchmarks/suites/ggml-mixtures/aidreams260K" -o "$out/aidreams260K"
 # tinystories656K: the HF directory with its tokenizer.json, TinyStories texts.
 "$nwc" bench --model "$data/models/tinystories656K" \
-  --tokenizer "$data/models/tinystories656K/tokenizer.json" --pipelines "${suites[@]}" \
+  --tokenizer "$data/models/tinystories656K/tokenizer.json" \
+  --pipelines "${suites[@]}" "$root/benchmarks/suites/ggml-mixtures/tinystories656K" \
   -o "$out/tinystories656K"
 
 {
