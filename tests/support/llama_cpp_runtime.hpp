@@ -12,7 +12,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -107,22 +109,24 @@ public:
       return ids;
     }
 
+    // llama.cpp's logits at every position of one window evaluated from an empty cache:
+    // [tokens, n_vocab] row-major.
+    std::vector<float> logits(const std::vector<int32_t> &tokens) const {
+      decode_window(tokens);
+      const auto v = static_cast<size_t>(n_vocab());
+      std::vector<float> out(tokens.size() * v);
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        const float *l = lib_.get_logits_ith(ctx_, static_cast<int32_t>(i));
+        std::copy(l, l + v, out.begin() + static_cast<std::ptrdiff_t>(i * v));
+      }
+      return out;
+    }
+
     // Sum of next-token NLLs over one window evaluated from an empty cache (positions 0..n-1):
     // log-softmax of llama.cpp's logits at i, taken at token i+1.
     double window_nll(const std::vector<int32_t> &tokens) const {
       const auto n = static_cast<int32_t>(tokens.size());
-      lib_.memory_clear(lib_.get_memory(ctx_), true);
-      std::vector<int32_t> tok(tokens), pos(tokens.size()), nseq(tokens.size(), 1);
-      std::vector<int32_t> seq0(tokens.size(), 0);
-      std::vector<int32_t *> seq(tokens.size());
-      std::vector<int8_t> out(tokens.size(), 1);
-      for (int32_t i = 0; i < n; ++i) {
-        pos[static_cast<size_t>(i)] = i;
-        seq[static_cast<size_t>(i)] = &seq0[static_cast<size_t>(i)];
-      }
-      const Batch b{n, tok.data(), nullptr, pos.data(), nseq.data(), seq.data(), out.data()};
-      if (const int32_t rc = lib_.decode(ctx_, b); rc != 0)
-        throw std::runtime_error("llama_decode returned " + std::to_string(rc));
+      decode_window(tokens);
       const int32_t v = n_vocab();
       double sum = 0;
       for (int32_t i = 0; i + 1 < n; ++i) {
@@ -137,6 +141,24 @@ public:
     }
 
   private:
+    // llama_decode of tokens at positions 0..n-1 of sequence 0, after clearing the cache, with
+    // logits at every position.
+    void decode_window(const std::vector<int32_t> &tokens) const {
+      const auto n = static_cast<int32_t>(tokens.size());
+      lib_.memory_clear(lib_.get_memory(ctx_), true);
+      std::vector<int32_t> tok(tokens), pos(tokens.size()), nseq(tokens.size(), 1);
+      std::vector<int32_t> seq0(tokens.size(), 0);
+      std::vector<int32_t *> seq(tokens.size());
+      std::vector<int8_t> out(tokens.size(), 1);
+      for (int32_t i = 0; i < n; ++i) {
+        pos[static_cast<size_t>(i)] = i;
+        seq[static_cast<size_t>(i)] = &seq0[static_cast<size_t>(i)];
+      }
+      const Batch b{n, tok.data(), nullptr, pos.data(), nseq.data(), seq.data(), out.data()};
+      if (const int32_t rc = lib_.decode(ctx_, b); rc != 0)
+        throw std::runtime_error("llama_decode returned " + std::to_string(rc));
+    }
+
     const LlamaCpp &lib_;
     void *model_ = nullptr, *ctx_ = nullptr;
     const void *vocab_ = nullptr;

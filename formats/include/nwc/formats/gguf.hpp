@@ -26,12 +26,14 @@ using GgufMetadata = std::vector<std::pair<std::string, GgufValue>>;
 // is validated against the file size before allocation.
 Model read_gguf(const std::filesystem::path &path);
 
-// Writes a Llama model as GGUF v3 (llama architecture metadata, F32, F16 or BF16 tensors,
-// alignment 32),
-// with GGUF tensor names; q/k rows of rotate-half (HF) models are permuted to the interleaved
-// pairing ggml's RoPE uses. `extra` is written after the architecture keys (the tokenizer's
-// tokenizer.ggml.* keys: llama.cpp refuses a model without them); a key of `extra` that the
-// writer sets itself is an error. Written through a temporary file renamed on success.
+// Writes a Llama-family model as GGUF v3 (F32, F16 or BF16 tensors, vectors always F32, alignment
+// 32) with GGUF tensor names, as llama.cpp's architecture "qwen2" or "qwen3" for those model types
+// and "llama" otherwise: head size (attention.key_length), q/k/v/o and MLP biases, Qwen 3's q/k
+// norms. q/k rows (and biases) are permuted to the RoPE pairing of that architecture (adjacent
+// pairs for "llama", rotate-half for the Qwens). RoPE scaling, a sliding window, and a field the
+// architecture lacks are refused naming it. `extra` is written after the architecture keys (the
+// tokenizer's tokenizer.ggml.* keys: llama.cpp refuses a model without them); a key of `extra`
+// that the writer sets itself is an error. Written through a temporary file renamed on success.
 void write_gguf(const Model &model, const std::filesystem::path &path, DType dtype,
                 const GgufMetadata &extra = {});
 
