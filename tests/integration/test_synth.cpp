@@ -128,6 +128,20 @@ std::set<int64_t> outlier_columns(const std::vector<float> &w, int64_t rows, int
   return out;
 }
 
+// `nwc synth -o DIR/bad ARGS` is a usage error (exit 2) of one line naming `needle`, and writes
+// nothing.
+void check_usage_error(const fs::path &dir, const std::vector<std::string> &args,
+                       const std::string &needle) {
+  std::vector<std::string> full = {"synth", "-o", (dir / "bad").string()};
+  full.insert(full.end(), args.begin(), args.end());
+  Result b = run_nwc(full);
+  INFO(b.err);
+  CHECK(b.exit_code == 2);
+  CHECK(contains(b.err, needle));
+  CHECK(std::count(b.err.begin(), b.err.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(dir / "bad"));
+}
+
 } // namespace
 
 TEST_CASE("synth: the tiny preset loads as an HF Llama checkpoint, every tensor as declared") {
@@ -512,14 +526,7 @@ TEST_CASE("nwc synth: writes a checkpoint that nwc eval reads, and bad values ar
   CHECK(load_model(out).arch.n_layers == 1);
 
   auto usage = [&](const std::vector<std::string> &args, const std::string &needle) {
-    std::vector<std::string> full = {"synth", "-o", (dir / "bad").string()};
-    full.insert(full.end(), args.begin(), args.end());
-    Result b = run_nwc(full);
-    INFO(b.err);
-    CHECK(b.exit_code == 2);
-    CHECK(contains(b.err, needle));
-    CHECK(std::count(b.err.begin(), b.err.end(), '\n') == 1);
-    CHECK_FALSE(fs::exists(dir / "bad"));
+    check_usage_error(dir.path(), args, needle);
   };
   usage({"--kv-heads", "3"}, "--kv-heads");
   usage({"--dim", "0"}, "--dim");
@@ -662,14 +669,7 @@ TEST_CASE("nwc synth: each model-config variant is read back as written") {
     CHECK_NOTHROW(LlamaModel(m, 1));
   }
   auto usage = [&](const std::vector<std::string> &args, const std::string &needle) {
-    std::vector<std::string> full = {"synth", "-o", (dir / "bad").string()};
-    full.insert(full.end(), args.begin(), args.end());
-    Result b = run_nwc(full);
-    INFO(b.err);
-    CHECK(b.exit_code == 2);
-    CHECK(contains(b.err, needle));
-    CHECK(std::count(b.err.begin(), b.err.end(), '\n') == 1);
-    CHECK_FALSE(fs::exists(dir / "bad"));
+    check_usage_error(dir.path(), args, needle);
   };
   usage({"--model-type", "gemma"}, "--model-type");
   usage({"--head-dim", "7"}, "--head-dim");
