@@ -91,7 +91,13 @@ NWC_PIN(offsetof(nwc_chunker_interface, row_scales) == 32);
 NWC_PIN(offsetof(nwc_chunker_interface, chunk_columns) == 40);
 NWC_PIN(sizeof(nwc_transform_interface) == 40);
 NWC_PIN(offsetof(nwc_transform_interface, probability_model) == 32);
-NWC_PIN(sizeof(nwc_quantizer_interface) == 32);
+NWC_PIN(sizeof(nwc_quantizer_interface) == 40);
+NWC_PIN(offsetof(nwc_quantizer_interface, export_native) == 32); /* since 1.5 */
+NWC_PIN(sizeof(nwc_native_layout) == 56);                        /* since 1.5 */
+NWC_PIN(offsetof(nwc_native_layout, format) == 8);
+NWC_PIN(offsetof(nwc_native_layout, type) == 24);
+NWC_PIN(offsetof(nwc_native_layout, values_per_block) == 40);
+NWC_PIN(offsetof(nwc_native_layout, bytes_per_block) == 48);
 NWC_PIN(offsetof(nwc_quantizer_interface, dequantize) == 16);
 NWC_PIN(offsetof(nwc_quantizer_interface, quantize_fitted) == 24); /* since 1.1 */
 NWC_PIN(sizeof(nwc_entropy_interface) == 24);
@@ -111,7 +117,7 @@ NWC_PIN(offsetof(nwc_rotation_interface, inverse) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010004u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010005u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
         NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5 && NWC_KIND_ROTATION == 6);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);

@@ -89,7 +89,7 @@ public:
                                   " writes value-dependent side information, which fitted "
                                   "quantization (GPTQ groups) cannot use");
     std::vector<float> *ref_lat = forward(ref_chunks, ref_lat_buf);
-    if (st_.quantizer->struct_size < sizeof(nwc_quantizer_interface) ||
+    if (!interface_has(st_.quantizer, offsetof(nwc_quantizer_interface, quantize_fitted)) ||
         !st_.quantizer->quantize_fitted)
       fail(NWC_E_INVALID_ARG, "tensor " + tensor + ": quantizer " +
                                   st_.at(Slot::Quantizer).plugin().id +

@@ -19,7 +19,7 @@ namespace {
 // with them, and they are stored as stream "row_scales".
 void add_row_scales(EncodedTensor &enc, BlockCodec &bc, const Stages &st,
                     const nwc_tensor_view &weight) {
-  if (!chunker_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) ||
+  if (!interface_has(st.chunker, offsetof(nwc_chunker_interface, row_scales)) ||
       !st.chunker->row_scales)
     return;
   const std::string &name = enc.record.name;

@@ -76,10 +76,6 @@ std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape) {
   return {shape[0], cols};
 }
 
-bool chunker_has(const nwc_chunker_interface *c, size_t offset) {
-  return c->struct_size >= offset + sizeof(void *);
-}
-
 // Chunk geometry of a block, checked so that a plugin cannot make the host allocate wildly.
 Geometry plan_block(const Stages &st, const nwc_block_info &info) {
   nwc_chunk_geometry g{};

@@ -63,7 +63,11 @@ void rotation_inverse(const Stages &st, const std::string &where, const uint8_t 
 std::pair<int64_t, int64_t> as_matrix(const std::vector<int64_t> &shape);
 
 // Whether a chunker's interface (ABI 1.x, possibly older and shorter) has the member at offset.
-bool chunker_has(const nwc_chunker_interface *c, size_t offset);
+// Whether an interface table covers the function pointer at offset (appended by a minor ABI
+// version; an older plugin's table is shorter).
+template <class Interface> bool interface_has(const Interface *i, size_t offset) {
+  return i->struct_size >= offset + sizeof(void *);
+}
 
 // A block's chunks: count chunks of length values, each transformed to latent values.
 struct Geometry {

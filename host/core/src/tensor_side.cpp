@@ -108,7 +108,7 @@ std::vector<uint8_t> chunk_levels(const Stages &st, const nwc_block_info &info, 
                                   const std::vector<uint8_t> &levels) {
   if (levels.empty()) return {};
   const Instance &ch = st.at(Slot::Chunker);
-  if (!chunker_has(st.chunker, offsetof(nwc_chunker_interface, chunk_columns)) ||
+  if (!interface_has(st.chunker, offsetof(nwc_chunker_interface, chunk_columns)) ||
       !st.chunker->chunk_columns)
     fail(NWC_E_INVALID_ARG, std::string("tensor ") + info.tensor_name +
                                 ": per-column quality levels need a chunker that maps chunks to "

@@ -465,6 +465,17 @@ public:
                                Tensor<int32_t>, Tensor<float>, Sink &) {
     fail(NWC_E_INVALID_ARG, "this quantizer cannot fit its parameters on reference values");
   }
+  // Set to true in a quantizer that implements export_native (ABI 1.5).
+  static constexpr bool supports_native = false;
+  // The storage format export_native writes: names of fewer than 16 bytes.
+  struct NativeLayout {
+    std::string format, type;
+    uint64_t values_per_block = 0, bytes_per_block = 0;
+  };
+  // The block's codes as native blocks of another runtime's format (see quantizer.h).
+  virtual NativeLayout export_native(const BlockInfo &, ConstTensor<int32_t>, Bytes, Sink &) {
+    fail(NWC_E_UNSUPPORTED_SHAPE, "this quantizer has no native block format");
+  }
 };
 
 class EntropyCoder : public Stage {
@@ -694,6 +705,25 @@ template <class P> struct Trampolines {
                                  Tensor<int32_t>(s), Tensor<float>(d), sk);
     });
   }
+  static nwc_status export_native(nwc_instance *i, const nwc_block_info *b,
+                                  const nwc_tensor_view *s, nwc_bytes side,
+                                  nwc_native_layout *layout, nwc_sink *out) {
+    return guarded(i, [&] {
+      if (!layout || layout->struct_size < sizeof(nwc_native_layout))
+        fail(NWC_E_INVALID_ARG, "native layout missing or too small");
+      Sink sk(out);
+      const Quantizer::NativeLayout l = self<P>(i).export_native(
+          BlockInfo::from(b), ConstTensor<int32_t>(s), Bytes{side.data, side.size}, sk);
+      if (l.format.size() >= sizeof(layout->format) || l.type.size() >= sizeof(layout->type))
+        fail(NWC_E_INTERNAL, "native format or type name longer than 15 bytes");
+      std::memset(layout->format, 0, sizeof(layout->format));
+      std::memset(layout->type, 0, sizeof(layout->type));
+      std::memcpy(layout->format, l.format.data(), l.format.size());
+      std::memcpy(layout->type, l.type.data(), l.type.size());
+      layout->values_per_block = l.values_per_block;
+      layout->bytes_per_block = l.bytes_per_block;
+    });
+  }
   static nwc_status encode(nwc_instance *i, const nwc_tensor_view *s, const nwc_cdf_model *m,
                            nwc_sink *out) {
     return guarded(i, [&] {
@@ -759,8 +789,12 @@ template <class P> struct Trampolines {
                                              forward,   inverse, probability_model};
       if (want == NWC_TRANSFORM_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<Quantizer, P>) {
-      static const nwc_quantizer_interface t{sizeof(t), 0, quantize, dequantize,
-                                             P::supports_fitted ? quantize_fitted : nullptr};
+      static const nwc_quantizer_interface t{sizeof(t),
+                                             0,
+                                             quantize,
+                                             dequantize,
+                                             P::supports_fitted ? quantize_fitted : nullptr,
+                                             P::supports_native ? export_native : nullptr};
       if (want == NWC_QUANTIZER_INTERFACE) return &t;
     } else if constexpr (std::is_base_of_v<EntropyCoder, P>) {
       static const nwc_entropy_interface t{sizeof(t), 0, encode, decode};
