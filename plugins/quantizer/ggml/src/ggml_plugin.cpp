@@ -32,7 +32,7 @@ constexpr const char *kMixtures[] = {"none",   "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4
 class GgmlQuantizer final : public nwc::Quantizer {
 public:
   static constexpr const char *id = "nwc.quant.ggml";
-  static constexpr const char *version = "1.1.0";
+  static constexpr const char *version = "1.2.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "ggml";
   static constexpr const char *description =
@@ -44,9 +44,11 @@ public:
       "the per-weight codes, "
       "the side information the rest of each block (scales, minimums), so symbols + side repack "
       "into ggml's block bytes (ggml_blocks.hpp) and cost ggml's bits per weight with "
-      "nwc.entropy.raw.";
+      "nwc.entropy.raw; export_native (ABI 1.5) hands those block bytes to the host, which writes "
+      "them into GGUF files without re-quantizing.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   static constexpr bool supports_fitted = false;
+  static constexpr bool supports_native = true;
   NWC_OPTIONS(
       nwc::enum_option(
           "type", "q8_0", kTypeNames, 13,
@@ -221,6 +223,38 @@ public:
         nwc::ggml::dequantize_block(t, q + at, sd, y + at);
       }
     }
+  }
+
+  // Repacks symbols + side into ggml's block bytes: the chunks are the block's rows cut into whole
+  // ggml blocks of consecutive columns (check_geometry), so the chunks in order are the rows in
+  // order, each row's blocks in column order, which is how GGUF stores a row-major tensor.
+  NativeLayout export_native(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols,
+                             nwc::Bytes side, nwc::Sink &out) override {
+    const std::string tensor(b.tensor_name);
+    const Type t = resolve(b);
+    const TypeTraits &tt = nwc::ggml::traits(t);
+    const int64_t n = symbols.rows, m = symbols.cols;
+    check_geometry(b, t, n, m);
+    const int64_t per_chunk = m / tt.block;
+    if (side.size != static_cast<size_t>(n * per_chunk * tt.side_bytes))
+      nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + tensor + "': side info has " +
+                                          std::to_string(side.size) + " bytes, expected " +
+                                          std::to_string(n * per_chunk * tt.side_bytes));
+    std::vector<uint8_t> bytes(static_cast<size_t>(n * per_chunk * tt.block_bytes));
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t k = 0; k < per_chunk; ++k) {
+        const int32_t *q = symbols.row(r) + k * tt.block;
+        if (!nwc::ggml::symbols_in_range(t, q))
+          nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + tensor + "': chunk " + std::to_string(r) +
+                                              ", " + tt.name + " block " + std::to_string(k) +
+                                              ": a symbol is outside the type's range");
+        const size_t at = static_cast<size_t>(r * per_chunk + k);
+        nwc::ggml::pack_block(t, q, side.data + at * tt.side_bytes,
+                              bytes.data() + at * tt.block_bytes);
+      }
+    out.write(bytes.data(), bytes.size());
+    return {"ggml", tt.name, static_cast<uint64_t>(tt.block),
+            static_cast<uint64_t>(tt.block_bytes)};
   }
 
 private:

@@ -100,6 +100,30 @@ std::vector<uint8_t> packed(Type t, const Coded &c) {
   return out;
 }
 
+// The plugin's export_native (ABI 1.5) of a coded tensor: ggml's block bytes, row after row, with
+// the layout named for the type.
+std::vector<uint8_t> exported(Instance &inst, Type t, const Coded &c, int64_t rows, int64_t cols,
+                              int64_t group, const char *tensor = "blk.0.ffn_up.weight") {
+  const auto &q = quantizer(inst);
+  REQUIRE(q.struct_size >= offsetof(nwc_quantizer_interface, export_native) + sizeof(void *));
+  REQUIRE(static_cast<bool>(q.export_native));
+  Block block(tensor, rows, cols, 0, cols);
+  View sym(c.symbols.data(), rows * cols / group, group);
+  nwc_native_layout layout{};
+  layout.struct_size = sizeof(layout);
+  VecSink out;
+  const nwc_status s = q.export_native(inst.get(), block.get(), sym.get(),
+                                       nwc_bytes{c.side.data(), c.side.size()}, &layout, out.get());
+  INFO(inst.last_error());
+  REQUIRE(s == NWC_OK);
+  const auto &tt = nwc::ggml::traits(t);
+  CHECK(std::string(layout.format) == "ggml");
+  CHECK(std::string(layout.type) == tt.name);
+  CHECK(layout.values_per_block == static_cast<uint64_t>(tt.block));
+  CHECK(layout.bytes_per_block == static_cast<uint64_t>(tt.block_bytes));
+  return out.bytes;
+}
+
 std::vector<uint8_t> ggml_bytes(Type t, const std::vector<float> &w, int64_t rows, int64_t cols,
                                 const std::vector<float> *imatrix) {
   const GgmlBase &g = GgmlBase::get();
@@ -157,6 +181,7 @@ size_t check_against_ggml(Type t, const std::vector<float> &w, int64_t rows, int
   REQUIRE(c.status == NWC_OK);
   const std::vector<uint8_t> ours = packed(t, c);
   const std::vector<uint8_t> ref = ggml_bytes(t, w, rows, cols, imatrix);
+  CHECK(exported(inst, t, c, rows, cols, tt.block) == ours); // what GGUF export writes
   const size_t at = first_difference(ours, ref);
   if (at < ref.size() || ours.size() != ref.size()) {
     const size_t blk = at / static_cast<size_t>(tt.block_bytes);
@@ -527,6 +552,7 @@ TEST_CASE("ggml: f16 and the llama.cpp fallback on 64-, 96- and 172-column rows"
     CHECK(c.side.empty());
     const std::vector<uint8_t> ref = ggml_bytes(Type::F16, w2, L * D, H, nullptr);
     CHECK(packed(Type::F16, c) == ref);
+    CHECK(exported(inst, Type::F16, c, L * D, H, H, "blk.0.ffn_down.weight") == ref);
     CHECK(same_bits(c.dequantized, ggml_to_float(Type::F16, ref, w2.size())));
     tally()["f16 plain"] += w2.size();
   }
@@ -559,6 +585,7 @@ TEST_CASE("ggml: f16 and the llama.cpp fallback on 64-, 96- and 172-column rows"
       const std::vector<uint8_t> ref =
           ggml_bytes(k.expect, *k.w, k.rows, k.cols, with_im ? &im : nullptr);
       CHECK(packed(k.expect, c) == ref);
+      CHECK(exported(inst, k.expect, c, k.rows, k.cols, k.group) == ref); // the fallback's type
       CHECK(same_bits(c.dequantized, ggml_to_float(k.expect, ref, k.w->size())));
       std::vector<float> dec;
       REQUIRE(decode(inst, c.symbols, c.side, k.rows, k.cols, k.group, dec) == NWC_OK);
@@ -696,6 +723,22 @@ TEST_CASE("ggml: corrupt side info and symbols are rejected") {
       CHECK(decode(inst, sym, c.side, 4, 256, group, out) == NWC_E_CORRUPT_STREAM);
       CHECK(inst.last_error().find("symbol " + std::to_string(bad)) != std::string::npos);
     }
+    // export_native validates the same untrusted input before repacking it
+    auto export_status = [&](const std::vector<int32_t> &sym, const std::vector<uint8_t> &side) {
+      Block block("blk.0.ffn_up.weight", 4, 256, 0, 256);
+      View sv(sym.data(), 4 * 256 / group, group);
+      nwc_native_layout layout{};
+      layout.struct_size = sizeof(layout);
+      VecSink sink;
+      return quantizer(inst).export_native(inst.get(), block.get(), sv.get(),
+                                           nwc_bytes{side.data(), side.size()}, &layout,
+                                           sink.get());
+    };
+    CHECK(export_status(c.symbols, c.side) == NWC_OK);
+    CHECK(export_status(c.symbols, longer) == NWC_E_CORRUPT_STREAM);
+    std::vector<int32_t> out_of_range = c.symbols;
+    out_of_range[3] = tt.symbol_max + 1;
+    CHECK(export_status(out_of_range, c.side) == NWC_E_CORRUPT_STREAM);
     // an infinite or NaN fp16 scale (for f16, an infinite value)
     int nf = 0;
     const int *fields = nwc::ggml::half_fields(tt.type, &nf);
