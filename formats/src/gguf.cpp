@@ -466,6 +466,26 @@ void check_data_section(const std::vector<Info> &infos, uint64_t data_size, cons
                                      sorted[i]->gguf_name + "' overlap in the data section");
 }
 
+// n values of ggml blocks of `type` as float, bit for bit as ggml's to_float; a block whose fp16
+// scale is not finite is an error naming `where`.
+std::vector<float> dequantize_blocks(ggml::Type type, const uint8_t *src, uint64_t n,
+                                     const std::string &where) {
+  const ggml::TypeTraits &tr = ggml::traits(type);
+  std::vector<float> out(n);
+  std::vector<int32_t> symbols(static_cast<size_t>(tr.block));
+  std::vector<uint8_t> side(static_cast<size_t>(tr.side_bytes));
+  for (uint64_t b = 0; b < n / static_cast<uint64_t>(tr.block); ++b) {
+    const uint8_t *block = src + b * static_cast<uint64_t>(tr.block_bytes);
+    ggml::unpack_block(type, block, symbols.data(), side.data());
+    if (!ggml::side_is_valid(type, side.data()))
+      fail(NWC_E_CORRUPT_STREAM,
+           where + " block " + std::to_string(b) + " has a scale that is not a finite number");
+    ggml::dequantize_block(type, symbols.data(), side.data(),
+                           out.data() + b * static_cast<uint64_t>(tr.block));
+  }
+  return out;
+}
+
 // A tensor whose loader reads its data from the mapped file: F32, F16, BF16 and the ggml block
 // types of formats/ggml decode to float; other types are listed (so the model can be inspected)
 // but fail to load.
@@ -497,20 +517,15 @@ ModelTensor make_tensor(const Info &t, const std::shared_ptr<MappedFile> &file, 
     if (const std::optional<ggml::Type> q = quantized_type(t.type)) {
       const std::string where = p + ": tensor '" + t.gguf_name + "'";
       mt.load = [file, src, n, type = *q, where]() {
+        return dequantize_blocks(type, src, n, where);
+      };
+      // The blocks themselves, for writers of GGUF that keep them (write_gguf).
+      mt.load_native = [file, src, n, type = *q]() -> std::optional<NativeBlocks> {
         const ggml::TypeTraits &tr = ggml::traits(type);
-        std::vector<float> out(n);
-        std::vector<int32_t> symbols(static_cast<size_t>(tr.block));
-        std::vector<uint8_t> side(static_cast<size_t>(tr.side_bytes));
-        for (uint64_t b = 0; b < n / static_cast<uint64_t>(tr.block); ++b) {
-          const uint8_t *block = src + b * static_cast<uint64_t>(tr.block_bytes);
-          ggml::unpack_block(type, block, symbols.data(), side.data());
-          if (!ggml::side_is_valid(type, side.data()))
-            fail(NWC_E_CORRUPT_STREAM, where + " block " + std::to_string(b) +
-                                           " has a scale that is not a finite number");
-          ggml::dequantize_block(type, symbols.data(), side.data(),
-                                 out.data() + b * static_cast<uint64_t>(tr.block));
-        }
-        return out;
+        const uint64_t bytes = n / static_cast<uint64_t>(tr.block) * tr.block_bytes;
+        return NativeBlocks{"ggml", tr.name, static_cast<uint64_t>(tr.block),
+                            static_cast<uint64_t>(tr.block_bytes),
+                            std::vector<uint8_t>(src, src + bytes)};
       };
       break;
     }
@@ -639,7 +654,82 @@ std::string gguf_architecture(const Model &model) {
 
 } // namespace
 
-void write_gguf(const Model &model, const fs::path &path, DType dtype, const GgufMetadata &extra) {
+namespace {
+
+// The ggml type a tensor's native blocks are written in, or nullopt (with the reason in notes)
+// when they cannot be: not ggml blocks of a type nwc decodes, or blocks that do not decode bit
+// for bit to the tensor's values (a stage after the quantizer changed them).
+std::optional<ggml::Type> keepable_blocks(const ModelTensor &t, const std::string &where,
+                                          std::vector<std::string> &notes) {
+  if (!t.load_native) return std::nullopt;
+  const std::optional<NativeBlocks> nb = t.load_native();
+  if (!nb) return std::nullopt;
+  const std::string what = where + ": tensor '" + t.info.name + "': ";
+  const std::optional<ggml::Type> type =
+      nb->format == "ggml" ? ggml::type_from_name(nb->type) : std::nullopt;
+  if (!type) {
+    notes.push_back(what + nb->format + " " + nb->type + " blocks are not a ggml type nwc writes");
+    return std::nullopt;
+  }
+  const ggml::TypeTraits &tr = ggml::traits(*type);
+  const auto &shape = t.info.shape;
+  if (nb->values_per_block != static_cast<uint64_t>(tr.block) ||
+      nb->bytes_per_block != static_cast<uint64_t>(tr.block_bytes) || shape.size() != 2 ||
+      shape[1] % tr.block != 0 ||
+      nb->bytes.size() != t.info.numel() / static_cast<uint64_t>(tr.block) * tr.block_bytes)
+    fail(NWC_E_CORRUPT_STREAM, what + std::to_string(nb->bytes.size()) + " bytes of " + tr.name +
+                                   " blocks do not hold its shape");
+  const std::vector<float> decoded =
+      dequantize_blocks(*type, nb->bytes.data(), t.info.numel(), what + tr.name);
+  const std::vector<float> values = t.load();
+  if (values.size() != decoded.size() ||
+      std::memcmp(values.data(), decoded.data(), values.size() * sizeof(float)) != 0) {
+    notes.push_back(what + "its " + tr.name +
+                    " blocks do not decode to its values (a stage after the quantizer changes "
+                    "them): written as floats");
+    return std::nullopt;
+  }
+  return type;
+}
+
+// llama.cpp's file type for a file whose most frequent matrix type is t (llama_model_loader's
+// guess: Q3_K, Q4_K and Q5_K count as their _M mixtures).
+uint32_t file_type_of(ggml::Type t) {
+  switch (t) {
+  case ggml::Type::F16:
+    return 1;
+  case ggml::Type::Q4_0:
+    return 2;
+  case ggml::Type::Q4_1:
+    return 3;
+  case ggml::Type::Q8_0:
+    return 7;
+  case ggml::Type::Q5_0:
+    return 8;
+  case ggml::Type::Q5_1:
+    return 9;
+  case ggml::Type::Q2_K:
+    return 10;
+  case ggml::Type::Q3_K:
+    return 12;
+  case ggml::Type::Q4_K:
+    return 15;
+  case ggml::Type::Q5_K:
+    return 17;
+  case ggml::Type::Q6_K:
+    return 18;
+  case ggml::Type::IQ4_NL:
+    return 25;
+  case ggml::Type::IQ4_XS:
+    return 30;
+  }
+  return 0;
+}
+
+} // namespace
+
+GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype,
+                           const GgufMetadata &extra, bool keep_blocks) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     fail(NWC_E_UNSUPPORTED_DTYPE, path.string() + ": GGUF output supports F32, F16 and BF16");
   const Architecture &a = model.arch;
@@ -658,7 +748,25 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
   constexpr uint64_t kAlign = 32;
   // ggml_type and llama_ftype of the tensors: F32 0/0, F16 1/1, BF16 30/32.
   const uint32_t ggml_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 30u;
-  const uint32_t file_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 32u;
+  uint32_t file_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 32u;
+
+  // Tensors whose source holds ggml blocks (a GGUF file, a container coded by nwc.quant.ggml) are
+  // written as those blocks, not re-quantized; decided before the header, which gives each
+  // tensor's type and size. The file type is then llama.cpp's guess from the most frequent one.
+  GgufWriteReport report;
+  std::vector<std::optional<ggml::Type>> kept(model.tensors.size());
+  if (keep_blocks) {
+    std::map<ggml::Type, size_t> counts;
+    for (size_t i = 0; i < model.tensors.size(); ++i)
+      if ((kept[i] = keepable_blocks(model.tensors[i], model.path.string(), report.notes)))
+        ++counts[*kept[i]];
+    size_t most = 0;
+    for (const auto &[type, count] : counts)
+      if (count > most) {
+        most = count;
+        file_type = file_type_of(type);
+      }
+  }
 
   GgufMetadata kv = {
       {"general.architecture", arch},
@@ -752,15 +860,28 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
   };
   uint64_t offset = 0;
   std::vector<uint64_t> offsets;
-  for (const auto &t : model.tensors) {
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    const ModelTensor &t = model.tensors[i];
     str(gguf_name(t.info.name));
     u32(static_cast<uint32_t>(t.info.shape.size()));
     for (auto d = t.info.shape.rbegin(); d != t.info.shape.rend(); ++d)
       u64(static_cast<uint64_t>(*d));
-    u32(tensor_dtype(t) == DType::F32 ? 0u : ggml_type);
+    uint64_t bytes = t.info.numel() * dtype_size(tensor_dtype(t));
+    if (kept[i]) {
+      const ggml::TypeTraits &tr = ggml::traits(*kept[i]);
+      u32(static_cast<uint32_t>(*kept[i]));
+      bytes = t.info.numel() / static_cast<uint64_t>(tr.block) * tr.block_bytes;
+      report.tensor_types.emplace_back(t.info.name, tr.name);
+    } else {
+      const DType d = tensor_dtype(t);
+      u32(d == DType::F32 ? 0u : ggml_type);
+      report.tensor_types.emplace_back(t.info.name, d == DType::F32   ? "f32"
+                                                    : d == DType::F16 ? "f16"
+                                                                      : "bf16");
+    }
     u64(offset);
     offsets.push_back(offset);
-    offset += (t.info.numel() * dtype_size(tensor_dtype(t)) + kAlign - 1) / kAlign * kAlign;
+    offset += (bytes + kAlign - 1) / kAlign * kAlign;
   }
   while (head.size() % kAlign) head.push_back(0);
 
@@ -769,29 +890,45 @@ void write_gguf(const Model &model, const fs::path &path, DType dtype, const Ggu
   const uint64_t data_start = head.size();
   for (size_t i = 0; i < model.tensors.size(); ++i) {
     const ModelTensor &t = model.tensors[i];
-    std::vector<float> v = t.load();
     const std::string &n = t.info.name;
     auto ends = [&](const std::string &suffix) {
       return n.size() >= suffix.size() &&
              n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
-    // A bias is one column of its weight's rows.
+    // q/k rows (a bias is one column of its weight's rows) in the architecture's RoPE pairing.
     const bool to_rotate_half = neox;
-    if (permute && ends("self_attn.q_proj.weight"))
-      v = permute_rope_rows(v, a.n_heads, head_dim, a.dim, to_rotate_half);
-    else if (permute && ends("self_attn.k_proj.weight"))
-      v = permute_rope_rows(v, a.n_kv_heads, head_dim, a.dim, to_rotate_half);
-    else if (permute && ends("self_attn.q_proj.bias"))
-      v = permute_rope_rows(v, a.n_heads, head_dim, 1, to_rotate_half);
-    else if (permute && ends("self_attn.k_proj.bias"))
-      v = permute_rope_rows(v, a.n_kv_heads, head_dim, 1, to_rotate_half);
-    std::vector<uint8_t> bytes(v.size() * dtype_size(tensor_dtype(t)));
-    from_float(tensor_dtype(t), v.data(), v.size(), bytes.data());
+    int64_t heads = 0;
+    if (permute && (ends("self_attn.q_proj.weight") || ends("self_attn.q_proj.bias")))
+      heads = a.n_heads;
+    if (permute && (ends("self_attn.k_proj.weight") || ends("self_attn.k_proj.bias")))
+      heads = a.n_kv_heads;
+    const int64_t cols = ends(".bias") ? 1 : a.dim;
+    std::vector<uint8_t> bytes;
+    if (kept[i]) {
+      bytes = std::move(t.load_native()->bytes);
+      if (heads > 0) { // whole rows of blocks move: permute row indices, then the rows
+        std::vector<float> index(static_cast<size_t>(heads * head_dim));
+        for (size_t r = 0; r < index.size(); ++r) index[r] = static_cast<float>(r);
+        index = permute_rope_rows(index, heads, head_dim, 1, to_rotate_half);
+        const size_t row = bytes.size() / index.size();
+        std::vector<uint8_t> moved(bytes.size());
+        for (size_t r = 0; r < index.size(); ++r)
+          std::memcpy(moved.data() + r * row, bytes.data() + static_cast<size_t>(index[r]) * row,
+                      row);
+        bytes.swap(moved);
+      }
+    } else {
+      std::vector<float> v = t.load();
+      if (heads > 0) v = permute_rope_rows(v, heads, head_dim, cols, to_rotate_half);
+      bytes.resize(v.size() * dtype_size(tensor_dtype(t)));
+      from_float(tensor_dtype(t), v.data(), v.size(), bytes.data());
+    }
     std::vector<uint8_t> pad(static_cast<size_t>(data_start + offsets[i] - out.size()), 0);
     out.write(pad.data(), pad.size());
     out.write(bytes.data(), bytes.size());
   }
   out.commit();
+  return report;
 }
 
 } // namespace nwc

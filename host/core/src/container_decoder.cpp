@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -145,23 +146,30 @@ struct ContainerDecoder::Impl {
     return p;
   }
 
-  // Decodes block `block` of t (whose streams are `streams`) into dst: rows x width floats with
-  // row stride ld.
-  void decode_into(const TensorRecord &t, const TensorPlan &plan, size_t block,
-                   const std::vector<const StreamRef *> &streams, Lease &lease, float *dst,
-                   int64_t ld) const {
+  // A block up to its symbols: its info (chunk levels included), chunk geometry, the chunker's and
+  // the quantizer's side information (in the mapped file, checksummed); the entropy-decoded
+  // symbols are in the lease's scratch.
+  struct BlockCodes {
+    nwc_block_info info{};
+    Geometry g;
+    std::vector<uint8_t> levels; // info.chunk_levels points here
+    std::span<const uint8_t> chunk_side, quant_side;
+  };
+
+  void decode_codes(const TensorRecord &t, const TensorPlan &plan, size_t block,
+                    const std::vector<const StreamRef *> &streams, Lease &lease,
+                    BlockCodes &c) const {
     const std::string file = reader->path().string();
     const Stages &st = *lease.stages;
     Scratch &sc = *lease.scratch;
-    const int64_t rows = plan.rows;
     const BlockRecord &b = t.blocks[block];
-    std::span<const uint8_t> chunk_side, quant_side, coded; // in the mapped file, checksummed
+    std::span<const uint8_t> coded;
     bool have_entropy = false;
     for (const StreamRef *s : streams) {
       if (s->role == "chunker")
-        chunk_side = reader->stream_view(t, *s);
+        c.chunk_side = reader->stream_view(t, *s);
       else if (s->role == "quantizer")
-        quant_side = reader->stream_view(t, *s);
+        c.quant_side = reader->stream_view(t, *s);
       else if (s->role == "entropy") {
         coded = reader->stream_view(t, *s);
         have_entropy = true;
@@ -169,26 +177,43 @@ struct ContainerDecoder::Impl {
         fail(NWC_E_CORRUPT_STREAM,
              file + ": tensor " + t.name + ": unknown stream role '" + s->role + "'");
     }
-    nwc_block_info info = block_info(t.name, rows, plan.cols, b.col_begin, b.col_end, plan.side);
-    Geometry g = plan_block(st, info);
-    if (g.symbols() != b.symbol_count)
+    c.info = block_info(t.name, plan.rows, plan.cols, b.col_begin, b.col_end, plan.side);
+    c.g = plan_block(st, c.info);
+    if (c.g.symbols() != b.symbol_count)
       fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
                                      ": manifest says " + std::to_string(b.symbol_count) +
-                                     " symbols, the stages expect " + std::to_string(g.symbols()));
-    const std::vector<uint8_t> levels = chunk_levels(st, info, g, plan.side.levels);
-    if (!levels.empty()) info.chunk_levels = levels.data();
+                                     " symbols, the stages expect " +
+                                     std::to_string(c.g.symbols()));
+    c.levels = chunk_levels(st, c.info, c.g, plan.side.levels);
+    if (!c.levels.empty()) c.info.chunk_levels = c.levels.data();
     if (!have_entropy)
       fail(NWC_E_CORRUPT_STREAM, file + ": tensor " + t.name + " block " + std::to_string(block) +
                                      " has no entropy stream");
-
-    sc.symbols.resize(static_cast<size_t>(g.symbols()));
-    View sym_v(sc.symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
+    sc.symbols.resize(static_cast<size_t>(c.g.symbols()));
+    View sym_v(sc.symbols.data(), NWC_DTYPE_I32, c.g.count, c.g.latent);
     const nwc_cdf_model *model =
         st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
     st.at(Slot::Entropy)
         .check(st.entropy->decode(st.at(Slot::Entropy).raw(), nwc_bytes{coded.data(), coded.size()},
                                   model, sym_v.get()),
                ("decode of tensor " + t.name).c_str());
+  }
+
+  // Decodes block `block` of t (whose streams are `streams`) into dst: rows x width floats with
+  // row stride ld.
+  void decode_into(const TensorRecord &t, const TensorPlan &plan, size_t block,
+                   const std::vector<const StreamRef *> &streams, Lease &lease, float *dst,
+                   int64_t ld) const {
+    const Stages &st = *lease.stages;
+    Scratch &sc = *lease.scratch;
+    const int64_t rows = plan.rows;
+    const BlockRecord &b = t.blocks[block];
+    BlockCodes c;
+    decode_codes(t, plan, block, streams, lease, c);
+    const nwc_block_info &info = c.info;
+    const Geometry &g = c.g;
+    const std::span<const uint8_t> chunk_side = c.chunk_side, quant_side = c.quant_side;
+    View sym_v(sc.symbols.data(), NWC_DTYPE_I32, g.count, g.latent);
     sc.latents.resize(sc.symbols.size());
     View lat_v(sc.latents.data(), NWC_DTYPE_F32, g.count, g.latent);
     st.at(Slot::Quantizer)
@@ -315,6 +340,77 @@ std::vector<float> ContainerDecoder::decode_block(const TensorRecord &t, size_t 
   const int64_t w = b.col_end - b.col_begin;
   std::vector<float> out(static_cast<size_t>(plan->rows * w));
   impl_->decode_into(t, *plan, block, streams, lease, out.data(), w);
+  return out;
+}
+
+std::optional<NativeBlocks> ContainerDecoder::native_tensor(const TensorRecord &t) const {
+  if (t.storage != "pipeline" || t.blocks.empty()) return std::nullopt;
+  const std::string where = impl_->reader->path().string() + ": tensor " + t.name;
+  auto lease = impl_->lease(t.stage_config);
+  const Stages &st = *lease.stages;
+  const auto plan = impl_->plan_for(t);
+  if (st.transform || plan->rotated || !plan->row_gain.empty() || !plan->side.row_scales.empty() ||
+      !interface_has(st.quantizer, offsetof(nwc_quantizer_interface, export_native)) ||
+      !st.quantizer->export_native)
+    return std::nullopt;
+  // Blocks in column order; each adds its part of every row.
+  std::vector<size_t> order(t.blocks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return t.blocks[a].col_begin < t.blocks[b].col_begin; });
+  NativeBlocks out;
+  std::vector<std::vector<uint8_t>> parts(t.blocks.size());
+  for (size_t k : order) {
+    std::vector<const StreamRef *> streams;
+    for (const auto &s : t.streams)
+      if (s.block == static_cast<int32_t>(k)) streams.push_back(&s);
+    Impl::BlockCodes c;
+    impl_->decode_codes(t, *plan, k, streams, lease, c);
+    View sym_v(lease.scratch->symbols.data(), NWC_DTYPE_I32, c.g.count, c.g.latent);
+    nwc_native_layout layout{};
+    layout.struct_size = sizeof(layout);
+    VectorSink sink;
+    const nwc_status s = st.quantizer->export_native(
+        st.at(Slot::Quantizer).raw(), &c.info, sym_v.get(),
+        nwc_bytes{c.quant_side.data(), c.quant_side.size()}, &layout, &sink.sink);
+    if (s == NWC_E_UNSUPPORTED_SHAPE) return std::nullopt;
+    st.at(Slot::Quantizer).check(s, ("export_native of tensor " + t.name).c_str());
+    const std::string format(layout.format, strnlen(layout.format, sizeof(layout.format)));
+    const std::string type(layout.type, strnlen(layout.type, sizeof(layout.type)));
+    const int64_t width = t.blocks[k].col_end - t.blocks[k].col_begin;
+    if (layout.values_per_block == 0 || layout.bytes_per_block == 0 ||
+        t.blocks[k].col_begin % static_cast<int64_t>(layout.values_per_block) != 0 ||
+        width % static_cast<int64_t>(layout.values_per_block) != 0 ||
+        sink.bytes.size() != static_cast<size_t>(plan->rows) *
+                                 (static_cast<uint64_t>(width) / layout.values_per_block) *
+                                 layout.bytes_per_block)
+      fail(NWC_E_CORRUPT_STREAM, where + ": quantizer " + st.at(Slot::Quantizer).plugin().id +
+                                     " exported " + std::to_string(sink.bytes.size()) +
+                                     " bytes of " + format + " " + type +
+                                     ", not whole blocks of its " + std::to_string(plan->rows) +
+                                     " x " + std::to_string(width) + " values");
+    if (out.format.empty()) {
+      out.format = format;
+      out.type = type;
+      out.values_per_block = layout.values_per_block;
+      out.bytes_per_block = layout.bytes_per_block;
+    } else if (format != out.format || type != out.type) {
+      return std::nullopt; // column blocks of different types: no single native tensor
+    }
+    parts[k] = std::move(sink.bytes);
+  }
+  // Rows of the whole tensor: each block's row segments, in column order.
+  const auto rows = static_cast<size_t>(plan->rows);
+  size_t row_bytes = 0;
+  for (const auto &p : parts) row_bytes += p.size() / rows;
+  out.bytes.resize(rows * row_bytes);
+  size_t at = 0;
+  for (size_t k : order) {
+    const size_t seg = parts[k].size() / rows;
+    for (size_t r = 0; r < rows; ++r)
+      std::copy_n(parts[k].data() + r * seg, seg, out.bytes.data() + r * row_bytes + at);
+    at += seg;
+  }
   return out;
 }
 

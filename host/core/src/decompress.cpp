@@ -37,6 +37,7 @@ Model open_container_model(const std::filesystem::path &path, const Registry &re
     const TensorRecord *rec = &t;
     State *s = state.get();
     mt.load = [s, rec, threads] { return s->decoder->decode_tensor(*rec, threads); };
+    mt.load_native = [s, rec] { return s->decoder->native_tensor(*rec); };
     m.tensors.push_back(std::move(mt));
   }
   m.keepalive = state;

@@ -1,4 +1,6 @@
-// GGUF reader against small files written here (v2 and v3), and malformed variants.
+// GGUF reader against small files written here (v2 and v3), and malformed variants; the writer
+// keeping ggml blocks.
+#include "ggml_blocks.hpp"
 #include "ggml_quants.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
@@ -405,4 +407,105 @@ TEST_CASE("GGUF: random corruptions never crash") {
   }
   CHECK(errors > 0);
   CHECK(loaded > 0);
+}
+
+namespace {
+
+// q4_K blocks of values (rows x 256 k) and what they decode to.
+NativeBlocks q4k_blocks(const std::vector<float> &values, std::vector<float> &decoded) {
+  NativeBlocks nb{"ggml", "q4_K", 256, 144, std::vector<uint8_t>(values.size() / 256 * 144)};
+  decoded.resize(values.size());
+  std::vector<int32_t> symbols(256);
+  std::vector<uint8_t> side(16);
+  for (size_t b = 0; b < values.size() / 256; ++b) {
+    nwc::ggml::quantize_block(nwc::ggml::Type::Q4_K, values.data() + 256 * b, nullptr, 0.0f,
+                              nb.bytes.data() + 144 * b);
+    nwc::ggml::unpack_block(nwc::ggml::Type::Q4_K, nb.bytes.data() + 144 * b, symbols.data(),
+                            side.data());
+    nwc::ggml::dequantize_block(nwc::ggml::Type::Q4_K, symbols.data(), side.data(),
+                                decoded.data() + 256 * b);
+  }
+  return nb;
+}
+
+ModelTensor matrix(const std::string &name, int64_t rows, int64_t cols, std::vector<float> v) {
+  ModelTensor t;
+  t.info.name = name;
+  t.info.shape = {rows, cols};
+  t.load = [v] { return v; };
+  return t;
+}
+
+} // namespace
+
+TEST_CASE("GGUF writer keeps ggml blocks that decode to the tensor, permuting q/k rows") {
+  // An HF-layout (rotate-half) model written as llama.cpp's "llama": q/k rows move to adjacent
+  // RoPE pairs, whole rows of blocks at a time for kept blocks.
+  TempDir dir;
+  Model m;
+  m.path = dir / "m";
+  m.arch.dim = 256;
+  m.arch.hidden_dim = 256;
+  m.arch.n_layers = 1;
+  m.arch.n_heads = 4;
+  m.arch.n_kv_heads = 4;
+  m.arch.vocab_size = 8;
+  m.arch.max_seq_len = 64;
+  m.arch.rope_style = "rotate_half";
+  std::vector<float> q_decoded, up_decoded, stale;
+  const std::vector<float> q_values = ramp(256 * 256, 0.0001f);
+  const NativeBlocks q_blocks = q4k_blocks(q_values, q_decoded);
+  ModelTensor q = matrix("model.layers.0.self_attn.q_proj.weight", 256, 256, q_decoded);
+  q.load_native = [q_blocks] { return std::optional<NativeBlocks>(q_blocks); };
+  // Blocks that are not the tensor's values (as when a stage after the quantizer scales them).
+  const NativeBlocks up_blocks = q4k_blocks(ramp(256 * 256, 0.0003f), stale);
+  q4k_blocks(ramp(256 * 256, 0.0002f), up_decoded);
+  ModelTensor up = matrix("model.layers.0.mlp.up_proj.weight", 256, 256, up_decoded);
+  up.load_native = [up_blocks] { return std::optional<NativeBlocks>(up_blocks); };
+  ModelTensor none = matrix("model.layers.0.mlp.down_proj.weight", 256, 256, ramp(256 * 256, 0.f));
+  none.load_native = [] { return std::optional<NativeBlocks>(); };
+  m.tensors = {q, up, none, matrix("model.embed_tokens.weight", 8, 256, ramp(8 * 256, 0.01f))};
+
+  const GgufWriteReport r = write_gguf(m, dir / "kept.gguf", DType::F16);
+  REQUIRE(r.tensor_types.size() == 4);
+  CHECK(r.tensor_types[0].second == "q4_K");
+  CHECK(r.tensor_types[1].second == "f16");
+  CHECK(r.tensor_types[2].second == "f16");
+  REQUIRE(r.notes.size() == 1);
+  CHECK(contains(r.notes[0], "up_proj.weight': its q4_K blocks do not decode to its values"));
+
+  const Model g = read_gguf(dir / "kept.gguf");
+  CHECK(g.metadata["general.file_type"] == 15); // llama.cpp's guess: mostly Q4_K -> Q4_K_M
+  const ModelTensor &gq = *g.find("model.layers.0.self_attn.q_proj.weight");
+  REQUIRE(gq.load_native);
+  CHECK(gq.load() == permute_rope_rows(q_decoded, 4, 64, 256, false));
+  // Kept, not re-quantized: the rows of the very blocks given, in the new order.
+  const std::optional<NativeBlocks> back = gq.load_native();
+  REQUIRE(back);
+  CHECK(back->type == "q4_K");
+  CHECK(back->bytes != q_blocks.bytes); // rows moved ...
+  std::vector<uint8_t> sorted_back = back->bytes, sorted_given = q_blocks.bytes;
+  std::sort(sorted_back.begin(), sorted_back.end());
+  std::sort(sorted_given.begin(), sorted_given.end());
+  CHECK(sorted_back == sorted_given); // ... none changed
+  CHECK(!g.find("model.layers.0.mlp.up_proj.weight")->load_native);
+
+  // keep_blocks = false: every matrix in the dtype, file type F16.
+  const GgufWriteReport f = write_gguf(m, dir / "f16.gguf", DType::F16, {}, false);
+  CHECK(f.tensor_types[0].second == "f16");
+  CHECK(f.notes.empty());
+  CHECK(read_gguf(dir / "f16.gguf").metadata["general.file_type"] == 1);
+
+  // Blocks that cannot hold the shape are an error naming the tensor; nothing is written.
+  NativeBlocks short_blocks = q_blocks;
+  short_blocks.bytes.resize(144);
+  m.tensors[0].load_native = [short_blocks] { return std::optional<NativeBlocks>(short_blocks); };
+  try {
+    write_gguf(m, dir / "bad.gguf", DType::F32);
+    FAIL("no error");
+  } catch (const Error &e) {
+    CHECK(e.code() == NWC_E_CORRUPT_STREAM);
+    CHECK(contains(e.what(), "q_proj.weight': 144 bytes of q4_K blocks do not hold its shape"));
+  }
+  CHECK(!std::filesystem::exists(dir / "bad.gguf"));
 }

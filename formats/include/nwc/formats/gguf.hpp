@@ -33,8 +33,16 @@ Model read_gguf(const std::filesystem::path &path);
 // pairs for "llama", rotate-half for the Qwens). RoPE scaling, a sliding window, and a field the
 // architecture lacks are refused naming it. `extra` is written after the architecture keys (the
 // tokenizer's tokenizer.ggml.* keys: llama.cpp refuses a model without them); a key of `extra`
-// that the writer sets itself is an error. Written through a temporary file renamed on success.
-void write_gguf(const Model &model, const std::filesystem::path &path, DType dtype,
-                const GgufMetadata &extra = {});
+// that the writer sets itself is an error. With keep_blocks, a tensor whose source holds ggml
+// blocks (ModelTensor::load_native: a quantized GGUF, a container coded by nwc.quant.ggml) is
+// written as those blocks, without re-quantizing, once they are checked to decode bit for bit to
+// the tensor's values, and general.file_type is llama.cpp's guess from the most frequent type.
+// Written through a temporary file renamed on success.
+struct GgufWriteReport {
+  std::vector<std::pair<std::string, std::string>> tensor_types; // name, ggml type name ("q4_K")
+  std::vector<std::string> notes; // why a tensor's blocks were not kept (written as floats)
+};
+GgufWriteReport write_gguf(const Model &model, const std::filesystem::path &path, DType dtype,
+                           const GgufMetadata &extra = {}, bool keep_blocks = true);
 
 } // namespace nwc

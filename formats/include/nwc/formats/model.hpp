@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,10 +76,23 @@ struct TensorInfo {
   uint64_t numel() const;
 };
 
+// A tensor as the quantized blocks of another runtime's format, exactly as its source stores them
+// (ggml's "q4_K" blocks in a GGUF file or in a container coded by nwc.quant.ggml): rows of whole
+// blocks, row after row.
+struct NativeBlocks {
+  std::string format; // "ggml"
+  std::string type;   // the format's type name ("q4_K")
+  uint64_t values_per_block = 0, bytes_per_block = 0;
+  std::vector<uint8_t> bytes;
+};
+
 struct ModelTensor {
   TensorInfo info;
   // Reads the tensor converted to float32 (numel() values). Safe to call from several threads.
   std::function<std::vector<float>()> load;
+  // Reads the tensor's native blocks; empty (no function) or nullopt when the source holds none.
+  // Writers that store the same format keep them instead of re-quantizing load()'s values.
+  std::function<std::optional<NativeBlocks>()> load_native;
 };
 
 struct Model {

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace nwc::host {
@@ -27,6 +28,12 @@ public:
   std::vector<float> decode_tensor(const TensorRecord &tensor, unsigned threads = 0) const;
   // One column block: rows x (col_end - col_begin) floats, row-major.
   std::vector<float> decode_block(const TensorRecord &tensor, size_t block) const;
+  // The tensor as the native blocks its quantizer's codes are (a quantizer with export_native,
+  // ABI 1.5: nwc.quant.ggml's ggml blocks), one layout for the whole tensor; nullopt when the
+  // tensor is not coded so, or a transform, rotation, row scales or row gain lie between the
+  // quantizer and the weights. A chunker can still change values in merge: writers check that
+  // the blocks decode to decode_tensor()'s values before they use them.
+  std::optional<NativeBlocks> native_tensor(const TensorRecord &tensor) const;
 
 private:
   struct Impl;
