@@ -3,6 +3,7 @@
 #include "cli_runner.hpp"
 #include "nwc/abi.h"
 #include "nwc/formats/container.hpp"
+#include "nwc/formats/model.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -499,6 +500,52 @@ TEST_CASE("convert writes HF and GGUF layouts that evaluate like the original") 
     CHECK(std::abs(nlohmann::json::parse(r.out)["nll"].get<double>() -
                    nlohmann::json::parse(ref.out)["nll"].get<double>()) <= 1e-4);
   }
+}
+
+TEST_CASE("convert keeps the ggml blocks of a container and of a quantized GGUF") {
+  // A container coded by nwc.quant.ggml (q8_0; the 172-column down_proj in llama.cpp's f16
+  // fallback) exported to GGUF holds the container's blocks: read back, each linear's blocks are
+  // the container's (export_native) and decode to its weights bit for bit; GGUF -> GGUF keeps
+  // them again (F16 tensors are not blocks: they take --dtype); --decode-blocks writes floats.
+  TempDir dir;
+  write_text(dir / "q8.toml", "[pipeline]\nselect = [\"model.layers.*_proj.weight\"]\n"
+                              "[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = 0\n"
+                              "[quantizer]\nplugin = \"nwc.quant.ggml\"\ntype = \"q8_0\"\n"
+                              "fallback = \"llama.cpp\"\n"
+                              "[entropy]\nplugin = \"nwc.entropy.raw\"\n");
+  const std::string c = (dir / "q8.nwc").string(), g = (dir / "q8.gguf").string(),
+                    g2 = (dir / "again.gguf").string(), st = (dir / "q8.safetensors").string();
+  Result r = run_nwc({"compress", model(), "-p", (dir / "q8.toml").string(), "-o", c});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  REQUIRE(run_nwc({"decompress", c, "-o", st}).exit_code == 0);
+  r = run_nwc({"convert", "--model", c, "--layout", "gguf", "-o", g});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  // 30 linears of 64 columns in q8_0, 5 down_proj in f16, the embedding and 11 norms in F32.
+  CHECK(r.out.find("(GGUF v3; f16 x5 f32 x12 q8_0 x30 tensors)") != std::string::npos);
+  r = run_nwc({"convert", "--model", g, "--layout", "gguf", "-o", g2});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out.find("(GGUF v3; f32 x17 q8_0 x30 tensors)") != std::string::npos); // F16 -> --dtype
+  const nwc::Model decoded = nwc::load_model(st), a = nwc::load_model(g), b = nwc::load_model(g2);
+  int kept = 0;
+  for (const auto &t : a.tensors) {
+    CAPTURE(t.info.name);
+    CHECK(t.load() == decoded.find(t.info.name)->load());
+    const auto &t2 = *b.find(t.info.name);
+    CHECK(static_cast<bool>(t.load_native) == static_cast<bool>(t2.load_native));
+    if (!t.load_native) continue;
+    const auto x = t.load_native(), y = t2.load_native();
+    CHECK(x->type == "q8_0");
+    CHECK(x->bytes == y->bytes);
+    CHECK(x->bytes.size() == t.info.numel() / 32 * 34);
+    ++kept;
+  }
+  CHECK(kept == 30);
+  r = run_nwc({"convert", "--model", c, "--layout", "gguf", "--decode-blocks", "-o", g2});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out.find("(GGUF v3; f32 x47 tensors)") != std::string::npos);
+  expect_failure(run_nwc({"convert", "--model", c, "--decode-blocks", "-o", (dir / "hf").string()}),
+                 2, "--decode-blocks: only --layout gguf keeps ggml blocks", dir,
+                 {"q8.toml", "q8.nwc", "q8.gguf", "again.gguf", "q8.safetensors"});
 }
 
 TEST_CASE("TinyStories-656K (HF directory, tokenizer.json) through compress, decompress, eval and "

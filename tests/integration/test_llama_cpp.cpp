@@ -167,7 +167,7 @@ Model tiny_model(int64_t vocab) {
   const auto add = [&](const std::string &name, std::vector<int64_t> shape) {
     TensorInfo info{name, DType::F32, shape};
     const uint64_t n = info.numel();
-    m.tensors.push_back({info, [n] { return std::vector<float>(n, 0.0f); }});
+    m.tensors.push_back({info, [n] { return std::vector<float>(n, 0.0f); }, {}});
   };
   add("model.embed_tokens.weight", {vocab, 32});
   add("model.norm.weight", {32});
@@ -438,6 +438,43 @@ TEST_CASE("[importance] and mixtures give the weights llama-quantize gives") {
                  << " differ from llama-quantize's file");
     CHECK(weights == 226560);
     CHECK(differ == 0);
+
+    // The container exported to GGUF keeps its ggml blocks (export_native, ABI 1.5): every
+    // decoder linear has llama-quantize's type and block bytes, without a re-quantization.
+    const std::string exported = (tmp / (name + "-nwc.gguf")).string();
+    const Result x =
+        run_nwc({"convert", "--model", c, "--layout", "gguf", "--tokenizer", tok, "-o", exported});
+    REQUIRE_MESSAGE(x.exit_code == 0, x.err);
+    const Model blocks = load_model(exported);
+    int64_t linears = 0, same_blocks = 0;
+    for (const ModelTensor &t : blocks.tensors) {
+      if (!is_decoder_linear(t.info.name)) continue;
+      ++linears;
+      CAPTURE(t.info.name);
+      const ModelTensor &ref = *theirs.find(t.info.name);
+      if (!t.load_native) { // F16 (llama-quantize's fallback for 172 columns): no blocks to keep
+        CHECK(t.info.dtype == DType::F16);
+        CHECK(ref.info.dtype == DType::F16);
+        same_blocks += !ref.load_native && t.load() == ref.load();
+        continue;
+      }
+      REQUIRE(ref.load_native);
+      const std::optional<NativeBlocks> a = t.load_native(), b = ref.load_native();
+      CHECK(a->type == b->type);
+      same_blocks += a->type == b->type && a->bytes == b->bytes;
+    }
+    MESSAGE(name << ": " << same_blocks << " of " << linears
+                 << " decoder linears exported with llama-quantize's blocks");
+    CHECK(linears == 35);
+    CHECK(same_blocks == 35);
+    // ... and llama.cpp runs it: its NLL equals nwc eval's of the container.
+    const LlamaCppEval l = llama_cpp_eval(exported, tok, 512, 20480);
+    const double container_nll = nwc_eval_nll(c, tok, 20480);
+    MESSAGE(name << " container as GGUF blocks (llama.cpp: " << l.bits_per_weight
+                 << " BPW): llama.cpp NLL " << std::setprecision(7) << l.nll << ", nwc eval "
+                 << container_nll);
+    CHECK(l.mismatched_docs == 0);
+    CHECK(std::abs(l.nll - container_nll) < 2e-3);
   }
 }
 
