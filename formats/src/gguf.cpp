@@ -13,8 +13,10 @@
 #include "ggml_quants.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
+#include <numbers>
 #include <optional>
 #include <set>
 #include <type_traits>
@@ -624,6 +626,23 @@ Model read_gguf(const fs::path &path) {
     m.tensors.push_back(std::move(mt));
   }
   read_architecture(m, meta, array_lens);
+  // llama.cpp's RoPE frequency divisors (Llama 3's scaling) belong to the architecture.
+  if (auto it =
+          std::find_if(m.tensors.begin(), m.tensors.end(),
+                       [](const ModelTensor &t) { return t.info.name == "rope_freqs.weight"; });
+      it != m.tensors.end()) {
+    const int64_t pairs = m.arch.head_size() / 2;
+    if (it->info.shape != std::vector<int64_t>{pairs})
+      fail(NWC_E_CORRUPT_STREAM, p + ": tensor 'rope_freqs.weight' must hold " +
+                                     std::to_string(pairs) + " values (head size / 2)");
+    for (const float f : it->load()) {
+      if (!(f > 0.0f) || !std::isfinite(f))
+        fail(NWC_E_CORRUPT_STREAM,
+             p + ": tensor 'rope_freqs.weight' holds a value that is not finite and positive");
+      m.arch.rope_freq_factors.push_back(f);
+    }
+    m.tensors.erase(it);
+  }
   m.metadata["gguf.version"] = header.version;
   return m;
 }
@@ -640,9 +659,12 @@ std::string gguf_architecture(const Model &model) {
                                 "\" architecture as nwc writes it has no " + field +
                                 " (use the HF layout)");
   };
-  // llama.cpp applies Llama 3's frequency scaling through a rope_freqs tensor and Mistral's
-  // window only in its own architectures; neither is written here.
-  if (!a.rope_scaling.type.empty()) refuse("rope_scaling");
+  // llama.cpp's "llama" applies Llama 3's frequency scaling through a rope_freqs tensor
+  // (written below); Mistral's window only in its own architectures, not written here.
+  if (arch != "llama" && (!a.rope_scaling.type.empty() || !a.rope_freq_factors.empty()))
+    refuse(a.rope_scaling.type.empty() ? "rope_freq_factors" : "rope_scaling");
+  if (!a.rope_scaling.type.empty() && a.rope_scaling.type != "llama3")
+    refuse("rope_scaling type '" + a.rope_scaling.type + "'");
   if (a.sliding_window > 0) refuse("sliding_window");
   if (arch == "llama" && a.qk_norm) refuse("qk_norm");
   if (arch == "qwen2" && (a.attention_out_bias || a.mlp_bias || a.qk_norm))
@@ -690,6 +712,37 @@ std::optional<ggml::Type> keepable_blocks(const ModelTensor &t, const std::strin
     return std::nullopt;
   }
   return type;
+}
+
+// The rope_freqs tensor of a model with Llama 3's RoPE scaling, as convert_hf_to_gguf.py computes
+// it (LlamaModel.generate_extra_tensors), in double: 1 for wavelengths below
+// original_max_position_embeddings / high_freq_factor, factor above
+// original_max_position_embeddings / low_freq_factor, interpolated between.
+std::vector<double> llama3_freq_factors(const Architecture &a) {
+  const RopeScaling &r = a.rope_scaling;
+  const int64_t d = a.head_size();
+  const double old_len = static_cast<double>(r.original_max_position_embeddings);
+  if (!(r.factor > 0) || !(r.low_freq_factor > 0) || !(r.high_freq_factor > r.low_freq_factor) ||
+      !(old_len > 0))
+    fail(NWC_E_INVALID_ARG, "rope_scaling (llama3) needs factor > 0, 0 < low_freq_factor < "
+                            "high_freq_factor and original_max_position_embeddings > 0");
+  const double low_wavelen = old_len / r.low_freq_factor,
+               high_wavelen = old_len / r.high_freq_factor;
+  std::vector<double> out;
+  for (int64_t i = 0; i < d; i += 2) {
+    const double freq = std::pow(a.rope_theta, -static_cast<double>(i) / static_cast<double>(d));
+    const double wavelen = 2.0 * std::numbers::pi / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(r.factor);
+    } else {
+      const double smooth =
+          (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      out.push_back(1.0 / ((1.0 - smooth) / r.factor + smooth));
+    }
+  }
+  return out;
 }
 
 // llama.cpp's file type for a file whose most frequent matrix type is t (llama_model_loader's
@@ -745,6 +798,21 @@ GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype
   const bool neox = arch != "llama";
   const bool permute = (a.rope_style == "rotate_half") != neox;
   const int64_t head_dim = a.head_size();
+  // The tensors written: the model's, and llama.cpp's rope_freqs when RoPE frequencies are scaled.
+  std::vector<ModelTensor> tensors = model.tensors;
+  const std::vector<double> freq_factors =
+      a.rope_scaling.type == "llama3" ? llama3_freq_factors(a) : a.rope_freq_factors;
+  if (!freq_factors.empty()) {
+    if (static_cast<int64_t>(freq_factors.size()) != head_dim / 2)
+      fail(NWC_E_INVALID_ARG, model.path.string() + ": " + std::to_string(freq_factors.size()) +
+                                  " RoPE frequency factors for heads of " +
+                                  std::to_string(head_dim) + " (expected head size / 2)");
+    ModelTensor f;
+    f.info.name = "rope_freqs.weight";
+    f.info.shape = {static_cast<int64_t>(freq_factors.size())};
+    f.load = [v = std::vector<float>(freq_factors.begin(), freq_factors.end())] { return v; };
+    tensors.push_back(std::move(f));
+  }
   constexpr uint64_t kAlign = 32;
   // ggml_type and llama_ftype of the tensors: F32 0/0, F16 1/1, BF16 30/32.
   const uint32_t ggml_type = dtype == DType::F32 ? 0u : dtype == DType::F16 ? 1u : 30u;
@@ -754,11 +822,11 @@ GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype
   // written as those blocks, not re-quantized; decided before the header, which gives each
   // tensor's type and size. The file type is then llama.cpp's guess from the most frequent one.
   GgufWriteReport report;
-  std::vector<std::optional<ggml::Type>> kept(model.tensors.size());
+  std::vector<std::optional<ggml::Type>> kept(tensors.size());
   if (keep_blocks) {
     std::map<ggml::Type, size_t> counts;
-    for (size_t i = 0; i < model.tensors.size(); ++i)
-      if ((kept[i] = keepable_blocks(model.tensors[i], model.path.string(), report.notes)))
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if ((kept[i] = keepable_blocks(tensors[i], model.path.string(), report.notes)))
         ++counts[*kept[i]];
     size_t most = 0;
     for (const auto &[type, count] : counts)
@@ -847,7 +915,7 @@ GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype
   };
   head.insert(head.end(), {'G', 'G', 'U', 'F'});
   u32(3);
-  u64(model.tensors.size());
+  u64(tensors.size());
   u64(kv.size());
   for (const auto &[key, v] : kv) {
     str(key);
@@ -860,8 +928,8 @@ GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype
   };
   uint64_t offset = 0;
   std::vector<uint64_t> offsets;
-  for (size_t i = 0; i < model.tensors.size(); ++i) {
-    const ModelTensor &t = model.tensors[i];
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ModelTensor &t = tensors[i];
     str(gguf_name(t.info.name));
     u32(static_cast<uint32_t>(t.info.shape.size()));
     for (auto d = t.info.shape.rbegin(); d != t.info.shape.rend(); ++d)
@@ -888,8 +956,8 @@ GgufWriteReport write_gguf(const Model &model, const fs::path &path, DType dtype
   AtomicFile out(path);
   out.write(head.data(), head.size());
   const uint64_t data_start = head.size();
-  for (size_t i = 0; i < model.tensors.size(); ++i) {
-    const ModelTensor &t = model.tensors[i];
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ModelTensor &t = tensors[i];
     const std::string &n = t.info.name;
     auto ends = [&](const std::string &suffix) {
       return n.size() >= suffix.size() &&

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fcntl.h>
 #include <unistd.h>
@@ -48,6 +49,7 @@ nlohmann::json Architecture::to_json() const {
         {"low_freq_factor", rope_scaling.low_freq_factor},
         {"high_freq_factor", rope_scaling.high_freq_factor},
         {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+  if (!rope_freq_factors.empty()) j["rope_freq_factors"] = rope_freq_factors;
   return j;
 }
 
@@ -61,6 +63,7 @@ std::vector<std::string> llama_variant_fields(const Architecture &a) {
   if (a.qk_norm) out.push_back("qk_norm");
   if (a.sliding_window != 0) out.push_back("sliding_window");
   if (!a.rope_scaling.type.empty()) out.push_back("rope_scaling");
+  if (!a.rope_freq_factors.empty()) out.push_back("rope_freq_factors");
   return out;
 }
 
@@ -155,6 +158,18 @@ Architecture Architecture::from_json(const nlohmann::json &j) {
         fail(NWC_E_CORRUPT_STREAM, "architecture: key 'rope_scaling.original_max_position_"
                                    "embeddings' must be a non-negative integer");
       r.original_max_position_embeddings = k->get<int64_t>();
+    }
+  }
+  if (auto it = j.find("rope_freq_factors"); it != j.end()) {
+    if (!it->is_array())
+      fail(NWC_E_CORRUPT_STREAM, std::string("architecture: key 'rope_freq_factors' must be an "
+                                             "array, got ") +
+                                     it->type_name());
+    for (const auto &v : *it) {
+      if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>()))
+        fail(NWC_E_CORRUPT_STREAM,
+             "architecture: key 'rope_freq_factors' must hold finite positive numbers");
+      a.rope_freq_factors.push_back(v.get<double>());
     }
   }
   return a;

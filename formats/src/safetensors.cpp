@@ -426,6 +426,10 @@ json hf_llama_config(const Architecture &a, DType dtype) {
   if (!mistral && a.sliding_window != 0) refuse("sliding_window", "is available in mistral only");
   if (!a.rope_scaling.type.empty() && a.rope_scaling.type != "llama3")
     refuse("rope_scaling", "type '" + a.rope_scaling.type + "' is not llama3");
+  if (!a.rope_freq_factors.empty())
+    refuse("rope_freq_factors",
+           "(GGUF's rope_freqs) have no config.json field: transformers describes Llama 3's "
+           "scaling by its parameters, which the factors do not give back");
 
   json c = {{"architectures", {t->architecture}},
             {"model_type", type},

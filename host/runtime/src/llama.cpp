@@ -158,6 +158,15 @@ BlockShape block_shape(const Architecture &a, const std::string &src) {
     fail(NWC_E_INVALID_ARG,
          src + ": rope_scaling type '" + r.type + "' is not supported (expected llama3, or none)");
   }
+  if (!a.rope_freq_factors.empty()) { // GGUF's rope_freqs: llama.cpp divides each frequency
+    if (!a.rope_scaling.type.empty())
+      fail(NWC_E_INVALID_ARG, src + ": both rope_scaling and rope_freq_factors scale RoPE");
+    if (static_cast<int64_t>(a.rope_freq_factors.size()) != shape.head_dim / 2)
+      fail(NWC_E_INVALID_ARG, src + ": " + std::to_string(a.rope_freq_factors.size()) +
+                                  " RoPE frequency factors for heads of " +
+                                  std::to_string(shape.head_dim) + " (expected head size / 2)");
+    freq = freq / torch::tensor(a.rope_freq_factors, torch::kFloat64);
+  }
   auto pos = torch::arange(0, max_len, torch::kFloat64).unsqueeze(1);
   auto angle = pos * freq.unsqueeze(0);
   shape.cos = torch::cos(angle).to(torch::kFloat32);

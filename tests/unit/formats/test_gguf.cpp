@@ -141,6 +141,9 @@ std::vector<uint8_t> q8_0(size_t n, std::vector<float> &expect) {
   return out;
 }
 
+// llama.cpp's RoPE frequency divisors (Llama 3's scaling as convert_hf_to_gguf.py writes it).
+const std::vector<float> kFreqFactors = {1.0f, 1.0f, 1.5f, 2.0f, 4.0f, 8.0f, 8.0f, 8.0f};
+
 GgufSpec tiny_llama(uint32_t version, std::vector<float> &q8_expect) {
   GgufSpec s;
   s.version = version;
@@ -162,7 +165,8 @@ GgufSpec tiny_llama(uint32_t version, std::vector<float> &q8_expect) {
   // IQ2_XXS (16): a ggml type nwc does not decode.
   s.tensors.push_back({"blk.0.ffn_gate.weight", {256, 24}, 16, std::vector<uint8_t>(66 * 24)});
   s.tensors.push_back({"output_norm.weight", {64}, 0, bytes_of(ramp(64, 0.5f))});
-  s.tensors.push_back({"rope_freqs.weight", {4}, 0, bytes_of(ramp(4, 1.0f))});
+  s.tensors.push_back({"rope_freqs.weight", {8}, 0, bytes_of(kFreqFactors)});
+  s.tensors.push_back({"custom.extra.weight", {4}, 0, bytes_of(ramp(4, 1.0f))});
   return s;
 }
 
@@ -258,7 +262,11 @@ TEST_CASE("GGUF v3 and v2: metadata, architecture, names, shapes and values") {
       CHECK(contains(e.what(), "IQ2_XXS"));
     }
     CHECK(m.find("model.norm.weight")->load() == ramp(64, 0.5f));
-    CHECK(m.find("rope_freqs.weight") != nullptr); // unknown names kept as is
+    CHECK(m.find("custom.extra.weight") != nullptr); // unknown names kept as is
+    // rope_freqs is part of the architecture, not a weight
+    CHECK(m.find("rope_freqs.weight") == nullptr);
+    CHECK(m.arch.rope_freq_factors ==
+          std::vector<double>(kFreqFactors.begin(), kFreqFactors.end()));
   }
 }
 

@@ -51,6 +51,10 @@ struct Architecture {
   bool qk_norm = false;            // per-head RMSNorm of q and k (q_norm, k_norm) before RoPE
   int64_t sliding_window = 0;      // a query sees at most this many keys, itself included; 0 = all
   RopeScaling rope_scaling;
+  // Divisors of the RoPE frequencies, one per rotated pair (head_size() / 2): GGUF's rope_freqs
+  // tensor, as llama.cpp applies it (θ_i = pos · base^(-2i/d) / f_i); convert_hf_to_gguf.py
+  // writes Llama 3's rope_scaling so. Empty = none.
+  std::vector<double> rope_freq_factors;
 
   // The size of one head (head_dim, or dim / n_heads when unset; 0 without heads).
   int64_t head_size() const;
@@ -65,8 +69,8 @@ struct Architecture {
 
 // The names of the fields in which the architecture differs from plain Llama (head_dim when
 // it is not dim / n_heads, attention_bias, attention_out_bias, mlp_bias, qk_norm, sliding_window,
-// rope_scaling), in that order; empty for a plain Llama. Writers of formats that describe only
-// plain Llama (GGUF's "llama", llama2.c) refuse the model naming the first.
+// rope_scaling, rope_freq_factors), in that order; empty for a plain Llama. Writers of formats that
+// describe only plain Llama (GGUF's "llama", llama2.c) refuse the model naming the first.
 std::vector<std::string> llama_variant_fields(const Architecture &arch);
 
 struct TensorInfo {
