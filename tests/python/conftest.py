@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nwc
+
 
 def _env_dir(name: str) -> Path:
     value = os.environ.get(name)
@@ -49,6 +51,12 @@ def _check_data() -> None:
 
 
 _check_data()
+
+
+# Evaluation and calibration exist only in builds with the LibTorch model runtime (as the C++
+# tests that need it are left out of builds without it); test_eval checks that such builds refuse.
+needs_runtime = pytest.mark.skipif(not nwc.HAS_RUNTIME,
+                                   reason="built without the model runtime (NWC_WITH_RUNTIME=OFF)")
 
 
 def run_nwc(*args: object, check: bool = True) -> subprocess.CompletedProcess:

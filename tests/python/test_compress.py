@@ -11,10 +11,11 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import torch
 
 import nwc
 from conftest import (CALIB_TEXT, PIPELINES, STORIES, STORIES_TOKENIZER, cli_error,
-                      read_safetensors, run_nwc, same_bits)
+                      needs_runtime, read_safetensors, run_nwc, same_bits)
 
 
 def stream_area(path) -> bytes:
@@ -46,7 +47,6 @@ def test_state_dict_codes_as_the_cli_codes_the_file(stories, cli_containers, wor
 
 
 def test_pipeline_as_text_and_torch_tensors(stories, cli_containers, work):
-    torch = pytest.importorskip("torch")
     state, arch = stories
     tensors = OrderedDict((k, torch.from_numpy(v)) for k, v in state.items())
     text = (PIPELINES / "rtn-4bit-g32.toml").read_text()
@@ -59,7 +59,6 @@ def test_pipeline_as_text_and_torch_tensors(stories, cli_containers, work):
 
 
 def test_half_precision_tensors_keep_their_dtype(work):
-    torch = pytest.importorskip("torch")
     g = torch.Generator().manual_seed(1)
     w = torch.randn(64, 128, generator=g)
     tensors = {"model.layers.0.mlp.up_proj.weight": w.to(torch.bfloat16),
@@ -78,6 +77,7 @@ def test_half_precision_tensors_keep_their_dtype(work):
         assert 0 < err < 0.05  # 8-bit groups of 64
 
 
+@needs_runtime
 def test_calibration_from_python_equals_nwc_calibrate(stories, work):
     """nwc.calibrate gives `nwc calibrate`'s Hessians bit for bit, and GPTQ coded with them (as
     arrays or as the file) gives the CLI's bytes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import nwc
 from conftest import STORIES, cli_error, nwc_json, read_safetensors, run_nwc, same_bits
@@ -79,7 +80,6 @@ def test_blocks_are_columns_of_the_tensor(cli_containers):
 
 
 def test_torch_tensors(cli_containers):
-    torch = pytest.importorskip("torch")  # python3-torch is a test dependency (setup-deps.sh)
     with nwc.open(cli_containers["rtn-4bit-g32"]) as c:
         name = "model.layers.2.mlp.up_proj.weight"
         t = c.torch(name)

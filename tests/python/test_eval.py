@@ -10,11 +10,10 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 import nwc
-from conftest import EVAL_TEXT, PIPELINES, STORIES, STORIES_TOKENIZER, nwc_json
-
-torch = pytest.importorskip("torch")  # python3-torch: installed by scripts/setup-deps.sh
+from conftest import EVAL_TEXT, PIPELINES, STORIES, STORIES_TOKENIZER, needs_runtime, nwc_json
 
 MAX_TOKENS = 20480  # 40 windows of 512: the data README's reference NLL 1.40716 (fp32)
 CODED_TOKENS = 4096  # 8 windows for the coded models (the forward pass here takes ~0.5 s each)
@@ -157,6 +156,7 @@ def test_tokenizer_ids_equal_the_modules(stream):
     assert len(stream) == MAX_TOKENS
 
 
+@needs_runtime
 def test_fp32_reference_matches_nwc_eval(stories, stream):
     state, arch = stories
     ours = reference_nll(state, arch, stream)
@@ -169,6 +169,7 @@ def test_fp32_reference_matches_nwc_eval(stories, stream):
     assert py.predicted_tokens == cli["predicted_tokens"] == 40 * 511
 
 
+@needs_runtime
 @pytest.mark.parametrize("pipeline", ["rtn-3bit-g32-clip", "nwc-datafree-l300"])
 def test_compressed_from_python_evaluates_as_nwc_eval(stories, stream, work, pipeline):
     state, arch = stories
@@ -190,6 +191,7 @@ def test_compressed_from_python_evaluates_as_nwc_eval(stories, stream, work, pip
     assert cli["nll"] > fp32.nll + 1e-3
 
 
+@needs_runtime
 def test_eval_bad_arguments(stories):
     state, arch = stories
     with pytest.raises(nwc.InvalidArgumentError, match="architecture: required"):
@@ -198,3 +200,12 @@ def test_eval_bad_arguments(stories):
         nwc.eval(STORIES, STORIES_TOKENIZER, EVAL_TEXT, protocol="ppl-v2")
     with pytest.raises(nwc.Error, match="nope.txt"):
         nwc.eval(STORIES, STORIES_TOKENIZER, EVAL_TEXT.with_name("nope.txt"))
+
+
+@pytest.mark.skipif(nwc.HAS_RUNTIME, reason="this build has the model runtime")
+def test_builds_without_the_runtime_refuse(stories):
+    state, arch = stories
+    with pytest.raises(nwc.UnsupportedError, match="needs the model runtime"):
+        nwc.eval(STORIES, STORIES_TOKENIZER, EVAL_TEXT)
+    with pytest.raises(nwc.UnsupportedError, match="needs the model runtime"):
+        nwc.calibrate(state, STORIES_TOKENIZER, architecture=arch)
