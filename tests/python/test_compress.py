@@ -227,3 +227,33 @@ def test_bad_tensors_and_arguments(tmp_path, stories):
     with pytest.raises(nwc.IoError):
         nwc.compress(state, pl, out=tmp_path / "no-such-dir" / "o.nwc", architecture=arch)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hf_directory_state_dict_codes_as_the_cli(work):
+    """TinyStories-656K's safetensors read with NumPy (tied: only lm_head.weight stored) and
+    coded from Python: the streams `nwc compress` writes for the HF directory."""
+    from conftest import TINYSTORIES_656K
+    cli = work / "cli-656k.nwc"
+    run_nwc("compress", TINYSTORIES_656K, "-p", PIPELINES / "nwc-datafree-l300.toml", "-o", cli,
+            "--quiet")
+    tensors = read_safetensors(TINYSTORIES_656K / "model.safetensors")
+    assert "lm_head.weight" in tensors and "model.embed_tokens.weight" not in tensors
+    with nwc.open(cli) as c:
+        order = list(c)  # the container's order is the reader's; values come from NumPy here
+    tensors["model.embed_tokens.weight"] = tensors.pop("lm_head.weight")
+    ordered = OrderedDict((name, tensors[name]) for name in order)
+    py = work / "py-656k.nwc"
+    nwc.compress(ordered, PIPELINES / "nwc-datafree-l300.toml", out=py,
+                 architecture=TINYSTORIES_656K / "config.json").close()
+    assert stream_area(py) == stream_area(cli)
+    # A PyTorch state_dict of the tied model holds both names: the head equal to the embedding
+    # is dropped, one that differs is refused.
+    both = OrderedDict(ordered)
+    both["lm_head.weight"] = both["model.embed_tokens.weight"]
+    nwc.compress(both, PIPELINES / "nwc-datafree-l300.toml", out=py,
+                 architecture=TINYSTORIES_656K / "config.json").close()
+    assert stream_area(py) == stream_area(cli)
+    both["lm_head.weight"] = both["lm_head.weight"] * 2
+    with pytest.raises(nwc.InvalidArgumentError, match="lm_head.weight differs"):
+        nwc.compress(both, PIPELINES / "nwc-datafree-l300.toml", out=py,
+                     architecture=TINYSTORIES_656K / "config.json")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import nwc
+from conftest import PIPELINES as SOURCE_PIPELINES
 from conftest import STORIES, cli_error, nwc_json, read_safetensors, run_nwc, same_bits
 
 
@@ -172,3 +173,35 @@ def test_lookups_and_closing(cli_containers):
         c.to_state_dict(framework="jax")
     with pytest.raises(nwc.InvalidArgumentError):
         nwc.open(cli_containers["rtn-4bit-g32"], threads=-1)
+
+
+def test_decoding_releases_the_gil(tmp_path):
+    """While another thread decodes, this one keeps running Python: no pause as long as a
+    decode (the GIL would block it for the whole call)."""
+    import threading
+    import time
+    rng = np.random.default_rng(3)
+    tensors = {f"model.layers.{i}.mlp.up_proj.weight":
+               rng.standard_normal((512, 2048), dtype=np.float32) for i in range(10)}
+    c = nwc.compress(tensors, SOURCE_PIPELINES / "nwc-datafree-l300.toml",
+                     out=tmp_path / "big.nwc", threads=1)
+    start = time.monotonic()
+    c.to_state_dict(threads=1)
+    one_decode = time.monotonic() - start
+    assert one_decode > 0.1  # far longer than a thread switch (5 ms)
+    done = threading.Event()
+
+    def decode():
+        for _ in range(3):
+            c.to_state_dict(threads=1)
+        done.set()
+
+    worker = threading.Thread(target=decode)
+    worker.start()
+    last, longest = time.monotonic(), 0.0
+    while not done.is_set():
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    c.close()
+    assert longest < one_decode / 2, (longest, one_decode)
