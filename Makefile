@@ -3,7 +3,7 @@ NWC_DATA ?= $(abspath ../shared/data)
 export NWC_DATA
 JOBS ?= $(shell nproc)
 
-.PHONY: deps build test demo asan-test asan-sdk-test tsan-test ci-long fuzz plugin-docs format format-check clean
+.PHONY: deps build test python-test demo asan-test asan-sdk-test tsan-test ci-long fuzz plugin-docs format format-check clean
 
 deps:
 	@bash scripts/setup-deps.sh
@@ -14,6 +14,10 @@ build: deps
 
 test: build
 	@ctest --preset release -j $(JOBS)
+
+# The Python package's pytest suite alone (tests/python; `make test` runs it too).
+python-test: build
+	@ctest --preset release -R python_pytest
 
 demo: build
 	@bash scripts/demo.sh build/release

@@ -10,6 +10,11 @@ packages=(
   sentencepiece libpcre2-dev libicu-dev
   clang-14 libclang-rt-14-dev
   libopenmpi-dev openmpi-bin
+  # The Python package (python/, docs/python.md) and its tests (tests/python): the module is
+  # built for Debian's python3; pytest, NumPy and PyTorch run the suite (an independent Llama
+  # forward pass), setuptools, wheel and venv its pip install check, matplotlib the walk-through.
+  pybind11-dev python3-dev python3-numpy python3-pytest python3-torch python3-setuptools
+  python3-wheel python3-venv python3-matplotlib
 )
 missing=()
 for p in "${packages[@]}"; do
