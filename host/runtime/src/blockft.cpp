@@ -43,6 +43,156 @@ struct Coded {
   bool chunker_scales = false;
 };
 
+// The calibration windows' token embeddings [windows, seq, dim]: the first block's input.
+torch::Tensor embed_windows(const Model &model, const std::vector<int32_t> &tokens, int64_t windows,
+                            int64_t seq) {
+  torch::NoGradGuard ng;
+  auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, seq}, torch::kInt32)
+                 .to(torch::kInt64);
+  auto x = load(model, "model.embed_tokens.weight").index_select(0, ids.reshape({-1}));
+  return x.view({windows, seq, model.arch.dim});
+}
+
+// One decoder block being coded linear by linear: its original output on the calibration windows
+// (the target), the trainable state (both norms and the linears not yet coded; biases and q/k
+// norms of the variants stay as they are) and the linears coded so far, each fine-tuned after it
+// is coded.
+class BlockTuning {
+public:
+  BlockTuning(const Model &model, int64_t layer, const llama::BlockShape &shape,
+              const BlockFtConfig &cfg, const torch::Tensor &x)
+      : shape_(shape), cfg_(cfg), orig_(llama::load_block(model, layer, shape)) {
+    {
+      torch::NoGradGuard ng;
+      target_ = llama::decoder_block(orig_, shape_, x, 0, nullptr, nullptr, nullptr);
+    }
+    x_train_ = x.narrow(0, 0, cfg.sequences);
+    y_train_ = target_.narrow(0, 0, cfg.sequences);
+    x_val_ = x.narrow(0, cfg.sequences, cfg.validation);
+    y_val_ = target_.narrow(0, cfg.sequences, cfg.validation);
+    cur_ = orig_;
+    cur_.attn_norm = orig_.attn_norm.clone().requires_grad_(true);
+    cur_.ffn_norm = orig_.ffn_norm.clone().requires_grad_(true);
+    for (const auto &slot : kOrder)
+      cur_.*slot.field = (orig_.*slot.field).clone().requires_grad_(true);
+  }
+
+  // The original block's output: the next block's input (teacher forcing).
+  const torch::Tensor &target() const { return target_; }
+
+  // Codes the linear in `slot` (tensor `name`) from its current weights, then fine-tunes.
+  BlockFtReport code_and_tune(const LinearSlot &slot, const ModelTensor &tensor,
+                              const Pipeline &pipeline, const Registry &registry,
+                              const CompressSettings &s, std::mt19937_64 &rng) {
+    TensorCoding tc =
+        encode_tensor(pipeline, registry, tensor.info, values_of(cur_.*slot.field), s);
+    Coded c;
+    c.coding = std::make_shared<TensorCoding>(std::move(tc));
+    c.unit =
+        torch::from_blob(c.coding->unit_reconstruction.data(), tensor.info.shape, torch::kFloat32)
+            .clone();
+    c.chunker_scales = !c.coding->row_scales.empty();
+    c.scale = c.chunker_scales ? torch::tensor(c.coding->row_scales)
+                               : torch::ones({tensor.info.shape[0]}, torch::kFloat32);
+    c.scale.requires_grad_(true);
+    coded_[slot.name] = c;
+    BlockFtReport rep;
+    rep.linear = tensor.info.name;
+    fine_tune(rep, rng);
+    return rep;
+  }
+
+  // The block is done: fine-tuned scales go into the codings (s.precoded), the norms and the
+  // uncoded linears replace the model's (s.replaced).
+  void commit(const std::string &prefix, CompressSettings &s, BlockFtResult &result) const {
+    for (const auto &[slot_name, c] : coded_) {
+      std::vector<float> scale = values_of(c.scale);
+      const bool unchanged = !c.chunker_scales && std::all_of(scale.begin(), scale.end(),
+                                                              [](float v) { return v == 1.0f; });
+      if (!unchanged) set_row_scales(*c.coding, scale); // no row gain when it would be all ones
+      s.precoded[prefix + slot_name + ".weight"] = c.coding;
+      result.reconstructions[prefix + slot_name + ".weight"] = c.coding->reconstruction;
+    }
+    s.replaced[prefix + "input_layernorm.weight"] =
+        std::make_shared<std::vector<float>>(values_of(cur_.attn_norm));
+    s.replaced[prefix + "post_attention_layernorm.weight"] =
+        std::make_shared<std::vector<float>>(values_of(cur_.ffn_norm));
+    for (const auto &slot : kOrder)
+      if (!coded_.count(slot.name))
+        s.replaced[prefix + slot.name + ".weight"] =
+            std::make_shared<std::vector<float>>(values_of(cur_.*slot.field));
+  }
+
+private:
+  // The block as the decoder will see it: coded linears at their trainable row scales.
+  llama::BlockWeights effective() const {
+    llama::BlockWeights w = cur_;
+    for (const auto &slot : kOrder) {
+      auto it = coded_.find(slot.name);
+      if (it != coded_.end()) w.*slot.field = it->second.unit * it->second.scale.unsqueeze(1);
+    }
+    return w;
+  }
+
+  double held_out_mse() const {
+    torch::NoGradGuard ng;
+    auto y = llama::decoder_block(effective(), shape_, x_val_, 0, nullptr, nullptr, nullptr);
+    return torch::mse_loss(y, y_val_).item<double>();
+  }
+
+  // Adam on the row scales of coded linears, the weights of uncoded ones and both norms, for
+  // cfg.epochs epochs; the parameters of the epoch with the lowest held-out MSE are kept.
+  void fine_tune(BlockFtReport &rep, std::mt19937_64 &rng) {
+    std::vector<torch::Tensor> params{cur_.attn_norm, cur_.ffn_norm};
+    for (const auto &sl : kOrder) {
+      auto it = coded_.find(sl.name);
+      params.push_back(it != coded_.end() ? it->second.scale : cur_.*sl.field);
+    }
+    auto snapshot = [&]() {
+      std::vector<torch::Tensor> v;
+      for (auto &t : params) v.push_back(t.detach().clone());
+      return v;
+    };
+    rep.mse_before = held_out_mse();
+    double best = rep.mse_before;
+    auto best_state = snapshot();
+    torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg_.lr));
+    std::vector<int64_t> order(static_cast<size_t>(cfg_.sequences));
+    std::iota(order.begin(), order.end(), 0);
+    for (int64_t epoch = 1; epoch <= cfg_.epochs; ++epoch) {
+      std::shuffle(order.begin(), order.end(), rng);
+      for (int64_t b0 = 0; b0 < cfg_.sequences; b0 += cfg_.batch) {
+        const int64_t nb = std::min(cfg_.batch, cfg_.sequences - b0);
+        auto idx = torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
+        auto y = llama::decoder_block(effective(), shape_, x_train_.index_select(0, idx), 0,
+                                      nullptr, nullptr, nullptr);
+        auto loss = torch::mse_loss(y, y_train_.index_select(0, idx));
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+      }
+      const double v = held_out_mse();
+      if (v < best) {
+        best = v;
+        best_state = snapshot();
+        rep.best_epoch = epoch;
+      }
+    }
+    {
+      torch::NoGradGuard ng;
+      for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
+    }
+    rep.mse_after = best;
+  }
+
+  const llama::BlockShape &shape_;
+  const BlockFtConfig &cfg_;
+  const llama::BlockWeights orig_;
+  llama::BlockWeights cur_;
+  torch::Tensor target_, x_train_, y_train_, x_val_, y_val_;
+  std::map<std::string, Coded> coded_;
+};
+
 } // namespace
 
 BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipeline,
@@ -52,8 +202,7 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
                                      const std::function<void(const BlockFtReport &)> &progress) {
   const BlockFtConfig &cfg = pipeline.blockft;
   const Architecture &a = model.arch;
-  const std::string src = model.path.string();
-  llama::BlockShape shape = llama::block_shape(a, src);
+  const llama::BlockShape shape = llama::block_shape(a, model.path.string());
   const int64_t seq = std::min<int64_t>(cfg.seq_len, std::max<int64_t>(a.max_seq_len, 1));
   const int64_t windows = cfg.sequences + cfg.validation;
   if (static_cast<int64_t>(tokens.size()) < windows * seq)
@@ -67,134 +216,22 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   torch::manual_seed(0);
   std::mt19937_64 rng(0);
 
-  auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, seq}, torch::kInt32)
-                 .to(torch::kInt64);
-  torch::Tensor x;
-  {
-    torch::NoGradGuard ng;
-    x = load(model, "model.embed_tokens.weight").index_select(0, ids.reshape({-1}));
-    x = x.view({windows, seq, a.dim});
-  }
+  torch::Tensor x = embed_windows(model, tokens, windows, seq);
   CompressSettings s = settings;
   BlockFtResult result;
   for (int64_t l = 0; l < a.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    const llama::BlockWeights orig = llama::load_block(model, l, shape);
-    torch::Tensor target;
-    {
-      torch::NoGradGuard ng;
-      target = llama::decoder_block(orig, shape, x, 0, nullptr, nullptr, nullptr);
-    }
-    auto x_train = x.narrow(0, 0, cfg.sequences), y_train = target.narrow(0, 0, cfg.sequences);
-    auto x_val = x.narrow(0, cfg.sequences, cfg.validation);
-    auto y_val = target.narrow(0, cfg.sequences, cfg.validation);
-
-    // Trainable state: the norms and every linear not yet coded. Biases and q/k norms (in the
-    // variants that have them) stay as they are.
-    llama::BlockWeights cur = orig;
-    cur.attn_norm = orig.attn_norm.clone().requires_grad_(true);
-    cur.ffn_norm = orig.ffn_norm.clone().requires_grad_(true);
-    for (const auto &slot : kOrder)
-      cur.*slot.field = (orig.*slot.field).clone().requires_grad_(true);
-    std::map<std::string, Coded> coded;
-
-    auto effective = [&]() {
-      llama::BlockWeights w = cur;
-      for (const auto &slot : kOrder) {
-        auto it = coded.find(slot.name);
-        if (it != coded.end()) w.*slot.field = it->second.unit * it->second.scale.unsqueeze(1);
-      }
-      return w;
-    };
-    auto held_out_mse = [&]() {
-      torch::NoGradGuard ng;
-      auto y = llama::decoder_block(effective(), shape, x_val, 0, nullptr, nullptr, nullptr);
-      return torch::mse_loss(y, y_val).item<double>();
-    };
-
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    BlockTuning block(model, l, shape, cfg, x);
     for (const auto &slot : kOrder) {
-      const std::string name = p + slot.name + ".weight";
+      const std::string name = prefix + slot.name + ".weight";
       if (!pipeline.chain_for(name)) continue; // stored raw: stays trainable, written at the end
-      const ModelTensor *mt = model.find(name);
-      TensorCoding tc = encode_tensor(pipeline, registry, mt->info, values_of(cur.*slot.field), s);
-      Coded c;
-      c.coding = std::make_shared<TensorCoding>(std::move(tc));
-      const auto &info = mt->info;
-      c.unit = torch::from_blob(c.coding->unit_reconstruction.data(), info.shape, torch::kFloat32)
-                   .clone();
-      c.chunker_scales = !c.coding->row_scales.empty();
-      c.scale = c.chunker_scales ? torch::tensor(c.coding->row_scales)
-                                 : torch::ones({info.shape[0]}, torch::kFloat32);
-      c.scale.requires_grad_(true);
-      coded[slot.name] = c;
-
-      // Fine-tune: row scales of coded linears, weights of uncoded ones, both norms.
-      std::vector<torch::Tensor> params{cur.attn_norm, cur.ffn_norm};
-      for (const auto &sl : kOrder) {
-        auto it = coded.find(sl.name);
-        params.push_back(it != coded.end() ? it->second.scale : cur.*sl.field);
-      }
-      auto snapshot = [&]() {
-        std::vector<torch::Tensor> v;
-        for (auto &t : params) v.push_back(t.detach().clone());
-        return v;
-      };
-      BlockFtReport rep;
-      rep.linear = name;
+      BlockFtReport rep = block.code_and_tune(slot, *model.find(name), pipeline, registry, s, rng);
       rep.block = l;
-      rep.mse_before = held_out_mse();
-      double best = rep.mse_before;
-      auto best_state = snapshot();
-      torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg.lr));
-      std::vector<int64_t> order(static_cast<size_t>(cfg.sequences));
-      std::iota(order.begin(), order.end(), 0);
-      for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
-        std::shuffle(order.begin(), order.end(), rng);
-        for (int64_t b0 = 0; b0 < cfg.sequences; b0 += cfg.batch) {
-          const int64_t nb = std::min(cfg.batch, cfg.sequences - b0);
-          auto idx =
-              torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
-          auto y = llama::decoder_block(effective(), shape, x_train.index_select(0, idx), 0,
-                                        nullptr, nullptr, nullptr);
-          auto loss = torch::mse_loss(y, y_train.index_select(0, idx));
-          opt.zero_grad();
-          loss.backward();
-          opt.step();
-        }
-        const double v = held_out_mse();
-        if (v < best) {
-          best = v;
-          best_state = snapshot();
-          rep.best_epoch = epoch;
-        }
-      }
-      {
-        torch::NoGradGuard ng;
-        for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
-      }
-      rep.mse_after = best;
       result.steps.push_back(rep);
       if (progress) progress(rep);
     }
-
-    // The block is done: fine-tuned scales go into the codings, norms and raw linears are replaced.
-    for (auto &[slot_name, c] : coded) {
-      std::vector<float> scale = values_of(c.scale);
-      const bool unchanged = !c.chunker_scales && std::all_of(scale.begin(), scale.end(),
-                                                              [](float v) { return v == 1.0f; });
-      if (!unchanged) set_row_scales(*c.coding, scale); // no row gain when it would be all ones
-      s.precoded[p + slot_name + ".weight"] = c.coding;
-      result.reconstructions[p + slot_name + ".weight"] = c.coding->reconstruction;
-    }
-    s.replaced[p + "input_layernorm.weight"] =
-        std::make_shared<std::vector<float>>(values_of(cur.attn_norm));
-    s.replaced[p + "post_attention_layernorm.weight"] =
-        std::make_shared<std::vector<float>>(values_of(cur.ffn_norm));
-    for (const auto &slot : kOrder)
-      if (!coded.count(slot.name))
-        s.replaced[p + slot.name + ".weight"] =
-            std::make_shared<std::vector<float>>(values_of(cur.*slot.field));
-    x = target; // teacher forcing: the next block sees the original model's hidden states
+    block.commit(prefix, s, result);
+    x = block.target(); // teacher forcing: the next block sees the original model's hidden states
   }
   result.compress = compress_model(model, pipeline, registry, out, s);
   return result;
