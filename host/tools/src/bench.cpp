@@ -213,6 +213,114 @@ AwqModel awq_model(const Model &model, const Pipeline &pl, const std::vector<int
   return out;
 }
 
+// The pipelines of a run, loaded and checked before the long work starts: [awq] and [blockft]
+// do not combine, and each pipeline name (the container's file name) is used once.
+std::vector<Pipeline> load_bench_pipelines(const BenchSettings &s, const Registry &registry) {
+  std::vector<Pipeline> pipelines;
+  for (const auto &p : s.pipelines) pipelines.push_back(load_pipeline(p, registry));
+  for (const auto &pl : pipelines)
+    if (pl.awq.enabled && pl.blockft.enabled)
+      fail(NWC_E_INVALID_ARG, pl.file.string() + " has [awq] and [blockft], which do not combine");
+  std::map<std::string, std::string> seen;
+  for (size_t i = 0; i < pipelines.size(); ++i) {
+    auto [it, fresh] = seen.emplace(pipelines[i].name, s.pipelines[i].string());
+    if (!fresh)
+      fail(NWC_E_INVALID_ARG, s.pipelines[i].string() + ": pipeline name '" + pipelines[i].name +
+                                  "' is also used by " + it->second);
+  }
+  return pipelines;
+}
+
+// Calibrates the model (the Hessians every pipeline shares go into cs) and evaluates it
+// uncompressed: the fp32 row.
+BenchRow calibrate_and_evaluate_fp32(const Model &model, const BenchSettings &s,
+                                     const std::vector<int32_t> &calib_stream,
+                                     const std::vector<int32_t> &eval_stream,
+                                     const EvalSettings &es, CompressSettings &cs,
+                                     const std::function<void(const std::string &)> &log) {
+  LlamaModel llama(model, 1);
+  log("calibrating on " + std::to_string(s.calib_tokens) + " tokens of " + s.calib_text.string());
+  CalibrationSettings cal;
+  cal.tokens = s.calib_tokens;
+  cal.threads = s.threads;
+  Calibration c = calibrate(model, calib_stream, cal);
+  for (const auto &h : c.hessians) {
+    auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
+    for (const auto &l : h.linears) cs.hessians[l] = v;
+  }
+  log("evaluating fp32");
+  EvalResult r = evaluate_ppl(llama, eval_stream, es);
+  BenchRow fp32;
+  fp32.method = "fp32";
+  fp32.pipeline = "fp32";
+  fp32.bits_per_weight = fp32.linear_bits_per_weight = 32;
+  fp32.sqnr_db = std::numeric_limits<double>::infinity();
+  fp32.nll = r.nll;
+  fp32.ppl = r.ppl;
+  return fp32;
+}
+
+// Codes `coded` with the pipeline into `container` the way `nwc compress` would: block-wise
+// fine-tuning or sequential calibration on the calibration tokens when the pipeline asks for it.
+void compress_for_bench(const Model &coded, const Pipeline &pl, const Registry &registry,
+                        const std::string &container, const CompressSettings &settings,
+                        const std::vector<int32_t> &calib_stream, const CalibrationSettings &cal) {
+  if (pl.blockft.enabled) { // fine-tuning on the same calibration tokens as the Hessians
+    compress_model_blockft(coded, pl, registry, container, settings, calib_stream);
+  } else if (pl.calibration_mode == CalibrationMode::Sequential) {
+    // Its own Hessians, from the same tokens, while it codes (the shared ones still weigh the
+    // error columns of the row).
+    CompressSettings own = settings;
+    own.hessians.clear();
+    compress_model_sequential(coded, pl, registry, container, own, calib_stream, cal);
+  } else {
+    compress_model(coded, pl, registry, container, settings);
+  }
+}
+
+// The row's sizes and errors from the container and its decoded tensors: bits per weight of the
+// file, of the coded linears and of their headers; MSE and SQNR against `reference`; the mean
+// Hessian-weighted error over the linears with a Hessian.
+void measure_container(BenchRow &row, const ContainerReader &reader,
+                       const std::map<std::string, std::vector<float>> &reference,
+                       const std::map<std::string, std::vector<float>> &decoded,
+                       const std::map<std::string, HessianRef> &hessians, uint64_t total_weights) {
+  const auto &m = reader.manifest();
+  const uint64_t file = reader.file_size();
+  const ContainerLayout layout = reader.layout();
+  double linear_bytes = 0, header_bytes = 0, err = 0, sig = 0, herr = 0;
+  uint64_t linear_weights = 0;
+  int layers = 0;
+  for (const auto &t : m.tensors) {
+    const auto &a = reference.at(t.name), &b = decoded.at(t.name);
+    for (size_t k = 0; k < a.size(); ++k) {
+      const double d = static_cast<double>(a[k]) - b[k];
+      err += d * d;
+      sig += static_cast<double>(a[k]) * a[k];
+    }
+    if (t.storage == "pipeline") {
+      linear_bytes += container_tensor_bytes(m, file, t);
+      header_bytes += container_tensor_header_bytes(m, layout, t);
+      linear_weights += t.numel();
+    }
+    auto h = hessians.find(t.name);
+    if (h != hessians.end() && t.shape.size() == 2) {
+      herr += hessian_error(a, b, *h->second.load(), t.shape[0], t.shape[1]);
+      ++layers;
+    }
+  }
+  row.bits_per_weight = static_cast<double>(file) * 8 / static_cast<double>(total_weights);
+  row.linear_bits_per_weight =
+      linear_weights ? linear_bytes * 8 / static_cast<double>(linear_weights) : row.bits_per_weight;
+  row.header_bits_per_weight =
+      linear_weights
+          ? header_bytes * 8 / static_cast<double>(linear_weights)
+          : static_cast<double>(layout.container_bytes()) * 8 / static_cast<double>(total_weights);
+  row.mse = err / static_cast<double>(total_weights);
+  row.sqnr_db = err > 0 ? 10 * std::log10(sig / err) : std::numeric_limits<double>::infinity();
+  row.hessian_error = layers ? herr / layers : 0.0;
+}
+
 } // namespace
 
 nlohmann::json BenchRow::to_json() const {
@@ -236,19 +344,7 @@ nlohmann::json BenchRow::to_json() const {
 
 std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry,
                                 const std::function<void(const std::string &)> &log) {
-  // Everything that can be wrong with the inputs is checked before the long work starts.
-  std::vector<Pipeline> pipelines;
-  for (const auto &p : s.pipelines) pipelines.push_back(load_pipeline(p, registry));
-  for (const auto &pl : pipelines)
-    if (pl.awq.enabled && pl.blockft.enabled)
-      fail(NWC_E_INVALID_ARG, pl.file.string() + " has [awq] and [blockft], which do not combine");
-  std::map<std::string, std::string> seen;
-  for (size_t i = 0; i < pipelines.size(); ++i) {
-    auto [it, fresh] = seen.emplace(pipelines[i].name, s.pipelines[i].string());
-    if (!fresh)
-      fail(NWC_E_INVALID_ARG, s.pipelines[i].string() + ": pipeline name '" + pipelines[i].name +
-                                  "' is also used by " + it->second);
-  }
+  const std::vector<Pipeline> pipelines = load_bench_pipelines(s, registry);
   std::filesystem::create_directories(s.output_dir);
   Model model = load_model(s.model);
   auto tok = load_tokenizer(s.tokenizer, model.arch.vocab_size);
@@ -265,32 +361,10 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     total_weights += t.info.numel();
   }
 
-  std::vector<BenchRow> rows;
   CompressSettings cs;
   cs.threads = s.threads;
-  {
-    LlamaModel llama(model, 1);
-    log("calibrating on " + std::to_string(s.calib_tokens) + " tokens of " + s.calib_text.string());
-    CalibrationSettings cal;
-    cal.tokens = s.calib_tokens;
-    cal.threads = s.threads;
-    Calibration c = calibrate(model, calib_stream, cal);
-    for (const auto &h : c.hessians) {
-      auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
-      for (const auto &l : h.linears) cs.hessians[l] = v;
-    }
-    log("evaluating fp32");
-    EvalResult r = evaluate_ppl(llama, eval_stream, es);
-    BenchRow fp32;
-    fp32.method = "fp32";
-    fp32.pipeline = "fp32";
-    fp32.bits_per_weight = fp32.linear_bits_per_weight = 32;
-    fp32.sqnr_db = std::numeric_limits<double>::infinity();
-    fp32.nll = r.nll;
-    fp32.ppl = r.ppl;
-    rows.push_back(fp32);
-  }
-
+  std::vector<BenchRow> rows{
+      calibrate_and_evaluate_fp32(model, s, calib_stream, eval_stream, es, cs, log)};
   for (size_t i = 0; i < pipelines.size(); ++i) {
     const Pipeline &pl = pipelines[i];
     BenchRow row;
@@ -305,18 +379,8 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     cal.threads = s.threads;
     std::optional<AwqModel> awq; // [awq]: the scaled model is coded, with its own Hessians
     if (pl.awq.enabled) awq = awq_model(model, pl, calib_stream, cal, cs, log);
-    const Model &coded = awq ? awq->model : model;
-    const CompressSettings &settings = awq ? awq->settings : cs;
-    if (pl.blockft.enabled) // fine-tuning on the same calibration tokens as the Hessians
-      compress_model_blockft(coded, pl, registry, row.container, settings, calib_stream);
-    else if (pl.calibration_mode == CalibrationMode::Sequential) {
-      // Its own Hessians, from the same tokens, while it codes (the shared ones still weigh the
-      // error columns below).
-      CompressSettings own = settings;
-      own.hessians.clear();
-      compress_model_sequential(coded, pl, registry, row.container, own, calib_stream, cal);
-    } else
-      compress_model(coded, pl, registry, row.container, settings);
+    compress_for_bench(awq ? awq->model : model, pl, registry, row.container,
+                       awq ? awq->settings : cs, calib_stream, cal);
     row.encode_seconds = since(t0);
 
     ContainerReader reader(row.container);
@@ -327,43 +391,8 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
       decoded[t.name] = decoder.decode_tensor(t, s.threads);
     row.decode_seconds = since(t0);
     row.peak_rss_mb = peak_rss_mb();
-
-    const auto &m = reader.manifest();
-    const uint64_t file = reader.file_size();
-    const ContainerLayout layout = reader.layout();
-    double linear_bytes = 0, header_bytes = 0, err = 0, sig = 0, herr = 0;
-    uint64_t linear_weights = 0;
-    int layers = 0;
-    for (const auto &t : m.tensors) {
-      const auto &a = (awq ? awq->reference : original).at(t.name), &b = decoded.at(t.name);
-      for (size_t k = 0; k < a.size(); ++k) {
-        const double d = static_cast<double>(a[k]) - b[k];
-        err += d * d;
-        sig += static_cast<double>(a[k]) * a[k];
-      }
-      if (t.storage == "pipeline") {
-        linear_bytes += container_tensor_bytes(m, file, t);
-        header_bytes += container_tensor_header_bytes(m, layout, t);
-        linear_weights += t.numel();
-      }
-      const auto &hessians = awq ? awq->settings.hessians : cs.hessians;
-      auto h = hessians.find(t.name);
-      if (h != hessians.end() && t.shape.size() == 2) {
-        herr += hessian_error(a, b, *h->second.load(), t.shape[0], t.shape[1]);
-        ++layers;
-      }
-    }
-    row.bits_per_weight = static_cast<double>(file) * 8 / static_cast<double>(total_weights);
-    row.linear_bits_per_weight = linear_weights
-                                     ? linear_bytes * 8 / static_cast<double>(linear_weights)
-                                     : row.bits_per_weight;
-    row.header_bits_per_weight = linear_weights
-                                     ? header_bytes * 8 / static_cast<double>(linear_weights)
-                                     : static_cast<double>(layout.container_bytes()) * 8 /
-                                           static_cast<double>(total_weights);
-    row.mse = err / static_cast<double>(total_weights);
-    row.sqnr_db = err > 0 ? 10 * std::log10(sig / err) : std::numeric_limits<double>::infinity();
-    row.hessian_error = layers ? herr / layers : 0.0;
+    measure_container(row, reader, awq ? awq->reference : original, decoded,
+                      awq ? awq->settings.hessians : cs.hessians, total_weights);
     const double weights = static_cast<double>(total_weights);
     row.encode_weights_per_second = row.encode_seconds > 0 ? weights / row.encode_seconds : 0;
     row.decode_weights_per_second = row.decode_seconds > 0 ? weights / row.decode_seconds : 0;
