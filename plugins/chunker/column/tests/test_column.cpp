@@ -549,3 +549,24 @@ TEST_CASE("column: out-of-range options fail create") {
                        opt_enum("scale_dtype", "bf16")})
             .ok());
 }
+
+TEST_CASE("column: passes the SDK's chunker checks (nwc/testing)") {
+  const int64_t rows = 40, cols = 24;
+  const auto weight = uneven_rows(rows, cols, 3);
+  { // without normalization chunks only move values: exact
+    Instance inst(kId, {opt_enum("normalize", "none")});
+    REQUIRE(inst.ok());
+    Block block("t", rows, cols, 0, cols);
+    CHECK(check_chunker(inst, block, weight) == "");
+  }
+  // normalized by the host-rounded row scales: back up to float rounding
+  Instance inst(kId, {opt_enum("normalize", "row"), opt_enum("scale_dtype", "f16")});
+  REQUIRE(inst.ok());
+  Block whole("t", rows, cols, 0, cols);
+  std::vector<float> scales;
+  uint32_t storage = 0;
+  REQUIRE(chunker_row_scales(inst, whole, weight, scales, storage) == NWC_OK);
+  for (float &s : scales) s = round_to(storage, s);
+  set_tensor_side(whole, scales.data());
+  CHECK(check_chunker(inst, whole, weight, 1e-6) == "");
+}

@@ -204,3 +204,18 @@ TEST_CASE("group: out-of-range options fail create") {
   Instance unknown(kId, {opt_int("groups", 64)});
   CHECK(unknown.status == NWC_E_INVALID_OPTION);
 }
+
+TEST_CASE("group: passes the SDK's chunker checks (nwc/testing)") {
+  for (int64_t group : {32, 0})
+    for (const char *tail : {"pad", "fit"}) {
+      CAPTURE(group);
+      const std::string tail_name = tail;
+      CAPTURE(tail_name);
+      Instance inst(kId, {opt_int("group", group), opt_enum("tail", tail)});
+      REQUIRE(inst.ok());
+      Block block("t", 6, 100, 0, 100);
+      CHECK(check_chunker(inst, block, random_values(600, 7)) == "");
+      Block part("t", 6, 100, 32, 100); // a later column block
+      CHECK(check_chunker(inst, part, random_values(6 * 68, 8)) == "");
+    }
+}

@@ -154,6 +154,21 @@ TEST_CASE("the transform maps chunks to median-centred latents and back") {
   CHECK(tf->forward(t.get(), &info, &cv.view, &lv.view) == NWC_E_INVALID_ARG);
 }
 
+TEST_CASE("the transform passes the SDK's transform checks (nwc/testing)") {
+  TempDir dir;
+  auto path = make_codec(dir);
+  for (int64_t level : {0, 3}) {
+    CAPTURE(level);
+    Instance t("nwc.transform.neural", {opt_path("codec", path.c_str()), opt_int("level", level)});
+    REQUIRE_MESSAGE(t.ok(), t.last_error());
+    const int64_t n = 9;
+    std::vector<float> chunks(n * 16);
+    for (size_t i = 0; i < chunks.size(); ++i) chunks[i] = std::cos(0.91f * static_cast<float>(i));
+    Block block("w", 16, 9, 0, 9);
+    CHECK(check_transform(t, block, chunks, n, 16) == "");
+  }
+}
+
 TEST_CASE("synthesis gives the same bits whatever the batch it runs in") {
   TempDir dir;
   auto f = neural::load_codec(make_codec(dir));

@@ -12,6 +12,11 @@
 //   assert(nwc::test::check_entropy_coder(e, symbols) == "");
 //   nwc::test::Instance r("com.example.rotation.z");
 //   assert(nwc::test::check_rotation(r, weight, rows, cols, &hessian) == "");
+//   nwc::test::Instance c("com.example.chunk.w");
+//   nwc::test::Block block("t", rows, cols, 0, cols);
+//   assert(nwc::test::check_chunker(c, block, values) == "");
+//   nwc::test::Instance t("com.example.transform.v");
+//   assert(nwc::test::check_transform(t, block, chunks, n, length) == "");
 #pragma once
 
 #include "nwc/nwc.h"
@@ -361,6 +366,101 @@ inline std::string check_entropy_coder(Instance &inst, const std::vector<int32_t
       return "decode accepted the stream cut to " + std::to_string(cut) + " of " +
              std::to_string(a.size()) + " bytes";
   }
+  return "";
+}
+
+// What the host relies on from a chunker, on one block (e.g. Block("t", rows, cols, 0, cols), with
+// set_tensor_side() when the chunker reads host row scales) whose values are F32 [rows, width]:
+// plan gives the same geometry twice; split succeeds and is deterministic (chunks and side bytes);
+// merge(split(values)) gives the values back up to float rounding (max |difference| <= tolerance ·
+// max |value|; 0 for chunkers that only move values); every strict prefix of non-empty side
+// information is an error status when merged. Returns "" or the first failure.
+inline std::string check_chunker(Instance &inst, const Block &block,
+                                 const std::vector<float> &values, double tolerance = 0.0) {
+  const auto &c = chunker_interface(inst);
+  const int64_t rows = block.info.rows, width = block.info.col_end - block.info.col_begin;
+  if (static_cast<int64_t>(values.size()) != rows * width)
+    throw std::invalid_argument("check_chunker: values are not rows x (col_end - col_begin)");
+  nwc_chunk_geometry g{}, g2{};
+  if (c.plan(inst.get(), block.get(), &g) != NWC_OK) return "plan failed: " + inst.last_error();
+  if (c.plan(inst.get(), block.get(), &g2) != NWC_OK || g.count != g2.count ||
+      g.length != g2.length)
+    return "plan is not deterministic";
+  if (g.count < 0 || g.length <= 0) return "plan gave an empty or negative geometry";
+  auto split = [&](std::vector<float> &chunks, std::vector<uint8_t> &side) {
+    chunks.assign(static_cast<size_t>(g.count * g.length), 0.0f);
+    View in(values.data(), rows, width), out(chunks.data(), g.count, g.length);
+    VecSink sink;
+    const nwc_status st = c.split(inst.get(), block.get(), in.get(), out.get(), sink.get());
+    side = std::move(sink.bytes);
+    return st;
+  };
+  auto merge = [&](const std::vector<float> &chunks, const uint8_t *side, size_t size,
+                   std::vector<float> &out) {
+    out.assign(values.size(), 0.0f);
+    View in(chunks.data(), g.count, g.length), o(out.data(), rows, width);
+    return c.merge(inst.get(), block.get(), in.get(), nwc_bytes{side, size}, o.get());
+  };
+  std::vector<float> a, b, back;
+  std::vector<uint8_t> sa, sb;
+  if (split(a, sa) != NWC_OK) return "split failed: " + inst.last_error();
+  if (split(b, sb) != NWC_OK || !bitwise_equal(a, b) || sa != sb)
+    return "split is not deterministic: a second call gave other chunks or side bytes";
+  if (merge(a, sa.data(), sa.size(), back) != NWC_OK) return "merge failed: " + inst.last_error();
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    scale = std::fmax(scale, std::fabs(static_cast<double>(values[i])));
+    worst = std::fmax(worst, std::fabs(static_cast<double>(back[i]) - values[i]));
+  }
+  if (!(worst <= tolerance * scale))
+    return "merge(split(values)) differs from the values by " + std::to_string(worst) +
+           " (largest value " + std::to_string(scale) + ")";
+  for (size_t cut = 0; cut < sa.size(); ++cut)
+    if (merge(a, sa.data(), cut, back) == NWC_OK)
+      return "merge accepted side information cut to " + std::to_string(cut) + " of " +
+             std::to_string(sa.size()) + " bytes";
+  return "";
+}
+
+// What the host relies on from a transform, on chunks F32 [n, length] of a block: latent_length
+// is positive; forward and inverse succeed and are deterministic (the encoder and every decoder
+// compute the same latents and chunks); inverse gives finite values; the probability model, if
+// any, is the same object on every call. A learned transform need not invert exactly: how close
+// inverse(forward(chunks)) is belongs to the transform's own tests. Returns "" or the first
+// failure.
+inline std::string check_transform(Instance &inst, const Block &block,
+                                   const std::vector<float> &chunks, int64_t n, int64_t length) {
+  const auto *t = inst.iface<nwc_transform_interface>(NWC_TRANSFORM_INTERFACE);
+  if (!t) throw std::runtime_error("instance does not serve " NWC_TRANSFORM_INTERFACE);
+  if (static_cast<int64_t>(chunks.size()) != n * length)
+    throw std::invalid_argument("check_transform: chunks are not n x length");
+  int64_t m = 0;
+  if (t->latent_length(inst.get(), length, &m) != NWC_OK)
+    return "latent_length failed: " + inst.last_error();
+  if (m <= 0) return "latent_length is not positive";
+  auto forward = [&](std::vector<float> &latents) {
+    latents.assign(static_cast<size_t>(n * m), 0.0f);
+    View in(chunks.data(), n, length), out(latents.data(), n, m);
+    return t->forward(inst.get(), block.get(), in.get(), out.get());
+  };
+  auto inverse = [&](const std::vector<float> &latents, std::vector<float> &out) {
+    out.assign(chunks.size(), 0.0f);
+    View in(latents.data(), n, m), o(out.data(), n, length);
+    return t->inverse(inst.get(), block.get(), in.get(), o.get());
+  };
+  std::vector<float> a, b, x, y;
+  if (forward(a) != NWC_OK) return "forward failed: " + inst.last_error();
+  if (forward(b) != NWC_OK || !bitwise_equal(a, b))
+    return "forward is not deterministic: a second call gave other latents";
+  std::vector<float> rounded = a; // what a decoder sees: quantized latents
+  for (float &v : rounded) v = std::nearbyint(v);
+  if (inverse(rounded, x) != NWC_OK) return "inverse failed: " + inst.last_error();
+  if (inverse(rounded, y) != NWC_OK || !bitwise_equal(x, y))
+    return "inverse is not deterministic: a second call gave other chunks";
+  for (float v : x)
+    if (!std::isfinite(v)) return "inverse gave a value that is not finite";
+  if (t->probability_model && t->probability_model(inst.get()) != t->probability_model(inst.get()))
+    return "probability_model returned another object on a second call";
   return "";
 }
 
