@@ -3,7 +3,8 @@
 #   1. `cmake --install` the build tree under test into a temporary prefix and check the layout
 #      (nwc, headers, plugins, codecs, pipelines, CMake package, pkg-config file);
 #   2. configure and build examples/plugin-template against that prefix (find_package(nwc)),
-#      check the plugin exports only nwc_module_entry, install it into a prefix of its own;
+#      check the plugin exports only nwc_module_entry, run its tests (a quantizer and the guide's
+#      entropy coder over the installed harness), install them into a prefix of its own;
 #   3. run the installed nwc with the template on NWC_PLUGIN_PATH: plugins show, compress,
 #      inspect, decompress and eval on stories260K with the template's pipeline;
 #   4. rebuild the template claiming other plugin ABI versions and check the host applies the rules
@@ -123,17 +124,22 @@ step "the template's own test, over the installed nwc/testing/stage_harness.hpp"
 [[ -f $PREFIX/include/nwc/testing/stage_harness.hpp ]] ||
   fail "the SDK install lacks include/nwc/testing/stage_harness.hpp"
 run "$W/template-test.log" "${NWC_CONSUMER_CTEST:-ctest}" --test-dir "$TB" --output-on-failure
-grep -q "all checks passed" "$TB/Testing/Temporary/LastTest.log" ||
+grep -q "test_signmag: all checks passed" "$TB/Testing/Temporary/LastTest.log" ||
   fail "test_signmag did not report its checks" "$W/template-test.log"
+grep -q "test_varint: all checks passed" "$TB/Testing/Temporary/LastTest.log" ||
+  fail "test_varint (the guide's entropy coder) did not report its checks" "$W/template-test.log"
 run "$W/template-install.log" "$CMAKE" --install "$TB"
-[[ -f $W/template-prefix/lib/nwc/plugins/nwc-signmag.so ]] ||
-  fail "template install did not put nwc-signmag.so under <prefix>/lib/nwc/plugins" \
-    "$W/template-install.log"
+for so in nwc-signmag.so nwc-varint.so; do
+  [[ -f $W/template-prefix/lib/nwc/plugins/$so ]] ||
+    fail "template install did not put $so under <prefix>/lib/nwc/plugins" "$W/template-install.log"
+done
 
 # ---- 3. the installed nwc with the out-of-tree plugin ---------------------------------------------
 unset NWC_PLUGIN_PATH_ONLY
 export NWC_PLUGIN_PATH=$TB
 
+step "nwc plugins check org.example.entropy.varint (the guide's entropy coder)"
+run "$W/check-varint.log" "$NWC" plugins check org.example.entropy.varint
 step "nwc plugins show org.example.quant.signmag"
 run "$W/show.log" "$NWC" plugins show org.example.quant.signmag
 grep -q '^org\.example\.quant\.signmag 1\.0\.0 (quantizer' "$W/show.log" ||
