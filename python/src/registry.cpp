@@ -15,36 +15,12 @@ namespace {
 
 using nlohmann::json;
 
-// An option's schema, as `nwc plugins list --json` prints it.
-json option_json(const nwc_option_spec &s) {
-  json o = {{"key", s.key},
-            {"type", host::option_type_name(s.type)},
-            {"doc", s.doc ? s.doc : ""},
-            {"required", (s.flags & NWC_OPTF_REQUIRED) != 0},
-            {"affects_bitstream", (s.flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0}};
-  if (!(s.flags & NWC_OPTF_REQUIRED)) o["default"] = host::c_value_to_json(s.default_value);
-  if (s.min <= s.max) o["range"] = {s.min, s.max};
-  if (s.type == NWC_OPT_ENUM)
-    o["choices"] = std::vector<std::string>(s.choices, s.choices + s.choice_count);
-  if (s.unit) o["unit"] = s.unit;
-  return o;
-}
-
-json plugin_json(const host::Plugin &p) {
-  json opts = json::array();
-  for (const auto &s : p.options) opts.push_back(option_json(s));
-  return {{"id", p.id},
-          {"version", p.version},
-          {"kind", host::kind_name(p.kind)},
-          {"interface", host::kind_interface(p.kind)},
-          {"name", p.name},
-          {"stream_version", p.stream_version},
-          {"abi_version", std::to_string(NWC_ABI_MAJOR(p.abi_version)) + "." +
-                              std::to_string(NWC_ABI_MINOR(p.abi_version))},
-          {"library", p.library_path.string()},
-          {"description", p.description},
-          {"options", opts},
-          {"markdown", host::plugin_markdown(p)}};
+// host::plugin_json plus what the Python layer shows: the interface and the reference page.
+json python_plugin_json(const host::Plugin &p) {
+  json j = host::plugin_json(p);
+  j["interface"] = host::kind_interface(p.kind);
+  j["markdown"] = host::plugin_markdown(p);
+  return j;
 }
 
 const host::Plugin &installed(const host::Registry &reg, const std::string &id) {
@@ -128,14 +104,14 @@ void bind_registry(py::module_ &m) {
           "plugins_json",
           [](const host::Registry &reg) {
             json out = json::array();
-            for (const auto &p : reg.plugins()) out.push_back(plugin_json(*p));
+            for (const auto &p : reg.plugins()) out.push_back(python_plugin_json(*p));
             return out.dump();
           },
           "Every plugin as JSON: `nwc plugins list --json` plus interface and markdown.")
       .def(
           "plugin_json",
           [](const host::Registry &reg, const std::string &id) {
-            return plugin_json(installed(reg, id)).dump();
+            return python_plugin_json(installed(reg, id)).dump();
           },
           py::arg("id"))
       .def("index_markdown",

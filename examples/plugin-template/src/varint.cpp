@@ -59,11 +59,11 @@ public:
         uint64_t z = 0;
         for (int shift = 0;; shift += 7) {
           if (at == stream.size)
-            nwc::fail(NWC_E_CORRUPT_STREAM, where + ": the stream ends after " +
-                                                std::to_string(stream.size) + " bytes");
+            nwc::fail(NWC_E_CORRUPT_STREAM,
+                      where + ": the stream ends after " + std::to_string(stream.size) + " bytes");
           if (shift == 35)
-            nwc::fail(NWC_E_CORRUPT_STREAM, where + ": a varint longer than 5 bytes at byte " +
-                                                std::to_string(at));
+            nwc::fail(NWC_E_CORRUPT_STREAM,
+                      where + ": a varint longer than 5 bytes at byte " + std::to_string(at));
           const uint8_t b = stream.data[at++];
           z |= static_cast<uint64_t>(b & 0x7fu) << shift;
           if (!(b & 0x80u)) break;

@@ -21,38 +21,9 @@ namespace {
 using host::Plugin;
 using host::Registry;
 
-json option_json(const nwc_option_spec &s) {
-  json o = {{"key", s.key},
-            {"type", host::option_type_name(s.type)},
-            {"doc", s.doc ? s.doc : ""},
-            {"required", (s.flags & NWC_OPTF_REQUIRED) != 0},
-            {"affects_bitstream", (s.flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0}};
-  if (!(s.flags & NWC_OPTF_REQUIRED)) o["default"] = host::c_value_to_json(s.default_value);
-  if (s.min <= s.max) o["range"] = {s.min, s.max};
-  if (s.type == NWC_OPT_ENUM)
-    o["choices"] = std::vector<std::string>(s.choices, s.choices + s.choice_count);
-  if (s.unit) o["unit"] = s.unit;
-  return o;
-}
-
-json plugin_json(const Plugin &p) {
-  json opts = json::array();
-  for (const auto &s : p.options) opts.push_back(option_json(s));
-  return {{"id", p.id},
-          {"version", p.version},
-          {"kind", host::kind_name(p.kind)},
-          {"name", p.name},
-          {"stream_version", p.stream_version},
-          {"abi_version", std::to_string(NWC_ABI_MAJOR(p.abi_version)) + "." +
-                              std::to_string(NWC_ABI_MINOR(p.abi_version))},
-          {"library", p.library_path.string()},
-          {"description", p.description},
-          {"options", opts}};
-}
-
 // "bits (int, default 4, 2..8)"
 std::string option_line(const nwc_option_spec &s) {
-  json o = option_json(s);
+  json o = host::option_schema_json(s);
   std::string line = std::string(s.key) + " (" + host::option_type_name(s.type);
   if (o.contains("default")) line += ", default " + o["default"].dump();
   if (o.contains("range"))
@@ -169,7 +140,7 @@ int cmd_plugins_list(const Command &self, const Args &args) {
   Registry reg = load_registry(a.c);
   if (a.c.json) {
     json j = {{"plugins", json::array()}, {"problems", json::array()}};
-    for (const auto &p : reg.plugins()) j["plugins"].push_back(plugin_json(*p));
+    for (const auto &p : reg.plugins()) j["plugins"].push_back(host::plugin_json(*p));
     for (const auto &dgn : reg.diagnostics())
       j["problems"].push_back({{"path", dgn.path.string()}, {"message", dgn.message}});
     print_json(j);
@@ -197,7 +168,7 @@ int cmd_plugins_show(const Command &self, const Args &args) {
     throw UsageError("plugins show: missing plugin id (usage: nwc plugins show ID)");
   const Plugin &p = installed_plugin(reg, a.id);
   if (a.c.json) {
-    print_json(plugin_json(p));
+    print_json(host::plugin_json(p));
     return 0;
   }
   std::cout << p.id << " " << p.version << " (" << host::kind_name(p.kind) << ", stream version "

@@ -177,4 +177,33 @@ std::string plugins_index_markdown(const std::vector<const Plugin *> &plugins) {
   return o.str();
 }
 
+nlohmann::json option_schema_json(const nwc_option_spec &s) {
+  nlohmann::json o = {{"key", s.key},
+                      {"type", host::option_type_name(s.type)},
+                      {"doc", s.doc ? s.doc : ""},
+                      {"required", (s.flags & NWC_OPTF_REQUIRED) != 0},
+                      {"affects_bitstream", (s.flags & NWC_OPTF_AFFECTS_BITSTREAM) != 0}};
+  if (!(s.flags & NWC_OPTF_REQUIRED)) o["default"] = host::c_value_to_json(s.default_value);
+  if (s.min <= s.max) o["range"] = {s.min, s.max};
+  if (s.type == NWC_OPT_ENUM)
+    o["choices"] = std::vector<std::string>(s.choices, s.choices + s.choice_count);
+  if (s.unit) o["unit"] = s.unit;
+  return o;
+}
+
+nlohmann::json plugin_json(const Plugin &p) {
+  nlohmann::json opts = nlohmann::json::array();
+  for (const auto &s : p.options) opts.push_back(option_schema_json(s));
+  return {{"id", p.id},
+          {"version", p.version},
+          {"kind", host::kind_name(p.kind)},
+          {"name", p.name},
+          {"stream_version", p.stream_version},
+          {"abi_version", std::to_string(NWC_ABI_MAJOR(p.abi_version)) + "." +
+                              std::to_string(NWC_ABI_MINOR(p.abi_version))},
+          {"library", p.library_path.string()},
+          {"description", p.description},
+          {"options", opts}};
+}
+
 } // namespace nwc::host

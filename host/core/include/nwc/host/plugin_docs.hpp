@@ -7,6 +7,7 @@
 
 #include "nwc/host/registry.hpp"
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -23,5 +24,13 @@ std::string plugins_index_markdown(const std::vector<const Plugin *> &plugins);
 
 // The file name of a plugin's page: "<id>.md".
 std::string plugin_markdown_file(const Plugin &plugin);
+
+// An option's schema as `nwc plugins list --json` prints it: key, type, doc, required,
+// affects_bitstream, and default, range, choices and unit where they apply.
+nlohmann::json option_schema_json(const nwc_option_spec &spec);
+
+// A plugin as `nwc plugins list --json` prints it: id, version, kind, name, stream_version,
+// abi_version ("1.5"), library, description and options (option_schema_json each).
+nlohmann::json plugin_json(const Plugin &plugin);
 
 } // namespace nwc::host
