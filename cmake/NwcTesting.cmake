@@ -36,9 +36,14 @@ function(nwc_add_test name)
       break()
     endif()
   endforeach()
-  add_executable(${name} ${T_SOURCES} ${CMAKE_SOURCE_DIR}/tests/support/doctest_main.cpp)
+  # doctest's main and runner, compiled once for every test executable (each copy took ~10 s).
+  if(NOT TARGET nwc_doctest_main)
+    add_library(nwc_doctest_main OBJECT ${CMAKE_SOURCE_DIR}/tests/support/doctest_main.cpp)
+    target_link_libraries(nwc_doctest_main PUBLIC doctest::doctest)
+  endif()
+  add_executable(${name} ${T_SOURCES})
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests/support)
-  target_link_libraries(${name} PRIVATE doctest::doctest nwc::sdk ${T_LIBRARIES})
+  target_link_libraries(${name} PRIVATE nwc_doctest_main doctest::doctest nwc::sdk ${T_LIBRARIES})
   target_compile_definitions(${name} PRIVATE
     NWC_TEST_DATA_DIR="${NWC_DEFAULT_DATA_DIR}"
     NWC_TEST_REFERENCES_DIR="${NWC_DEFAULT_REFERENCES_DIR}"
