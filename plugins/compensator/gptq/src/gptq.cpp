@@ -23,7 +23,7 @@
 // batch have not reached them yet. With group = block the two coincide; with smaller groups this is
 // what every GPTQ checkpoint holds (checked bit for bit against the reference,
 // docs/baselines-as-run.md). R is the reversed Cholesky factor of the reversed H
-// (../../common/hessian.hpp; the products are ../../common/gemm.hpp, the same bits on any
+// (nwc/linalg/hessian.hpp; the products are nwc/linalg/gemm.hpp, the same bits on any
 // machine and thread count). Within a lazy batch, columns are updated in sub-batches of kSub
 // columns, each fed to the rest of the batch with one product.
 //
@@ -32,8 +32,8 @@
 // and every predicted value is checked against the codec before any block is committed. When a
 // prediction turns out wrong, the tensor is coded again with a trial for every column, so the
 // result is always the one per-column trials give.
-#include "../../common/hessian.hpp"
 #include "nwc/cpp/plugin.hpp"
+#include "nwc/linalg/hessian.hpp"
 #include "staircase.hpp"
 
 #include <algorithm>

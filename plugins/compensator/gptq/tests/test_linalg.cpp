@@ -1,7 +1,7 @@
-// The compensators' linear algebra (common/gemm.hpp, common/hessian.hpp) and GPTQ's learned
+// The compensators' linear algebra (nwc/linalg/gemm.hpp, nwc/linalg/hessian.hpp) and GPTQ's learned
 // staircases (src/staircase.hpp), without the host.
-#include "../../common/hessian.hpp"
 #include "../src/staircase.hpp"
+#include "nwc/linalg/hessian.hpp"
 
 #include <cmath>
 #include <cstring>

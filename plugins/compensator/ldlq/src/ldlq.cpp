@@ -13,10 +13,10 @@
 // decoding needs nothing from this plugin.
 //
 // The Cholesky factor (blocked), the blocks of L and the feedback are matrix products
-// (../../common/hessian.hpp, ../../common/gemm.hpp) that give the same bits on any machine and
+// (nwc/linalg/hessian.hpp, nwc/linalg/gemm.hpp) that give the same bits on any machine and
 // thread count.
-#include "../../common/hessian.hpp"
 #include "nwc/cpp/plugin.hpp"
+#include "nwc/linalg/hessian.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -17,6 +17,8 @@
 //   assert(nwc::test::check_chunker(c, block, values) == "");
 //   nwc::test::Instance t("com.example.transform.v");
 //   assert(nwc::test::check_transform(t, block, chunks, n, length) == "");
+//   nwc::test::Instance k("com.example.comp.u");
+//   assert(nwc::test::check_compensator(k, weight, rows, cols, &hessian) == "");
 #pragma once
 
 #include "nwc/nwc.h"
@@ -594,6 +596,176 @@ inline std::string check_rotation(Instance &inst, const std::vector<float> &weig
   std::vector<float> part = w;
   if (rotation_inverse(inst, longer.data(), longer.size(), part, rows, cols) == NWC_OK)
     return "inverse accepted side information with a byte appended";
+  return "";
+}
+
+// Synthetic inputs for compensator and rotation checks, the same on every machine: a weight
+// [rows, cols] of about unit scale (uniform values in (-1, 1) with every 7th row scaled by 4, so
+// rows differ in range), and a Hessian X·Xᵀ/m + 0.01·I [cols, cols] from m = cols + 16 samples
+// whose neighbouring input channels are correlated (as a real layer's inputs are) and whose
+// channel scales differ (so act-order has an order to find).
+inline std::vector<float> synthetic_weight(int64_t rows, int64_t cols, uint32_t seed = 1) {
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  uint32_t x = seed * 2654435761u + 1u;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      x = x * 1664525u + 1013904223u;
+      const float u = static_cast<float>(x >> 8) / 8388608.0f - 1.0f; // [-1, 1)
+      w[static_cast<size_t>(r * cols + c)] = r % 7 == 0 ? 4.0f * u : u;
+    }
+  return w;
+}
+inline std::vector<float> synthetic_hessian(int64_t cols, uint32_t seed = 1) {
+  const int64_t m = cols + 16;
+  std::vector<double> x(static_cast<size_t>(cols * m)), u(static_cast<size_t>(m), 0.0);
+  uint32_t s = seed * 40503u + 7u;
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t t = 0; t < m; ++t) {
+      s = s * 1664525u + 1013904223u;
+      // u: unit noise correlated with the previous channel's; x: u at this channel's scale.
+      u[static_cast<size_t>(t)] =
+          0.5 * u[static_cast<size_t>(t)] + static_cast<double>(s >> 8) / 8388608.0 - 1.0;
+      x[static_cast<size_t>(i * m + t)] =
+          u[static_cast<size_t>(t)] * (1.0 + static_cast<double>(i % 5));
+    }
+  std::vector<float> h(static_cast<size_t>(cols * cols));
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double d = i == j ? 0.01 : 0.0;
+      for (int64_t t = 0; t < m; ++t)
+        d += x[static_cast<size_t>(i * m + t)] * x[static_cast<size_t>(j * m + t)] /
+             static_cast<double>(m);
+      h[static_cast<size_t>(i * cols + j)] = static_cast<float>(d);
+    }
+  return h;
+}
+
+// ---- compensators -------------------------------------------------------------------------------
+
+// A block codec for compensators without a pipeline behind it: it reconstructs each value as the
+// nearest multiple of 1/steps_per_unit, keeps what committed blocks reconstruct in reconstruction
+// ([rows, cols]), and counts how often each column was committed (dry runs are not counted).
+// Malformed calls (columns out of range, views of the wrong type or shape) fail with
+// NWC_E_INVALID_ARG and are described in error.
+struct GridBlockCodec {
+  nwc_block_codec codec{};
+  int64_t rows, cols;
+  float steps_per_unit;
+  std::vector<int> commits;          // per column
+  std::vector<float> reconstruction; // [rows, cols], committed blocks only
+  std::string error;                 // the first malformed call
+  GridBlockCodec(int64_t rows_, int64_t cols_, float steps = 64.0f)
+      : rows(rows_), cols(cols_), steps_per_unit(steps), commits(static_cast<size_t>(cols_), 0),
+        reconstruction(static_cast<size_t>(rows_ * cols_), 0.0f) {
+    codec.struct_size = sizeof(nwc_block_codec);
+    codec.ctx = this;
+    codec.rows = rows;
+    codec.cols = cols;
+    codec.encode = [](nwc_block_codec *c, int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                      nwc_tensor_view *recon) -> nwc_status {
+      return c->encode_ex(c, c0, c1, values, nullptr, 0, recon);
+    };
+    codec.encode_ex = [](nwc_block_codec *c, int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                         const nwc_tensor_view *fit, uint32_t flags,
+                         nwc_tensor_view *recon) -> nwc_status {
+      return static_cast<GridBlockCodec *>(c->ctx)->encode(c0, c1, values, fit, flags, recon);
+    };
+  }
+  GridBlockCodec(const GridBlockCodec &) = delete;
+  GridBlockCodec &operator=(const GridBlockCodec &) = delete;
+  nwc_block_codec *get() { return &codec; }
+
+private:
+  bool well_formed(const nwc_tensor_view *v, int64_t width) const {
+    return v && v->data && v->dtype == NWC_DTYPE_F32 && v->ndim == 2 && v->shape &&
+           v->shape[0] == rows && v->shape[1] == width && !v->strides;
+  }
+  nwc_status encode(int64_t c0, int64_t c1, const nwc_tensor_view *values,
+                    const nwc_tensor_view *fit, uint32_t flags, nwc_tensor_view *recon) {
+    const int64_t width = c1 - c0;
+    if (c0 < 0 || c1 > cols || width <= 0 || !well_formed(values, width) ||
+        !well_formed(recon, width) || (fit && !well_formed(fit, width))) {
+      if (error.empty())
+        error = "block [" + std::to_string(c0) + ", " + std::to_string(c1) + ") of a " +
+                std::to_string(rows) + " x " + std::to_string(cols) +
+                " tensor with malformed arguments";
+      return NWC_E_INVALID_ARG;
+    }
+    const auto *in = reinterpret_cast<const float *>(static_cast<const char *>(values->data) +
+                                                     values->byte_offset);
+    auto *out = reinterpret_cast<float *>(static_cast<char *>(recon->data) + recon->byte_offset);
+    for (int64_t i = 0; i < rows * width; ++i)
+      out[i] = std::nearbyint(in[i] * steps_per_unit) / steps_per_unit;
+    if (flags & NWC_BLOCK_DRY_RUN) return NWC_OK;
+    for (int64_t k = c0; k < c1; ++k) commits[static_cast<size_t>(k)]++;
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(reconstruction.data() + r * cols + c0, out + r * width,
+                  static_cast<size_t>(width) * sizeof(float));
+    return NWC_OK;
+  }
+};
+
+inline const nwc_compensator_interface &compensator_interface(Instance &inst) {
+  const auto *c = inst.iface<nwc_compensator_interface>(NWC_COMPENSATOR_INTERFACE);
+  if (!c) throw std::runtime_error("instance does not serve " NWC_COMPENSATOR_INTERFACE);
+  return *c;
+}
+
+// Runs compensate on weight [rows, cols] (and hessian [cols, cols] or NULL) through codec.
+inline nwc_status run_compensate(Instance &inst, const std::vector<float> &weight, int64_t rows,
+                                 int64_t cols, const std::vector<float> *hessian,
+                                 GridBlockCodec &codec) {
+  View w(weight.data(), rows, cols);
+  if (!hessian)
+    return compensator_interface(inst).compensate(inst.get(), "layers.0.weight", w.get(), nullptr,
+                                                  codec.get());
+  View h(hessian->data(), cols, cols);
+  return compensator_interface(inst).compensate(inst.get(), "layers.0.weight", w.get(), h.get(),
+                                                codec.get());
+}
+
+// What the host relies on from a compensator, on weight [rows, cols] and a Hessian [cols, cols]
+// (symmetric positive definite; required when the compensator declares
+// NWC_COMPENSATOR_NEEDS_HESSIAN, which is then refused as missing with an error status, not a
+// crash): compensate succeeds through a grid block codec of step 1/steps_per_unit, commits every
+// column exactly once, and commits the same reconstruction when called again (determinism: every
+// encoder of a pipeline gets the same container). When out is given, it receives the committed
+// reconstruction, for the plugin's own quality checks (hessian_error() of W - out against plain
+// rounding, say). Returns "" or the first failure.
+inline std::string check_compensator(Instance &inst, const std::vector<float> &weight, int64_t rows,
+                                     int64_t cols, const std::vector<float> *hessian,
+                                     float steps_per_unit = 64.0f,
+                                     std::vector<float> *out = nullptr) {
+  if (static_cast<int64_t>(weight.size()) != rows * cols ||
+      (hessian && static_cast<int64_t>(hessian->size()) != cols * cols))
+    throw std::invalid_argument("check_compensator: weight or hessian of the wrong size");
+  const auto &c = compensator_interface(inst);
+  const bool needs_hessian = (c.requirements(inst.get()) & NWC_COMPENSATOR_NEEDS_HESSIAN) != 0;
+  if (needs_hessian && !hessian)
+    throw std::invalid_argument("check_compensator: the compensator needs a Hessian");
+  if (needs_hessian) {
+    GridBlockCodec none(rows, cols, steps_per_unit);
+    if (run_compensate(inst, weight, rows, cols, nullptr, none) == NWC_OK)
+      return "compensate accepted a missing Hessian although it declares that it needs one";
+  }
+  auto once = [&](GridBlockCodec &codec) -> std::string {
+    if (run_compensate(inst, weight, rows, cols, hessian, codec) != NWC_OK)
+      return "compensate failed: " + (codec.error.empty()
+                                          ? inst.last_error()
+                                          : "it called the codec with a " + codec.error);
+    if (!codec.error.empty()) return "compensate called the codec with a " + codec.error;
+    for (int64_t k = 0; k < cols; ++k)
+      if (codec.commits[static_cast<size_t>(k)] != 1)
+        return "column " + std::to_string(k) + " committed " +
+               std::to_string(codec.commits[static_cast<size_t>(k)]) + " times (expected once)";
+    return "";
+  };
+  GridBlockCodec a(rows, cols, steps_per_unit), b(rows, cols, steps_per_unit);
+  if (auto e = once(a); !e.empty()) return e;
+  if (auto e = once(b); !e.empty()) return "second call: " + e;
+  if (!bitwise_equal(a.reconstruction, b.reconstruction))
+    return "compensate is not deterministic: a second call committed other values";
+  if (out) *out = a.reconstruction;
   return "";
 }
 

@@ -1,6 +1,7 @@
 // Hessian linear algebra shared by the Hessian-guided compensators (GPTQ, LDLQ): dead input
 // columns, dampening with retries, blocked Cholesky factorisation and triangular inverse. Internal
-// to these plugins (each plugin library compiles its own copy; nothing here crosses the ABI).
+// to these plugins (target nwc::linalg, header-only: each plugin library compiles its own copy;
+// nothing here crosses the ABI).
 //
 // All matrices are row-major. The O(n³) work is matrix products (gemm.hpp), whose results do not
 // depend on the machine's thread count or CPU; the factorisations fix their own block size
@@ -8,8 +9,8 @@
 // thread than with several, so its bits would depend on OPENBLAS_NUM_THREADS.)
 #pragma once
 
-#include "gemm.hpp"
 #include "nwc/cpp/plugin.hpp"
+#include "nwc/linalg/gemm.hpp"
 
 #include <algorithm>
 #include <cmath>
