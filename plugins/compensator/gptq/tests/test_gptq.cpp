@@ -1,15 +1,7 @@
 // GPTQ through the real pipeline on stories260K with calibration Hessians.
+#include "compensator_fixture.hpp"
 #include "nwc/cpp/error.hpp"
-#include "nwc/formats/container.hpp"
-#include "nwc/formats/model.hpp"
-#include "nwc/host/compress.hpp"
-#include "nwc/host/decode.hpp"
-#include "nwc/host/pipeline.hpp"
-#include "nwc/runtime/calibrate.hpp"
-#include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/llama.hpp"
-#include "test_registry.hpp"
-#include "test_support.hpp"
 
 #include <doctest/doctest.h>
 #include <numeric>
@@ -20,76 +12,30 @@ using namespace nwc::host;
 using namespace nwc::runtime;
 
 namespace {
+using test::decode_all;
+
 const nwc::host::Registry &registry() {
   return nwc::test::bundled_registry();
 }
 
 std::string pipeline(const std::string &compensator, int bits, int group,
                      const std::string &quantizer = "nwc.quant.uniform") {
-  return "[pipeline]\nname = \"t\"\n[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = " +
-         std::to_string(group) + "\n[quantizer]\nplugin = \"" + quantizer + "\"\n" +
-         (quantizer == "nwc.quant.uniform" ? "bits = " + std::to_string(bits) + "\n" : "") +
-         "[entropy]\nplugin = \"nwc.entropy.raw\"\n[compensator]\n" + compensator + "\n";
+  return test::group_pipeline(compensator, bits, group, quantizer);
 }
 
-struct Fixture {
-  Model model = load_model(test::stories260k());
-  std::map<std::string, std::shared_ptr<const std::vector<float>>> hessians;
-  Fixture() {
-    auto tok = load_tokenizer(test::data_dir() / "models" / "stories260K" / "tok512.bin", 512);
-    auto stream =
-        ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-calib.txt"), *tok);
-    CalibrationSettings s;
-    s.tokens = 16384;
-    Calibration c = calibrate(model, stream, s);
-    for (const auto &h : c.hessians) {
-      auto v = std::make_shared<std::vector<float>>(h.h.begin(), h.h.end());
-      for (const auto &l : h.linears) hessians[l] = v;
-    }
-  }
-};
-
-Fixture &fixture() {
-  static Fixture f;
-  return f;
-}
-
-// Decoded tensors of a container by name.
-std::map<std::string, std::vector<float>> decode_all(const std::filesystem::path &p) {
-  ContainerReader reader(p);
-  ContainerDecoder dec(reader, registry());
-  std::map<std::string, std::vector<float>> out;
-  for (const auto &t : reader.manifest().tensors) out[t.name] = dec.decode_tensor(t, 1);
-  return out;
+test::CalibratedStories &fixture() {
+  return test::calibrated_stories();
 }
 
 std::filesystem::path run(const test::TempDir &dir, const std::string &name,
                           const std::string &text, bool with_hessians = true) {
-  Pipeline pl = parse_pipeline(text, dir / (name + ".toml"), registry());
-  CompressSettings s;
-  s.threads = 2;
-  if (with_hessians) s.hessians.insert(fixture().hessians.begin(), fixture().hessians.end());
-  compress_model(fixture().model, pl, registry(), dir / (name + ".nwc"), s);
-  return dir / (name + ".nwc");
+  return test::compress_with(fixture().model, dir, name, text,
+                             with_hessians ? fixture().hessians : test::Hessians{});
 }
 
-// tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)
 double hessian_error(const std::vector<float> &w, const std::vector<float> &q,
                      const std::vector<float> &h, int64_t rows, int64_t cols) {
-  double num = 0, den = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        const double hij = h[static_cast<size_t>(i * cols + j)];
-        const double di =
-            w[static_cast<size_t>(r * cols + i)] - q[static_cast<size_t>(r * cols + i)];
-        const double dj =
-            w[static_cast<size_t>(r * cols + j)] - q[static_cast<size_t>(r * cols + j)];
-        num += di * hij * dj;
-        den += static_cast<double>(w[static_cast<size_t>(r * cols + i)]) * hij *
-               w[static_cast<size_t>(r * cols + j)];
-      }
-  return num / den;
+  return test::relative_hessian_error(w, q, h, rows, cols);
 }
 } // namespace
 
