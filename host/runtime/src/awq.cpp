@@ -334,19 +334,6 @@ Model with_replaced_tensors(const Model &model,
   return m;
 }
 
-AwqSettings awq_settings(const host::AwqConfig &c) {
-  AwqSettings s;
-  s.bits = c.bits;
-  s.group = c.group;
-  s.grid = c.grid;
-  s.duo_scaling = c.duo_scaling;
-  s.clip = c.clip;
-  s.max_shrink = c.max_shrink;
-  s.clip_grid = c.clip_grid;
-  s.clip_tokens = c.clip_tokens;
-  return s;
-}
-
 AwqScaled awq_scale_model(const Model &model, const std::vector<int32_t> &tokens,
                           const CalibrationSettings &calibration, const host::AwqConfig &config,
                           const std::function<void(const std::vector<AwqGroupReport> &)> &block) {
@@ -356,11 +343,10 @@ AwqScaled awq_scale_model(const Model &model, const std::vector<int32_t> &tokens
     if (block && !pending.empty()) block(pending);
     pending.clear();
   };
-  AwqResult r =
-      awq_search(model, tokens, calibration, awq_settings(config), [&](const AwqGroupReport &g) {
-        if (!pending.empty() && pending.back().block != g.block) flush();
-        pending.push_back(g);
-      });
+  AwqResult r = awq_search(model, tokens, calibration, config, [&](const AwqGroupReport &g) {
+    if (!pending.empty() && pending.back().block != g.block) flush();
+    pending.push_back(g);
+  });
   flush();
   Model scaled = with_replaced_tensors(model, std::move(r.replaced));
   r.replaced.clear();

@@ -96,21 +96,26 @@ struct BlockFtConfig {
   int64_t seq_len = 128;  // tokens per window
 };
 
-// AWQ, activation-aware weight scaling (nwc/runtime/awq.hpp), run on the calibration text before
-// any coding; the pipeline then codes the scaled model. Defaults are AutoAWQ's, except that bits
-// and group, when not given, follow the base chain's nwc.quant.uniform `bits` and
-// nwc.chunk.group `group` (4 and 128 with other stages): the search should quantize as the coder
-// does. The search itself always uses AWQ's own min/max grid with an integer zero point.
-struct AwqConfig {
+// The settings of AWQ's search (activation-aware weight scaling, nwc/runtime/awq.hpp), with
+// AutoAWQ's defaults and names.
+struct AwqSearchSettings {
+  int64_t bits = 4;          // the search grid: AutoAWQ's w_bit
+  int64_t group = 128;       // its q_group_size (input columns per scale)
+  int64_t grid = 20;         // ratios tried by the scale search (n_grid)
+  bool duo_scaling = true;   // s from activation and weight magnitudes (AutoAWQ's default)
+  bool clip = true;          // the clipping search (apply_clip)
+  double max_shrink = 0.5;   // the clipping search's smallest range ratio is 1 − max_shrink
+  int64_t clip_grid = 20;    // its steps
+  int64_t clip_tokens = 512; // tokens it samples (n_sample_token)
+};
+
+// A pipeline's [awq] table: AWQ run on the calibration text before any coding; the pipeline then
+// codes the scaled model. Defaults are AutoAWQ's, except that bits and group, when not given,
+// follow the base chain's nwc.quant.uniform `bits` and nwc.chunk.group `group` (4 and 128 with
+// other stages): the search should quantize as the coder does. The search itself always uses
+// AWQ's own min/max grid with an integer zero point.
+struct AwqConfig : AwqSearchSettings {
   bool enabled = false;
-  int64_t bits = 4;
-  int64_t group = 128;
-  int64_t grid = 20;
-  bool duo_scaling = true;
-  bool clip = true;
-  double max_shrink = 0.5;
-  int64_t clip_grid = 20;
-  int64_t clip_tokens = 512;
   std::string where; // "file:line:column" of the [awq] table
 };
 

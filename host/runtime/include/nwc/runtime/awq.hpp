@@ -36,16 +36,8 @@
 
 namespace nwc::runtime {
 
-struct AwqSettings {
-  int64_t bits = 4;          // the search grid: AutoAWQ's w_bit
-  int64_t group = 128;       // its q_group_size (input columns per scale)
-  int64_t grid = 20;         // ratios tried by the scale search (n_grid)
-  bool duo_scaling = true;   // s from activation and weight magnitudes (AutoAWQ's default)
-  bool clip = true;          // the clipping search (apply_clip)
-  double max_shrink = 0.5;   // the clipping search's smallest range ratio is 1 − max_shrink
-  int64_t clip_grid = 20;    // its steps
-  int64_t clip_tokens = 512; // tokens it samples (n_sample_token)
-};
+// The search's settings: one definition, shared with the pipeline's [awq] table.
+using AwqSettings = host::AwqSearchSettings;
 
 struct AwqGroupReport {
   int64_t block = 0;
@@ -72,9 +64,6 @@ AwqResult awq_search(const Model &model, const std::vector<int32_t> &tokens,
 // The model with `replaced` values in place of its own (loaders return the new values); the
 // architecture, names, shapes and dtypes are unchanged.
 Model with_replaced_tensors(const Model &model, std::map<std::string, std::vector<float>> replaced);
-
-// The settings of a pipeline's [awq] table (nwc::host::AwqConfig, defaults already applied).
-AwqSettings awq_settings(const host::AwqConfig &config);
 
 // A pipeline's [awq] run on a model: the search, and the model with the scaled tensors (what the
 // pipeline then codes and calibrates on). `block` gets each block's groups once the block is
