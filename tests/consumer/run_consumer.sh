@@ -128,6 +128,22 @@ grep -q "test_signmag: all checks passed" "$TB/Testing/Temporary/LastTest.log" |
   fail "test_signmag did not report its checks" "$W/template-test.log"
 grep -q "test_varint: all checks passed" "$TB/Testing/Temporary/LastTest.log" ||
   fail "test_varint (the guide's entropy coder) did not report its checks" "$W/template-test.log"
+grep -q "fuzz_replay: [1-9][0-9]* inputs ran" "$TB/Testing/Temporary/LastTest.log" ||
+  fail "fuzz_varint_replay (the fuzz-target template) did not replay its corpus" \
+    "$W/template-test.log"
+# The fuzz-target template under libFuzzer, when clang is here: a short run from the corpus.
+CLANGXX=${NWC_CONSUMER_CLANGXX:-$(command -v clang++-14 || command -v clang++ || true)}
+if [[ -n $CLANGXX ]]; then
+  step "the fuzz-target template with libFuzzer ($CLANGXX)"
+  NWC_CONSUMER_CXX=$CLANGXX NWC_CONSUMER_CXX_LAUNCHER="" NWC_CONSUMER_CXX_FLAGS="" \
+    configure_template "$W/template-fuzz" "$W/template-fuzz-configure.log" -DTEMPLATE_FUZZ=ON
+  run "$W/template-fuzz-build.log" "$CMAKE" --build "$W/template-fuzz" --target fuzz_varint
+  cp -r "$TEMPLATE/tests/corpus/varint" "$W/fuzz-corpus"
+  run "$W/template-fuzz-run.log" "$W/template-fuzz/fuzz_varint" -runs=20000 -seed=1 \
+    "$W/fuzz-corpus"
+  grep -q "Done 20000 runs" "$W/template-fuzz-run.log" ||
+    fail "fuzz_varint did not complete its runs" "$W/template-fuzz-run.log"
+fi
 run "$W/template-install.log" "$CMAKE" --install "$TB"
 for so in nwc-signmag.so nwc-varint.so; do
   [[ -f $W/template-prefix/lib/nwc/plugins/$so ]] ||
