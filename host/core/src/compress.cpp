@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <numeric>
@@ -29,8 +30,24 @@ std::vector<uint8_t> raw_bytes(DType dtype, const std::vector<float> &values) {
   return out;
 }
 
-DType storage_dtype(DType original) {
-  return original == DType::F16 || original == DType::BF16 ? original : DType::F32;
+// The type an unselected tensor is stored in, losslessly: F16 and BF16 as they are; F32 as BF16 or
+// F16 when every value converts there and back to the same bits (weights of a 16-bit model held in
+// float32, norms of exactly 1), else F32. Other types are stored as F32, which holds them exactly.
+DType storage_dtype(DType original, const std::vector<float> &values) {
+  if (original == DType::F16 || original == DType::BF16) return original;
+  if (original != DType::F32 || values.empty()) return DType::F32;
+  bool bf16 = true, f16 = true;
+  for (const float v : values) {
+    uint32_t bits = 0, back_bf16 = 0, back_f16 = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    const float b = bf16_to_f32(f32_to_bf16(v)), h = f16_to_f32(f32_to_f16(v));
+    std::memcpy(&back_bf16, &b, sizeof b);
+    std::memcpy(&back_f16, &h, sizeof h);
+    bf16 = bf16 && back_bf16 == bits;
+    f16 = f16 && back_f16 == bits;
+    if (!bf16 && !f16) return DType::F32;
+  }
+  return bf16 ? DType::BF16 : DType::F16;
 }
 
 // One model compressed into one container: the steps of compress_model(), in the order run()
@@ -231,7 +248,7 @@ private:
   // A tensor the pipeline does not select: one "raw" or "zstd" stream (pipeline.unselected).
   void store_unselected(EncodedTensor &enc, const std::vector<float> &values) const {
     TensorRecord &rec = enc.record;
-    DType sd = pipeline_.unselected == "zstd-f16" ? DType::F16 : storage_dtype(rec.dtype);
+    DType sd = pipeline_.unselected == "zstd-f16" ? DType::F16 : storage_dtype(rec.dtype, values);
     rec.dtype = sd;
     auto bytes = raw_bytes(sd, values);
     if (pipeline_.unselected == "zstd" || pipeline_.unselected == "zstd-f16") {

@@ -1,6 +1,7 @@
 // The compression driver and container decoder on the real stories260K model.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
+#include "nwc/formats/dtype.hpp"
 #include "nwc/formats/model.hpp"
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
@@ -11,7 +12,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <doctest/doctest.h>
+#include <map>
 
 using namespace nwc;
 using namespace nwc::host;
@@ -157,6 +160,63 @@ TEST_CASE("bits per weight include the container overhead") {
   double bpw = static_cast<double>(q->stream_bytes()) * 8 / static_cast<double>(q->numel());
   CHECK(bpw > 5.0);
   CHECK(bpw < 5.1);
+}
+
+TEST_CASE("unselected float32 tensors are stored at their real precision, bit for bit") {
+  // bf16: values with 8 significant bits; f16 but not bf16: k/1024 for 1024 < k < 2048 (11
+  // significant bits, in f16's normal range); ones: both (stored as bf16); general: neither;
+  // a -0.0 and a bf16 NaN pattern must survive too.
+  std::vector<float> bf16_values, f16_values, ones(64, 1.0f), general;
+  for (int k = 0; k < 300; ++k) {
+    bf16_values.push_back(bf16_to_f32(f32_to_bf16(std::sin(0.37f * static_cast<float>(k)) * 3.0f)));
+    f16_values.push_back(static_cast<float>(1025 + (k * 7) % 1023) / 1024.0f);
+    general.push_back(std::sin(0.37f * static_cast<float>(k)) * 3.0f);
+  }
+  bf16_values[5] = -0.0f;
+  uint32_t nan_bits = 0x7fc10000u; // a quiet NaN whose low 16 bits are zero
+  std::memcpy(&bf16_values[6], &nan_bits, sizeof nan_bits);
+  Model model;
+  model.format = "safetensors";
+  auto add = [&](const std::string &name, DType dtype, const std::vector<float> &v) {
+    ModelTensor t;
+    t.info.name = name;
+    t.info.dtype = dtype;
+    t.info.shape = {static_cast<int64_t>(v.size())};
+    t.load = [v] { return v; };
+    model.tensors.push_back(std::move(t));
+  };
+  add("bf16_in_f32", DType::F32, bf16_values);
+  add("f16_in_f32", DType::F32, f16_values);
+  add("ones", DType::F32, ones);
+  add("general", DType::F32, general);
+  add("declared_f16", DType::F16, f16_values);
+  for (const char *storage : {"raw", "zstd"}) {
+    INFO(storage);
+    test::TempDir dir;
+    Pipeline pl = parse_pipeline(
+        std::string("[pipeline]\nname = \"t\"\nselect = []\nunselected = \"") + storage + "\"\n",
+        dir / "p.toml", registry());
+    compress_model(model, pl, registry(), dir / "m.nwc", {});
+    ContainerReader reader(dir / "m.nwc");
+    ContainerDecoder dec(reader, registry());
+    const std::map<std::string, DType> expected = {{"bf16_in_f32", DType::BF16},
+                                                   {"f16_in_f32", DType::F16},
+                                                   {"ones", DType::BF16},
+                                                   {"general", DType::F32},
+                                                   {"declared_f16", DType::F16}};
+    for (const auto &mt : model.tensors) {
+      INFO(mt.info.name);
+      const TensorRecord *t = reader.find(mt.info.name);
+      REQUIRE(t != nullptr);
+      CHECK(t->storage == storage);
+      CHECK(t->dtype == expected.at(mt.info.name));
+      const auto orig = mt.load(), back = dec.decode_tensor(*t, 1);
+      REQUIRE(back.size() == orig.size());
+      CHECK(std::memcmp(back.data(), orig.data(), orig.size() * sizeof(float)) == 0);
+      if (std::string(storage) == "raw")
+        CHECK(t->stream_bytes() == orig.size() * dtype_size(t->dtype));
+    }
+  }
 }
 
 TEST_CASE("quality levels from the Hessian diagonal match a hand-computed case") {
