@@ -86,7 +86,8 @@ int cmd_bench(const Command &self, const Args &args) {
     for (const auto &r : rows) j.push_back(r.to_json());
     print_json(j);
   } else {
-    std::cout << "wrote " << out << "/results.md, results.csv, results.json, rate_ppl.png/svg ("
+    std::cout << "wrote " << out
+              << "/results.md, results.csv, results.json, rate_ppl.png/svg, rate_ppl_file.png/svg ("
               << rows.size() << " rows)\n";
   }
   return 0;

@@ -98,6 +98,56 @@ double hessian_error(const std::vector<float> &w, const std::vector<float> &q,
   return den > 0 ? num / den : 0.0;
 }
 
+// One rate-perplexity plot, <stem>.svg and <stem>.png: a line per method over the rate `x`, the
+// fp32 model as a horizontal line; the data and gnuplot script stay beside them.
+void plot_rate_ppl(const BenchSettings &s, const std::vector<BenchRow> &rows,
+                   const std::string &stem, const std::string &xlabel, double BenchRow::*x,
+                   const std::function<void(const std::string &)> &log) {
+  const auto dir = s.output_dir;
+  std::map<std::string, std::vector<const BenchRow *>> by_method;
+  for (const auto &r : rows)
+    if (!r.container.empty()) by_method[r.method].push_back(&r);
+  std::ofstream dat(dir / (stem + ".dat"));
+  std::vector<std::string> methods;
+  for (auto &[method, list] : by_method) {
+    std::sort(list.begin(), list.end(),
+              [x](const BenchRow *a, const BenchRow *b) { return a->*x < b->*x; });
+    dat << "# " << method << "\n";
+    for (const auto *r : list) dat << r->*x << " " << r->ppl << "\n";
+    dat << "\n\n";
+    methods.push_back(method);
+  }
+  dat.close();
+  const double fp32_ppl = rows.empty() ? 0 : rows.front().ppl;
+  std::ofstream gp(dir / (stem + ".gp"));
+  gp << "set xlabel '" << xlabel << "'\n"
+     << "set ylabel 'perplexity (ppl-v1)'\nset logscale y\nset key outside right\nset grid\n"
+     << "set title '" << s.model.filename().string() << "'\n";
+  // The interesting part is near the fp32 line; collapsed points (>20x) stay in the table.
+  if (fp32_ppl > 0) gp << "set yrange [" << fp32_ppl * 0.9 << ":" << fp32_ppl * 20 << "]\n";
+  for (const char *term : {"svg size 900,560", "pngcairo size 900,560"}) {
+    const std::string ext = std::string(term).substr(0, 3) == "svg" ? "svg" : "png";
+    gp << "set terminal " << term << "\nset output '" << (dir / (stem + "." + ext)).string()
+       << "'\nplot ";
+    for (size_t i = 0; i < methods.size(); ++i)
+      gp << "'" << (dir / (stem + ".dat")).string() << "' index " << i
+         << " with linespoints title '" << methods[i] << "', ";
+    gp << fp32_ppl << " with lines dashtype 2 title 'fp32'\n";
+  }
+  gp.close();
+  std::string cmd = "gnuplot '" + (dir / (stem + ".gp")).string() + "' 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  std::string out;
+  if (p) {
+    char buf[256];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+  }
+  int rc = p ? pclose(p) : -1;
+  if (rc != 0)
+    log("warning: gnuplot failed (install Debian's gnuplot-nox); the plot script is " +
+        (dir / (stem + ".gp")).string() + (out.empty() ? "" : ": " + out));
+}
+
 void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
                    const std::function<void(const std::string &)> &log) {
   const auto dir = s.output_dir;
@@ -138,54 +188,17 @@ void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
        << (r.container.empty() || !std::isfinite(r.sqnr_db) ? "inf" : fixed(r.sqnr_db, 2)) << " | "
        << fixed(r.encode_seconds, 2) << " | " << fixed(r.decode_weights_per_second / 1e6, 2)
        << " | " << fixed(r.peak_rss_mb, 0) << " |\n";
-  md << "\n![rate vs perplexity](rate_ppl.svg)\n\nRegenerate with:\n\n```\n";
+  md << "\n![rate vs perplexity, coded tensors](rate_ppl.svg)\n"
+     << "![rate vs perplexity, whole file](rate_ppl_file.svg)\n\nRegenerate with:\n\n```\n";
   for (size_t i = 0; i < s.argv.size(); ++i) md << (i ? " " : "") << s.argv[i];
   md << "\n```\n";
 
-  // Rate-perplexity plot: one line per method, the fp32 model as a horizontal line.
-  std::map<std::string, std::vector<const BenchRow *>> by_method;
-  for (const auto &r : rows)
-    if (!r.container.empty()) by_method[r.method].push_back(&r);
-  std::ofstream dat(dir / "rate_ppl.dat");
-  std::vector<std::string> methods;
-  for (auto &[method, list] : by_method) {
-    std::sort(list.begin(), list.end(), [](const BenchRow *a, const BenchRow *b) {
-      return a->linear_bits_per_weight < b->linear_bits_per_weight;
-    });
-    dat << "# " << method << "\n";
-    for (const auto *r : list) dat << r->linear_bits_per_weight << " " << r->ppl << "\n";
-    dat << "\n\n";
-    methods.push_back(method);
-  }
-  dat.close();
-  const double fp32_ppl = rows.empty() ? 0 : rows.front().ppl;
-  std::ofstream gp(dir / "rate_ppl.gp");
-  gp << "set xlabel 'bits per weight (linear layers, measured)'\n"
-     << "set ylabel 'perplexity (ppl-v1)'\nset logscale y\nset key outside right\nset grid\n"
-     << "set title '" << s.model.filename().string() << "'\n";
-  // The interesting part is near the fp32 line; collapsed points (>20x) stay in the table.
-  if (fp32_ppl > 0) gp << "set yrange [" << fp32_ppl * 0.9 << ":" << fp32_ppl * 20 << "]\n";
-  for (const char *term : {"svg size 900,560", "pngcairo size 900,560"}) {
-    const std::string ext = std::string(term).substr(0, 3) == "svg" ? "svg" : "png";
-    gp << "set terminal " << term << "\nset output '" << (dir / ("rate_ppl." + ext)).string()
-       << "'\nplot ";
-    for (size_t i = 0; i < methods.size(); ++i)
-      gp << "'" << (dir / "rate_ppl.dat").string() << "' index " << i << " with linespoints title '"
-         << methods[i] << "', ";
-    gp << fp32_ppl << " with lines dashtype 2 title 'fp32'\n";
-  }
-  gp.close();
-  std::string cmd = "gnuplot '" + (dir / "rate_ppl.gp").string() + "' 2>&1";
-  FILE *p = popen(cmd.c_str(), "r");
-  std::string out;
-  if (p) {
-    char buf[256];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-  }
-  int rc = p ? pclose(p) : -1;
-  if (rc != 0)
-    log("warning: gnuplot failed (install Debian's gnuplot-nox); the plot script is " +
-        (dir / "rate_ppl.gp").string() + (out.empty() ? "" : ": " + out));
+  // Rate-perplexity plots: against the coded tensors' bits (rate_ppl) and the whole file's
+  // (rate_ppl_file, what a model costs on disk, raw embeddings and norms included).
+  plot_rate_ppl(s, rows, "rate_ppl", "bits per weight (coded tensors, measured)",
+                &BenchRow::linear_bits_per_weight, log);
+  plot_rate_ppl(s, rows, "rate_ppl_file", "bits per weight (whole file, measured)",
+                &BenchRow::bits_per_weight, log);
 }
 
 // A pipeline with [awq]: the scaled model it codes, the Hessians of that model (the shared ones
