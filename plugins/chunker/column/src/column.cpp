@@ -73,7 +73,7 @@ public:
   void split(const nwc::BlockInfo &b, nwc::ConstTensor<float> values, nwc::Tensor<float> chunks,
              nwc::Sink &) override {
     const nwc_chunk_geometry geo = plan(b);
-    check_shapes(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
+    require_views(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
     const float *scales = block_scales(b, NWC_E_INVALID_ARG);
     const int64_t width = b.width(), per_col = geo.count / width;
     for (int64_t j = 0; j < width; ++j)
@@ -111,7 +111,7 @@ public:
                                           "': column chunker has no side info, got " +
                                           std::to_string(side.size) + " bytes");
     const nwc_chunk_geometry geo = plan(b);
-    check_shapes(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
+    require_views(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
     const float *scales = block_scales(b, NWC_E_CORRUPT_STREAM);
     const int64_t width = b.width(), per_col = geo.count / width;
     // One band of `chunk` rows at a time: its chunks (one per column) fill a rows x width tile
@@ -231,20 +231,6 @@ private:
                                  " is not a positive finite number");
     }
     return b.row_scales;
-  }
-
-  static void check_shapes(const nwc::BlockInfo &b, const nwc_chunk_geometry &geo, int64_t vr,
-                           int64_t vc, int64_t cr, int64_t cc) {
-    if (vr != b.rows || vc != b.width())
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': values are [" +
-                                       std::to_string(vr) + ", " + std::to_string(vc) +
-                                       "], expected [" + std::to_string(b.rows) + ", " +
-                                       std::to_string(b.width()) + "]");
-    if (cr != geo.count || cc != geo.length)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': chunks are [" +
-                                       std::to_string(cr) + ", " + std::to_string(cc) +
-                                       "], expected [" + std::to_string(geo.count) + ", " +
-                                       std::to_string(geo.length) + "]");
   }
 
   int64_t chunk_;

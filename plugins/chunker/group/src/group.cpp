@@ -63,7 +63,7 @@ public:
   void split(const nwc::BlockInfo &b, nwc::ConstTensor<float> values, nwc::Tensor<float> chunks,
              nwc::Sink &) override {
     const nwc_chunk_geometry geo = plan(b);
-    check_shapes(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
+    require_views(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
     const int64_t width = b.width(), g = geo.length;
     const int64_t groups = geo.count / b.rows;
     for (int64_t r = 0; r < b.rows; ++r) {
@@ -85,7 +85,7 @@ public:
                                           "': group chunker has no side info, got " +
                                           std::to_string(side.size) + " bytes");
     const nwc_chunk_geometry geo = plan(b);
-    check_shapes(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
+    require_views(b, geo, values.rows, values.cols, chunks.rows, chunks.cols);
     const int64_t width = b.width(), g = geo.length;
     const int64_t groups = geo.count / b.rows;
     for (int64_t r = 0; r < b.rows; ++r) {
@@ -104,20 +104,6 @@ private:
   int64_t length(int64_t width) const {
     if (group_ == 0) return width;
     return fit_ ? std::min(group_, width) : group_;
-  }
-
-  static void check_shapes(const nwc::BlockInfo &b, const nwc_chunk_geometry &geo, int64_t vr,
-                           int64_t vc, int64_t cr, int64_t cc) {
-    if (vr != b.rows || vc != b.width())
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': values are [" +
-                                       std::to_string(vr) + ", " + std::to_string(vc) +
-                                       "], expected [" + std::to_string(b.rows) + ", " +
-                                       std::to_string(b.width()) + "]");
-    if (cr != geo.count || cc != geo.length)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': chunks are [" +
-                                       std::to_string(cr) + ", " + std::to_string(cc) +
-                                       "], expected [" + std::to_string(geo.count) + ", " +
-                                       std::to_string(geo.length) + "]");
   }
 
   int64_t group_;

@@ -100,12 +100,7 @@ public:
                   const nwc_tensor_view *hessian, nwc_block_codec &codec) override {
     const std::string tname(tensor);
     const int64_t rows = weight.rows, n = weight.cols;
-    if (!hessian) nwc::fail(NWC_E_INVALID_ARG, "tensor " + tname + ": GPTQ needs its Hessian");
-    nwc::ConstTensor<float> hv(hessian);
-    if (hv.rows != n || hv.cols != n)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor " + tname + ": Hessian is [" + std::to_string(hv.rows) +
-                                       ", " + std::to_string(hv.cols) + "], expected [" +
-                                       std::to_string(n) + ", " + std::to_string(n) + "]");
+    const nwc::ConstTensor<float> hv = hc::require_hessian(hessian, tname, n, "GPTQ");
     if (n == 0) return;
     const auto sz = [](int64_t v) { return static_cast<size_t>(v); };
     const int64_t g = group_ > 0 ? std::min(group_, n) : n;

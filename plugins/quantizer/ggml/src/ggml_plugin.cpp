@@ -108,8 +108,10 @@ public:
                 nwc::Tensor<int32_t> symbols, nwc::Tensor<float> dequantized,
                 nwc::Sink &side) override {
     const std::string tensor(b.tensor_name);
-    check_same_shape(tensor, "symbols", latents, symbols.rows, symbols.cols);
-    check_same_shape(tensor, "dequantized", latents, dequantized.rows, dequantized.cols);
+    nwc::require_shape(b, "symbols", symbols.rows, symbols.cols, latents.rows, latents.cols,
+                       "latents");
+    nwc::require_shape(b, "dequantized", dequantized.rows, dequantized.cols, latents.rows,
+                       latents.cols, "latents");
     if (mixture_ && (b.importance != nullptr) != model_.has_imatrix)
       nwc::fail(NWC_E_INVALID_ARG,
                 "tensor '" + tensor + "': option imatrix = " +
@@ -171,11 +173,8 @@ public:
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
                   nwc::Tensor<float> latents) override {
     const std::string tensor(b.tensor_name);
-    if (latents.rows != symbols.rows || latents.cols != symbols.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + tensor + "': latents are [" + std::to_string(latents.rows) + ", " +
-                    std::to_string(latents.cols) + "], symbols are [" +
-                    std::to_string(symbols.rows) + ", " + std::to_string(symbols.cols) + "]");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
     const Type t = resolve(b);
     const TypeTraits &tt = nwc::ggml::traits(t);
     const int64_t n = symbols.rows, m = symbols.cols;
@@ -314,15 +313,6 @@ private:
                     std::to_string(width) +
                     " columns cut into whole chunks (ggml blocks are consecutive columns of one "
                     "row: nwc.chunk.group without padding, no transform)");
-  }
-
-  static void check_same_shape(const std::string &tensor, const char *what,
-                               const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
-    if (rows != latents.rows || cols != latents.cols)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + tensor + "': " + what + " are [" +
-                                       std::to_string(rows) + ", " + std::to_string(cols) +
-                                       "], latents are [" + std::to_string(latents.rows) + ", " +
-                                       std::to_string(latents.cols) + "]");
   }
 
   Type type_;

@@ -16,6 +16,7 @@
 // Stored: scale = 1 / s and z, each rounded to fp16 (HQQ keeps them in its fp16 compute dtype).
 // Value = (q - zero16) * scale16, evaluated exactly in double and rounded once to float, so the
 // encoder's dequantized output and the decoder agree bit for bit on every machine.
+#include "nwc/cpp/half.hpp"
 #include "nwc/cpp/plugin.hpp"
 
 #include <algorithm>
@@ -26,45 +27,13 @@
 
 namespace {
 
-constexpr double kHalfMax = 65504.0;
-
-double half_to_double(uint16_t h) {
-  const int exp = (h >> 10) & 0x1f;
-  const int man = h & 0x3ff;
-  double mag;
-  if (exp == 0)
-    mag = std::ldexp(static_cast<double>(man), -24);
-  else if (exp == 31)
-    mag = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  else
-    mag = std::ldexp(static_cast<double>(man + 1024), exp - 25);
-  return (h & 0x8000) ? -mag : mag;
-}
+using nwc::half_to_double;
+using nwc::kHalfMax;
 
 // fp16 bits of a finite float, rounded to nearest-even (torch's float -> half conversion);
 // 0x7c00 | sign when it overflows.
 uint16_t float_to_half(float f) {
-  const double x = static_cast<double>(f);
-  const bool neg = std::signbit(x);
-  const double a = std::fabs(x);
-  int e = -15;
-  if (a >= std::ldexp(1.0, -14)) {
-    std::frexp(a, &e);
-    e -= 1; // a in [2^e, 2^(e+1))
-  }
-  const int qexp = e < -14 ? -24 : e - 10; // the fp16 quantum at a
-  const double n = std::ldexp(a, -qexp);   // exact
-  double m = std::floor(n);
-  const double frac = n - m;
-  if (frac > 0.5 || (frac == 0.5 && std::fmod(m, 2.0) != 0.0)) m += 1.0;
-  uint32_t bits;
-  if (qexp == -24) {
-    bits = static_cast<uint32_t>(m); // 1024 = the smallest normal, same encoding
-  } else {
-    bits = (static_cast<uint32_t>(e + 15) << 10) + (static_cast<uint32_t>(m) - 1024u);
-    if (bits > 0x7c00u) bits = 0x7c00u; // also m == 2048 at the top exponent
-  }
-  return static_cast<uint16_t>(bits | (neg ? 0x8000u : 0u));
+  return nwc::double_to_half(static_cast<double>(f));
 }
 
 // The stored value of symbol q: exact in double (q - zero needs at most 33 bits, times the 11 of
@@ -186,12 +155,8 @@ public:
 
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
                   nwc::Tensor<float> latents) override {
-    if (latents.rows != symbols.rows || latents.cols != symbols.cols)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': latents are [" +
-                                       std::to_string(latents.rows) + ", " +
-                                       std::to_string(latents.cols) + "], symbols are [" +
-                                       std::to_string(symbols.rows) + ", " +
-                                       std::to_string(symbols.cols) + "]");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
     const int64_t n = symbols.rows, m = symbols.cols;
     const uint64_t need = static_cast<uint64_t>(n) * 4u;
     if (side.size != need)
@@ -289,11 +254,7 @@ private:
 
   static void check_shape(const nwc::BlockInfo &b, const char *what,
                           const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
-    if (rows != latents.rows || cols != latents.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + std::string(b.tensor_name) + "': " + what + " are [" +
-                    std::to_string(rows) + ", " + std::to_string(cols) + "], latents are [" +
-                    std::to_string(latents.rows) + ", " + std::to_string(latents.cols) + "]");
+    nwc::require_shape(b, what, rows, cols, latents.rows, latents.cols, "latents");
   }
 
   int bits_;

@@ -214,11 +214,8 @@ public:
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
                   nwc::Tensor<float> latents) override {
     const std::string tensor(b.tensor_name);
-    if (latents.rows != symbols.rows || latents.cols != symbols.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + tensor + "': latents are [" + std::to_string(latents.rows) + ", " +
-                    std::to_string(latents.cols) + "], symbols are [" +
-                    std::to_string(symbols.rows) + ", " + std::to_string(symbols.cols) + "]");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
     const int64_t n = symbols.rows;
     const size_t need = side_size(n);
     if (side.size != need)
@@ -273,11 +270,7 @@ public:
 private:
   static void check_shape(const nwc::BlockInfo &b, const char *what,
                           const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
-    if (rows != latents.rows || cols != latents.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + std::string(b.tensor_name) + "': " + what + " are [" +
-                    std::to_string(rows) + ", " + std::to_string(cols) + "], latents are [" +
-                    std::to_string(latents.rows) + ", " + std::to_string(latents.cols) + "]");
+    nwc::require_shape(b, what, rows, cols, latents.rows, latents.cols, "latents");
   }
 
   bool dq_;

@@ -42,45 +42,22 @@ double max_gap() {
   return g;
 }
 
-struct Quantized {
-  nwc_status status = NWC_E_INTERNAL;
-  std::vector<int32_t> symbols;
-  std::vector<float> dequantized;
-  std::vector<uint8_t> side;
-};
-
-const nwc_quantizer_interface &quantizer(Instance &inst) {
-  const auto *q = inst.iface<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
-  REQUIRE(q != nullptr);
-  return *q;
-}
+// The harness's quantize output.
+struct Quantized : QuantizerOutput {};
 
 Quantized quantize(Instance &inst, const std::vector<float> &x, int64_t n, int64_t m,
                    const char *tensor = "layers.0.q_proj") {
-  Quantized out;
-  out.symbols.assign(static_cast<size_t>(n * m), INT32_MIN);
-  out.dequantized.assign(static_cast<size_t>(n * m), NAN);
-  Block block(tensor, n, m, 0, m);
-  View in(x.data(), n, m), sym(out.symbols.data(), n, m), dq(out.dequantized.data(), n, m);
-  VecSink side;
-  out.status =
-      quantizer(inst).quantize(inst.get(), block.get(), in.get(), sym.get(), dq.get(), side.get());
-  out.side = side.bytes;
-  return out;
+  return {run_quantize(inst, x, n, m, tensor)};
 }
 
 nwc_status dequantize(Instance &inst, const std::vector<int32_t> &symbols,
                       const std::vector<uint8_t> &side, int64_t n, int64_t m,
                       std::vector<float> &out) {
-  out.assign(static_cast<size_t>(n * m), NAN);
-  Block block("layers.0.q_proj", n, m, 0, m);
-  View sym(symbols.data(), n, m), lat(out.data(), n, m);
-  return quantizer(inst).dequantize(inst.get(), block.get(), sym.get(),
-                                    nwc_bytes{side.data(), side.size()}, lat.get());
+  return run_dequantize(inst, symbols, side.data(), side.size(), n, m, out, "layers.0.q_proj");
 }
 
 bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return bitwise_equal(a, b);
 }
 
 float f32_at(const std::vector<uint8_t> &s, size_t pos) {

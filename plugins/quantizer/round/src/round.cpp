@@ -86,12 +86,8 @@ public:
       nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + std::string(b.tensor_name) +
                                           "': round quantizer has no side info, got " +
                                           std::to_string(side.size) + " bytes");
-    if (latents.rows != symbols.rows || latents.cols != symbols.cols)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': latents are [" +
-                                       std::to_string(latents.rows) + ", " +
-                                       std::to_string(latents.cols) + "], symbols are [" +
-                                       std::to_string(symbols.rows) + ", " +
-                                       std::to_string(symbols.cols) + "]");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
     // Symbols are checked first, without a branch per value: |q| <= 2^30 <=> q + 2^30 in
     // [0, 2^31], unsigned; then every value is computed in one loop over the block.
     const int64_t n = symbols.size();
@@ -116,11 +112,7 @@ private:
 
   static void check_shape(const nwc::BlockInfo &b, const char *what,
                           const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
-    if (rows != latents.rows || cols != latents.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + std::string(b.tensor_name) + "': " + what + " are [" +
-                    std::to_string(rows) + ", " + std::to_string(cols) + "], latents are [" +
-                    std::to_string(latents.rows) + ", " + std::to_string(latents.cols) + "]");
+    nwc::require_shape(b, what, rows, cols, latents.rows, latents.cols, "latents");
   }
 
   double step_;

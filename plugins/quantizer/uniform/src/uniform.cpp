@@ -14,6 +14,7 @@
 // (Quantizer.find_params and its mse grid search), the scale is rounded to fp16 (nearest-even, as
 // torch's .half()), the symbols are q = clamp(round(x / scale16) + zero, 0, 2^bits - 1) and the
 // value is scale16 * (q - zero), exact in float (11 significant bits times at most 9).
+#include "nwc/cpp/half.hpp"
 #include "nwc/cpp/plugin.hpp"
 
 #include <algorithm>
@@ -25,58 +26,12 @@
 
 namespace {
 
-// ---- fp16 (IEEE binary16) helpers
-// ----------------------------------------------------------------
+// ---- fp16 (IEEE binary16) helpers: nwc/cpp/half.hpp, plus -------------------------------------
 
-constexpr double kHalfMax = 65504.0;
-enum class Round { nearest_even, up, down }; // up/down: toward +inf / -inf
-
-double half_to_double(uint16_t h) {
-  const int exp = (h >> 10) & 0x1f;
-  const int man = h & 0x3ff;
-  double mag;
-  if (exp == 0)
-    mag = std::ldexp(static_cast<double>(man), -24);
-  else if (exp == 31)
-    mag = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  else
-    mag = std::ldexp(static_cast<double>(man + 1024), exp - 25);
-  return (h & 0x8000) ? -mag : mag;
-}
-
-// x must be finite. Returns the bits of the fp16 value x rounds to (0x7c00 | sign = overflow).
-uint16_t double_to_half(double x, Round mode) {
-  const bool neg = std::signbit(x);
-  const double a = std::fabs(x);
-  // The quantum (ulp) of a in fp16: 2^-24 for subnormals, else 2^(e - 10) for a in [2^e, 2^(e+1)).
-  int e = -15;
-  if (a >= std::ldexp(1.0, -14)) {
-    std::frexp(a, &e); // a = f * 2^e, f in [0.5, 1)
-    e -= 1;
-  }
-  const int qexp = e < -14 ? -24 : e - 10;
-  const double n = std::ldexp(a, -qexp); // exact: scaling by a power of two
-  double m;
-  const bool toward_larger_mag = (mode == Round::up && !neg) || (mode == Round::down && neg);
-  if (mode == Round::nearest_even) {
-    m = std::floor(n);
-    const double frac = n - m;
-    if (frac > 0.5 || (frac == 0.5 && std::fmod(m, 2.0) != 0.0)) m += 1.0;
-  } else {
-    m = toward_larger_mag ? std::ceil(n) : std::floor(n);
-  }
-  uint32_t bits;
-  if (qexp == -24) {
-    bits = static_cast<uint32_t>(m); // m == 1024 is the smallest normal, encoded the same way
-  } else {
-    // m in [1024, 2048]; 2048 carries into the exponent through the addition.
-    const double mm = std::min(m, 2048.0);
-    bits = (static_cast<uint32_t>(e + 15) << 10) + (static_cast<uint32_t>(mm) - 1024u);
-    if (e + 15 >= 31) bits = 0x7c00u;
-  }
-  if (bits > 0x7c00u) bits = 0x7c00u;
-  return static_cast<uint16_t>(bits | (neg ? 0x8000u : 0u));
-}
+using nwc::double_to_half;
+using nwc::half_to_double;
+using nwc::kHalfMax;
+using Round = nwc::HalfRound;
 
 // The fp16 value just above a finite, non-negative one.
 uint16_t next_half_up(uint16_t h) {
@@ -210,12 +165,8 @@ public:
 
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
                   nwc::Tensor<float> latents) override {
-    if (latents.rows != symbols.rows || latents.cols != symbols.cols)
-      nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': latents are [" +
-                                       std::to_string(latents.rows) + ", " +
-                                       std::to_string(latents.cols) + "], symbols are [" +
-                                       std::to_string(symbols.rows) + ", " +
-                                       std::to_string(symbols.cols) + "]");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
     if (gptq_) {
       dequantize_gptq(b, symbols, side, latents);
       return;
@@ -517,11 +468,7 @@ private:
 
   static void check_shape(const nwc::BlockInfo &b, const char *what,
                           const nwc::ConstTensor<float> &latents, int64_t rows, int64_t cols) {
-    if (rows != latents.rows || cols != latents.cols)
-      nwc::fail(NWC_E_INVALID_ARG,
-                "tensor '" + std::string(b.tensor_name) + "': " + what + " are [" +
-                    std::to_string(rows) + ", " + std::to_string(cols) + "], latents are [" +
-                    std::to_string(latents.rows) + ", " + std::to_string(latents.cols) + "]");
+    nwc::require_shape(b, what, rows, cols, latents.rows, latents.cols, "latents");
   }
 
   // Scale and offset for the range [lo, hi] shrunk by ratio. The fp16 values are chosen so that

@@ -26,11 +26,8 @@ double half_value(uint16_t h) {
   return (h & 0x8000) ? -mag : mag;
 }
 
-struct Quantized {
-  nwc_status status = NWC_E_INTERNAL;
-  std::vector<int32_t> symbols;
-  std::vector<float> dequantized;
-  std::vector<uint8_t> side;
+// The harness's quantize output, with accessors for the side information.
+struct Quantized : QuantizerOutput {
   double scale(size_t chunk) const {
     return half_value(static_cast<uint16_t>(side[4 * chunk] | side[4 * chunk + 1] << 8));
   }
@@ -39,38 +36,19 @@ struct Quantized {
   }
 };
 
-const nwc_quantizer_interface &quantizer(Instance &inst) {
-  const auto *q = inst.iface<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
-  REQUIRE(q != nullptr);
-  return *q;
-}
-
 Quantized quantize(Instance &inst, const std::vector<float> &x, int64_t n, int64_t m,
                    const char *tensor = "layers.0.q_proj") {
-  Quantized out;
-  out.symbols.assign(static_cast<size_t>(n * m), INT32_MIN);
-  out.dequantized.assign(static_cast<size_t>(n * m), NAN);
-  Block block(tensor, n, m, 0, m);
-  View in(x.data(), n, m), sym(out.symbols.data(), n, m), dq(out.dequantized.data(), n, m);
-  VecSink side;
-  out.status =
-      quantizer(inst).quantize(inst.get(), block.get(), in.get(), sym.get(), dq.get(), side.get());
-  out.side = side.bytes;
-  return out;
+  return {run_quantize(inst, x, n, m, tensor)};
 }
 
 nwc_status dequantize(Instance &inst, const std::vector<int32_t> &symbols,
                       const std::vector<uint8_t> &side, int64_t n, int64_t m,
                       std::vector<float> &out) {
-  out.assign(static_cast<size_t>(n * m), NAN);
-  Block block("layers.0.q_proj", n, m, 0, m);
-  View sym(symbols.data(), n, m), lat(out.data(), n, m);
-  return quantizer(inst).dequantize(inst.get(), block.get(), sym.get(),
-                                    nwc_bytes{side.data(), side.size()}, lat.get());
+  return run_dequantize(inst, symbols, side.data(), side.size(), n, m, out, "layers.0.q_proj");
 }
 
 bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return bitwise_equal(a, b);
 }
 
 // Chunks of many kinds, m values each: a list of rows.
@@ -361,7 +339,7 @@ TEST_CASE("uniform: fp16 oracle sanity") {
 
 TEST_CASE("uniform: quantize_fitted codes values on the grid fitted to the reference") {
   Instance inst(kId, {opt_int("bits", 3)});
-  const auto &q = quantizer(inst);
+  const auto &q = quantizer_interface(inst);
   REQUIRE(q.struct_size >= sizeof(nwc_quantizer_interface));
   REQUIRE(static_cast<bool>(q.quantize_fitted));
   const int64_t n = 4, m = 16;
@@ -742,7 +720,7 @@ TEST_CASE("uniform: gptq quantize_fitted fits the grid on the reference") {
       CAPTURE(sym);
       CAPTURE(mse);
       Instance inst(kId, gptq_opts(4, sym, mse));
-      const auto &qi = quantizer(inst);
+      const auto &qi = quantizer_interface(inst);
       std::vector<int32_t> sym_out(ref.size());
       std::vector<float> dq(ref.size());
       Block block("layers.0.q_proj", n, m, 0, m);

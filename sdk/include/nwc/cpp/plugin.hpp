@@ -422,6 +422,18 @@ struct BlockInfo {
   }
 };
 
+// Checks that the view called `what` of block b is [rows, cols] = [want_rows, want_cols]; fails
+// with NWC_E_INVALID_ARG otherwise: "tensor 'T': <what> are [r, c], expected [R, C]", or with
+// `against` (what the expected shape comes from) "..., <against> are [R, C]".
+inline void require_shape(const BlockInfo &b, const char *what, int64_t rows, int64_t cols,
+                          int64_t want_rows, int64_t want_cols, const char *against = nullptr) {
+  if (rows == want_rows && cols == want_cols) return;
+  fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) + "': " + what + " are [" +
+                              std::to_string(rows) + ", " + std::to_string(cols) + "], " +
+                              (against ? std::string(against) + " are [" : "expected [") +
+                              std::to_string(want_rows) + ", " + std::to_string(want_cols) + "]");
+}
+
 class Chunker : public Stage {
 public:
   static constexpr uint32_t kind = NWC_KIND_CHUNKER;
@@ -437,6 +449,15 @@ public:
   virtual uint32_t row_scales(const BlockInfo &, ConstTensor<float>, Tensor<float>) { return 0; }
   virtual void chunk_columns(const BlockInfo &, Tensor<int64_t>) {
     fail(NWC_E_INVALID_ARG, "this chunker cannot map chunks to columns");
+  }
+
+protected:
+  // The views of a split or merge: values [rows, width] of the block, chunks [count, length] of
+  // its plan; NWC_E_INVALID_ARG naming the tensor otherwise.
+  static void require_views(const BlockInfo &b, const nwc_chunk_geometry &geo, int64_t value_rows,
+                            int64_t value_cols, int64_t chunk_rows, int64_t chunk_cols) {
+    require_shape(b, "values", value_rows, value_cols, b.rows, b.width());
+    require_shape(b, "chunks", chunk_rows, chunk_cols, geo.count, geo.length);
   }
 };
 

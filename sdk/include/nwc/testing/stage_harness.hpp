@@ -23,6 +23,7 @@
 
 #include "nwc/nwc.h"
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -296,12 +297,14 @@ inline const nwc_quantizer_interface &quantizer_interface(Instance &inst) {
   return *q;
 }
 
+// quantize through the C ABI on values [n, m] of a block covering tensor `tensor`. Outputs start
+// as INT32_MIN and NaN, so that an element the quantizer never writes shows.
 inline QuantizerOutput run_quantize(Instance &inst, const std::vector<float> &values, int64_t n,
-                                    int64_t m) {
+                                    int64_t m, const char *tensor = "layers.0.weight") {
   QuantizerOutput out;
-  out.symbols.assign(values.size(), 0);
-  out.dequantized.assign(values.size(), 0.0f);
-  Block block("layers.0.weight", n, m, 0, m);
+  out.symbols.assign(values.size(), INT32_MIN);
+  out.dequantized.assign(values.size(), std::nanf(""));
+  Block block(tensor, n, m, 0, m);
   View in(values.data(), n, m), sym(out.symbols.data(), n, m), dq(out.dequantized.data(), n, m);
   VecSink side;
   out.status = quantizer_interface(inst).quantize(inst.get(), block.get(), in.get(), sym.get(),
@@ -310,11 +313,13 @@ inline QuantizerOutput run_quantize(Instance &inst, const std::vector<float> &va
   return out;
 }
 
+// dequantize through the C ABI; values start as NaN.
 inline nwc_status run_dequantize(Instance &inst, const std::vector<int32_t> &symbols,
                                  const uint8_t *side, size_t side_size, int64_t n, int64_t m,
-                                 std::vector<float> &values) {
-  values.assign(static_cast<size_t>(n * m), 0.0f);
-  Block block("layers.0.weight", n, m, 0, m);
+                                 std::vector<float> &values,
+                                 const char *tensor = "layers.0.weight") {
+  values.assign(static_cast<size_t>(n * m), std::nanf(""));
+  Block block(tensor, n, m, 0, m);
   View sym(symbols.data(), n, m), out(values.data(), n, m);
   return quantizer_interface(inst).dequantize(inst.get(), block.get(), sym.get(),
                                               nwc_bytes{side, side_size}, out.get());

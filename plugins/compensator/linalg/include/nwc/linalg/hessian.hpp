@@ -118,6 +118,21 @@ inline void lower_inverse(double *a, int64_t n, int64_t lda) {
   }
 }
 
+// The Hessian a compensator was given for tensor `tensor` of width n: present and [n, n], else
+// NWC_E_INVALID_ARG naming the tensor and what `method` (the compensator's name) expected.
+inline nwc::ConstTensor<float> require_hessian(const nwc_tensor_view *hessian,
+                                               const std::string &tensor, int64_t n,
+                                               const char *method) {
+  if (!hessian)
+    nwc::fail(NWC_E_INVALID_ARG, "tensor " + tensor + ": " + method + " needs its Hessian");
+  nwc::ConstTensor<float> hv(hessian);
+  if (hv.rows != n || hv.cols != n)
+    nwc::fail(NWC_E_INVALID_ARG, "tensor " + tensor + ": Hessian is [" + std::to_string(hv.rows) +
+                                     ", " + std::to_string(hv.cols) + "], expected [" +
+                                     std::to_string(n) + ", " + std::to_string(n) + "]");
+  return hv;
+}
+
 // Inputs never active during calibration (H[j][j] == 0) cannot matter: their weight columns are
 // coded as zeros and a unit diagonal keeps H positive definite. Marks them in dead (n entries,
 // diag is H's diagonal) and returns their count.
