@@ -1,7 +1,7 @@
 // What the GPTQ and LDLQ integration tests share: stories260K with the Hessians of 16,384
 // calibration tokens (computed once per test process), one-line pipelines over the group
 // chunker and the uniform quantizer, compressing through the real pipeline, decoding a whole
-// container, and the relative Hessian-weighted error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ).
+// container, its ppl-v1 NLL, and the relative Hessian-weighted error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ).
 #pragma once
 
 #include "nwc/formats/container.hpp"
@@ -11,6 +11,7 @@
 #include "nwc/host/pipeline.hpp"
 #include "nwc/runtime/calibrate.hpp"
 #include "nwc/runtime/eval.hpp"
+#include "nwc/runtime/llama.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 #include "test_registry.hpp"
 #include "test_support.hpp"
@@ -77,6 +78,21 @@ inline std::map<std::string, std::vector<float>> decode_all(const std::filesyste
   std::map<std::string, std::vector<float>> out;
   for (const auto &t : reader.manifest().tensors) out[t.name] = dec.decode_tensor(t, 1);
   return out;
+}
+
+// ppl-v1 NLL of a stories260K container on the first 20,480 tokens of the evaluation text (the
+// token stream is made once per process).
+inline double stories_nll(const std::filesystem::path &container) {
+  static const std::vector<int32_t> stream = [] {
+    auto tok = runtime::load_tokenizer(data_dir() / "models" / "stories260K" / "tok512.bin", 512);
+    return runtime::ppl_token_stream(
+        runtime::read_text_file(data_dir() / "text" / "tinystories-eval.txt"), *tok);
+  }();
+  runtime::EvalSettings es;
+  es.max_tokens = 20480;
+  Model m = host::open_container_model(container, bundled_registry(), 1);
+  runtime::LlamaModel llama(m, 1);
+  return runtime::evaluate_ppl(llama, stream, es).nll;
 }
 
 // tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) for W, its reconstruction Q [rows, cols] and H [cols, cols].

@@ -90,16 +90,7 @@ TEST_CASE("GPTQ lowers the Hessian-weighted error of every linear layer and the 
   CHECK(sum_gptq < 0.8 * sum_rtn);
 
   // What the model predicts: ppl-v1 on the first 20,480 evaluation tokens.
-  auto tok = load_tokenizer(test::data_dir() / "models" / "stories260K" / "tok512.bin", 512);
-  auto stream =
-      ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-eval.txt"), *tok);
-  EvalSettings es;
-  es.max_tokens = 20480;
-  auto nll = [&](const std::filesystem::path &p) {
-    Model m = open_container_model(p, registry(), 1);
-    LlamaModel llama(m, 1);
-    return evaluate_ppl(llama, stream, es).nll;
-  };
+  const auto nll = test::stories_nll;
   const double n_rtn = nll(dir / "rtn.nwc"), n_gptq = nll(dir / "gptq.nwc");
   MESSAGE("ppl-v1 NLL (20480 tokens), 3-bit g32: RTN " << n_rtn << ", GPTQ " << n_gptq);
   CHECK(n_gptq < n_rtn);

@@ -137,16 +137,7 @@ TEST_CASE("LDLQ lowers the Hessian-weighted error and the perplexity on stories2
           << " (LDLQ better than RTN on " << improved << "/" << layers << " layers)");
   CHECK(sum_ldlq < 0.9 * sum_rtn);
 
-  auto tok = load_tokenizer(test::data_dir() / "models" / "stories260K" / "tok512.bin", 512);
-  auto stream =
-      ppl_token_stream(read_text_file(test::data_dir() / "text" / "tinystories-eval.txt"), *tok);
-  EvalSettings es;
-  es.max_tokens = 20480;
-  auto nll = [&](const std::filesystem::path &p) {
-    Model cm = open_container_model(p, registry(), 1);
-    LlamaModel llama(cm, 1);
-    return evaluate_ppl(llama, stream, es).nll;
-  };
+  const auto nll = test::stories_nll;
   const double n_rtn = nll(dir / "rtn.nwc"), n_ldlq = nll(dir / "ldlq.nwc"),
                n_gptq = nll(dir / "gptq.nwc");
   MESSAGE("ppl-v1 NLL (20480 tokens), 3-bit g32, block 32: RTN " << n_rtn << ", LDLQ " << n_ldlq
