@@ -230,3 +230,57 @@ TEST_CASE("pipeline.stream_columns must be a non-negative integer") {
       nwc_pipeline(dir, "plugin = \"nwc.comp.none\"", "", "stream_columns = \"wide\""),
       doctest::Contains("pipeline.stream_columns"), nwc::Error);
 }
+
+TEST_CASE("an override with levels = false codes a tensor without a Hessian at its own level") {
+  // The whole-model method: the linears get levels from their Hessians and LDLQ; the embedding,
+  // which has no calibration Hessian, is coded at the transform's `level` without feedback.
+  Model model = load_model(nwc::test::stories260k());
+  TempDir dir;
+  const std::string levels = "[levels]\nfractions = [0.001, 0.01, 0.1]\n",
+                    embedding = "\n[[override]]\nmatch = \"model.embed_tokens.weight\"\n"
+                                "transform = { level = 2 }\n"
+                                "compensator = { plugin = \"nwc.comp.none\", block = 64 }\n";
+  const std::string ldlq = "plugin = \"nwc.comp.ldlq\"\nblock = 16";
+  Pipeline pl = nwc_pipeline(dir, ldlq, levels + embedding + "levels = false\n");
+  const std::string embed = "model.embed_tokens.weight",
+                    q = "model.layers.1.self_attn.q_proj.weight";
+  CHECK_FALSE(pl.levels_for(embed));
+  CHECK(pl.levels_for(q));
+  CompressSettings s = tridiagonal_hessians(model, pl);
+  s.hessians.erase(embed);
+  REQUIRE(s.hessians.count(q));
+
+  const fs::path out = dir.path() / "m.nwc";
+  compress_model(model, pl, registry(), out, s);
+  ContainerReader reader(out);
+  ContainerDecoder decoder(reader, registry());
+  auto has_levels = [&](const std::string &name) {
+    bool found = false;
+    for (const auto &st : reader.find(name)->streams) found |= st.role == "levels";
+    return found;
+  };
+  REQUIRE(reader.find(embed));
+  CHECK(reader.find(embed)->storage == "pipeline");
+  CHECK_FALSE(has_levels(embed));
+  CHECK(has_levels(q));
+  // The embedding is what a pipeline without levels codes at level 2, and the container holds it.
+  Pipeline level2 = nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64", embedding);
+  const ModelTensor *e = model.find(embed);
+  const auto expected = encode_tensor(level2, registry(), e->info, e->load(), s).reconstruction;
+  CHECK(decoder.decode_tensor(*reader.find(embed), 1) == expected);
+
+  // Without the rule the embedding needs a Hessian that does not exist; the error says which.
+  Pipeline without = nwc_pipeline(dir, ldlq, levels + embedding);
+  CHECK(without.levels_for(embed));
+  CHECK_THROWS_WITH_AS(
+      compress_model(model, without, registry(), dir.path() / "x.nwc", s),
+      doctest::Contains("[levels] needs the calibration Hessian of model.embed_tokens.weight"),
+      nwc::Error);
+  CHECK_FALSE(fs::exists(dir.path() / "x.nwc"));
+  // levels = ... must be a bool, and needs a [levels] table to switch.
+  CHECK_THROWS_WITH_AS(nwc_pipeline(dir, ldlq, levels + embedding + "levels = 0\n"),
+                       doctest::Contains("override.levels: expected a bool"), nwc::Error);
+  CHECK_THROWS_WITH_AS(
+      nwc_pipeline(dir, "plugin = \"nwc.comp.none\"", embedding + "levels = false\n"),
+      doctest::Contains("override.levels: the pipeline has no [levels] table"), nwc::Error);
+}

@@ -127,7 +127,7 @@ private:
       fail(NWC_E_INVALID_ARG, "calibration: Hessian of " + info.name + " has " +
                                   std::to_string(h->second.size()) + " entries, expected " +
                                   std::to_string(cols) + " x " + std::to_string(cols));
-    if (pipeline_.levels.enabled && h == settings_.hessians.end() &&
+    if (pipeline_.levels_for(info.name) && h == settings_.hessians.end() &&
         settings_.column_levels.find(info.name) == settings_.column_levels.end())
       fail(NWC_E_INVALID_ARG, pipeline_.levels.where +
                                   ": [levels] needs the calibration Hessian of " + info.name +

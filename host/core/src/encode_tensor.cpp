@@ -48,7 +48,7 @@ void add_levels(EncodedTensor &enc, BlockCodec &bc, const Stages &st, const Pipe
   const std::vector<uint8_t> *column_levels = nullptr;
   if (auto lv = settings.column_levels.find(name); lv != settings.column_levels.end())
     column_levels = &lv->second;
-  else if (pipeline.levels.enabled) {
+  else if (pipeline.levels_for(name)) {
     auto h = settings.hessians.find(name);
     if (h == settings.hessians.end())
       fail(NWC_E_INVALID_ARG,

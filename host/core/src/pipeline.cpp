@@ -292,6 +292,19 @@ std::optional<StageChain> Pipeline::chain_for(const std::string &tensor_name) co
   return chain;
 }
 
+bool Pipeline::levels_for(const std::string &tensor_name) const {
+  bool on = levels.enabled;
+  for (const auto &rule : overrides) {
+    if (!rule.levels) continue;
+    for (const auto &pat : rule.match)
+      if (glob_match(pat, tensor_name)) {
+        on = levels.enabled && *rule.levels;
+        break;
+      }
+  }
+  return on;
+}
+
 Pipeline load_pipeline(const std::filesystem::path &file, const Registry &registry) {
   std::ifstream in(file, std::ios::binary);
   if (!in) fail(NWC_E_IO, file.string() + ": cannot read pipeline file");
@@ -528,7 +541,7 @@ OverrideRule read_override(const toml::table &t, const Where &w, const Registry 
                            const Pipeline &pl) {
   OverrideRule rule;
   rule.where = w.at(t.source());
-  std::vector<std::string> allowed{"match", "skip"};
+  std::vector<std::string> allowed{"match", "skip", "levels"};
   for (auto *s : kSlotNames) allowed.emplace_back(s);
   check_keys(t, allowed, w, "override");
   auto *m = t.get("match");
@@ -537,6 +550,12 @@ OverrideRule read_override(const toml::table &t, const Where &w, const Registry 
   if (auto *s = t.get("skip")) {
     if (!s->is_boolean()) bad(w.at(s->source()), "override.skip: expected a bool");
     rule.skip = s->as_boolean()->get();
+  }
+  if (auto *lv = t.get("levels")) {
+    if (!lv->is_boolean()) bad(w.at(lv->source()), "override.levels: expected a bool");
+    if (!pl.levels.enabled)
+      bad(w.at(lv->source()), "override.levels: the pipeline has no [levels] table");
+    rule.levels = lv->as_boolean()->get();
   }
   for (size_t i = 0; i < kSlotNames.size(); ++i) {
     auto *n = t.get(kSlotNames[i]);

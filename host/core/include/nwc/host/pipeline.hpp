@@ -65,6 +65,10 @@ struct StageChain {
 struct OverrideRule {
   std::vector<std::string> match;
   bool skip = false;
+  // levels = false: the matching tensors get no per-column quality levels from [levels] (their
+  // transform's own `level` option applies to every column), e.g. an embedding, which has no
+  // calibration Hessian to rank its columns; levels = true turns them back on.
+  std::optional<bool> levels;
   std::array<std::optional<StageSpec>, kSlotCount> stages; // options merged over the base chain
   std::string where; // "file:line:column" of the [[override]] table, for messages
 };
@@ -152,6 +156,8 @@ struct Pipeline {
   // The chain for a tensor, or nullopt when the tensor is stored without the pipeline.
   // Throws nwc::Error if the overrides that apply produce an invalid chain.
   std::optional<StageChain> chain_for(const std::string &tensor_name) const;
+  // Whether [levels] gives this tensor per-column quality levels (after `levels = ...` overrides).
+  bool levels_for(const std::string &tensor_name) const;
 
   const Registry *registry = nullptr;
 };
