@@ -654,6 +654,41 @@ TEST_CASE("whole-model presets code the embedding once and halve the whole file"
   }
 }
 
+TEST_CASE("the whole method's whole-model preset: at most 5 b/w for the whole file at NLL 1.45") {
+  // nwc-l300-whole: levels, LDLQ and block fine-tuning on the linears; the tied embedding at the
+  // codec's top level (no Hessian: levels off, no feedback). nwc bench, first 20,480 tokens:
+  // whole file 4.647 b/w at NLL 1.4476 (nwc-l300 alone: 7.962 b/w at 1.4433).
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const std::string tok = (data / "models" / "stories260K" / "tok512.bin").string();
+  const std::string out = (dir / "w.nwc").string();
+  Result r = run_nwc({"compress", model(), "--pipeline", pipeline("nwc-l300-whole.toml"), "-o", out,
+                      "--calibrate", "--tokenizer", tok, "--threads", "2", "--quiet"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  Result in = run_nwc({"inspect", out, "--json"});
+  REQUIRE(in.exit_code == 0);
+  const auto j = nlohmann::json::parse(in.out);
+  int coded = 0;
+  for (const auto &t : j["tensors"]) {
+    const std::string name = t["name"];
+    if (t["storage"] == "pipeline")
+      ++coded;
+    else
+      CHECK_MESSAGE(t["shape"].size() == 1, name); // norms only
+  }
+  CHECK(coded == 5 * 7 + 1);
+  const double file_bpw = j["totals"]["bits_per_weight"].get<double>();
+  Result e = run_nwc({"eval", "--model", out, "--tokenizer", tok, "--text",
+                      (data / "text" / "tinystories-eval.txt").string(), "--max-tokens", "20480",
+                      "--json"});
+  REQUIRE(e.exit_code == 0);
+  const double nll = nlohmann::json::parse(e.out)["nll"].get<double>();
+  MESSAGE("nwc-l300-whole on stories260K: whole file " << file_bpw << " b/w, NLL " << nll);
+  CHECK(file_bpw <= 4.7);
+  CHECK(nll <= 1.45);
+}
+
 TEST_CASE("bench compares pipelines against fp32 with measured bits and writes table and plot") {
   TempDir dir;
   const auto data = nwc::test::data_dir();
