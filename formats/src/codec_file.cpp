@@ -292,7 +292,10 @@ void run_coder(const DenseCoder &c, const std::vector<float> &embedding, int64_t
                int64_t levels_count, const float *x, int64_t n, const uint8_t *levels, float *y) {
   for (int64_t i = 0; i < n; ++i)
     if (levels[i] >= levels_count) fail(NWC_E_INVALID_ARG, "quality level out of range");
-  std::vector<float> h(static_cast<size_t>(std::min(n, kBatch) * width)), t(h.size());
+  // The batch's hidden states, kept per thread from call to call (no fresh pages per block).
+  thread_local std::vector<float> h, t;
+  h.resize(static_cast<size_t>(std::min(n, kBatch) * width));
+  t.resize(h.size());
 #if defined(__x86_64__) || defined(__i386__)
   static const bool avx2 = __builtin_cpu_supports("avx2");
   if (avx2) return run_coder_avx2(c, embedding.data(), width, x, n, levels, y, h.data(), t.data());

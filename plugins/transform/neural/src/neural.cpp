@@ -78,7 +78,7 @@ public:
         scaled[i] = static_cast<float>(static_cast<double>(chunks.data[i]) / input_scale_);
       x = scaled.data();
     }
-    file_.analyze(x, n, levels(b, n).data(), latents.data);
+    file_.analyze(x, n, levels(b, n), latents.data);
     const auto &med = file_.tables.medians;
     const int64_t m = file_.config.latent;
     for (int64_t i = 0; i < n; ++i)
@@ -92,10 +92,11 @@ public:
     const auto &med = file_.tables.medians;
     const int64_t m = file_.config.latent;
     std::vector<float> &y = y_; // reused from call to call: no fresh pages per block
-    y.assign(latents.data, latents.data + latents.size());
+    y.resize(static_cast<size_t>(latents.size()));
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t c = 0; c < m; ++c) y[i * m + c] += med[static_cast<size_t>(c)];
-    file_.synthesize(y.data(), n, levels(b, n).data(), chunks.data);
+      for (int64_t c = 0; c < m; ++c)
+        y[i * m + c] = latents.data[i * m + c] + med[static_cast<size_t>(c)];
+    file_.synthesize(y.data(), n, levels(b, n), chunks.data);
     if (input_scale_ != 1.0)
       for (int64_t i = 0; i < chunks.size(); ++i)
         chunks.data[i] = static_cast<float>(static_cast<double>(chunks.data[i]) * input_scale_);
@@ -113,17 +114,20 @@ private:
     return in_rows;
   }
 
-  // The quality level of each chunk: the host's per-chunk levels, or the uniform option.
-  std::vector<uint8_t> levels(const nwc::BlockInfo &b, int64_t n) const {
-    if (!b.chunk_levels)
-      return std::vector<uint8_t>(static_cast<size_t>(n), static_cast<uint8_t>(level_));
+  // The quality level of each of n chunks: the host's per-chunk levels (checked), or the uniform
+  // option (in a buffer kept from call to call).
+  const uint8_t *levels(const nwc::BlockInfo &b, int64_t n) {
+    if (!b.chunk_levels) {
+      uniform_levels_.assign(static_cast<size_t>(n), static_cast<uint8_t>(level_));
+      return uniform_levels_.data();
+    }
     for (int64_t i = 0; i < n; ++i)
       if (b.chunk_levels[i] >= file_.config.levels)
         nwc::fail(NWC_E_INVALID_ARG, "tensor " + std::string(b.tensor_name) + ": quality level " +
                                          std::to_string(b.chunk_levels[i]) +
                                          " is out of range for a codec with " +
                                          std::to_string(file_.config.levels) + " levels");
-    return std::vector<uint8_t>(b.chunk_levels, b.chunk_levels + n);
+    return b.chunk_levels;
   }
 
   nwc::neural::CodecFile file_;
@@ -131,6 +135,7 @@ private:
   double input_scale_;
   nwc_cdf_model model_{};
   std::vector<float> y_; // inverse: the latents plus the medians
+  std::vector<uint8_t> uniform_levels_;
 };
 
 } // namespace
