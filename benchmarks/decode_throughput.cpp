@@ -3,7 +3,7 @@
 // and ZSTD_decompress of their zstd frames (a lossless codec's decode speed).
 //
 //   nwc_decode_throughput [--small] [--repeat N] [--threads T] [--methods a,b,...]
-//                         [--gptq-max-cols C] [--tmp DIR]
+//                         [--pipeline P.toml]... [--gptq-max-cols C] [--tmp DIR]
 //
 // The model lives in memory: the seven linears of one decoder block (q/o 4096x4096, k/v 1024x4096,
 // gate/up 14336x4096, down 4096x14336; --small divides every dimension by 8), fp16 values from a
@@ -13,6 +13,8 @@
 // on 1 and T threads, best of N runs (alternating between the thread counts). Throughput is counted
 // in weights per second and in GB/s of fp16 output (2 bytes per weight); the references move the
 // same fp16 bytes, their parts (memcpy) or 4 MiB frames (zstd, level 3) spread over the T threads.
+// --pipeline adds a pipeline file of one's own (no Hessians; paths relative to the file) to the
+// same run, named by its file stem.
 // Every run's decoded values are hashed (outside the timed calls) to show that 1 and T threads give
 // the same bits; the hash of each method is printed so that builds can be compared. Prints a
 // Markdown table; asserts nothing.
@@ -245,8 +247,9 @@ double time_zstd(const std::vector<ZstdFrame> &frames, unsigned threads,
 
 struct Method {
   std::string name;
-  std::string pipeline; // TOML text, parsed as if it were <source>/pipelines/<name>.toml
+  std::string pipeline; // TOML text, parsed as if it were `file`
   bool needs_hessians = false;
+  fs::path file = {}; // empty: <source>/pipelines/<name>.toml
 };
 
 std::string group_pipeline(const std::string &name, int group, int bits,
@@ -332,6 +335,7 @@ int main(int argc, char **argv) {
   unsigned max_threads = 2;
   int64_t gptq_max_cols = -2; // -2: unlimited with --small, 4096 otherwise
   std::string only;
+  std::vector<fs::path> extra; // --pipeline files, measured after the built-in methods
   fs::path tmp = fs::temp_directory_path();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -348,6 +352,8 @@ int main(int argc, char **argv) {
         max_threads = static_cast<unsigned>(std::stoul(value()));
       else if (a == "--methods")
         only = "," + value() + ",";
+      else if (a == "--pipeline")
+        extra.emplace_back(value());
       else if (a == "--gptq-max-cols")
         gptq_max_cols = std::stoll(value());
       else if (a == "--tmp")
@@ -357,7 +363,8 @@ int main(int argc, char **argv) {
     } catch (const std::exception &e) {
       std::cerr << "nwc_decode_throughput: " << e.what()
                 << "\nusage: nwc_decode_throughput [--small] [--repeat N] [--threads T] "
-                   "[--methods a,b,...] [--gptq-max-cols C] [--tmp DIR]\n";
+                   "[--methods a,b,...] [--pipeline P.toml]... [--gptq-max-cols C] "
+                   "[--tmp DIR]\n";
       return 2;
     }
   }
@@ -459,8 +466,13 @@ int main(int argc, char **argv) {
     }
 
     std::map<int, std::shared_ptr<const std::vector<float>>> hessians;
-    for (const auto &m : all_methods(source)) {
-      if (!only.empty() && only.find("," + m.name + ",") == std::string::npos) continue;
+    std::vector<Method> methods;
+    for (auto &m : all_methods(source))
+      if (only.empty() || only.find("," + m.name + ",") != std::string::npos)
+        methods.push_back(std::move(m));
+    for (const auto &f : extra) // a pipeline of one's own: needs no Hessians
+      methods.push_back({f.stem().string(), read_text(f), false, f});
+    for (const auto &m : methods) {
       Row row;
       row.name = m.name;
       CompressSettings settings;
@@ -487,7 +499,8 @@ int main(int argc, char **argv) {
         text.replace(text.find(from), from.size(), "select = [" + select + "]");
         if (gptq_max_cols >= 0) row.note = "tensors with cols <= " + std::to_string(gptq_max_cols);
       }
-      Pipeline pipeline = parse_pipeline(text, source / "pipelines" / (m.name + ".toml"), registry);
+      Pipeline pipeline = parse_pipeline(
+          text, m.file.empty() ? source / "pipelines" / (m.name + ".toml") : m.file, registry);
       const fs::path out = tmp / ("nwc-decode-" + std::to_string(getpid()) + "-" + m.name + ".nwc");
       t0 = Clock::now();
       CompressResult res = compress_model(model, pipeline, registry, out, settings);
