@@ -290,6 +290,7 @@ std::vector<Method> all_methods(const fs::path &source) {
                       "nwc.comp.gptq"),
        true},
       {"nwc-datafree-l300", read_text(source / "pipelines" / "nwc-datafree-l300.toml")},
+      {"nwc-fast-datafree-l300", read_text(source / "pipelines" / "nwc-fast-datafree-l300.toml")},
   };
 }
 

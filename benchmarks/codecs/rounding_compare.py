@@ -3,7 +3,9 @@
 on a model's linear weights: codec MSE against rounding's MSE interpolated (log-linearly) at the
 codec's measured rate. Prints a Markdown table.
 
-    rounding_compare.py NWC MODEL WORKDIR LAMBDA...
+    rounding_compare.py NWC MODEL WORKDIR CODEC...
+
+CODEC is a lambda of the shipped ladder (300: codecs/nwc-s-l300.nwcc) or a codec file (.nwcc).
 """
 import json, math, os, subprocess, sys
 
@@ -53,10 +55,11 @@ def rounding_at(bits):
 print("| codec | bits/w | codec MSE | rounding MSE at that rate | codec / rounding |")
 print("|---|---:|---:|---:|---:|")
 for lam in lambdas:
-    codec = os.path.join(root, "codecs", f"nwc-s-l{lam}.nwcc")
+    codec = os.path.abspath(lam) if lam.endswith(".nwcc") else os.path.join(root, "codecs", f"nwc-s-l{lam}.nwcc")
+    label = os.path.basename(codec)[:-len(".nwcc")]
     bits, mse = measure(pipeline("codec", f'[transform]\nplugin = "nwc.transform.neural"\n'
                                           f'codec = "{codec}"\n[quantizer]\n'
                                           'plugin = "nwc.quant.round"\n'))
     r = rounding_at(bits)
-    print(f"| nwc-s-l{lam} | {bits:.3f} | {mse:.3e} | " +
+    print(f"| {label} | {bits:.3f} | {mse:.3e} | " +
           (f"{r:.3e} | {mse / r:.2f} |" if r else "outside the sweep | – |"))

@@ -22,8 +22,9 @@ namespace {
 std::string stories() {
   return nwc::test::stories260k().string();
 }
-fs::path shipped(int lambda) {
-  return nwc::test::source_dir() / "codecs" / ("nwc-s-l" + std::to_string(lambda) + ".nwcc");
+fs::path shipped(int lambda, const std::string &family = "s") {
+  return nwc::test::source_dir() / "codecs" /
+         ("nwc-" + family + "-l" + std::to_string(lambda) + ".nwcc");
 }
 std::string aidreams() {
   return (nwc::test::data_dir() / "models" / "aidreams260K" / "aidreams260K.bin").string();
@@ -124,27 +125,31 @@ TEST_CASE("train-codec lowers the training loss and reports real held-out bits p
 
 TEST_CASE("a trained codec beats plain rounding of the normalized weights on held-out weights") {
   TempDir dir;
+  // Rounding steps bracketing the codecs' rates; the distortion interpolated at a codec's rate.
   // Both code whole 64-column tensors as one stream each (a static rANS table per stream is
   // rounding's side information, so narrow blocks would handicap it).
-  Point nwc = measure(neural_pipeline(dir.path(), "nwc", shipped(1000), 0), aidreams(),
-                      dir.path() / "nwc.nwc");
-  // Rounding steps bracketing the codec's rate; its distortion interpolated at that rate.
   std::vector<std::pair<double, Point>> sweep;
-  for (double step : {0.06, 0.08, 0.12, 0.16, 0.2, 0.3})
+  for (double step : {0.045, 0.06, 0.08, 0.12, 0.16, 0.2, 0.3})
     sweep.push_back(
         {step, measure(rounding_pipeline(dir.path(), step), aidreams(), dir.path() / "round.nwc")});
-  std::optional<double> rounding_mse;
-  for (size_t i = 0; i + 1 < sweep.size(); ++i) {
-    const Point &hi = sweep[i].second, &lo = sweep[i + 1].second; // hi: more bits
-    if (hi.bpw >= nwc.bpw && lo.bpw <= nwc.bpw) {
-      const double t = (hi.bpw - nwc.bpw) / (hi.bpw - lo.bpw);
-      rounding_mse = std::exp(std::log(hi.mse) + t * (std::log(lo.mse) - std::log(hi.mse)));
+  // The D 64 ladder's and the fast (D 32) ladder's lambda 1000 codecs: 0.93 of rounding's MSE at
+  // 5.18 and 5.44 b/w (benchmarks/codecs/rounding_compare.py).
+  for (const std::string family : {"s", "f"}) {
+    Point nwc = measure(neural_pipeline(dir.path(), "nwc", shipped(1000, family), 0), aidreams(),
+                        dir.path() / "nwc.nwc");
+    std::optional<double> rounding_mse;
+    for (size_t i = 0; i + 1 < sweep.size(); ++i) {
+      const Point &hi = sweep[i].second, &lo = sweep[i + 1].second; // hi: more bits
+      if (hi.bpw >= nwc.bpw && lo.bpw <= nwc.bpw) {
+        const double t = (hi.bpw - nwc.bpw) / (hi.bpw - lo.bpw);
+        rounding_mse = std::exp(std::log(hi.mse) + t * (std::log(lo.mse) - std::log(hi.mse)));
+      }
     }
+    INFO("codec nwc-" << family << "-l1000: " << nwc.bpw << " b/w, MSE " << nwc.mse);
+    REQUIRE(rounding_mse.has_value());
+    INFO("rounding at that rate: MSE " << *rounding_mse);
+    CHECK(nwc.mse < 0.97 * *rounding_mse);
   }
-  INFO("codec: " << nwc.bpw << " b/w, MSE " << nwc.mse);
-  REQUIRE(rounding_mse.has_value());
-  INFO("rounding at that rate: MSE " << *rounding_mse);
-  CHECK(nwc.mse < *rounding_mse);
 }
 
 TEST_CASE("a higher quality level spends more bits for a lower error") {
