@@ -1,0 +1,299 @@
+// nwc.quant.tcq — trellis-coded quantization of latents: the dependent quantization of H.266/VVC,
+// a 4-state trellis over two scalar quantizers, searched by the Viterbi algorithm with a rate term.
+//
+// Reconstruction values are multiples of `step`. Q0 holds the even multiples, Q1 the odd ones and
+// zero; symbol k means the multiple 2k in Q0 and 2k − sgn(k) in Q1. The quantizer of each element
+// is set by the trellis state, and the state moves on by the parity of the element's symbol, so
+// the decoder follows the encoder's path from the symbols alone. Each quantizer alone is a grid of
+// spacing 2·step, so the symbols cost about what rounding at 2·step costs, while the union of the
+// paths packs the reconstructions like a lattice: about 0.8 dB less squared error than rounding at
+// the same entropy (the granular gain that scalar quantization cannot have).
+#include "nwc/cpp/plugin.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr double kMaxSymbol = 536870912.0; // 2^29: 2k stays inside int32
+constexpr int kStates = 4;
+// kNext[state][k & 1]; states 0 and 1 use Q0, states 2 and 3 use Q1 (H.266 §8.7.3).
+constexpr uint8_t kNext[kStates][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
+constexpr int kSmoothing = 8; // pseudo-counts from the block's histogram in each channel's
+const char *const kTrellisChoices[] = {"column", "block"};
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// The multiple of step that symbol k stands for in the quantizer of state s.
+inline int64_t multiple(int32_t k, int s) {
+  return s < 2 ? 2 * int64_t{k} : 2 * int64_t{k} - (k > 0) + (k < 0);
+}
+
+// Bits per symbol for the trellis' rate term: the block's own symbol histogram per latent channel
+// (channel = element index mod m, as the rANS coder's model mode picks tables), smoothed towards
+// the block's pooled histogram, which is what either rANS mode will charge, up to table costs.
+class RateModel {
+public:
+  RateModel(const std::vector<int32_t> &k, int64_t m) : m_(m) {
+    lo_ = *std::min_element(k.begin(), k.end());
+    const int32_t hi = *std::max_element(k.begin(), k.end());
+    span_ = static_cast<int64_t>(hi) - lo_ + 1;
+    std::vector<double> pooled(static_cast<size_t>(span_), 0.5);
+    std::vector<double> count(static_cast<size_t>(span_ * m), 0.0), total(static_cast<size_t>(m));
+    for (size_t i = 0; i < k.size(); ++i) {
+      const int64_t j = k[i] - lo_, c = static_cast<int64_t>(i) % m;
+      pooled[static_cast<size_t>(j)] += 1.0;
+      count[static_cast<size_t>(c * span_ + j)] += 1.0;
+      total[static_cast<size_t>(c)] += 1.0;
+    }
+    const double pooled_total = static_cast<double>(k.size()) + 0.5 * static_cast<double>(span_);
+    outside_ = -std::log2(0.5 / pooled_total);
+    bits_.resize(count.size());
+    for (int64_t c = 0; c < m; ++c)
+      for (int64_t j = 0; j < span_; ++j) {
+        const double p = (count[static_cast<size_t>(c * span_ + j)] +
+                          kSmoothing * pooled[static_cast<size_t>(j)] / pooled_total) /
+                         (total[static_cast<size_t>(c)] + kSmoothing);
+        bits_[static_cast<size_t>(c * span_ + j)] = -std::log2(p);
+      }
+  }
+  double bits(int64_t channel, int32_t k) const {
+    const int64_t j = static_cast<int64_t>(k) - lo_;
+    if (j < 0 || j >= span_) {
+      const double d = static_cast<double>(j < 0 ? -j : j - span_ + 1);
+      return outside_ + 2.0 * std::log2(1.0 + d);
+    }
+    return bits_[static_cast<size_t>((channel % m_) * span_ + j)];
+  }
+
+private:
+  int64_t m_, span_ = 0;
+  int32_t lo_ = 0;
+  double outside_ = 0.0;
+  std::vector<double> bits_;
+};
+
+class TcqQuantizer final : public nwc::Quantizer {
+public:
+  static constexpr const char *id = "nwc.quant.tcq";
+  static constexpr const char *version = "1.0.0";
+  static constexpr uint32_t stream_version = 1;
+  static constexpr const char *name = "tcq";
+  static constexpr const char *description =
+      "Trellis-coded quantization (the dependent quantization of H.266/VVC): two scalar "
+      "quantizers on multiples of `step` (Q0: even multiples; Q1: odd multiples and zero) chosen "
+      "element by element by a 4-state trellis that moves on by the parity of each symbol, so the "
+      "decoder follows it from the symbols alone. The encoder picks the whole block's path with "
+      "the Viterbi algorithm, minimizing squared error (weighted by the importance weights when "
+      "the host passes them) plus `lambda` times the bits of each symbol under the block's own "
+      "per-channel symbol histogram. The trellis runs through the latents in row-major order from "
+      "state 0, restarting at each column's latents (`trellis`). About 0.8 dB less squared error "
+      "than rounding at the same rate on "
+      "smooth densities. Symbols are near latent / (2·step), for an entropy coder with a static "
+      "model or with the transform's prior (then use step 0.5 so that the symbols match the "
+      "prior's integer grid). Writes no side information; no quantize_fitted.";
+  static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
+  NWC_OPTIONS(nwc::float_option("step", 0.5, 0.0, 1e6,
+                                "Spacing of the reconstruction values in latent units, > 0; each "
+                                "quantizer alone has spacing 2·step.",
+                                NWC_OPTF_AFFECTS_BITSTREAM),
+              nwc::float_option("lambda", 0.0, 0.0, 100.0,
+                                "Weight of the rate in the trellis search, in units of "
+                                "(2·step)² per bit; 0 minimizes the squared error alone (best "
+                                "measured with a transform's prior, see README).",
+                                NWC_OPTF_AFFECTS_BITSTREAM),
+              nwc::enum_option("trellis", "column", kTrellisChoices, 2,
+                               "\"column\": the trellis restarts at state 0 at each column's "
+                               "latents (n / width consecutive rows of the view, as a column-major "
+                               "chunker such as nwc.chunk.column orders them), so a block decodes "
+                               "the same whether it is coded alone or with its neighbours and "
+                               "adjacent blocks can share one stream; n must be a multiple of the "
+                               "width. \"block\": one path through the whole block.",
+                               NWC_OPTF_AFFECTS_BITSTREAM));
+
+  explicit TcqQuantizer(const nwc::Options &opts)
+      : step_(opts.get_float("step")), lambda_(opts.get_float("lambda")),
+        per_column_(opts.get_string("trellis") == "column") {
+    if (!(step_ > 0.0))
+      nwc::fail(NWC_E_INVALID_OPTION, "option 'step' = " + num(step_) + " must be greater than 0");
+  }
+
+  void quantize(const nwc::BlockInfo &b, nwc::ConstTensor<float> latents,
+                nwc::Tensor<int32_t> symbols, nwc::Tensor<float> dequantized,
+                nwc::Sink &) override {
+    nwc::require_shape(b, "symbols", symbols.rows, symbols.cols, latents.rows, latents.cols,
+                       "latents");
+    nwc::require_shape(b, "dequantized", dequantized.rows, dequantized.cols, latents.rows,
+                       latents.cols, "latents");
+    const int64_t n = latents.rows * latents.cols, m = latents.cols;
+    if (n == 0) return;
+    // t = latent / step, in double; the search works on the grid of integers.
+    std::vector<double> t(static_cast<size_t>(n)), weight;
+    for (int64_t r = 0; r < latents.rows; ++r)
+      for (int64_t c = 0; c < m; ++c) {
+        const float x = latents.row(r)[c];
+        const double v = static_cast<double>(x) / step_;
+        if (!std::isfinite(x) || std::fabs(v) > kMaxSymbol)
+          nwc::fail(NWC_E_INVALID_ARG,
+                    "tensor '" + std::string(b.tensor_name) + "': latent " + num(x) + " at chunk " +
+                        std::to_string(r) + ", element " + std::to_string(c) +
+                        (std::isfinite(x) ? " is more than 2^29 steps of " + num(step_) + " from 0"
+                                          : " is not finite"));
+        t[static_cast<size_t>(r * m + c)] = v;
+      }
+    importance_weights(b, n, weight);
+    const int64_t segment = segment_length(b, latents.rows, m);
+
+    std::vector<int32_t> k(static_cast<size_t>(n));
+    if (lambda_ > 0.0) {
+      // Rates start from rounding at 2·step (what the symbols come close to), then follow the
+      // trellis' own symbols for one more search.
+      for (int64_t i = 0; i < n; ++i)
+        k[static_cast<size_t>(i)] =
+            static_cast<int32_t>(std::nearbyint(t[static_cast<size_t>(i)] / 2.0));
+      for (int pass = 0; pass < 2; ++pass) {
+        const RateModel rates(k, m);
+        search(t, weight, m, segment, &rates, k);
+      }
+    } else {
+      search(t, weight, m, segment, nullptr, k);
+    }
+    int s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i % segment == 0) s = 0;
+      const int32_t q = k[static_cast<size_t>(i)];
+      symbols.data[i] = q;
+      dequantized.data[i] = value(q, s);
+      s = kNext[s][q & 1];
+    }
+  }
+
+  void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
+                  nwc::Tensor<float> latents) override {
+    if (side.size != 0)
+      nwc::fail(NWC_E_CORRUPT_STREAM, "tensor '" + std::string(b.tensor_name) +
+                                          "': tcq quantizer has no side info, got " +
+                                          std::to_string(side.size) + " bytes");
+    nwc::require_shape(b, "latents", latents.rows, latents.cols, symbols.rows, symbols.cols,
+                       "symbols");
+    const int64_t n = symbols.size();
+    const int64_t segment = segment_length(b, symbols.rows, symbols.cols);
+    int s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i % segment == 0) s = 0;
+      const int32_t q = symbols.data[i];
+      if (std::fabs(static_cast<double>(q)) > kMaxSymbol)
+        nwc::fail(NWC_E_CORRUPT_STREAM,
+                  "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q) +
+                      " at chunk " + std::to_string(i / symbols.cols) + ", element " +
+                      std::to_string(i % symbols.cols) + " is outside [-2^29, 2^29]");
+      latents.data[i] = value(q, s);
+      s = kNext[s][q & 1];
+    }
+  }
+
+private:
+  float value(int32_t k, int s) const {
+    return static_cast<float>(static_cast<double>(multiple(k, s)) * step_);
+  }
+
+  // Elements per trellis path: one column's latents, or the whole block.
+  int64_t segment_length(const nwc::BlockInfo &b, int64_t rows, int64_t m) const {
+    const int64_t n = rows * m;
+    if (!per_column_ || n == 0) return std::max<int64_t>(n, 1);
+    const int64_t width = b.width();
+    if (width <= 0 || rows % width != 0)
+      nwc::fail(NWC_E_UNSUPPORTED_SHAPE,
+                "tensor '" + std::string(b.tensor_name) + "': trellis = \"column\" needs a chunk " +
+                    "count that is a multiple of the block's " + std::to_string(width) +
+                    " columns, got " + std::to_string(rows) + " chunks");
+    return rows / width * m;
+  }
+
+  // Importance weights normalized to mean 1 (so lambda keeps its meaning), or none.
+  static void importance_weights(const nwc::BlockInfo &b, int64_t n, std::vector<double> &w) {
+    w.clear();
+    if (!b.importance) return;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = b.importance[i];
+      if (!(v >= 0.0f) || !std::isfinite(v))
+        nwc::fail(NWC_E_INVALID_ARG, "tensor '" + std::string(b.tensor_name) +
+                                         "': importance weight " + num(v) + " at element " +
+                                         std::to_string(i) + " is not finite and >= 0");
+      sum += v;
+    }
+    if (!(sum > 0.0)) return;
+    w.resize(static_cast<size_t>(n));
+    const double scale = static_cast<double>(n) / sum;
+    for (int64_t i = 0; i < n; ++i) w[static_cast<size_t>(i)] = b.importance[i] * scale;
+  }
+
+  // Viterbi search over the whole block: each element tries, from every live state, the two
+  // nearest symbols of each parity; costs are weighted squared errors in units of step² plus
+  // lambda·4·bits. Ties keep the first candidate in a fixed order, so the path is deterministic.
+  void search(const std::vector<double> &t, const std::vector<double> &weight, int64_t m,
+              int64_t segment, const RateModel *rates, std::vector<int32_t> &k) const {
+    const int64_t n = static_cast<int64_t>(t.size());
+    for (int64_t start = 0; start < n; start += segment)
+      search_path(t, weight, m, start, std::min(n, start + segment), rates, k);
+  }
+
+  // One trellis path over elements [begin, end), from state 0.
+  void search_path(const std::vector<double> &t, const std::vector<double> &weight, int64_t m,
+                   int64_t begin, int64_t end, const RateModel *rates,
+                   std::vector<int32_t> &k) const {
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    const double mu = 4.0 * lambda_;
+    const int64_t len = end - begin;
+    choice_.resize(static_cast<size_t>(len * kStates));
+    from_.resize(static_cast<size_t>(len * kStates));
+    double cost[kStates] = {0.0, kInf, kInf, kInf};
+    for (int64_t i = begin; i < end; ++i) {
+      const double x = t[static_cast<size_t>(i)];
+      const double w = weight.empty() ? 1.0 : weight[static_cast<size_t>(i)];
+      const int32_t base = static_cast<int32_t>(std::floor(x / 2.0));
+      double next[kStates] = {kInf, kInf, kInf, kInf};
+      int32_t *ch = &choice_[static_cast<size_t>((i - begin) * kStates)];
+      uint8_t *fr = &from_[static_cast<size_t>((i - begin) * kStates)];
+      for (int s = 0; s < kStates; ++s) {
+        if (cost[s] == kInf) continue;
+        for (int32_t q = base - 1; q <= base + 2; ++q) {
+          const double e = x - static_cast<double>(multiple(q, s));
+          double c = cost[s] + w * e * e;
+          if (rates) c += mu * rates->bits(i % m, q);
+          const int ns = kNext[s][q & 1];
+          if (c < next[ns]) {
+            next[ns] = c;
+            ch[ns] = q;
+            fr[ns] = static_cast<uint8_t>(s);
+          }
+        }
+      }
+      std::copy(next, next + kStates, cost);
+    }
+    int s = static_cast<int>(std::min_element(cost, cost + kStates) - cost);
+    for (int64_t i = end - 1; i >= begin; --i) {
+      k[static_cast<size_t>(i)] = choice_[static_cast<size_t>((i - begin) * kStates + s)];
+      s = from_[static_cast<size_t>((i - begin) * kStates + s)];
+    }
+  }
+
+  double step_, lambda_;
+  bool per_column_;
+  // The search's back pointers, kept from call to call.
+  mutable std::vector<int32_t> choice_;
+  mutable std::vector<uint8_t> from_;
+};
+
+} // namespace
+
+NWC_MODULE(TcqQuantizer)
