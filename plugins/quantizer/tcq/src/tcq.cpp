@@ -23,6 +23,13 @@ constexpr double kMaxSymbol = 536870912.0; // 2^29: 2k stays inside int32
 constexpr int kStates = 4;
 // kNext[state][k & 1]; states 0 and 1 use Q0, states 2 and 3 use Q1 (H.266 §8.7.3).
 constexpr uint8_t kNext[kStates][2] = {{0, 2}, {2, 0}, {1, 3}, {3, 1}};
+// The same table in 2 bits per entry, entry 2·state + parity.
+constexpr uint32_t kNextPacked = [] {
+  uint32_t t = 0;
+  for (int s = 0; s < kStates; ++s)
+    for (int p = 0; p < 2; ++p) t |= static_cast<uint32_t>(kNext[s][p]) << (2 * (2 * s + p));
+  return t;
+}();
 constexpr int kSmoothing = 8; // pseudo-counts from the block's histogram in each channel's
 const char *const kTrellisChoices[] = {"column", "block"};
 
@@ -186,17 +193,32 @@ public:
                        "symbols");
     const int64_t n = symbols.size();
     const int64_t segment = segment_length(b, symbols.rows, symbols.cols);
-    int s = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      if (i % segment == 0) s = 0;
-      const int32_t q = symbols.data[i];
-      if (std::fabs(static_cast<double>(q)) > kMaxSymbol)
-        nwc::fail(NWC_E_CORRUPT_STREAM,
-                  "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q) +
-                      " at chunk " + std::to_string(i / symbols.cols) + ", element " +
-                      std::to_string(i % symbols.cols) + " is outside [-2^29, 2^29]");
-      latents.data[i] = value(q, s);
-      s = kNext[s][q & 1];
+    // Symbols are checked first, without a branch per value: |k| <= 2^29 <=> k + 2^29 in
+    // [0, 2^30], unsigned.
+    const int32_t *__restrict q = symbols.data;
+    constexpr uint32_t kBias = 1u << 29;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(q[i]) + kBias > 2 * kBias;
+    if (bad)
+      for (int64_t i = 0; i < n; ++i)
+        if (std::fabs(static_cast<double>(q[i])) > kMaxSymbol)
+          nwc::fail(NWC_E_CORRUPT_STREAM,
+                    "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q[i]) +
+                        " at chunk " + std::to_string(i / symbols.cols) + ", element " +
+                        std::to_string(i % symbols.cols) + " is outside [-2^29, 2^29]");
+    // The walk: the state's quantizer (s >> 1: 0 for Q0, 1 for Q1) and the packed next-state
+    // table (2 bits per entry, index 2·state + parity) keep the loop free of branches.
+    float *__restrict out = latents.data;
+    const double step = step_;
+    for (int64_t start = 0; start < n; start += segment) {
+      const int64_t end = std::min(n, start + segment);
+      uint32_t s = 0;
+      for (int64_t i = start; i < end; ++i) {
+        const int32_t k = q[i];
+        const int64_t mult = 2 * int64_t{k} - static_cast<int64_t>(s >> 1) * ((k > 0) - (k < 0));
+        out[i] = static_cast<float>(static_cast<double>(mult) * step);
+        s = (kNextPacked >> (2 * (2 * s + (static_cast<uint32_t>(k) & 1u)))) & 3u;
+      }
     }
   }
 
