@@ -5,7 +5,10 @@ codec's measured rate. Prints a Markdown table.
 
     rounding_compare.py NWC MODEL WORKDIR CODEC...
 
-CODEC is a lambda of the shipped ladder (300: codecs/nwc-s-l300.nwcc) or a codec file (.nwcc).
+CODEC is a lambda of the shipped ladder (300: codecs/nwc-s-l300.nwcc) or a codec file (.nwcc),
+with "@tcq" or "@tcq=STEP" appended to quantize its latents with nwc.quant.tcq (step 0.5 unless
+given) instead of rounding them; "chunks@tcq=STEP" is nwc.quant.tcq on the normalized 16-vectors
+themselves, without a codec.
 """
 import json, math, os, subprocess, sys
 
@@ -41,7 +44,8 @@ def measure(p):
 
 
 sweep = [measure(pipeline("round", f'[quantizer]\nplugin = "nwc.quant.round"\nstep = {s}\n'))
-         for s in (0.06, 0.08, 0.12, 0.16, 0.2, 0.3, 0.45, 0.6, 0.9, 1.35, 2.0)]
+         for s in (0.015, 0.02, 0.03, 0.045, 0.06, 0.08, 0.12, 0.16, 0.2, 0.3, 0.45, 0.6, 0.9,
+                   1.35, 2.0)]
 
 
 def rounding_at(bits):
@@ -54,12 +58,20 @@ def rounding_at(bits):
 
 print("| codec | bits/w | codec MSE | rounding MSE at that rate | codec / rounding |")
 print("|---|---:|---:|---:|---:|")
-for lam in lambdas:
-    codec = os.path.abspath(lam) if lam.endswith(".nwcc") else os.path.join(root, "codecs", f"nwc-s-l{lam}.nwcc")
-    label = os.path.basename(codec)[:-len(".nwcc")]
-    bits, mse = measure(pipeline("codec", f'[transform]\nplugin = "nwc.transform.neural"\n'
-                                          f'codec = "{codec}"\n[quantizer]\n'
-                                          'plugin = "nwc.quant.round"\n'))
+for spec in lambdas:
+    name, _, quant = spec.partition("@")
+    step = quant.partition("=")[2] or "0.5"
+    quantizer = (f'plugin = "nwc.quant.tcq"\nstep = {step}\n' if quant.startswith("tcq")
+                 else 'plugin = "nwc.quant.round"\n')
+    if name == "chunks":
+        label, body = f"no codec, tcq step {step}", f"[quantizer]\n{quantizer}"
+    else:
+        codec = (os.path.abspath(name) if name.endswith(".nwcc")
+                 else os.path.join(root, "codecs", f"nwc-s-l{name}.nwcc"))
+        label = os.path.basename(codec)[:-len(".nwcc")] + (f", tcq step {step}" if quant else "")
+        body = (f'[transform]\nplugin = "nwc.transform.neural"\ncodec = "{codec}"\n'
+                f"[quantizer]\n{quantizer}")
+    bits, mse = measure(pipeline("codec", body))
     r = rounding_at(bits)
     print(f"| {label} | {bits:.3f} | {mse:.3e} | " +
-          (f"{r:.3e} | {mse / r:.2f} |" if r else "outside the sweep | – |"))
+          (f"{r:.3e} | {mse / r:.2f} |" if r else "outside the sweep | – |"), flush=True)
