@@ -28,8 +28,8 @@ make_seeds() {
   # Seeds are added next to what earlier fuzzing put there (same names are overwritten).
   for t in "${ALL_TARGETS[@]}"; do mkdir -p "$out/fuzz_$t"; done
   # Containers: the golden files, and stories260K through raw, zstd, rANS (own tables) and the
-  # NWC codec (rANS with external tables; once with the codec embedded), and RTN after the
-  # Hadamard rotation (a per-tensor `rotation` side stream, inverted after merging).
+  # NWC codec (rANS with external tables; once with the codec embedded; once with trellis-coded
+  # latents), and RTN after the Hadamard rotation (a per-tensor `rotation` side stream, inverted after merging).
   sed 's/nwc.entropy.raw/nwc.entropy.rans/' "$ROOT/pipelines/rtn-4bit-g32.toml" >"$tmp/rans.toml"
   { printf '[rotation]\nplugin = "nwc.rotation.hadamard"\n\n'
     cat "$ROOT/pipelines/rtn-4bit-g32.toml"; } >"$tmp/hadamard.toml"
@@ -41,6 +41,9 @@ make_seeds() {
     "$nwc" compress "$model" -p "$ROOT/pipelines/nwc-datafree-l300.toml" -o "$tmp/nwc-l300.nwc" -q
     "$nwc" compress "$model" -p "$ROOT/pipelines/nwc-datafree-l300.toml" --embed-codec \
       -o "$tmp/nwc-l300-embedded.nwc" -q
+    # Trellis-coded latents: nwc.quant.tcq's dequantize walks untrusted symbols.
+    "$nwc" compress "$model" -p "$ROOT/pipelines/nwc-tcq-datafree-l300.toml" \
+      -o "$tmp/nwc-tcq-l300.nwc" -q
     cp "$ROOT"/codecs/*.nwcc "$out/fuzz_codec_file/"
     cp "$ROOT"/codecs/*.nwcc "$out/fuzz_safetensors/"
   fi
