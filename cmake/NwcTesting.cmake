@@ -1,5 +1,5 @@
 # nwc_add_test(<name> SOURCES <files...> [LIBRARIES <libs...>] [LABELS <labels...>]
-#              [DEPENDS <targets...>] [NEEDS_RUNTIME])
+#              [DEPENDS <targets...>] [COST <seconds>] [NEEDS_RUNTIME])
 #
 # A doctest executable whose test cases are registered with CTest one by one. Tests find the shared
 # data through NWC_DATA (environment) or the compiled-in default ../shared/data, and the built
@@ -11,6 +11,8 @@
 # Tests that need the LibTorch model runtime (they link nwc::runtime, or pass NEEDS_RUNTIME because
 # they run commands that use it) are left out of builds with NWC_WITH_RUNTIME=OFF.
 # DEPENDS: targets built before the test (the plugins and executables it runs).
+# COST: about how long each test case runs (CTest's COST): `ctest -j` starts the costliest first,
+# so that a fresh build directory (no timings recorded yet) does not end on a long test alone.
 set(NWC_DEFAULT_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "Shared models and text")
 # Independent reference implementations fetched by scripts/fetch-references.sh (llama.cpp's
 # libraries, the HF tokenizers and real tokenizer.json files); NWC_REFERENCES overrides at run time.
@@ -20,7 +22,7 @@ function(nwc_add_test name)
   if(NOT NWC_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(T "NEEDS_RUNTIME" "" "SOURCES;LIBRARIES;LABELS;DEPENDS" ${ARGN})
+  cmake_parse_arguments(T "NEEDS_RUNTIME" "COST" "SOURCES;LIBRARIES;LABELS;DEPENDS" ${ARGN})
   if(NOT NWC_WITH_RUNTIME AND (T_NEEDS_RUNTIME OR "nwc::runtime" IN_LIST T_LIBRARIES
                                OR "nwc::runtime_torch" IN_LIST T_LIBRARIES))
     return()
@@ -58,6 +60,9 @@ function(nwc_add_test name)
   set(_props TIMEOUT 600)
   if(T_LABELS)
     list(APPEND _props LABELS "${T_LABELS}")
+  endif()
+  if(T_COST)
+    list(APPEND _props COST ${T_COST})
   endif()
   doctest_discover_tests(${name} WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/tests
                          PROPERTIES ${_props})
