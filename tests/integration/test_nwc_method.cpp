@@ -34,14 +34,15 @@ std::string codec_path() {
 }
 
 Pipeline nwc_pipeline(const TempDir &dir, const std::string &compensator,
-                      const std::string &extra = "", const std::string &pipeline_keys = "") {
+                      const std::string &extra = "", const std::string &pipeline_keys = "",
+                      const std::string &quantizer = "nwc.quant.round") {
   fs::path p = dir.path() / "p.toml";
   std::ofstream(p) << "[pipeline]\nname = \"t\"\nselect = [\"*_proj.weight\"]\n"
                    << pipeline_keys
                    << "\n[chunker]\nplugin = \"nwc.chunk.column\"\n"
                       "[transform]\nplugin = \"nwc.transform.neural\"\ncodec = \""
-                   << codec_path()
-                   << "\"\n[quantizer]\nplugin = \"nwc.quant.round\"\n"
+                   << codec_path() << "\"\n[quantizer]\nplugin = \"" << quantizer
+                   << "\"\n"
                       "[entropy]\nplugin = \"nwc.entropy.rans\"\n"
                       "[compensator]\n"
                    << compensator << "\n"
@@ -185,40 +186,46 @@ TEST_CASE("blockft lowers the held-out block MSE, never raises it, and decodes e
   CHECK(decoder.decode_tensor(*norm, 1) != model.find(norm->name)->load());
 }
 
-TEST_CASE("LDLQ blocks coded as wider streams: the same reconstruction in fewer, smaller streams") {
+TEST_CASE("LDLQ blocks coded as wider streams: the same reconstruction in fewer, smaller streams - "
+          "rounded and trellis-coded latents") {
   Model model = load_model(nwc::test::stories260k());
-  TempDir dir;
   const std::string ldlq = "plugin = \"nwc.comp.ldlq\"\nblock = 16",
                     levels = "[levels]\nfractions = [0.001, 0.01, 0.1]\n";
-  Pipeline narrow = nwc_pipeline(dir, ldlq, levels);
-  CompressSettings s = tridiagonal_hessians(model, narrow);
-  Pipeline wide = nwc_pipeline(dir, ldlq, levels, "stream_columns = 64");
-  REQUIRE(wide.stream_columns == 64);
-  const fs::path narrow_file = dir.path() / "narrow.nwc", wide_file = dir.path() / "wide.nwc";
-  compress_model(model, narrow, registry(), narrow_file, s);
-  compress_model(model, wide, registry(), wide_file, s);
-  CHECK(fs::file_size(wide_file) < fs::file_size(narrow_file));
-  ContainerReader a(narrow_file), b(wide_file);
-  // 64 columns: 4 feedback blocks in one stream; 172 columns: 11 feedback blocks in streams of
-  // 64 + 64 + 44 columns.
-  for (auto [name, blocks] : {std::pair{"model.layers.1.self_attn.q_proj.weight", size_t{1}},
-                              std::pair{"model.layers.2.mlp.down_proj.weight", size_t{3}}}) {
-    INFO(name);
-    const ModelTensor *mt = model.find(name);
-    REQUIRE(mt);
-    CHECK(encode_tensor(wide, registry(), mt->info, mt->load(), s).reconstruction ==
-          encode_tensor(narrow, registry(), mt->info, mt->load(), s).reconstruction);
-    CHECK(b.find(name)->blocks.size() == blocks);
-    CHECK(a.find(name)->blocks.size() > blocks);
-    for (const auto &blk : b.find(name)->blocks) CHECK(blk.col_end - blk.col_begin <= 64);
-  }
-  ContainerDecoder da(a, registry()), db(b, registry());
-  for (const auto &t : a.manifest().tensors)
-    if (t.storage == "pipeline") {
-      const TensorRecord *tb = b.find(t.name);
-      REQUIRE(tb);
-      CHECK(db.decode_tensor(*tb, 2) == da.decode_tensor(t, 1));
+  // nwc.quant.tcq restarts its trellis at every column, so feedback blocks coded together give
+  // the bits they give apart.
+  for (const std::string quantizer : {"nwc.quant.round", "nwc.quant.tcq"}) {
+    INFO(quantizer);
+    TempDir dir;
+    Pipeline narrow = nwc_pipeline(dir, ldlq, levels, "", quantizer);
+    CompressSettings s = tridiagonal_hessians(model, narrow);
+    Pipeline wide = nwc_pipeline(dir, ldlq, levels, "stream_columns = 64", quantizer);
+    REQUIRE(wide.stream_columns == 64);
+    const fs::path narrow_file = dir.path() / "narrow.nwc", wide_file = dir.path() / "wide.nwc";
+    compress_model(model, narrow, registry(), narrow_file, s);
+    compress_model(model, wide, registry(), wide_file, s);
+    CHECK(fs::file_size(wide_file) < fs::file_size(narrow_file));
+    ContainerReader a(narrow_file), b(wide_file);
+    // 64 columns: 4 feedback blocks in one stream; 172 columns: 11 feedback blocks in streams of
+    // 64 + 64 + 44 columns.
+    for (auto [name, blocks] : {std::pair{"model.layers.1.self_attn.q_proj.weight", size_t{1}},
+                                std::pair{"model.layers.2.mlp.down_proj.weight", size_t{3}}}) {
+      INFO(name);
+      const ModelTensor *mt = model.find(name);
+      REQUIRE(mt);
+      CHECK(encode_tensor(wide, registry(), mt->info, mt->load(), s).reconstruction ==
+            encode_tensor(narrow, registry(), mt->info, mt->load(), s).reconstruction);
+      CHECK(b.find(name)->blocks.size() == blocks);
+      CHECK(a.find(name)->blocks.size() > blocks);
+      for (const auto &blk : b.find(name)->blocks) CHECK(blk.col_end - blk.col_begin <= 64);
     }
+    ContainerDecoder da(a, registry()), db(b, registry());
+    for (const auto &t : a.manifest().tensors)
+      if (t.storage == "pipeline") {
+        const TensorRecord *tb = b.find(t.name);
+        REQUIRE(tb);
+        CHECK(db.decode_tensor(*tb, 2) == da.decode_tensor(t, 1));
+      }
+  }
 }
 
 TEST_CASE("pipeline.stream_columns must be a non-negative integer") {
