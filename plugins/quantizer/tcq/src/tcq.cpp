@@ -30,7 +30,7 @@ constexpr uint32_t kNextPacked = [] {
     for (int p = 0; p < 2; ++p) t |= static_cast<uint32_t>(kNext[s][p]) << (2 * (2 * s + p));
   return t;
 }();
-constexpr int kSmoothing = 8; // pseudo-counts from the block's histogram in each channel's
+constexpr int kSmoothing = 8; // pseudo-counts of the pooled histogram added to each channel's
 const char *const kTrellisChoices[] = {"column", "block"};
 
 std::string num(double v) {
@@ -103,8 +103,8 @@ public:
       "the host passes them) plus `lambda` times the bits of each symbol under the block's own "
       "per-channel symbol histogram. The trellis runs through the latents in row-major order from "
       "state 0, restarting at each column's latents (`trellis`). About 0.8 dB less squared error "
-      "than rounding at the same rate on "
-      "smooth densities. Symbols are near latent / (2·step), for an entropy coder with a static "
+      "than rounding at the same rate on smooth densities. Symbols are near latent / (2·step), for "
+      "an entropy coder with a static "
       "model or with the transform's prior (then use step 0.5 so that the symbols match the "
       "prior's integer grid). Writes no side information; no quantize_fitted.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
@@ -114,16 +114,17 @@ public:
                                 NWC_OPTF_AFFECTS_BITSTREAM),
               nwc::float_option("lambda", 0.0, 0.0, 100.0,
                                 "Weight of the rate in the trellis search, in units of "
-                                "(2·step)² per bit; 0 minimizes the squared error alone (best "
-                                "measured with a transform's prior, see README).",
+                                "(2·step)² per bit; 0 minimizes the squared error alone (measured "
+                                "best on the NWC codecs' latents).",
                                 NWC_OPTF_AFFECTS_BITSTREAM),
               nwc::enum_option("trellis", "column", kTrellisChoices, 2,
-                               "\"column\": the trellis restarts at state 0 at each column's "
-                               "latents (n / width consecutive rows of the view, as a column-major "
-                               "chunker such as nwc.chunk.column orders them), so a block decodes "
-                               "the same whether it is coded alone or with its neighbours and "
-                               "adjacent blocks can share one stream; n must be a multiple of the "
-                               "width. \"block\": one path through the whole block.",
+                               "\"column\": when the block's chunk count n is a multiple of its "
+                               "width, the trellis restarts at state 0 every n / width rows of the "
+                               "view (one column's latents with a column-major chunker such as "
+                               "nwc.chunk.column), so a block decodes the same whether it is coded "
+                               "alone or with its neighbours and adjacent blocks can share one "
+                               "stream; otherwise one path through the block. \"block\": always "
+                               "one path through the whole block.",
                                NWC_OPTF_AFFECTS_BITSTREAM));
 
   explicit TcqQuantizer(const nwc::Options &opts)
@@ -227,16 +228,11 @@ private:
     return static_cast<float>(static_cast<double>(multiple(k, s)) * step_);
   }
 
-  // Elements per trellis path: one column's latents, or the whole block.
+  // Elements per trellis path: one column's latents when the chunks are a whole number per
+  // column, else the whole block. Both sides compute it from the block's geometry alone.
   int64_t segment_length(const nwc::BlockInfo &b, int64_t rows, int64_t m) const {
-    const int64_t n = rows * m;
-    if (!per_column_ || n == 0) return std::max<int64_t>(n, 1);
-    const int64_t width = b.width();
-    if (width <= 0 || rows % width != 0)
-      nwc::fail(NWC_E_UNSUPPORTED_SHAPE,
-                "tensor '" + std::string(b.tensor_name) + "': trellis = \"column\" needs a chunk " +
-                    "count that is a multiple of the block's " + std::to_string(width) +
-                    " columns, got " + std::to_string(rows) + " chunks");
+    const int64_t n = rows * m, width = b.width();
+    if (!per_column_ || n == 0 || width <= 0 || rows % width != 0) return std::max<int64_t>(n, 1);
     return rows / width * m;
   }
 

@@ -281,9 +281,15 @@ TEST_CASE("tcq: per-column trellis paths code a block the same alone or with its
     const float first = whole.dequantized[static_cast<size_t>(c * per_column * m)];
     CHECK(std::fmod(std::fabs(first) / 0.5f, 2.0f) == 0.0f);
   }
-  // A chunk count that is not a whole number of columns is refused.
-  CHECK(quantize(inst, x, n, m, nullptr, 5).status == NWC_E_UNSUPPORTED_SHAPE);
-  CHECK(inst.last_error().find("multiple") != std::string::npos);
+  // A chunk count that is not a whole number of columns (another chunker's layout) gets one path
+  // through the block, on both sides.
+  Instance one_path(kId, {opt_enum("trellis", "block")});
+  REQUIRE(one_path.ok());
+  const Quantized odd = quantize(inst, x, n, m, nullptr, 5);
+  REQUIRE(odd.status == NWC_OK);
+  CHECK(odd.symbols == quantize(one_path, x, n, m, nullptr, 5).symbols);
+  REQUIRE(dequantize(inst, odd.symbols, nwc_bytes{nullptr, 0}, n, m, back, 5) == NWC_OK);
+  CHECK(same_bits(back, odd.dequantized));
 }
 
 TEST_CASE("tcq: errors") {
