@@ -174,14 +174,8 @@ public:
     } else {
       search(t, weight, m, segment, nullptr, k);
     }
-    int s = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      if (i % segment == 0) s = 0;
-      const int32_t q = k[static_cast<size_t>(i)];
-      symbols.data[i] = q;
-      dequantized.data[i] = value(q, s);
-      s = kNext[s][q & 1];
-    }
+    std::copy(k.begin(), k.end(), symbols.data);
+    reconstruct(symbols.data, n, segment, dequantized.data); // exactly as the decoder does
   }
 
   void dequantize(const nwc::BlockInfo &b, nwc::ConstTensor<int32_t> symbols, nwc::Bytes side,
@@ -207,9 +201,16 @@ public:
                     "tensor '" + std::string(b.tensor_name) + "': symbol " + std::to_string(q[i]) +
                         " at chunk " + std::to_string(i / symbols.cols) + ", element " +
                         std::to_string(i % symbols.cols) + " is outside [-2^29, 2^29]");
-    // The walk: the state's quantizer (s >> 1: 0 for Q0, 1 for Q1) and the packed next-state
-    // table (2 bits per entry, index 2·state + parity) keep the loop free of branches.
-    float *__restrict out = latents.data;
+    reconstruct(q, n, segment, latents.data);
+  }
+
+private:
+  // The decoder's walk along the trellis, restarting every `segment` symbols: the state's
+  // quantizer (s >> 1: 0 for Q0, 1 for Q1) and the packed next-state table (2 bits per entry,
+  // index 2·state + parity) keep the loop free of branches. The encoder's reconstruction comes
+  // from the same walk.
+  void reconstruct(const int32_t *__restrict q, int64_t n, int64_t segment,
+                   float *__restrict out) const {
     const double step = step_;
     for (int64_t start = 0; start < n; start += segment) {
       const int64_t end = std::min(n, start + segment);
@@ -221,11 +222,6 @@ public:
         s = (kNextPacked >> (2 * (2 * s + (static_cast<uint32_t>(k) & 1u)))) & 3u;
       }
     }
-  }
-
-private:
-  float value(int32_t k, int s) const {
-    return static_cast<float>(static_cast<double>(multiple(k, s)) * step_);
   }
 
   // Elements per trellis path: one column's latents when the chunks are a whole number per
