@@ -72,13 +72,14 @@ public:
         bits_[static_cast<size_t>(c * span_ + j)] = -std::log2(p);
       }
   }
-  double bits(int64_t channel, int32_t k) const {
+  // Bits of symbol k at element i of the block (channel i mod m).
+  double bits(int64_t i, int32_t k) const {
     const int64_t j = static_cast<int64_t>(k) - lo_;
     if (j < 0 || j >= span_) {
       const double d = static_cast<double>(j < 0 ? -j : j - span_ + 1);
       return outside_ + 2.0 * std::log2(1.0 + d);
     }
-    return bits_[static_cast<size_t>((channel % m_) * span_ + j)];
+    return bits_[static_cast<size_t>((i % m_) * span_ + j)];
   }
 
 private:
@@ -169,10 +170,10 @@ public:
             static_cast<int32_t>(std::nearbyint(t[static_cast<size_t>(i)] / 2.0));
       for (int pass = 0; pass < 2; ++pass) {
         const RateModel rates(k, m);
-        search(t, weight, m, segment, &rates, k);
+        search(t, weight, segment, &rates, k);
       }
     } else {
-      search(t, weight, m, segment, nullptr, k);
+      search(t, weight, segment, nullptr, k);
     }
     std::copy(k.begin(), k.end(), symbols.data);
     reconstruct(symbols.data, n, segment, dequantized.data); // exactly as the decoder does
@@ -254,17 +255,16 @@ private:
   // Viterbi search over the whole block: each element tries, from every live state, the two
   // nearest symbols of each parity; costs are weighted squared errors in units of step² plus
   // lambda·4·bits. Ties keep the first candidate in a fixed order, so the path is deterministic.
-  void search(const std::vector<double> &t, const std::vector<double> &weight, int64_t m,
-              int64_t segment, const RateModel *rates, std::vector<int32_t> &k) const {
+  void search(const std::vector<double> &t, const std::vector<double> &weight, int64_t segment,
+              const RateModel *rates, std::vector<int32_t> &k) const {
     const int64_t n = static_cast<int64_t>(t.size());
     for (int64_t start = 0; start < n; start += segment)
-      search_path(t, weight, m, start, std::min(n, start + segment), rates, k);
+      search_path(t, weight, start, std::min(n, start + segment), rates, k);
   }
 
   // One trellis path over elements [begin, end), from state 0.
-  void search_path(const std::vector<double> &t, const std::vector<double> &weight, int64_t m,
-                   int64_t begin, int64_t end, const RateModel *rates,
-                   std::vector<int32_t> &k) const {
+  void search_path(const std::vector<double> &t, const std::vector<double> &weight, int64_t begin,
+                   int64_t end, const RateModel *rates, std::vector<int32_t> &k) const {
     constexpr double kInf = std::numeric_limits<double>::infinity();
     const double mu = 4.0 * lambda_;
     const int64_t len = end - begin;
@@ -283,7 +283,7 @@ private:
         for (int32_t q = base - 1; q <= base + 2; ++q) {
           const double e = x - static_cast<double>(multiple(q, s));
           double c = cost[s] + w * e * e;
-          if (rates) c += mu * rates->bits(i % m, q);
+          if (rates) c += mu * rates->bits(i, q);
           const int ns = kNext[s][q & 1];
           if (c < next[ns]) {
             next[ns] = c;
