@@ -117,9 +117,10 @@ NWC_PIN(offsetof(nwc_rotation_interface, inverse) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010005u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010006u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
         NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5 && NWC_KIND_ROTATION == 6);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);
+NWC_PIN(NWC_ROW_SCALES_LOG8 == 64); /* since 1.6 */
 NWC_PIN(NWC_OPT_BOOL == 1 && NWC_OPT_PATH == 8);
 NWC_PIN(NWC_E_INVALID_ARG == -1 && NWC_E_CORRUPT_STREAM == -5 && NWC_E_IO == -11);

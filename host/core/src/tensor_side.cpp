@@ -13,6 +13,95 @@ namespace nwc::host::detail {
 
 namespace {
 
+// log8 row scales (NWC_ROW_SCALES_LOG8, ABI 1.6): every scale is 2^(L/64) for an integer L, held as
+// [u8 code][i32 base][u8 shift][one byte q per row] with L = base + (q << shift). 2^(j/64) comes
+// from this table (rounded to 24 significant bits) instead of libm, so every decoder computes the
+// same floats. Only normal floats are representable: L in [kLog8MinL, kLog8MaxL].
+constexpr uint32_t kLog8Significand[65] = {
+    8388608,  8479954,  8572295,  8665641,  8760003,  8855394,  8951823,  9049301,
+    9147842,  9247455,  9348154,  9449948,  9552851,  9656875,  9762032,  9868333,
+    9975792,  10084422, 10194234, 10305242, 10417458, 10530897, 10645571, 10761494,
+    10878679, 10997140, 11116891, 11237946, 11360319, 11484025, 11609078, 11735492,
+    11863283, 11992466, 12123055, 12255067, 12388516, 12523418, 12659789, 12797645,
+    12937002, 13077877, 13220286, 13364245, 13509772, 13656884, 13805598, 13955931,
+    14107901, 14261526, 14416824, 14573813, 14732511, 14892937, 15055111, 15219050,
+    15384775, 15552304, 15721658, 15892855, 16065917, 16240863, 16417715, 16596492,
+    16777216, // 2^(64/64): the next octave, for rounding only
+};
+constexpr int32_t kLog8MinL = -126 * 64;     // 2^-126, the smallest normal float
+constexpr int32_t kLog8MaxL = 127 * 64 + 63; // 2^(127 + 63/64) < FLT_MAX
+constexpr size_t kLog8Header = 1 + 4 + 1;
+constexpr int kLog8MaxShift = 6; // 255 << 6 covers kLog8MaxL - kLog8MinL
+
+float log8_scale(int32_t L) {
+  const int32_t shifted = L + 128 * 64; // > 0 in range: plain division is floor division
+  return std::ldexp(static_cast<float>(kLog8Significand[shifted % 64]), shifted / 64 - 128 - 23);
+}
+
+// The L whose 2^(L/64) is nearest to a positive finite s (ties to the smaller), clamped to range.
+int32_t log8_level(float s) {
+  int e = 0;
+  const double sig = std::ldexp(std::frexp(static_cast<double>(s), &e), 24); // [2^23, 2^24)
+  const auto *hi = std::upper_bound(kLog8Significand, kLog8Significand + 64, sig);
+  const int32_t j = static_cast<int32_t>(hi - kLog8Significand) - 1;
+  const bool up = static_cast<double>(kLog8Significand[j + 1]) - sig < sig - kLog8Significand[j];
+  const int64_t L = static_cast<int64_t>(e - 1) * 64 + j + (up ? 1 : 0);
+  return static_cast<int32_t>(std::clamp<int64_t>(L, kLog8MinL, kLog8MaxL));
+}
+
+std::vector<uint8_t> encode_log8(std::vector<float> &scales, const std::string &where) {
+  std::vector<int32_t> level(scales.size());
+  for (size_t i = 0; i < scales.size(); ++i) {
+    if (!(scales[i] > 0.0f) || !std::isfinite(scales[i]))
+      fail(NWC_E_INVALID_ARG, where + ": row scale " + std::to_string(scales[i]) +
+                                  " cannot be stored as log8 (positive finite scales only; use "
+                                  "f16 or f32)");
+    level[i] = log8_level(scales[i]);
+  }
+  const int32_t base = level.empty() ? 0 : *std::min_element(level.begin(), level.end());
+  const int32_t top = level.empty() ? 0 : *std::max_element(level.begin(), level.end());
+  int shift = 0; // the finest grid that spans the tensor's scales
+  while ((top - base) > (255 << shift)) ++shift;
+  std::vector<uint8_t> out(kLog8Header + scales.size());
+  out[0] = static_cast<uint8_t>(NWC_ROW_SCALES_LOG8);
+  const auto ubase = static_cast<uint32_t>(base);
+  for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<uint8_t>(ubase >> (8 * b));
+  out[5] = static_cast<uint8_t>(shift);
+  for (size_t i = 0; i < scales.size(); ++i) {
+    const int32_t q =
+        shift == 0 ? level[i] - base : (level[i] - base + (1 << (shift - 1))) >> shift; // nearest
+    const int32_t stored = std::min(q, (kLog8MaxL - base) >> shift);
+    out[kLog8Header + i] = static_cast<uint8_t>(stored);
+    scales[i] = log8_scale(base + (stored << shift)); // what the decoder will see
+  }
+  return out;
+}
+
+std::vector<float> decode_log8(const std::vector<uint8_t> &bytes, int64_t rows,
+                               const std::string &where) {
+  if (bytes.size() != kLog8Header + static_cast<size_t>(rows))
+    fail(NWC_E_CORRUPT_STREAM, where + ": log8 row_scales stream has " +
+                                   std::to_string(bytes.size()) + " bytes, expected " +
+                                   std::to_string(kLog8Header + static_cast<size_t>(rows)));
+  uint32_t ubase = 0;
+  for (int b = 0; b < 4; ++b) ubase |= static_cast<uint32_t>(bytes[1 + b]) << (8 * b);
+  const auto base = static_cast<int32_t>(ubase);
+  const int shift = bytes[5];
+  if (shift > kLog8MaxShift || base < kLog8MinL || base > kLog8MaxL)
+    fail(NWC_E_CORRUPT_STREAM, where + ": log8 row_scales header (base " + std::to_string(base) +
+                                   ", shift " + std::to_string(shift) +
+                                   ") is outside float's normal range");
+  std::vector<float> out(static_cast<size_t>(rows));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int32_t L = base + (static_cast<int32_t>(bytes[kLog8Header + i]) << shift);
+    if (L > kLog8MaxL)
+      fail(NWC_E_CORRUPT_STREAM,
+           where + ": log8 row scale of row " + std::to_string(i) + " is above float's range");
+    out[i] = log8_scale(L);
+  }
+  return out;
+}
+
 DType scale_dtype(uint32_t code, const std::string &where) {
   switch (code) {
   case NWC_DTYPE_F32:
@@ -23,7 +112,7 @@ DType scale_dtype(uint32_t code, const std::string &where) {
     return DType::BF16;
   default:
     fail(NWC_E_CORRUPT_STREAM, where + ": row scales have dtype code " + std::to_string(code) +
-                                   " (expected F32, F16 or BF16)");
+                                   " (expected F32, F16, BF16 or log8)");
   }
 }
 
@@ -31,6 +120,7 @@ DType scale_dtype(uint32_t code, const std::string &where) {
 
 std::vector<uint8_t> encode_row_scales(uint32_t code, std::vector<float> &scales,
                                        const std::string &where) {
+  if (code == NWC_ROW_SCALES_LOG8) return encode_log8(scales, where);
   DType dt = scale_dtype(code, where);
   std::vector<uint8_t> out(1 + scales.size() * dtype_size(dt));
   out[0] = static_cast<uint8_t>(code);
@@ -46,6 +136,7 @@ std::vector<uint8_t> encode_row_scales(uint32_t code, std::vector<float> &scales
 std::vector<float> decode_row_scales(const std::vector<uint8_t> &bytes, int64_t rows,
                                      const std::string &where) {
   if (bytes.empty()) fail(NWC_E_CORRUPT_STREAM, where + ": empty row_scales stream");
+  if (bytes[0] == NWC_ROW_SCALES_LOG8) return decode_log8(bytes, rows, where);
   DType dt = scale_dtype(bytes[0], where);
   if (bytes.size() != 1 + static_cast<size_t>(rows) * dtype_size(dt))
     fail(NWC_E_CORRUPT_STREAM, where + ": row_scales stream has " + std::to_string(bytes.size()) +

@@ -2,7 +2,8 @@
 // once for all its blocks, and how they reach each block.
 //
 // Stored as tensor streams (block -1): "row_scales" (and the host's "row_gain") =
-// [u8 NWC_DTYPE_F32|F16|BF16][rows values, LE]; "levels" = [u8 bits per level: 2, 4 or 8][levels of
+// [u8 NWC_DTYPE_F32|F16|BF16][rows values, LE] or [u8 NWC_ROW_SCALES_LOG8][i32 base][u8 shift][rows
+// bytes] (docs/container.md); "levels" = [u8 bits per level: 2, 4 or 8][levels of
 // the columns, packed LSB first].
 #pragma once
 

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #define NWC_ABI_VERSION_MAJOR 1
-#define NWC_ABI_VERSION_MINOR 5
+#define NWC_ABI_VERSION_MINOR 6
 #define NWC_ABI_VERSION ((uint32_t)((NWC_ABI_VERSION_MAJOR << 16) | NWC_ABI_VERSION_MINOR))
 #define NWC_ABI_MAJOR(v) ((uint32_t)(v) >> 16)
 #define NWC_ABI_MINOR(v) ((uint32_t)(v)&0xffffu)

@@ -332,9 +332,10 @@ TEST_CASE("column: row_scales reports the storage dtype and the row deviations")
     const char *normalize, *dtype;
     uint32_t code;
   };
-  for (const Want &w : {Want{"row", "f32", NWC_DTYPE_F32}, Want{"row", "f16", NWC_DTYPE_F16},
-                        Want{"row", "bf16", NWC_DTYPE_BF16}, Want{"none", "f32", 0u},
-                        Want{"none", "f16", 0u}, Want{"none", "bf16", 0u}}) {
+  for (const Want &w :
+       {Want{"row", "f32", NWC_DTYPE_F32}, Want{"row", "f16", NWC_DTYPE_F16},
+        Want{"row", "bf16", NWC_DTYPE_BF16}, Want{"row", "log8", NWC_ROW_SCALES_LOG8},
+        Want{"none", "f32", 0u}, Want{"none", "f16", 0u}, Want{"none", "bf16", 0u}}) {
     const std::string normalize = w.normalize, dtype = w.dtype;
     CAPTURE(normalize);
     CAPTURE(dtype);
@@ -351,6 +352,18 @@ TEST_CASE("column: row_scales reports the storage dtype and the row deviations")
       const double want = std_dev(row);
       CHECK(std::fabs(scales[static_cast<size_t>(r)] - want) <= 1e-6 * want);
     }
+  }
+  // log8 needs a host that stores it (ABI 1.6); an older host gets a clear refusal, not a code it
+  // would reject later as a corrupt stream.
+  {
+    Instance old_host(kId, {opt_enum("scale_dtype", "log8")});
+    REQUIRE(old_host.ok());
+    old_host.host.host.abi_version = (1u << 16) | 5u;
+    std::vector<float> scales;
+    uint32_t storage = 0;
+    CHECK(chunker_row_scales(old_host, whole, weight, scales, storage) == NWC_E_VERSION);
+    CHECK(old_host.last_error().find(
+              "needs a host of ABI 1.6 or later; this host speaks ABI 1.5") != std::string::npos);
   }
   // A 1-D view of the wrong length and a partial weight are refused.
   Instance inst(kId);

@@ -10,6 +10,12 @@ NWC_EXTERN_C_BEGIN
 
 #define NWC_CHUNKER_INTERFACE "nwc.chunker/1"
 
+/* Since ABI 1.6: a storage_dtype for row_scales() — one byte per row on a logarithmic grid of
+ * 1/64 octave (coarser only when a tensor's scales span more than 4 octaves), positive scales in
+ * float's normal range only. Relative error <= 0.55 % for 4-octave spans; docs/container.md has
+ * the exact format. A 1.2-1.5 host refuses a tensor whose chunker answers it, naming the code. */
+#define NWC_ROW_SCALES_LOG8 64u
+
 typedef struct nwc_chunk_geometry {
   int64_t count;  /* number of chunks */
   int64_t length; /* elements per chunk */
@@ -30,10 +36,11 @@ typedef struct nwc_chunker_interface {
   nwc_status (*merge)(nwc_instance *inst, const nwc_block_info *block,
                       const nwc_tensor_view *chunks, nwc_bytes side, nwc_tensor_view *values);
   /* Since ABI 1.2; NULL when not provided. Row scales of a whole tensor: weight F32 [rows, cols]
-   * -> scales F32 [rows] (host-allocated); *storage_dtype = NWC_DTYPE_F32, _F16 or _BF16, the
-   * precision the host stores them at, or 0 when this instance does not scale rows. The host rounds
-   * them to that precision, stores them once per tensor (counted in its bits) and passes them, as
-   * rounded, in nwc_block_info.row_scales. block covers all columns. [instance-serial] */
+   * -> scales F32 [rows] (host-allocated); *storage_dtype = NWC_DTYPE_F32, _F16 or _BF16, or (since
+   * ABI 1.6) NWC_ROW_SCALES_LOG8, the precision the host stores them at, or 0 when this instance
+   * does not scale rows. The host rounds them to that precision, stores them once per tensor
+   * (counted in its bits) and passes them, as rounded, in nwc_block_info.row_scales. block covers
+   * all columns. [instance-serial] */
   nwc_status (*row_scales)(nwc_instance *inst, const nwc_block_info *block,
                            const nwc_tensor_view *weight, nwc_tensor_view *scales,
                            uint32_t *storage_dtype);
