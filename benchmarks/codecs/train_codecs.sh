@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Trains the NWC codecs this repository ships (codecs/) and the ones the measurements in
-# docs/results.md compare (out/codecs/): the lambda ladder, codec sizes, and codec transfer.
+# docs/results.md compare (out/codecs/): the lambda ladder, the fast and trellis ladders, codec
+# sizes, and codec transfer.
 #
-#   bash benchmarks/codecs/train_codecs.sh [ladder|fast|sizes|transfer|all]   (default: all)
+#   bash benchmarks/codecs/train_codecs.sh [ladder|fast|trellis|sizes|transfer|all]   (default: all)
 #
 # Each codec's exact command is printed before it runs; `nwc train-codec` resumes an interrupted
 # run from OUTPUT.ckpt. Threads: NWC_TRAIN_THREADS (default 2).
@@ -40,6 +41,17 @@ if [[ $what == fast || $what == all ]]; then
   for lambda in 100 300 1000; do
     train codecs/nwc-f-l$lambda.nwcc --model "$STORIES" --lambda $lambda \
       --width 32 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+  done
+fi
+
+# The trellis ladder: the ladder's lambda 100, 300 and 1000 codecs fine-tuned for trellis-coded
+# latents (nwc.quant.tcq in the distortion term, straight-through; the rate at the trellis'
+# symbols), which the nwc-tcq-* presets use. Needs the ladder.
+if [[ $what == trellis || $what == all ]]; then
+  for lambda in 100 300 1000; do
+    train codecs/nwc-t-l$lambda.nwcc --model "$STORIES" --lambda $lambda \
+      --width 64 --blocks 1 --steps 4000 --lr 1e-3 --lr-drop 2500 --eval-every 250 \
+      --latent-quantizer nwc.quant.tcq --init codecs/nwc-s-l$lambda.nwcc
   done
 fi
 

@@ -130,12 +130,13 @@ TEST_CASE("a trained codec beats plain rounding of the normalized weights on hel
   // Both code whole 64-column tensors as one stream each (a static rANS table per stream is
   // rounding's side information, so narrow blocks would handicap it).
   std::vector<std::pair<double, Point>> sweep;
-  for (double step : {0.045, 0.06, 0.08, 0.12, 0.16, 0.2, 0.3})
+  for (double step : {0.045, 0.06, 0.08, 0.12, 0.16, 0.2, 0.3, 0.45, 0.6})
     sweep.push_back(
         {step, measure(rounding_pipeline(dir.path(), step), aidreams(), dir.path() / "round.nwc")});
   // The D 64 ladder's and the fast (D 32) ladder's lambda 1000 codecs: 0.93 of rounding's MSE at
-  // 5.18 and 5.44 b/w; with trellis-coded latents (nwc.quant.tcq) the lambda 300 and 1000 codecs:
-  // 0.84 and 0.77 at 4.29 and 5.22 b/w (benchmarks/codecs/rounding_compare.py).
+  // 5.18 and 5.44 b/w; with trellis-coded latents (nwc.quant.tcq) the trellis ladder's lambda 100,
+  // 300 and 1000 codecs: 0.88, 0.83 and 0.77 at 3.38, 4.13 and 5.04 b/w
+  // (benchmarks/codecs/rounding_compare.py).
   struct Case {
     std::string label;
     fs::path pipeline;
@@ -145,8 +146,9 @@ TEST_CASE("a trained codec beats plain rounding of the normalized weights on hel
   const std::vector<Case> cases{
       {"nwc-s-l1000", neural_pipeline(dir.path(), "s", shipped(1000, "s"), 0), 0.97},
       {"nwc-f-l1000", neural_pipeline(dir.path(), "f", shipped(1000, "f"), 0), 0.97},
-      {"nwc-s-l300 + tcq", neural_pipeline(dir.path(), "t3", shipped(300, "s"), 0, tcq), 0.90},
-      {"nwc-s-l1000 + tcq", neural_pipeline(dir.path(), "t4", shipped(1000, "s"), 0, tcq), 0.90}};
+      {"nwc-t-l100 + tcq", neural_pipeline(dir.path(), "t2", shipped(100, "t"), 0, tcq), 0.90},
+      {"nwc-t-l300 + tcq", neural_pipeline(dir.path(), "t3", shipped(300, "t"), 0, tcq), 0.90},
+      {"nwc-t-l1000 + tcq", neural_pipeline(dir.path(), "t4", shipped(1000, "t"), 0, tcq), 0.90}};
   for (const Case &c : cases) {
     Point nwc = measure(c.pipeline, aidreams(), dir.path() / "nwc.nwc");
     std::optional<double> rounding_mse;
@@ -275,6 +277,52 @@ TEST_CASE("a wrong or missing codec and a corrupted NWC stream are refused with 
   CHECK(r.err.find(target_tensor) != std::string::npos);
   CHECK(r.err.find("nwc.entropy.rans") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
+}
+
+TEST_CASE("train-codec fine-tunes a codec for trellis-coded latents (--init, --latent-quantizer)") {
+  TempDir dir;
+  const std::string init = codec().path.string(); // D 16, lambda 300
+  auto run = [&](const std::string &name, std::vector<std::string> extra) {
+    std::vector<std::string> args{
+        "train-codec", "--model", stories(), "--lambda",
+        "300",         "--width", "16",      "--blocks",
+        "1",           "--batch", "128",     "--threads",
+        "2",           "--json",  "-o",      (dir.path() / name).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_json(args);
+  };
+  // Started from the trained codec, the first held-out loss is the trained codec's, far below a
+  // fresh start's after as many steps.
+  json fresh = run("fresh.nwcc", {"--steps", "20", "--eval-every", "20", "--lr", "3e-3"});
+  json tuned = run("tuned.nwcc", {"--steps", "20", "--eval-every", "20", "--lr", "3e-3", "--init",
+                                  init, "--latent-quantizer", "nwc.quant.tcq"});
+  CHECK(tuned["best_loss"].get<double>() < 0.8 * fresh["best_loss"].get<double>());
+  // Held-out samples are coded with the trellis: the same codec (a learning rate of ~0) measures
+  // more bits and less error than with rounding, as tcq's half-unit grid does.
+  const std::vector<std::string> frozen{"--steps", "1",        "--eval-every", "1",      "--lr",
+                                        "1e-12",   "--aux-lr", "1e-12",        "--init", init};
+  auto with_tcq = frozen;
+  with_tcq.insert(with_tcq.end(), {"--latent-quantizer", "nwc.quant.tcq"});
+  json rounded = run("rounded.nwcc", frozen);
+  json trellis = run("trellis.nwcc", with_tcq);
+  for (size_t l = 0; l < 4; ++l) {
+    CAPTURE(l);
+    const json &a = rounded["validation"][l], &b = trellis["validation"][l];
+    CHECK(b["bits_per_weight"].get<double>() > a["bits_per_weight"].get<double>());
+    CHECK(b["mse"].get<double>() < a["mse"].get<double>());
+  }
+  // Refusals: a plugin that is not a quantizer, a codec of another configuration.
+  Result r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "16",
+                      "--steps", "1", "--latent-quantizer", "nwc.entropy.rans", "-o",
+                      (dir.path() / "x.nwcc").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("nwc.entropy.rans is not a quantizer plugin") != std::string::npos);
+  r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "32", "--steps",
+               "1", "--init", init, "-o", (dir.path() / "y.nwcc").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--init " + init + " has configuration") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.path() / "x.nwcc"));
+  CHECK_FALSE(fs::exists(dir.path() / "y.nwcc"));
 }
 
 TEST_CASE("train-codec resumes from its checkpoint and refuses bad settings") {

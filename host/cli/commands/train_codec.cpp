@@ -15,7 +15,7 @@ namespace {
 struct TrainFlags {
   runtime::TrainCodecSettings ts;
   std::vector<std::string> models;
-  std::string out, coefficients, layer_norm = "on";
+  std::string out, coefficients, layer_norm = "on", init;
 };
 
 void add_train_options(po::options_description &d, TrainFlags &f) {
@@ -49,7 +49,10 @@ void add_train_options(po::options_description &d, TrainFlags &f) {
       "validation-samples", po::value(&ts.validation_samples)->default_value(1000),
       "held-out samples (at most 10% of the data)")("seed", po::value(&ts.seed)->default_value(100),
                                                     "random seed")(
-      "restart", "ignore an existing checkpoint and start afresh");
+      "restart", "ignore an existing checkpoint and start afresh")(
+      "latent-quantizer", po::value(&ts.latent_quantizer),
+      "train for this quantizer plugin's latents (e.g. nwc.quant.tcq) instead of rounding")(
+      "init", po::value(&f.init), "start from this codec file (same configuration)");
 }
 
 std::vector<double> parse_coefficients(const std::string &text) {
@@ -111,6 +114,7 @@ int cmd_train_codec(const Command &self, const Args &args) {
   ts.threads = c.threads;
   for (const auto &m : f.models) ts.models.emplace_back(m);
   ts.output = f.out;
+  if (!f.init.empty()) ts.init = f.init;
   if (!f.coefficients.empty()) ts.level_coefficients = parse_coefficients(f.coefficients);
   host::Registry reg = load_registry(c);
   if (!c.quiet && !c.json) ts.log = [](const std::string &line) { std::cerr << line << "\n"; };

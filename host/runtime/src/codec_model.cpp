@@ -139,6 +139,17 @@ std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_noisy(const torch:
   return {g_s(y_tilde, e), likelihoods(y_tilde)};
 }
 
+std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_straight_through(
+    const torch::Tensor &x, const torch::Tensor &levels,
+    const std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor &)> &quantize) {
+  torch::Tensor e = level_embedding(levels);
+  torch::Tensor y = g_a(x, e);
+  auto [values, symbols] = quantize(y.detach());
+  torch::Tensor y_hat = y + (values - y).detach();
+  torch::Tensor y_sym = y + (symbols - y).detach();
+  return {g_s(y_hat, e), likelihoods(y_sym)};
+}
+
 std::vector<torch::Tensor> NwcCodecImpl::main_parameters() {
   std::vector<torch::Tensor> out;
   for (auto &p : named_parameters())

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -58,6 +59,13 @@ struct NwcCodecImpl : torch::nn::Module {
   // Training pass with additive uniform noise: returns {x_hat, likelihoods [N, latent]}.
   std::pair<torch::Tensor, torch::Tensor> forward_noisy(const torch::Tensor &x,
                                                         const torch::Tensor &levels);
+  // Training pass for another latent quantizer: quantize(latents) -> {the values the synthesis
+  // sees, the symbols the entropy coder codes} (both in latent units), each passed straight
+  // through: the synthesis sees the values, the likelihoods are the density's at the symbols.
+  std::pair<torch::Tensor, torch::Tensor> forward_straight_through(
+      const torch::Tensor &x, const torch::Tensor &levels,
+      const std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor &)>
+          &quantize);
   // Likelihoods [N, latent] of already-quantized latents (entropy estimate of real coding).
   torch::Tensor likelihoods(const torch::Tensor &y_hat);
   // Every parameter except the entropy model's quantiles (main optimizer) / the quantiles (aux).

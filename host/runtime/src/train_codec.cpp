@@ -100,11 +100,48 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
   return d;
 }
 
-// Real coding of held-out samples at one level: round around the medians, entropy-code the
-// symbols with the finalized tables (TrainCodecSettings::measure_entropy), decode the
-// reconstruction.
+// Latents centered on the medians, [N, M] for `samples` samples of N / samples chunks each ->
+// {symbols I32, dequantized values F32} from a quantizer plugin. The samples are the columns of
+// the block it is told about, so a per-column trellis (nwc.quant.tcq) restarts at every sample.
+std::pair<torch::Tensor, torch::Tensor>
+quantize_latents(const Instance &quantizer, const torch::Tensor &centered, int64_t samples) {
+  auto lat = centered.to(torch::kFloat32).contiguous();
+  const int64_t n = lat.size(0), m = lat.size(1);
+  auto sym = torch::empty({n, m}, torch::kInt32);
+  auto deq = torch::empty({n, m}, torch::kFloat32);
+  int64_t shape[2] = {n, m};
+  nwc_tensor_view lv{lat.data_ptr<float>(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_tensor_view sv{
+      sym.data_ptr<int32_t>(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_tensor_view dv{deq.data_ptr<float>(), 0, NWC_DTYPE_F32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
+  nwc_block_info info{};
+  info.struct_size = sizeof(info);
+  info.tensor_name = "train-codec samples";
+  info.rows = n / samples * m;
+  info.cols = samples;
+  info.col_begin = 0;
+  info.col_end = samples;
+  std::vector<uint8_t> side;
+  nwc_sink sink{&side, [](nwc_sink *s, const void *data, size_t len) -> nwc_status {
+                  auto *out = static_cast<std::vector<uint8_t> *>(s->ctx);
+                  const auto *p = static_cast<const uint8_t *>(data);
+                  out->insert(out->end(), p, p + len);
+                  return NWC_OK;
+                }};
+  const auto &q = quantizer.interface_as<nwc_quantizer_interface>(NWC_QUANTIZER_INTERFACE);
+  quantizer.check(q.quantize(quantizer.raw(), &info, &lv, &sv, &dv, &sink), "quantize");
+  if (!side.empty())
+    fail(NWC_E_INVALID_ARG, "train-codec: --latent-quantizer " + quantizer.plugin().id +
+                                " writes side information, which a codec's latents cannot carry");
+  return {sym, deq};
+}
+
+// Real coding of held-out samples at one level: round around the medians (or the latent
+// quantizer's symbols), entropy-code the symbols with the finalized tables
+// (TrainCodecSettings::measure_entropy), decode the reconstruction.
 LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &tables,
-                            const torch::Tensor &val, int64_t level, const Instance &coder) {
+                            const torch::Tensor &val, int64_t level, const Instance &coder,
+                            const Instance *quantizer) {
   torch::NoGradGuard no_grad;
   const int64_t chunk = model->config.chunk;
   auto x = val.reshape({-1, chunk});
@@ -112,14 +149,23 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
   auto levels = torch::full({n}, level, torch::kInt64);
   auto med = torch::from_blob(const_cast<float *>(tables.medians.data()), {tables.channels},
                               torch::kFloat32);
-  auto sym = torch::round(model->analyze(x, levels) - med).to(torch::kInt32).contiguous();
-  auto y_hat = sym.to(torch::kFloat32) + med;
+  torch::Tensor sym, y_hat;
+  if (quantizer) {
+    auto [s, deq] = quantize_latents(*quantizer, model->analyze(x, levels) - med, val.size(0));
+    sym = s;
+    y_hat = deq + med;
+  } else {
+    sym = torch::round(model->analyze(x, levels) - med).to(torch::kInt32).contiguous();
+    y_hat = sym.to(torch::kFloat32) + med;
+  }
   auto x_hat = model->synthesize(y_hat, levels);
   LevelFigures f;
   f.level = level;
   f.mse = torch::mean(torch::pow(x - x_hat, 2)).item<double>();
-  f.estimate_bpw = (-torch::log2(model->likelihoods(y_hat))).sum().item<double>() /
-                   static_cast<double>(x.numel());
+  // The density's bits for the symbols coded (for rounding, the reconstruction is the symbol).
+  f.estimate_bpw =
+      (-torch::log2(model->likelihoods(sym.to(torch::kFloat32) + med))).sum().item<double>() /
+      static_cast<double>(x.numel());
   const nwc_cdf_model cm = tables.view();
   int64_t shape[2] = {sym.size(0), sym.size(1)};
   nwc_tensor_view sv{
@@ -189,8 +235,16 @@ public:
         ntrain_(data_.train.size(0)), vecs_(data_.sample_length / cfg.chunk), model_(cfg),
         opt_(model_->main_parameters(), torch::optim::AdamOptions(s.lr)),
         aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
-        coder_(registry.create(s.measure_entropy, OptionValues())), fingerprint_(fingerprint()),
-        ckpt_(s.output.string() + ".ckpt"), ckpt_state_(s.output.string() + ".ckpt.json") {
+        coder_(registry.create(s.measure_entropy, OptionValues())),
+        quantizer_(s.latent_quantizer.empty()
+                       ? nullptr
+                       : registry.create(s.latent_quantizer, OptionValues())),
+        fingerprint_(fingerprint()), ckpt_(s.output.string() + ".ckpt"),
+        ckpt_state_(s.output.string() + ".ckpt.json") {
+    if (quantizer_ && quantizer_->plugin().kind != NWC_KIND_QUANTIZER)
+      fail(NWC_E_INVALID_ARG,
+           "train-codec: --latent-quantizer " + s.latent_quantizer + " is not a quantizer plugin");
+    if (!s.init.empty()) start_from(s.init);
     log("train-codec: " + std::to_string(ntrain_) + " training and " +
         std::to_string(data_.validation.size(0)) + " held-out samples of " +
         std::to_string(data_.sample_length) + " weights; lambda " + fixed(s.lambda, 1) + ", D " +
@@ -242,7 +296,22 @@ private:
                {"lr_drop", s_.lr_drop},
                {"sources", data_.sources}};
     if (s_.measure_entropy != kDefaultMeasureEntropy) fp["measure_entropy"] = s_.measure_entropy;
+    if (!s_.latent_quantizer.empty()) fp["latent_quantizer"] = s_.latent_quantizer;
+    if (!s_.init.empty()) fp["init"] = s_.init.string();
     return fp;
+  }
+
+  // The parameters of a finished codec with the same configuration (fine-tuning it).
+  void start_from(const fs::path &codec) {
+    neural::NwcCodec src = neural::load_codec_module(codec);
+    if (src->config.to_json() != cfg_.to_json())
+      fail(NWC_E_INVALID_ARG, "train-codec: --init " + codec.string() + " has configuration " +
+                                  src->config.to_json().dump() + ", this run " +
+                                  cfg_.to_json().dump());
+    torch::NoGradGuard no_grad;
+    auto from = src->named_parameters();
+    for (auto &p : model_->named_parameters()) p.value().copy_(from[p.key()]);
+    log("train-codec: starting from " + codec.string());
   }
 
   // Continues from OUTPUT.ckpt when its state file was written with the same settings.
@@ -295,7 +364,15 @@ private:
         data_.train.index_select(0, torch::tensor(idx, torch::kInt64)).reshape({-1, cfg_.chunk});
     auto q = torch::randint(cfg_.levels, {B}, torch::kInt64);
     auto qv = q.repeat_interleave(vecs_);
-    auto [x_hat, lik] = model_->forward_noisy(x, qv);
+    auto [x_hat, lik] = quantizer_
+                            ? model_->forward_straight_through(
+                                  x, qv,
+                                  [&](const torch::Tensor &y) {
+                                    auto med = model_->bottleneck->medians().detach().unsqueeze(0);
+                                    auto [sym, deq] = quantize_latents(*quantizer_, y - med, B);
+                                    return std::make_pair(deq + med, sym.to(torch::kFloat32) + med);
+                                  })
+                            : model_->forward_noisy(x, qv);
     auto mse = torch::mean(torch::pow(x - x_hat, 2));
     auto bits = (-torch::log2(lik)).sum(1).view({B, vecs_}).sum(1); // per sample
     auto rate = (bits * coef_t_.index_select(0, q)).sum() / static_cast<double>(x.numel());
@@ -326,7 +403,8 @@ private:
     json levels = json::array();
     std::string figures;
     for (int64_t l = 0; l < cfg_.levels; ++l) {
-      LevelFigures f = validate_level(model_, tables, data_.validation, l, *coder_);
+      LevelFigures f =
+          validate_level(model_, tables, data_.validation, l, *coder_, quantizer_.get());
       vloss += s_.lambda * f.mse + coef_[static_cast<size_t>(l)] * f.bits_per_weight;
       levels.push_back({{"level", l},
                         {"bits_per_weight", f.bits_per_weight},
@@ -416,7 +494,8 @@ private:
   const int64_t ntrain_, vecs_;
   neural::NwcCodec model_;
   torch::optim::Adam opt_, aux_opt_;
-  std::unique_ptr<Instance> coder_; // measures the held-out samples' real bytes
+  std::unique_ptr<Instance> coder_;     // measures the held-out samples' real bytes
+  std::unique_ptr<Instance> quantizer_; // --latent-quantizer, or null for rounding
   const json fingerprint_;
   const fs::path ckpt_, ckpt_state_;
   torch::Tensor coef_t_ = torch::tensor(coef_, torch::kFloat32);
