@@ -29,7 +29,8 @@ make_seeds() {
   for t in "${ALL_TARGETS[@]}"; do mkdir -p "$out/fuzz_$t"; done
   # Containers: the golden files, and stories260K through raw, zstd, rANS (own tables) and the
   # NWC codec (rANS with external tables; once with the codec embedded; once with trellis-coded
-  # latents), and RTN after the Hadamard rotation (a per-tensor `rotation` side stream, inverted after merging).
+  # latents; the NWC presets' row scales are log8, the golden files' f16), and RTN after the
+  # Hadamard rotation (a per-tensor `rotation` side stream, inverted after merging).
   sed 's/nwc.entropy.raw/nwc.entropy.rans/' "$ROOT/pipelines/rtn-4bit-g32.toml" >"$tmp/rans.toml"
   { printf '[rotation]\nplugin = "nwc.rotation.hadamard"\n\n'
     cat "$ROOT/pipelines/rtn-4bit-g32.toml"; } >"$tmp/hadamard.toml"
