@@ -101,10 +101,12 @@ Dataset build_dataset(const TrainCodecSettings &s, int64_t chunk) {
 }
 
 // Latents centered on the medians, [N, M] for `samples` samples of N / samples chunks each ->
-// {symbols I32, dequantized values F32} from a quantizer plugin. The samples are the columns of
-// the block it is told about, so a per-column trellis (nwc.quant.tcq) restarts at every sample.
-std::pair<torch::Tensor, torch::Tensor>
-quantize_latents(const Instance &quantizer, const torch::Tensor &centered, int64_t samples) {
+// {symbols I32, dequantized values F32} from a quantizer plugin. The plugin is told of a block
+// [sample_length, samples]: each sample one column, so a per-column trellis (nwc.quant.tcq)
+// restarts at every sample.
+std::pair<torch::Tensor, torch::Tensor> quantize_latents(const Instance &quantizer,
+                                                         const torch::Tensor &centered,
+                                                         int64_t samples, int64_t sample_length) {
   auto lat = centered.to(torch::kFloat32).contiguous();
   const int64_t n = lat.size(0), m = lat.size(1);
   auto sym = torch::empty({n, m}, torch::kInt32);
@@ -117,7 +119,7 @@ quantize_latents(const Instance &quantizer, const torch::Tensor &centered, int64
   nwc_block_info info{};
   info.struct_size = sizeof(info);
   info.tensor_name = "train-codec samples";
-  info.rows = n / samples * m;
+  info.rows = sample_length;
   info.cols = samples;
   info.col_begin = 0;
   info.col_end = samples;
@@ -151,7 +153,8 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
                               torch::kFloat32);
   torch::Tensor sym, y_hat;
   if (quantizer) {
-    auto [s, deq] = quantize_latents(*quantizer, model->analyze(x, levels) - med, val.size(0));
+    auto [s, deq] =
+        quantize_latents(*quantizer, model->analyze(x, levels) - med, val.size(0), val.size(1));
     sym = s;
     y_hat = deq + med;
   } else {
@@ -364,15 +367,16 @@ private:
         data_.train.index_select(0, torch::tensor(idx, torch::kInt64)).reshape({-1, cfg_.chunk});
     auto q = torch::randint(cfg_.levels, {B}, torch::kInt64);
     auto qv = q.repeat_interleave(vecs_);
-    auto [x_hat, lik] = quantizer_
-                            ? model_->forward_straight_through(
-                                  x, qv,
-                                  [&](const torch::Tensor &y) {
-                                    auto med = model_->bottleneck->medians().detach().unsqueeze(0);
-                                    auto [sym, deq] = quantize_latents(*quantizer_, y - med, B);
-                                    return std::make_pair(deq + med, sym.to(torch::kFloat32) + med);
-                                  })
-                            : model_->forward_noisy(x, qv);
+    auto [x_hat, lik] =
+        quantizer_ ? model_->forward_straight_through(
+                         x, qv,
+                         [&](const torch::Tensor &y) {
+                           auto med = model_->bottleneck->medians().detach().unsqueeze(0);
+                           auto [sym, deq] =
+                               quantize_latents(*quantizer_, y - med, B, data_.sample_length);
+                           return std::make_pair(deq + med, sym.to(torch::kFloat32) + med);
+                         })
+                   : model_->forward_noisy(x, qv);
     auto mse = torch::mean(torch::pow(x - x_hat, 2));
     auto bits = (-torch::log2(lik)).sum(1).view({B, vecs_}).sum(1); // per sample
     auto rate = (bits * coef_t_.index_select(0, q)).sum() / static_cast<double>(x.numel());
