@@ -39,8 +39,12 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
   cb.note = [](const std::string &line) { std::cerr << "nwc: " << line << "\n"; };
   if (c.json) return cb;
   cb.blockft = [](const runtime::BlockFtReport &b) {
-    std::cerr << "blockft: " << b.linear << " held-out block MSE " << sci(b.mse_before) << " -> "
-              << sci(b.mse_after) << " (epoch " << b.best_epoch << ")\n";
+    if (b.block < 0) // the end-to-end stage
+      std::cerr << "blockft: end to end, held-out KL " << sci(b.mse_before) << " -> "
+                << sci(b.mse_after) << " (epoch " << b.best_epoch << ")\n";
+    else
+      std::cerr << "blockft: " << b.linear << " held-out block MSE " << sci(b.mse_before) << " -> "
+                << sci(b.mse_after) << " (epoch " << b.best_epoch << ")\n";
   };
   cb.rate_chosen = print_rate_choice;
   cb.awq = [](const std::vector<runtime::AwqGroupReport> &groups) { // one line per block

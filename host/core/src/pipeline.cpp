@@ -411,29 +411,47 @@ void read_importance_table(const toml::node &im, const Where &w, Pipeline &pl) {
       bad(w.at(n->source()), "importance.source: expected \"hessian\"");
 }
 
-// [blockft]: epochs, lr, batch, sequences, validation, seq_len.
+// [blockft]: epochs, lr, batch, sequences, validation, seq_len, inputs, e2e_epochs, e2e_lr,
+// e2e_sequences.
 void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   if (!bf.is_table()) bad(w.at(bf.source()), "blockft: expected a table");
   const auto &t = *bf.as_table();
-  check_keys(t, {"epochs", "lr", "batch", "sequences", "validation", "seq_len"}, w, "blockft");
+  check_keys(t,
+             {"epochs", "lr", "batch", "sequences", "validation", "seq_len", "inputs", "e2e_epochs",
+              "e2e_lr", "e2e_sequences"},
+             w, "blockft");
   pl.blockft.enabled = true;
   for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
                              {"batch", &pl.blockft.batch},
                              {"sequences", &pl.blockft.sequences},
                              {"validation", &pl.blockft.validation},
-                             {"seq_len", &pl.blockft.seq_len}})
+                             {"seq_len", &pl.blockft.seq_len},
+                             {"e2e_epochs", &pl.blockft.e2e_epochs},
+                             {"e2e_sequences", &pl.blockft.e2e_sequences}})
     if (auto *n = t.get(key)) {
-      if (!n->is_integer() || n->as_integer()->get() < (std::string(key) == "epochs" ? 0 : 1) ||
+      const bool zero_ok = std::string(key) == "epochs" || std::string(key) == "e2e_epochs";
+      if (!n->is_integer() || n->as_integer()->get() < (zero_ok ? 0 : 1) ||
           n->as_integer()->get() > 1000000)
-        bad(w.at(n->source()), std::string("blockft.") + key + ": expected a positive int");
+        bad(w.at(n->source()),
+            std::string("blockft.") + key +
+                (zero_ok ? ": expected a non-negative int" : ": expected a positive int"));
       *target = n->as_integer()->get();
     }
-  if (auto *n = t.get("lr")) {
-    double v = n->is_floating_point() ? n->as_floating_point()->get()
-               : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
-                                      : -1.0;
-    if (!(v > 0 && v < 1)) bad(w.at(n->source()), "blockft.lr: expected a number in (0, 1)");
-    pl.blockft.lr = v;
+  for (auto [key, target] :
+       {std::pair<const char *, double *>{"lr", &pl.blockft.lr}, {"e2e_lr", &pl.blockft.e2e_lr}})
+    if (auto *n = t.get(key)) {
+      double v = n->is_floating_point() ? n->as_floating_point()->get()
+                 : n->is_integer()      ? static_cast<double>(n->as_integer()->get())
+                                        : -1.0;
+      if (!(v > 0 && v < 1))
+        bad(w.at(n->source()), std::string("blockft.") + key + ": expected a number in (0, 1)");
+      *target = v;
+    }
+  if (auto *n = t.get("inputs")) {
+    const std::string v = n->is_string() ? n->as_string()->get() : "";
+    if (v != "original" && v != "coded")
+      bad(w.at(n->source()), "blockft.inputs: expected \"original\" or \"coded\"");
+    pl.blockft.coded_inputs = v == "coded";
   }
 }
 

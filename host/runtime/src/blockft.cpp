@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
+#include <numeric>
 #include <random>
 
 namespace nwc::runtime {
@@ -59,16 +61,18 @@ torch::Tensor embed_windows(const Model &model, const std::vector<int32_t> &toke
 // is coded.
 class BlockTuning {
 public:
+  // x: the original model's hidden states at the block's input (the target is the original
+  // block's output on them); x_in: the states it is fine-tuned on (x, or the coded blocks').
   BlockTuning(const Model &model, int64_t layer, const llama::BlockShape &shape,
-              const BlockFtConfig &cfg, const torch::Tensor &x)
+              const BlockFtConfig &cfg, const torch::Tensor &x, const torch::Tensor &x_in)
       : shape_(shape), cfg_(cfg), orig_(llama::load_block(model, layer, shape)) {
     {
       torch::NoGradGuard ng;
       target_ = llama::decoder_block(orig_, shape_, x, 0, nullptr, nullptr, nullptr);
     }
-    x_train_ = x.narrow(0, 0, cfg.sequences);
+    x_train_ = x_in.narrow(0, 0, cfg.sequences);
     y_train_ = target_.narrow(0, 0, cfg.sequences);
-    x_val_ = x.narrow(0, cfg.sequences, cfg.validation);
+    x_val_ = x_in.narrow(0, cfg.sequences, cfg.validation);
     y_val_ = target_.narrow(0, cfg.sequences, cfg.validation);
     cur_ = orig_;
     cur_.attn_norm = orig_.attn_norm.clone().requires_grad_(true);
@@ -77,8 +81,14 @@ public:
       cur_.*slot.field = (orig_.*slot.field).clone().requires_grad_(true);
   }
 
-  // The original block's output: the next block's input (teacher forcing).
+  // The original block's output on the original states.
   const torch::Tensor &target() const { return target_; }
+
+  // The block as coded and fine-tuned so far, applied to x.
+  torch::Tensor coded_output(const torch::Tensor &x) const {
+    torch::NoGradGuard ng;
+    return llama::decoder_block(effective(), shape_, x, 0, nullptr, nullptr, nullptr);
+  }
 
   // Codes the linear in `slot` (tensor `name`) from its current weights, then fine-tunes.
   BlockFtReport code_and_tune(const LinearSlot &slot, const ModelTensor &tensor,
@@ -123,7 +133,23 @@ public:
             std::make_shared<std::vector<float>>(values_of(cur_.*slot.field));
   }
 
-private:
+  // What fine-tuning trains: both norms, the row scales of the coded linears and the weights of
+  // the linears not coded.
+  std::vector<torch::Tensor> trainable() const {
+    std::vector<torch::Tensor> params{cur_.attn_norm, cur_.ffn_norm};
+    for (const auto &sl : kOrder) {
+      auto it = coded_.find(sl.name);
+      params.push_back(it != coded_.end() ? it->second.scale : cur_.*sl.field);
+    }
+    return params;
+  }
+
+  // The original block, for the teacher's forward pass.
+  const llama::BlockWeights &original() const { return orig_; }
+
+  // Drops the calibration states once the block is coded (the end-to-end stage keeps every block).
+  void release_states() { target_ = x_train_ = y_train_ = x_val_ = y_val_ = torch::Tensor(); }
+
   // The block as the decoder will see it: coded linears at their trainable row scales.
   llama::BlockWeights effective() const {
     llama::BlockWeights w = cur_;
@@ -134,6 +160,7 @@ private:
     return w;
   }
 
+private:
   double held_out_mse() const {
     torch::NoGradGuard ng;
     auto y = llama::decoder_block(effective(), shape_, x_val_, 0, nullptr, nullptr, nullptr);
@@ -143,11 +170,7 @@ private:
   // Adam on the row scales of coded linears, the weights of uncoded ones and both norms, for
   // cfg.epochs epochs; the parameters of the epoch with the lowest held-out MSE are kept.
   void fine_tune(BlockFtReport &rep, std::mt19937_64 &rng) {
-    std::vector<torch::Tensor> params{cur_.attn_norm, cur_.ffn_norm};
-    for (const auto &sl : kOrder) {
-      auto it = coded_.find(sl.name);
-      params.push_back(it != coded_.end() ? it->second.scale : cur_.*sl.field);
-    }
+    std::vector<torch::Tensor> params = trainable();
     auto snapshot = [&]() {
       std::vector<torch::Tensor> v;
       for (auto &t : params) v.push_back(t.detach().clone());
@@ -193,6 +216,89 @@ private:
   std::map<std::string, Coded> coded_;
 };
 
+int64_t e2e_sequences(const BlockFtConfig &cfg) {
+  return cfg.e2e_sequences > 0 ? cfg.e2e_sequences : cfg.sequences;
+}
+
+// Fine-tunes the coded model end to end (cfg.e2e_epochs): the row scales of every coded linear,
+// every norm (the final one included) and the weights of the linears stored uncoded, together, to
+// reproduce the original model's next-token distributions (KL divergence, mean per token) on the
+// calibration windows; the epoch with the lowest held-out KL is kept, the start included. The
+// embedding and the output head stay at their original values. Reported as a BlockFtReport with
+// block -1 whose "MSE" fields hold the held-out KL.
+BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape,
+                              const BlockFtConfig &cfg,
+                              const std::vector<std::unique_ptr<BlockTuning>> &blocks,
+                              torch::Tensor &final_norm, const torch::Tensor &ids,
+                              std::mt19937_64 &rng) {
+  const Architecture &a = model.arch;
+  const torch::Tensor embed = load(model, "model.embed_tokens.weight");
+  const torch::Tensor classifier =
+      model.find("lm_head.weight") ? load(model, "lm_head.weight") : embed;
+  const int64_t seq = ids.size(1);
+  auto log_probs = [&](const torch::Tensor &window_ids, bool original, const torch::Tensor &norm) {
+    auto x = embed.index_select(0, window_ids.reshape({-1})).view({window_ids.size(0), seq, a.dim});
+    for (const auto &b : blocks)
+      x = llama::decoder_block(original ? b->original() : b->effective(), shape, x, 0, nullptr,
+                               nullptr, nullptr);
+    return torch::log_softmax(torch::matmul(llama::rmsnorm(x, norm, a.norm_eps), classifier.t()),
+                              -1);
+  };
+  torch::Tensor teacher;
+  {
+    torch::NoGradGuard ng;
+    teacher = log_probs(ids, true, final_norm);
+  }
+  auto kl = [&](const torch::Tensor &student, const torch::Tensor &target) {
+    return (target.exp() * (target - student)).sum(-1).mean();
+  };
+  const int64_t sequences = e2e_sequences(cfg);
+  const auto train_ids = ids.narrow(0, 0, sequences);
+  const auto val_ids = ids.narrow(0, sequences, cfg.validation);
+  const auto val_teacher = teacher.narrow(0, sequences, cfg.validation);
+  std::vector<torch::Tensor> params{final_norm};
+  for (const auto &b : blocks)
+    for (auto &t : b->trainable()) params.push_back(t);
+  auto held_out = [&]() {
+    torch::NoGradGuard ng;
+    return kl(log_probs(val_ids, false, final_norm), val_teacher).item<double>();
+  };
+  auto snapshot = [&]() {
+    std::vector<torch::Tensor> v;
+    for (auto &t : params) v.push_back(t.detach().clone());
+    return v;
+  };
+  BlockFtReport rep;
+  rep.linear = "end to end";
+  rep.block = -1;
+  rep.mse_before = rep.mse_after = held_out();
+  auto best_state = snapshot();
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg.e2e_lr));
+  std::vector<int64_t> order(static_cast<size_t>(sequences));
+  std::iota(order.begin(), order.end(), 0);
+  for (int64_t epoch = 1; epoch <= cfg.e2e_epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t b0 = 0; b0 < sequences; b0 += cfg.batch) {
+      const int64_t nb = std::min(cfg.batch, sequences - b0);
+      auto idx = torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
+      auto loss = kl(log_probs(train_ids.index_select(0, idx), false, final_norm),
+                     teacher.index_select(0, idx));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    const double v = held_out();
+    if (v < rep.mse_after) {
+      rep.mse_after = v;
+      best_state = snapshot();
+      rep.best_epoch = epoch;
+    }
+  }
+  torch::NoGradGuard ng;
+  for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
+  return rep;
+}
+
 } // namespace
 
 BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipeline,
@@ -204,7 +310,8 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   const Architecture &a = model.arch;
   const llama::BlockShape shape = llama::block_shape(a, model.path.string());
   const int64_t seq = std::min<int64_t>(cfg.seq_len, std::max<int64_t>(a.max_seq_len, 1));
-  const int64_t windows = cfg.sequences + cfg.validation;
+  const int64_t windows =
+      std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
   if (static_cast<int64_t>(tokens.size()) < windows * seq)
     fail(NWC_E_INVALID_ARG, pipeline.file.string() + ": [blockft] needs " +
                                 std::to_string(windows) + " windows of " + std::to_string(seq) +
@@ -216,22 +323,44 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   torch::manual_seed(0);
   std::mt19937_64 rng(0);
 
-  torch::Tensor x = embed_windows(model, tokens, windows, seq);
+  torch::Tensor x = embed_windows(model, tokens, cfg.sequences + cfg.validation, seq);
+  torch::Tensor x_coded = x; // the coded blocks' states (cfg.coded_inputs)
   CompressSettings s = settings;
   BlockFtResult result;
+  // Every block stays until the end when the end-to-end stage trains them all together.
+  std::vector<std::unique_ptr<BlockTuning>> blocks;
   for (int64_t l = 0; l < a.n_layers; ++l) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
-    BlockTuning block(model, l, shape, cfg, x);
+    auto block =
+        std::make_unique<BlockTuning>(model, l, shape, cfg, x, cfg.coded_inputs ? x_coded : x);
     for (const auto &slot : kOrder) {
       const std::string name = prefix + slot.name + ".weight";
       if (!pipeline.chain_for(name)) continue; // stored raw: stays trainable, written at the end
-      BlockFtReport rep = block.code_and_tune(slot, *model.find(name), pipeline, registry, s, rng);
+      BlockFtReport rep = block->code_and_tune(slot, *model.find(name), pipeline, registry, s, rng);
       rep.block = l;
       result.steps.push_back(rep);
       if (progress) progress(rep);
     }
-    block.commit(prefix, s, result);
-    x = block.target(); // teacher forcing: the next block sees the original model's hidden states
+    if (cfg.coded_inputs) x_coded = block->coded_output(x_coded);
+    x = block->target(); // the original model's states: the next block's target is computed on them
+    if (cfg.e2e_epochs > 0) {
+      block->release_states();
+      blocks.push_back(std::move(block));
+    } else {
+      block->commit(prefix, s, result);
+    }
+  }
+  if (cfg.e2e_epochs > 0) {
+    torch::Tensor final_norm = load(model, "model.norm.weight").requires_grad_(true);
+    const auto ids =
+        torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, seq}, torch::kInt32)
+            .to(torch::kInt64);
+    BlockFtReport rep = tune_end_to_end(model, shape, cfg, blocks, final_norm, ids, rng);
+    result.steps.push_back(rep);
+    if (progress) progress(rep);
+    for (size_t l = 0; l < blocks.size(); ++l)
+      blocks[l]->commit("model.layers." + std::to_string(l) + ".", s, result);
+    s.replaced["model.norm.weight"] = std::make_shared<std::vector<float>>(values_of(final_norm));
   }
   result.compress = compress_model(model, pipeline, registry, out, s);
   return result;

@@ -197,3 +197,27 @@ TEST_CASE("awq table: unknown keys and out-of-range values name file, line and c
         "p.toml:26:8: awq.grid: expected an integer in [1, 1000]");
   CHECK(error_of("awq = 3\n" + kGood) == "p.toml:1:7: awq: expected a table");
 }
+
+TEST_CASE("blockft table: defaults, inputs, the end-to-end stage, and errors naming the key") {
+  const Pipeline plain = parse_pipeline(kGood + "\n[blockft]\n", "p.toml", registry());
+  CHECK(plain.blockft.enabled);
+  CHECK_FALSE(plain.blockft.coded_inputs);
+  CHECK(plain.blockft.e2e_epochs == 0);
+  const Pipeline set =
+      parse_pipeline(kGood + "\n[blockft]\ninputs = \"coded\"\ne2e_epochs = 20\ne2e_lr = "
+                             "3e-4\ne2e_sequences = 256\n",
+                     "p.toml", registry());
+  CHECK(set.blockft.coded_inputs);
+  CHECK(set.blockft.e2e_epochs == 20);
+  CHECK(set.blockft.e2e_lr == 3e-4);
+  CHECK(set.blockft.e2e_sequences == 256);
+  CHECK(error_of(kGood + "\n[blockft]\ne2e_sequences = 0\n") ==
+        "p.toml:26:17: blockft.e2e_sequences: expected a positive int");
+  CHECK(error_of(kGood + "\n[blockft]\ninputs = \"quantized\"\n") ==
+        "p.toml:26:10: blockft.inputs: expected \"original\" or \"coded\"");
+  CHECK(error_of(kGood + "\n[blockft]\ne2e_epochs = -1\n") ==
+        "p.toml:26:14: blockft.e2e_epochs: expected a non-negative int");
+  CHECK(error_of(kGood + "\n[blockft]\ne2e_lr = 2\n") ==
+        "p.toml:26:10: blockft.e2e_lr: expected a number in (0, 1)");
+  CHECK(error_of(kGood + "\n[blockft]\ne2e = 1\n") == "p.toml:26:1: blockft.e2e: unknown key");
+}

@@ -98,6 +98,15 @@ struct BlockFtConfig {
   int64_t sequences = 32; // training windows of calibration text
   int64_t validation = 8; // held-out windows that choose the best state
   int64_t seq_len = 128;  // tokens per window
+  // Which hidden states a block is fine-tuned on: the original model's (teacher forcing, the
+  // reference's) or the already coded blocks' (each block then also corrects the error that
+  // reaches it). The target is always the original block's output on the original states.
+  bool coded_inputs = false;
+  // After the last block: epochs of end-to-end fine-tuning of every row scale and norm on the KL
+  // divergence to the original model's next-token distributions (0 = none), and its learning rate.
+  int64_t e2e_epochs = 0;
+  double e2e_lr = 1e-4;
+  int64_t e2e_sequences = 0; // its training windows (0 = sequences); validation windows follow them
 };
 
 // The settings of AWQ's search (activation-aware weight scaling, nwc/runtime/awq.hpp), with

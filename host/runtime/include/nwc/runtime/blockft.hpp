@@ -5,7 +5,9 @@
 // coded, the weights of those not yet coded (which are then coded from their new values) and the
 // block's two RMSNorm weights, keeping the state with the lowest MSE on held-out calibration
 // sequences (the state before fine-tuning included, so it never makes the held-out MSE worse).
-// Block inputs are the original model's hidden states (teacher forcing).
+// Block inputs are the original model's hidden states (teacher forcing) or, with inputs =
+// "coded", the coded blocks' states. With e2e_epochs > 0 the coded model is then fine-tuned end to
+// end (row scales and norms, KL divergence to the original model's next-token distributions).
 //
 // It composes with any pipeline: the fine-tuned row scales replace the chunker's stored row scales
 // (nwc.chunk.column) or become a host row gain (other chunkers, e.g. GPTQ's groups); the norms are
@@ -22,6 +24,8 @@
 
 namespace nwc::runtime {
 
+// One fine-tuning step. The end-to-end stage reports as linear "end to end", block -1, with the
+// held-out KL divergence (mean per token) in the two MSE fields.
 struct BlockFtReport {
   std::string linear; // the linear just coded
   int64_t block = 0;
