@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Trains the NWC codecs this repository ships (codecs/) and the ones the measurements in
 # docs/results.md compare (out/codecs/): the lambda ladder, the fast and trellis ladders, codec
-# sizes, and codec transfer.
+# sizes, codec transfer and training on every model but one.
 #
-#   bash benchmarks/codecs/train_codecs.sh [ladder|fast|trellis|sizes|transfer|all]   (default: all)
+#   bash benchmarks/codecs/train_codecs.sh [ladder|fast|trellis|sizes|transfer|holdout|all]
+#   (default: all)
 #
 # Each codec's exact command is printed before it runs; `nwc train-codec` resumes an interrupted
 # run from OUTPUT.ckpt. Threads: NWC_TRAIN_THREADS (default 2).
@@ -13,6 +14,7 @@ NWC=${NWC:-build/release/bin/nwc}
 DATA=${NWC_DATA:-../shared/data}
 STORIES=$DATA/models/stories260K/stories260K.bin
 AIDREAMS=$DATA/models/aidreams260K/aidreams260K.bin
+TS656K=$DATA/models/tinystories656K
 THREADS=${NWC_TRAIN_THREADS:-2}
 what=${1:-all}
 mkdir -p codecs out/codecs
@@ -71,4 +73,16 @@ fi
 if [[ $what == transfer || $what == all ]]; then
   train out/codecs/transfer-aidreams-l300.nwcc --model "$AIDREAMS" --lambda 300 \
     --width 64 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+fi
+
+# More training data: the ladder's recipe on the weights of every real model but one, for
+# lambda 100, 300 and 1000 (out/codecs/holdout-<held-out model>-l<lambda>.nwcc); each is measured
+# on the model it did not see, against the ladder codec (stories260K's weights alone).
+if [[ $what == holdout || $what == all ]]; then
+  for lambda in 100 300 1000; do
+    train out/codecs/holdout-aidreams260K-l$lambda.nwcc --model "$STORIES" --model "$TS656K" \
+      --lambda $lambda --width 64 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+    train out/codecs/holdout-tinystories656K-l$lambda.nwcc --model "$STORIES" --model "$AIDREAMS" \
+      --lambda $lambda --width 64 --blocks 1 --steps 6000 --lr 3e-3 --lr-drop 4000 --eval-every 500
+  done
 fi
