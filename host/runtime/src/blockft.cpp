@@ -55,6 +55,45 @@ torch::Tensor embed_windows(const Model &model, const std::vector<int32_t> &toke
   return x.view({windows, seq, model.arch.dim});
 }
 
+// Adam on `params` for `epochs` passes over `windows` training windows in shuffled batches
+// (`loss_of` gives a batch's loss from its window indices); after every epoch `held_out` is
+// measured and the parameters of the best epoch, the start included, are kept. Fills the report's
+// before/after/best_epoch fields.
+void train_keep_best(const std::vector<torch::Tensor> &params, double lr, int64_t epochs,
+                     int64_t windows, int64_t batch, std::mt19937_64 &rng,
+                     const std::function<torch::Tensor(const torch::Tensor &)> &loss_of,
+                     const std::function<double()> &held_out, BlockFtReport &rep) {
+  auto snapshot = [&]() {
+    std::vector<torch::Tensor> v;
+    for (const auto &t : params) v.push_back(t.detach().clone());
+    return v;
+  };
+  rep.mse_before = rep.mse_after = held_out();
+  auto best_state = snapshot();
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(lr));
+  std::vector<int64_t> order(static_cast<size_t>(windows));
+  std::iota(order.begin(), order.end(), 0);
+  for (int64_t epoch = 1; epoch <= epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t b0 = 0; b0 < windows; b0 += batch) {
+      const int64_t nb = std::min(batch, windows - b0);
+      auto loss =
+          loss_of(torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb)));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    const double v = held_out();
+    if (v < rep.mse_after) {
+      rep.mse_after = v;
+      best_state = snapshot();
+      rep.best_epoch = epoch;
+    }
+  }
+  torch::NoGradGuard ng;
+  for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
+}
+
 // One decoder block being coded linear by linear: its original output on the calibration windows
 // (the target), the trainable state (both norms and the linears not yet coded; biases and q/k
 // norms of the variants stay as they are) and the linears coded so far, each fine-tuned after it
@@ -170,42 +209,14 @@ private:
   // Adam on the row scales of coded linears, the weights of uncoded ones and both norms, for
   // cfg.epochs epochs; the parameters of the epoch with the lowest held-out MSE are kept.
   void fine_tune(BlockFtReport &rep, std::mt19937_64 &rng) {
-    std::vector<torch::Tensor> params = trainable();
-    auto snapshot = [&]() {
-      std::vector<torch::Tensor> v;
-      for (auto &t : params) v.push_back(t.detach().clone());
-      return v;
-    };
-    rep.mse_before = held_out_mse();
-    double best = rep.mse_before;
-    auto best_state = snapshot();
-    torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg_.lr));
-    std::vector<int64_t> order(static_cast<size_t>(cfg_.sequences));
-    std::iota(order.begin(), order.end(), 0);
-    for (int64_t epoch = 1; epoch <= cfg_.epochs; ++epoch) {
-      std::shuffle(order.begin(), order.end(), rng);
-      for (int64_t b0 = 0; b0 < cfg_.sequences; b0 += cfg_.batch) {
-        const int64_t nb = std::min(cfg_.batch, cfg_.sequences - b0);
-        auto idx = torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
-        auto y = llama::decoder_block(effective(), shape_, x_train_.index_select(0, idx), 0,
-                                      nullptr, nullptr, nullptr);
-        auto loss = torch::mse_loss(y, y_train_.index_select(0, idx));
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
-      }
-      const double v = held_out_mse();
-      if (v < best) {
-        best = v;
-        best_state = snapshot();
-        rep.best_epoch = epoch;
-      }
-    }
-    {
-      torch::NoGradGuard ng;
-      for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
-    }
-    rep.mse_after = best;
+    train_keep_best(
+        trainable(), cfg_.lr, cfg_.epochs, cfg_.sequences, cfg_.batch, rng,
+        [&](const torch::Tensor &idx) {
+          auto y = llama::decoder_block(effective(), shape_, x_train_.index_select(0, idx), 0,
+                                        nullptr, nullptr, nullptr);
+          return torch::mse_loss(y, y_train_.index_select(0, idx));
+        },
+        [&] { return held_out_mse(); }, rep);
   }
 
   const llama::BlockShape &shape_;
@@ -259,43 +270,20 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
   std::vector<torch::Tensor> params{final_norm};
   for (const auto &b : blocks)
     for (auto &t : b->trainable()) params.push_back(t);
-  auto held_out = [&]() {
-    torch::NoGradGuard ng;
-    return kl(log_probs(val_ids, false, final_norm), val_teacher).item<double>();
-  };
-  auto snapshot = [&]() {
-    std::vector<torch::Tensor> v;
-    for (auto &t : params) v.push_back(t.detach().clone());
-    return v;
-  };
   BlockFtReport rep;
   rep.linear = "end to end";
   rep.block = -1;
-  rep.mse_before = rep.mse_after = held_out();
-  auto best_state = snapshot();
-  torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg.e2e_lr));
-  std::vector<int64_t> order(static_cast<size_t>(sequences));
-  std::iota(order.begin(), order.end(), 0);
-  for (int64_t epoch = 1; epoch <= cfg.e2e_epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), rng);
-    for (int64_t b0 = 0; b0 < sequences; b0 += cfg.batch) {
-      const int64_t nb = std::min(cfg.batch, sequences - b0);
-      auto idx = torch::tensor(std::vector<int64_t>(order.begin() + b0, order.begin() + b0 + nb));
-      auto loss = kl(log_probs(train_ids.index_select(0, idx), false, final_norm),
-                     teacher.index_select(0, idx));
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-    }
-    const double v = held_out();
-    if (v < rep.mse_after) {
-      rep.mse_after = v;
-      best_state = snapshot();
-      rep.best_epoch = epoch;
-    }
-  }
-  torch::NoGradGuard ng;
-  for (size_t k = 0; k < params.size(); ++k) params[k].copy_(best_state[k]);
+  train_keep_best(
+      params, cfg.e2e_lr, cfg.e2e_epochs, sequences, cfg.batch, rng,
+      [&](const torch::Tensor &idx) {
+        return kl(log_probs(train_ids.index_select(0, idx), false, final_norm),
+                  teacher.index_select(0, idx));
+      },
+      [&] {
+        torch::NoGradGuard ng;
+        return kl(log_probs(val_ids, false, final_norm), val_teacher).item<double>();
+      },
+      rep);
   return rep;
 }
 
