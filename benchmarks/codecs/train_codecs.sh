@@ -3,7 +3,7 @@
 # docs/results.md compare (out/codecs/): the lambda ladder, the fast and trellis ladders, codec
 # sizes, codec transfer and training on every model but one.
 #
-#   bash benchmarks/codecs/train_codecs.sh [ladder|fast|trellis|sizes|transfer|holdout|all]
+#   bash benchmarks/codecs/train_codecs.sh [ladder|top|fast|trellis|sizes|transfer|holdout|all]
 #   (default: all)
 #
 # Each codec's exact command is printed before it runs; `nwc train-codec` resumes an interrupted
@@ -55,6 +55,22 @@ if [[ $what == trellis || $what == all ]]; then
       --width 64 --blocks 1 --steps 4000 --lr 1e-3 --lr-drop 2500 --eval-every 250 \
       --latent-quantizer nwc.quant.tcq --init codecs/nwc-s-l$lambda.nwcc
   done
+fi
+
+# The top of the ladder, past the lambda 30000 rung's ~6.3 b/w: there the latents' scale, not the
+# rate term, is what stops (every level codes at the same rate), because Adam at lr 3e-3 grows the
+# transforms' gains only slowly; lr 1e-2 and each rung started from the one below reach 7.4 b/w
+# with the weight MSE still falling (docs/results.md, "The top of the ladder"). The shipped
+# lambda 100000 and 300000 codecs were trained with NWC_TRAIN_THREADS=1.
+if [[ $what == top || $what == all ]]; then
+  train out/codecs/top-l30000.nwcc --model "$STORIES" --lambda 30000 \
+    --width 64 --blocks 1 --steps 6000 --lr 1e-2 --lr-drop 4000 --eval-every 500
+  train codecs/nwc-s-l100000.nwcc --model "$STORIES" --lambda 100000 --width 64 --blocks 1 \
+    --steps 6000 --lr 1e-2 --lr-drop 4000 --eval-every 500 --init out/codecs/top-l30000.nwcc
+  train codecs/nwc-s-l300000.nwcc --model "$STORIES" --lambda 300000 --width 64 --blocks 1 \
+    --steps 12000 --lr 1e-2 --lr-drop 9000 --eval-every 1000 --init codecs/nwc-s-l100000.nwcc
+  train out/codecs/top-l1000000.nwcc --model "$STORIES" --lambda 1000000 --width 64 --blocks 1 \
+    --steps 12000 --lr 1e-2 --lr-drop 9000 --eval-every 1000 --init codecs/nwc-s-l300000.nwcc
 fi
 
 # Codec size trade-off at lambda 300 (the last is the paper's size: D 512, 4 blocks).
