@@ -745,6 +745,27 @@ TEST_CASE("bench compares pipelines against fp32 with measured bits and writes t
         std::string::npos);
 }
 
+TEST_CASE("bench refuses a blockft pipeline its calibration text cannot feed before any work") {
+  // nwc-tcq-l300 fine-tunes on 288 windows of 128 tokens (36,864); the calibration text here has
+  // about 2,000. The run stops at once, naming the pipeline and the text, with no results.
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const fs::path calib = dir / "short.txt";
+  std::ofstream(calib) << slurp(data / "text" / "tinystories-calib.txt").substr(0, 8000);
+  const auto pipes = nwc::test::source_dir() / "pipelines";
+  Result r =
+      run_nwc({"bench", "--model", model(), "--tokenizer",
+               (data / "models" / "stories260K" / "tok512.bin").string(), "--pipelines",
+               (pipes / "rtn-4bit-g32.toml").string(), (pipes / "nwc-tcq-l300.toml").string(),
+               "--eval-text", (data / "text" / "tinystories-eval.txt").string(), "--calib-text",
+               calib.string(), "-o", (dir / "out").string(), "--quiet"});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("nwc-tcq-l300.toml: [blockft] needs 36864 calibration tokens, " +
+                   calib.string() + " has ") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "out" / "results.json"));
+  CHECK_FALSE(fs::exists(dir / "out" / "rtn-4bit-g32.nwc"));
+}
+
 TEST_CASE("help lists every command and subcommand, and each one dispatches") {
   Result h = run_nwc({"--help"});
   REQUIRE(h.exit_code == 0);

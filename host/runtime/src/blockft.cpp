@@ -227,6 +227,11 @@ private:
   std::map<std::string, Coded> coded_;
 };
 
+// Tokens per fine-tuning window: seq_len, capped at the model's context.
+int64_t window_length(const BlockFtConfig &cfg, const Architecture &a) {
+  return std::min<int64_t>(cfg.seq_len, std::max<int64_t>(a.max_seq_len, 1));
+}
+
 int64_t e2e_sequences(const BlockFtConfig &cfg) {
   return cfg.e2e_sequences > 0 ? cfg.e2e_sequences : cfg.sequences;
 }
@@ -289,6 +294,12 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
 
 } // namespace
 
+int64_t blockft_calibration_tokens(const BlockFtConfig &cfg, const Architecture &arch) {
+  const int64_t windows =
+      std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
+  return windows * window_length(cfg, arch);
+}
+
 BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipeline,
                                      const Registry &registry, const std::filesystem::path &out,
                                      const CompressSettings &settings,
@@ -297,14 +308,13 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   const BlockFtConfig &cfg = pipeline.blockft;
   const Architecture &a = model.arch;
   const llama::BlockShape shape = llama::block_shape(a, model.path.string());
-  const int64_t seq = std::min<int64_t>(cfg.seq_len, std::max<int64_t>(a.max_seq_len, 1));
-  const int64_t windows =
-      std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
-  if (static_cast<int64_t>(tokens.size()) < windows * seq)
-    fail(NWC_E_INVALID_ARG, pipeline.file.string() + ": [blockft] needs " +
-                                std::to_string(windows) + " windows of " + std::to_string(seq) +
-                                " calibration tokens, the calibration text has " +
-                                std::to_string(tokens.size()));
+  const int64_t seq = window_length(cfg, a);
+  const int64_t needed = blockft_calibration_tokens(cfg, a);
+  if (static_cast<int64_t>(tokens.size()) < needed)
+    fail(NWC_E_INVALID_ARG,
+         pipeline.file.string() + ": [blockft] needs " + std::to_string(needed / seq) +
+             " windows of " + std::to_string(seq) +
+             " calibration tokens, the calibration text has " + std::to_string(tokens.size()));
   for (int32_t t : tokens)
     if (t < 0 || t >= a.vocab_size)
       fail(NWC_E_INVALID_ARG, "blockft: calibration token outside the vocabulary");
@@ -341,7 +351,7 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   if (cfg.e2e_epochs > 0) {
     torch::Tensor final_norm = load(model, "model.norm.weight").requires_grad_(true);
     const auto ids =
-        torch::from_blob(const_cast<int32_t *>(tokens.data()), {windows, seq}, torch::kInt32)
+        torch::from_blob(const_cast<int32_t *>(tokens.data()), {needed / seq, seq}, torch::kInt32)
             .to(torch::kInt64);
     BlockFtReport rep = tune_end_to_end(model, shape, cfg, blocks, final_norm, ids, rng);
     result.steps.push_back(rep);

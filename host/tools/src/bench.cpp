@@ -363,6 +363,16 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   auto tok = load_tokenizer(s.tokenizer, model.arch.vocab_size);
   const auto eval_stream = ppl_token_stream(read_text_file(s.eval_text), *tok);
   const auto calib_stream = ppl_token_stream(read_text_file(s.calib_text), *tok);
+  // Before the long work: a [blockft] pipeline that the calibration text cannot feed would stop
+  // the run when its turn comes, after every pipeline before it.
+  for (const auto &pl : pipelines) {
+    if (!pl.blockft.enabled) continue;
+    const int64_t needed = blockft_calibration_tokens(pl.blockft, model.arch);
+    if (static_cast<int64_t>(calib_stream.size()) < needed)
+      fail(NWC_E_INVALID_ARG, pl.file.string() + ": [blockft] needs " + std::to_string(needed) +
+                                  " calibration tokens, " + s.calib_text.string() + " has " +
+                                  std::to_string(calib_stream.size()));
+  }
   EvalSettings es;
   es.max_tokens = s.max_tokens;
   es.threads = s.threads;
