@@ -50,7 +50,9 @@ std::string as_line(std::string text) {
 
 // aidreams_text.sh in-process: eval.txt = greedy continuations of 120 tokens of the evaluation
 // prompts; calib.txt = five sampled continuations (temperature 1, top-p 0.9, seeds 1-5) of 256
-// tokens of the calibration prompts. One thread, as the script runs `nwc generate`.
+// tokens of the calibration prompts: the first half of the script's, which goes on with seeds
+// 6-10 (the 16,384 calibration tokens here come from the first half). One thread, as the script
+// runs `nwc generate`.
 void aidreams_texts(const fs::path &model_path, const fs::path &tok_path, const fs::path &eval,
                     const fs::path &calib) {
   const Model model = load_model(model_path);
