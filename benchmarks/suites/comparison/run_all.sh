@@ -38,7 +38,9 @@ bash "$here/aidreams_text.sh" "$nwc" "$out/aidreams-text"
     python3 "$here/summarize.py" "$out/$m/results.json" --rates 3 3.5 4 4.5 5 6 \
       --plot "$out/$m/nwc-comparison-$m.svg" --methods "NWC, trellis-coded latents" NWC \
       "NWC data-free, trellis-coded latents" "NWC data-free" "GPTQ act-order g128" \
-      "GPTQ act-order g32, dynamic groups" "AWQ + GPTQ act-order g128" "RTN g128" "RTN g32" "HQQ g64"
+      "GPTQ act-order g32" "GPTQ act-order g32, dynamic groups" "GPTQ act-order g32 + rANS" \
+      "GPTQ act-order g32 + blockft" "AWQ + GPTQ act-order g128" "AWQ + RTN g128" \
+      "LDLQ g32 (block 32)" "HQQ g64" "RTN g128" "RTN g32" "RTN g32 + rANS"
     echo
   done
 } >"$out/summary.md"
