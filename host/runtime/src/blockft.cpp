@@ -236,6 +236,12 @@ int64_t e2e_sequences(const BlockFtConfig &cfg) {
   return cfg.e2e_sequences > 0 ? cfg.e2e_sequences : cfg.sequences;
 }
 
+// Calibration windows the fine-tuning reads: the training windows of whichever stage takes more,
+// then the held-out ones.
+int64_t calibration_windows(const BlockFtConfig &cfg) {
+  return std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
+}
+
 // Fine-tunes the coded model end to end (cfg.e2e_epochs): the row scales of every coded linear,
 // every norm (the final one included) and the weights of the linears stored uncoded, together, to
 // reproduce the original model's next-token distributions (KL divergence, mean per token) on the
@@ -294,10 +300,14 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
 
 } // namespace
 
-int64_t blockft_calibration_tokens(const BlockFtConfig &cfg, const Architecture &arch) {
-  const int64_t windows =
-      std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
-  return windows * window_length(cfg, arch);
+void require_blockft_calibration(const Pipeline &pipeline, const Architecture &arch, size_t tokens,
+                                 const std::string &source) {
+  const int64_t needed =
+      calibration_windows(pipeline.blockft) * window_length(pipeline.blockft, arch);
+  if (static_cast<int64_t>(tokens) < needed)
+    fail(NWC_E_INVALID_ARG, pipeline.file.string() + ": [blockft] needs " + std::to_string(needed) +
+                                " calibration tokens, " + source + " has " +
+                                std::to_string(tokens));
 }
 
 BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipeline,
@@ -309,12 +319,7 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   const Architecture &a = model.arch;
   const llama::BlockShape shape = llama::block_shape(a, model.path.string());
   const int64_t seq = window_length(cfg, a);
-  const int64_t needed = blockft_calibration_tokens(cfg, a);
-  if (static_cast<int64_t>(tokens.size()) < needed)
-    fail(NWC_E_INVALID_ARG,
-         pipeline.file.string() + ": [blockft] needs " + std::to_string(needed / seq) +
-             " windows of " + std::to_string(seq) +
-             " calibration tokens, the calibration text has " + std::to_string(tokens.size()));
+  require_blockft_calibration(pipeline, a, tokens.size(), "the calibration text");
   for (int32_t t : tokens)
     if (t < 0 || t >= a.vocab_size)
       fail(NWC_E_INVALID_ARG, "blockft: calibration token outside the vocabulary");
@@ -350,9 +355,9 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   }
   if (cfg.e2e_epochs > 0) {
     torch::Tensor final_norm = load(model, "model.norm.weight").requires_grad_(true);
-    const auto ids =
-        torch::from_blob(const_cast<int32_t *>(tokens.data()), {needed / seq, seq}, torch::kInt32)
-            .to(torch::kInt64);
+    const auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()),
+                                      {calibration_windows(cfg), seq}, torch::kInt32)
+                         .to(torch::kInt64);
     BlockFtReport rep = tune_end_to_end(model, shape, cfg, blocks, final_norm, ids, rng);
     result.steps.push_back(rep);
     if (progress) progress(rep);

@@ -365,14 +365,9 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   const auto calib_stream = ppl_token_stream(read_text_file(s.calib_text), *tok);
   // Before the long work: a [blockft] pipeline that the calibration text cannot feed would stop
   // the run when its turn comes, after every pipeline before it.
-  for (const auto &pl : pipelines) {
-    if (!pl.blockft.enabled) continue;
-    const int64_t needed = blockft_calibration_tokens(pl.blockft, model.arch);
-    if (static_cast<int64_t>(calib_stream.size()) < needed)
-      fail(NWC_E_INVALID_ARG, pl.file.string() + ": [blockft] needs " + std::to_string(needed) +
-                                  " calibration tokens, " + s.calib_text.string() + " has " +
-                                  std::to_string(calib_stream.size()));
-  }
+  for (const auto &pl : pipelines)
+    if (pl.blockft.enabled)
+      require_blockft_calibration(pl, model.arch, calib_stream.size(), s.calib_text.string());
   EvalSettings es;
   es.max_tokens = s.max_tokens;
   es.threads = s.threads;

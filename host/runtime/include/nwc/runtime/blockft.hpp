@@ -42,10 +42,12 @@ struct BlockFtResult {
   std::map<std::string, std::vector<float>> reconstructions;
 };
 
-// The calibration tokens [blockft] needs on a model of this architecture: its training windows
-// (the block-wise or the end-to-end stage's, whichever is more) and its held-out windows, each of
-// seq_len tokens (capped at the model's context).
-int64_t blockft_calibration_tokens(const host::BlockFtConfig &cfg, const Architecture &arch);
+// Fails, naming the pipeline file and `source` (the calibration text), unless `tokens`
+// calibration tokens feed the pipeline's [blockft] on a model of this architecture: its training
+// windows (the block-wise or the end-to-end stage's, whichever is more) and its held-out windows,
+// each of seq_len tokens (capped at the model's context).
+void require_blockft_calibration(const host::Pipeline &pipeline, const Architecture &arch,
+                                 size_t tokens, const std::string &source);
 
 // tokens: calibration token stream (never the evaluation text); cut into windows of the pipeline's
 // [blockft] seq_len. Hessians and levels come from settings as for compress_model.
