@@ -16,20 +16,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import prior_bounds  # noqa: E402  (the codec and model readers, the analysis transform)
+import prior_bounds  # noqa: E402  (the codec and model readers, the codec's MLPs)
 
 
 def synthesize(t, y, level):
-    def lin(p, v):
-        return v @ t[p + ".weight"].T + t[p + ".bias"]
-
-    h = lin("g_s.input", y + t["tables.medians"])
-    u = lin("g_s.linear0", h)
-    if "g_s.norm0.weight" in t:
-        mu, var = u.mean(1, keepdims=True), u.var(1, keepdims=True)
-        u = (u - mu) / np.sqrt(var + 1e-5) * t["g_s.norm0.weight"] + t["g_s.norm0.bias"]
-    h = (h + np.maximum(u, 0)) * t["level_embedding.weight"][level]
-    return lin("g_s.output", h)
+    return prior_bounds.coder(t, "s", y + t["tables.medians"], level)
 
 
 def main():

@@ -92,17 +92,23 @@ def chunks_of(linears):
     return np.array(xs, dtype=np.float32), np.array(above), np.array(scale)
 
 
-def analyze(t, x, level):
+def coder(t, side, x, level):
+    """The codec's MLP g_a (side "a", chunks to latents) or g_s (side "s", latents to chunks)."""
     def lin(p, v):
-        return v @ t[p + ".weight"].T + t[p + ".bias"]
+        return v @ t[f"g_{side}.{p}.weight"].T + t[f"g_{side}.{p}.bias"]
 
-    h = lin("g_a.input", x)
-    u = lin("g_a.linear0", h)
-    if "g_a.norm0.weight" in t:  # LayerNorm on (the default)
+    h = lin("input", x)
+    u = lin("linear0", h)
+    if f"g_{side}.norm0.weight" in t:  # LayerNorm on (the default)
         mu, var = u.mean(1, keepdims=True), u.var(1, keepdims=True)
-        u = (u - mu) / np.sqrt(var + 1e-5) * t["g_a.norm0.weight"] + t["g_a.norm0.bias"]
+        u = (u - mu) / np.sqrt(var + 1e-5) * t[f"g_{side}.norm0.weight"] + t[f"g_{side}.norm0.bias"]
     h = (h + np.maximum(u, 0)) * t["level_embedding.weight"][level]
-    return lin("g_a.output", h) - t["tables.medians"]
+    return lin("output", h)
+
+
+def analyze(t, x, level):
+    """Latents centred on the prior's medians, as nwc.transform.neural hands them on."""
+    return coder(t, "a", x, level) - t["tables.medians"]
 
 
 def shared_bits(t, sym):
