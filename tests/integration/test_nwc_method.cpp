@@ -269,6 +269,29 @@ TEST_CASE("blockft's end-to-end stage lowers the KL to the original model, as th
   CHECK(kl == doctest::Approx(e2e.mse_after).epsilon(0.03));
 }
 
+TEST_CASE("blockft's seed: the same seed gives the same container, another seed another "
+          "fine-tuning") {
+  Model model = load_model(nwc::test::stories260k());
+  const std::vector<int32_t> tokens = calibration_tokens(model);
+  auto run = [&](int seed) {
+    TempDir dir;
+    Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64",
+                               "[blockft]\nepochs = 1\nlr = 1e-3\nsequences = 8\nvalidation = 2\n"
+                               "seq_len = 32\nseed = " +
+                                   std::to_string(seed) + "\n");
+    CompressSettings s;
+    s.threads = 2;
+    return compress_model_blockft(model, pl, registry(), dir.path() / "seed.nwc", s, tokens)
+        .reconstructions;
+  };
+  const auto first = run(0), again = run(0), other = run(1);
+  REQUIRE(first.size() == 5 * 7);
+  CHECK(first == again);
+  size_t differ = 0;
+  for (const auto &[name, values] : first) differ += other.at(name) != values;
+  CHECK(differ > 0);
+}
+
 TEST_CASE("LDLQ blocks coded as wider streams: the same reconstruction in fewer, smaller streams - "
           "rounded and trellis-coded latents") {
   Model model = load_model(nwc::test::stories260k());

@@ -412,13 +412,13 @@ void read_importance_table(const toml::node &im, const Where &w, Pipeline &pl) {
 }
 
 // [blockft]: epochs, lr, batch, sequences, validation, seq_len, inputs, e2e_epochs, e2e_lr,
-// e2e_sequences.
+// e2e_sequences, seed.
 void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   if (!bf.is_table()) bad(w.at(bf.source()), "blockft: expected a table");
   const auto &t = *bf.as_table();
   check_keys(t,
              {"epochs", "lr", "batch", "sequences", "validation", "seq_len", "inputs", "e2e_epochs",
-              "e2e_lr", "e2e_sequences"},
+              "e2e_lr", "e2e_sequences", "seed"},
              w, "blockft");
   pl.blockft.enabled = true;
   for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
@@ -427,9 +427,11 @@ void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
                              {"validation", &pl.blockft.validation},
                              {"seq_len", &pl.blockft.seq_len},
                              {"e2e_epochs", &pl.blockft.e2e_epochs},
-                             {"e2e_sequences", &pl.blockft.e2e_sequences}})
+                             {"e2e_sequences", &pl.blockft.e2e_sequences},
+                             {"seed", &pl.blockft.seed}})
     if (auto *n = t.get(key)) {
-      const bool zero_ok = std::string(key) == "epochs" || std::string(key) == "e2e_epochs";
+      const bool zero_ok = std::string(key) == "epochs" || std::string(key) == "e2e_epochs" ||
+                           std::string(key) == "seed";
       if (!n->is_integer() || n->as_integer()->get() < (zero_ok ? 0 : 1) ||
           n->as_integer()->get() > 1000000)
         bad(w.at(n->source()),

@@ -323,8 +323,8 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   for (int32_t t : tokens)
     if (t < 0 || t >= a.vocab_size)
       fail(NWC_E_INVALID_ARG, "blockft: calibration token outside the vocabulary");
-  torch::manual_seed(0);
-  std::mt19937_64 rng(0);
+  torch::manual_seed(cfg.seed);
+  std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
 
   torch::Tensor x = embed_windows(model, tokens, cfg.sequences + cfg.validation, seq);
   torch::Tensor x_coded = x; // the coded blocks' states (cfg.coded_inputs)

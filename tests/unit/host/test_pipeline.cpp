@@ -203,14 +203,18 @@ TEST_CASE("blockft table: defaults, inputs, the end-to-end stage, and errors nam
   CHECK(plain.blockft.enabled);
   CHECK_FALSE(plain.blockft.coded_inputs);
   CHECK(plain.blockft.e2e_epochs == 0);
+  CHECK(plain.blockft.seed == 0);
   const Pipeline set =
       parse_pipeline(kGood + "\n[blockft]\ninputs = \"coded\"\ne2e_epochs = 20\ne2e_lr = "
-                             "3e-4\ne2e_sequences = 256\n",
+                             "3e-4\ne2e_sequences = 256\nseed = 7\n",
                      "p.toml", registry());
   CHECK(set.blockft.coded_inputs);
   CHECK(set.blockft.e2e_epochs == 20);
   CHECK(set.blockft.e2e_lr == 3e-4);
   CHECK(set.blockft.e2e_sequences == 256);
+  CHECK(set.blockft.seed == 7);
+  CHECK(error_of(kGood + "\n[blockft]\nseed = -3\n") ==
+        "p.toml:26:8: blockft.seed: expected a non-negative int");
   CHECK(error_of(kGood + "\n[blockft]\ne2e_sequences = 0\n") ==
         "p.toml:26:17: blockft.e2e_sequences: expected a positive int");
   CHECK(error_of(kGood + "\n[blockft]\ninputs = \"quantized\"\n") ==

@@ -107,6 +107,9 @@ struct BlockFtConfig {
   int64_t e2e_epochs = 0;
   double e2e_lr = 1e-4;
   int64_t e2e_sequences = 0; // its training windows (0 = sequences); validation windows follow them
+  // Seed of the order in which training windows are batched: runs that differ only in it show how
+  // much of a difference between two pipelines is the fine-tuning's own spread.
+  int64_t seed = 0;
 };
 
 // The settings of AWQ's search (activation-aware weight scaling, nwc/runtime/awq.hpp), with
