@@ -766,6 +766,31 @@ TEST_CASE("bench refuses a blockft pipeline its calibration text cannot feed bef
   CHECK_FALSE(fs::exists(dir / "out" / "rtn-4bit-g32.nwc"));
 }
 
+TEST_CASE("bench refuses a pipeline whose tensors lack the Hessians it needs before coding any") {
+  // nwc-l300 with a rule that also selects block 4's norms: [levels] has no Hessian to rank their
+  // columns. The run stops after calibrating, before the first pipeline, naming the file and the
+  // tensor.
+  TempDir dir;
+  const auto data = nwc::test::data_dir();
+  const auto source = nwc::test::source_dir();
+  std::string toml = slurp(source / "pipelines" / "nwc-l300.toml");
+  toml.replace(toml.find("../codecs/"), 10, (source / "codecs").string() + "/");
+  const fs::path bad = dir / "levels-on-norms.toml";
+  std::ofstream(bad) << toml << "\n[[override]]\nmatch = \"model.layers.4.*\"\n";
+  Result r = run_nwc({"bench", "--model", model(), "--tokenizer",
+                      (data / "models" / "stories260K" / "tok512.bin").string(), "--pipelines",
+                      (source / "pipelines" / "rtn-4bit-g32.toml").string(), bad.string(),
+                      "--calib-tokens", "2048", "--max-tokens", "1024", "-o",
+                      (dir / "out").string(), "--quiet"});
+  CHECK(r.exit_code != 0);
+  INFO(r.err);
+  CHECK(r.err.find(bad.string() + ":13:1: [levels] needs the calibration Hessian of "
+                                  "model.layers.4.") != std::string::npos);
+  CHECK(r.err.find("layernorm.weight") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "out" / "results.json"));
+  CHECK_FALSE(fs::exists(dir / "out" / "rtn-4bit-g32.nwc"));
+}
+
 TEST_CASE("help lists every command and subcommand, and each one dispatches") {
   Result h = run_nwc({"--help"});
   REQUIRE(h.exit_code == 0);

@@ -70,6 +70,9 @@ public:
   CompressionRun(const CompressionRun &) = delete;
   CompressionRun &operator=(const CompressionRun &) = delete;
 
+  // The checks of plan_chains() alone: nothing is coded or written.
+  void check() { plan_chains(); }
+
   CompressResult run() {
     plan_chains();
     schedule();
@@ -433,6 +436,11 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
                               const Registry &registry, const std::filesystem::path &out,
                               const CompressSettings &settings) {
   return CompressionRun(model, pipeline, registry, out, settings).run();
+}
+
+void check_compress_inputs(const Model &model, const Pipeline &pipeline, const Registry &registry,
+                           const CompressSettings &settings) {
+  CompressionRun(model, pipeline, registry, {}, settings).check();
 }
 
 RateFigures rate_figures(const CompressResult &result) {

@@ -383,6 +383,9 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   cs.threads = s.threads;
   std::vector<BenchRow> rows{
       calibrate_and_evaluate_fp32(model, s, calib_stream, eval_stream, es, cs, log)};
+  // With the Hessians known: a pipeline whose tensors lack one it needs ([levels] on a tensor
+  // that is not a calibrated linear, say) stops the run now, not at its turn.
+  for (const auto &pl : pipelines) check_compress_inputs(model, pl, registry, cs);
   for (size_t i = 0; i < pipelines.size(); ++i) {
     const Pipeline &pl = pipelines[i];
     BenchRow row;

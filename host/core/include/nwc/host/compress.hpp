@@ -90,4 +90,11 @@ CompressResult compress_model(const Model &model, const Pipeline &pipeline,
                               const Registry &registry, const std::filesystem::path &out,
                               const CompressSettings &settings);
 
+// What compress_model checks before any output exists, without coding anything: every chain's
+// plugins created with their options, and the Hessians and column levels each selected tensor
+// needs. For callers that run several pipelines (nwc bench), so that a pipeline which cannot run
+// fails before the others' work.
+void check_compress_inputs(const Model &model, const Pipeline &pipeline, const Registry &registry,
+                           const CompressSettings &settings);
+
 } // namespace nwc::host
