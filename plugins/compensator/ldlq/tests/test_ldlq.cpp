@@ -80,7 +80,7 @@ TEST_CASE("LDLQ is registered with its options") {
   const auto *p = registry().find("nwc.comp.ldlq");
   REQUIRE(p != nullptr);
   CHECK(p->kind == NWC_KIND_COMPENSATOR);
-  CHECK(p->option_keys() == std::vector<std::string>{"block", "percdamp"});
+  CHECK(p->option_keys() == std::vector<std::string>{"block", "percdamp", "act_order"});
   CHECK(p->description.find("LDLQ") != std::string::npos);
 }
 
@@ -254,6 +254,66 @@ TEST_CASE("LDLQ codes every block from W + (W - Ŵ)[:, e:] · L[e:, s:e], last b
   auto rtn = decode_all(
       run(model, dir, "rtn", pipeline("plugin = \"nwc.comp.none\"\nblock = 0", 2, 4), Hessians{}));
   CHECK(one == rtn);
+}
+
+TEST_CASE("LDLQ act_order is LDLQ on the column blocks permuted by their Hessian diagonal") {
+  // 8 x 12, block 4: blocks of Hessian diagonal weight 1, 9 and 0.25 (H = S A Aᵀ S + 0.5 S², S
+  // scaling each block's columns). act_order codes block 1 first and block 2 last: exactly what
+  // LDLQ in its own order (last block first) makes of the columns laid out as blocks 2, 0, 1, with
+  // the decoded columns put back.
+  const int64_t rows = 8, cols = 12;
+  const double scale[3] = {1.0, 3.0, 0.5};
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      w[static_cast<size_t>(r * cols + c)] =
+          static_cast<float>(std::sin(0.7 * static_cast<double>(r * cols + c) + 0.3));
+  Dense h(static_cast<size_t>(cols * cols));
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double v = i == j ? 0.5 : 0.0;
+      for (int64_t k = 0; k < 4; ++k)
+        v += std::cos(1.0 + 0.9 * static_cast<double>(i * 4 + k)) *
+             std::cos(1.0 + 0.9 * static_cast<double>(j * 4 + k));
+      h[static_cast<size_t>(i * cols + j)] = v * scale[i / 4] * scale[j / 4];
+    }
+  const int64_t order[3] = {2, 0, 1}; // blocks by increasing diagonal: the last is coded first
+  auto to_original = [&](int64_t p) { return order[p / 4] * 4 + p % 4; };
+  auto hf = std::make_shared<std::vector<float>>(h.size());
+  auto hp = std::make_shared<std::vector<float>>(h.size());
+  std::vector<float> wp(w.size());
+  for (int64_t i = 0; i < cols; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      (*hf)[static_cast<size_t>(i * cols + j)] =
+          static_cast<float>(h[static_cast<size_t>(i * cols + j)]);
+      (*hp)[static_cast<size_t>(i * cols + j)] =
+          static_cast<float>(h[static_cast<size_t>(to_original(i) * cols + to_original(j))]);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      wp[static_cast<size_t>(r * cols + i)] = w[static_cast<size_t>(r * cols + to_original(i))];
+  }
+  const std::string name = "model.layers.0.mlp.down_proj.weight";
+  const std::string ldlq = "plugin = \"nwc.comp.ldlq\"\nblock = 4\npercdamp = 0.0";
+
+  test::TempDir dir;
+  auto act = decode_all(run(one_tensor_model(w, rows, cols), dir, "act",
+                            pipeline(ldlq + "\nact_order = true", 2, 4), {{name, hf}}))
+                 .at(name);
+  auto permuted = decode_all(run(one_tensor_model(wp, rows, cols), dir, "permuted",
+                                 pipeline(ldlq, 2, 4), {{name, hp}}))
+                      .at(name);
+  auto plain = decode_all(run(one_tensor_model(w, rows, cols), dir, "plain", pipeline(ldlq, 2, 4),
+                              {{name, hf}}))
+                   .at(name);
+  REQUIRE(act.size() == w.size());
+  REQUIRE(permuted.size() == w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < cols; ++i) {
+      INFO("row " << r << ", column " << to_original(i));
+      CHECK(act[static_cast<size_t>(r * cols + to_original(i))] ==
+            doctest::Approx(permuted[static_cast<size_t>(r * cols + i)]).epsilon(1e-5));
+    }
+  CHECK(act != plain); // the order matters for this H
 }
 
 TEST_CASE("LDLQ without Hessians is refused, naming the tensor") {
