@@ -53,6 +53,20 @@ Model one_tensor_model(const std::vector<float> &values, int64_t rows, int64_t c
 
 using Dense = std::vector<double>; // row-major square
 
+// A strongly coupled SPD matrix H = A Aᵀ + 0.5 I (cols × cols, A of rank 4).
+Dense coupled_hessian(int64_t cols) {
+  Dense h(static_cast<size_t>(cols * cols));
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double v = i == j ? 0.5 : 0.0;
+      for (int64_t k = 0; k < 4; ++k)
+        v += std::cos(1.0 + 0.9 * static_cast<double>(i * 4 + k)) *
+             std::cos(1.0 + 0.9 * static_cast<double>(j * 4 + k));
+      h[static_cast<size_t>(i * cols + j)] = v;
+    }
+  return h;
+}
+
 // Inverse of a small SPD matrix by Gauss-Jordan elimination (no pivoting needed).
 Dense invert(Dense a, int64_t n) {
   Dense inv(static_cast<size_t>(n * n), 0.0);
@@ -155,16 +169,8 @@ TEST_CASE("LDLQ codes every block from W + (W - Ŵ)[:, e:] · L[e:, s:e], last b
       w[static_cast<size_t>(r * cols + c)] =
           static_cast<float>(std::sin(0.7 * static_cast<double>(r * cols + c) + 0.3) +
                              0.1 * static_cast<double>(c % 3));
-  // A strongly coupled SPD H = A Aᵀ + 0.5 I.
-  auto hf = std::make_shared<std::vector<float>>(static_cast<size_t>(cols * cols));
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = 0; j < cols; ++j) {
-      double v = i == j ? 0.5 : 0.0;
-      for (int64_t k = 0; k < 4; ++k)
-        v += std::cos(1.0 + 0.9 * static_cast<double>(i * 4 + k)) *
-             std::cos(1.0 + 0.9 * static_cast<double>(j * 4 + k));
-      (*hf)[static_cast<size_t>(i * cols + j)] = static_cast<float>(v);
-    }
+  const Dense coupled = coupled_hessian(cols);
+  auto hf = std::make_shared<std::vector<float>>(coupled.begin(), coupled.end());
   for (int64_t i = 0; i < cols; ++i) // make it symmetric to the last bit
     for (int64_t j = 0; j < i; ++j)
       (*hf)[static_cast<size_t>(j * cols + i)] = (*hf)[static_cast<size_t>(i * cols + j)];
@@ -268,15 +274,10 @@ TEST_CASE("LDLQ act_order is LDLQ on the column blocks permuted by their Hessian
     for (int64_t c = 0; c < cols; ++c)
       w[static_cast<size_t>(r * cols + c)] =
           static_cast<float>(std::sin(0.7 * static_cast<double>(r * cols + c) + 0.3));
-  Dense h(static_cast<size_t>(cols * cols));
+  Dense h = coupled_hessian(cols);
   for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = 0; j < cols; ++j) {
-      double v = i == j ? 0.5 : 0.0;
-      for (int64_t k = 0; k < 4; ++k)
-        v += std::cos(1.0 + 0.9 * static_cast<double>(i * 4 + k)) *
-             std::cos(1.0 + 0.9 * static_cast<double>(j * 4 + k));
-      h[static_cast<size_t>(i * cols + j)] = v * scale[i / 4] * scale[j / 4];
-    }
+    for (int64_t j = 0; j < cols; ++j)
+      h[static_cast<size_t>(i * cols + j)] *= scale[i / 4] * scale[j / 4];
   const int64_t order[3] = {2, 0, 1}; // blocks by increasing diagonal: the last is coded first
   auto to_original = [&](int64_t p) { return order[p / 4] * 4 + p % 4; };
   auto hf = std::make_shared<std::vector<float>>(h.size());
