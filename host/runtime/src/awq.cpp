@@ -3,6 +3,7 @@
 #include "llama_block.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/host/threads.hpp"
+#include "parallel_for.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -49,29 +50,6 @@ torch::Tensor weight_mean(const std::vector<torch::Tensor> &ws, int64_t group) {
   if (full > 0) parts.push_back(norm(w.narrow(1, 0, full).reshape({-1, group})).view({rows, full}));
   if (full < cols) parts.push_back(norm(w.narrow(1, full, cols - full)));
   return (parts.size() == 1 ? parts[0] : torch::cat(parts, 1)).mean(0);
-}
-
-// Runs fn(0..n-1) on up to `threads` threads, one LibTorch thread each (the per-point arithmetic,
-// and so the choice, does not depend on how many run beside it); rethrows the first failure.
-void parallel_for(int64_t n, unsigned threads, const std::function<void(int64_t)> &fn) {
-  std::atomic<int64_t> next{0};
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  auto work = [&] {
-    torch::NoGradGuard ng;
-    for (int64_t i; (i = next.fetch_add(1)) < n;) {
-      try {
-        fn(i);
-      } catch (...) {
-        errors[static_cast<size_t>(i)] = std::current_exception();
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads && static_cast<int64_t>(t) < n; ++t) pool.emplace_back(work);
-  work();
-  for (auto &t : pool) t.join();
-  for (auto &e : errors)
-    if (e) std::rethrow_exception(e);
 }
 
 // One scaling group: its linears (pointers into the block's weights), the input they share
