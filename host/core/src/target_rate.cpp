@@ -10,10 +10,20 @@ namespace nwc::host {
 
 namespace {
 
+// Whether the transform takes a uniform quality level (an int option "level"), varied when the
+// pipeline has no [levels].
+bool has_level_option(const Pipeline &pipeline, const Registry &registry) {
+  const Plugin *plugin = registry.find(pipeline.base[Slot::Transform].plugin);
+  const nwc_option_spec *o = plugin ? plugin->option("level") : nullptr;
+  return o && o->type == NWC_OPT_INT;
+}
+
+} // namespace
+
 // The transform option that names the codec file the rate search varies: the one
 // bitstream-affecting path option of the pipeline's transform that the pipeline sets. nullptr
 // when there is none (or more than one).
-const nwc_option_spec *codec_option(const Pipeline &pipeline, const Registry &registry) {
+const nwc_option_spec *codec_path_option(const Pipeline &pipeline, const Registry &registry) {
   const StageSpec &tf = pipeline.base[Slot::Transform];
   const Plugin *plugin = tf.plugin.empty() ? nullptr : registry.find(tf.plugin);
   if (!plugin) return nullptr;
@@ -28,22 +38,12 @@ const nwc_option_spec *codec_option(const Pipeline &pipeline, const Registry &re
   return found;
 }
 
-// Whether the transform takes a uniform quality level (an int option "level"), varied when the
-// pipeline has no [levels].
-bool has_level_option(const Pipeline &pipeline, const Registry &registry) {
-  const Plugin *plugin = registry.find(pipeline.base[Slot::Transform].plugin);
-  const nwc_option_spec *o = plugin ? plugin->option("level") : nullptr;
-  return o && o->type == NWC_OPT_INT;
-}
-
-} // namespace
-
 RateChoice choose_for_target_bpw(const Model &model, const Pipeline &pipeline,
                                  const Registry &registry, const CompressSettings &settings,
                                  double target, const std::filesystem::path &scratch) {
   namespace fs = std::filesystem;
   if (!(target > 0)) fail(NWC_E_INVALID_ARG, "--target-bpw must be positive");
-  const nwc_option_spec *codec = codec_option(pipeline, registry);
+  const nwc_option_spec *codec = codec_path_option(pipeline, registry);
   if (!codec)
     fail(NWC_E_INVALID_ARG,
          pipeline.file.string() +

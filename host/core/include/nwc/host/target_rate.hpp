@@ -24,6 +24,11 @@ struct RateChoice {
   std::vector<RateCandidate> tried;
 };
 
+// The transform option that names the codec file a pipeline's base chain uses: the one
+// bitstream-affecting path option of its transform that the pipeline sets (nwc.transform.neural's
+// `codec`). nullptr when there is none, or more than one.
+const nwc_option_spec *codec_path_option(const Pipeline &pipeline, const Registry &registry);
+
 // The ladder is every file with the extension of the codec file the pipeline's transform names
 // (its one bitstream-affecting path option that the pipeline sets, such as nwc.transform.neural's
 // `codec`) in that file's directory. Without [levels], a transform with an int option `level` is
