@@ -49,6 +49,7 @@ int cmd_compress(const Command &self, const Args &args) {
   host::Pipeline pl = host::load_pipeline(f.pipeline, reg);
   if (pl.blockft.enabled) needs_runtime(f.pipeline + " has [blockft], which");
   if (pl.awq.enabled) needs_runtime(f.pipeline + " has [awq], which");
+  if (pl.allocate.enabled) needs_runtime(f.pipeline + " has [allocate], which");
   const Model model = load_model(f.model);
   Progress progress(lead && !c.quiet && !c.json, "compress");
   host::CompressSettings s;

@@ -457,6 +457,42 @@ void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   }
 }
 
+// [allocate]: codecs (paths, relative to the pipeline file), target_bpw, tokens, seq_len. The
+// base transform must name a codec file, which is the first candidate.
+void read_allocate_table(const toml::node &al, const Where &w, Pipeline &pl) {
+  if (!al.is_table()) bad(w.at(al.source()), "allocate: expected a table");
+  const auto &t = *al.as_table();
+  check_keys(t, {"codecs", "target_bpw", "tokens", "seq_len"}, w, "allocate");
+  AllocateConfig &c = pl.allocate;
+  c.enabled = true;
+  c.where = w.at(al.source());
+  auto *codecs = t.get("codecs");
+  if (!codecs) bad(c.where, "allocate: needs codecs = [\"<codec file>\", ...]");
+  for (const auto &name : string_list(*codecs, w.at(codecs->source()), "allocate.codecs"))
+    c.codecs.push_back(resolve_path(name, pl.file));
+  if (c.codecs.empty())
+    bad(w.at(codecs->source()), "allocate.codecs: expected at least one codec file");
+  auto *target = t.get("target_bpw");
+  const double v = !target                       ? -1.0
+                   : target->is_floating_point() ? target->as_floating_point()->get()
+                   : target->is_integer()        ? static_cast<double>(target->as_integer()->get())
+                                                 : -1.0;
+  if (!(v > 0 && v <= 64))
+    bad(target ? w.at(target->source()) : c.where,
+        "allocate.target_bpw: expected bits per coded weight in (0, 64]");
+  c.target_bpw = v;
+  for (auto [key, out] :
+       {std::pair<const char *, int64_t *>{"tokens", &c.tokens}, {"seq_len", &c.seq_len}})
+    if (auto *n = t.get(key)) {
+      if (!n->is_integer() || n->as_integer()->get() < 2 || n->as_integer()->get() > 100000000)
+        bad(w.at(n->source()), std::string("allocate.") + key + ": expected an int >= 2");
+      *out = n->as_integer()->get();
+    }
+  if (c.tokens < c.seq_len)
+    bad(c.where, "allocate.tokens: expected at least seq_len (" + std::to_string(c.seq_len) +
+                     ") tokens, one window");
+}
+
 // [awq]: bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens; bits and group
 // are remembered as given (the base chain supplies them otherwise, default_awq_grid).
 void read_awq_table(const toml::node &aw, const Where &w, Pipeline &pl, bool &bits_given,
@@ -632,14 +668,16 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
   pl.select = {"*_proj.weight"};
 
   check_keys(root,
-             {"pipeline", "calibration", "levels", "importance", "blockft", "awq", "chunker",
-              "transform", "quantizer", "entropy", "compensator", "rotation", "override"},
+             {"pipeline", "calibration", "levels", "importance", "blockft", "allocate", "awq",
+              "chunker", "transform", "quantizer", "entropy", "compensator", "rotation",
+              "override"},
              w, "(top level)");
   if (auto *p = root.get("pipeline")) read_pipeline_table(*p, w, pl);
   if (auto *c = root.get("calibration")) read_calibration_table(*c, w, pl);
   if (auto *lv = root.get("levels")) read_levels_table(*lv, w, pl);
   if (auto *im = root.get("importance")) read_importance_table(*im, w, pl);
   if (auto *bf = root.get("blockft")) read_blockft_table(*bf, w, pl);
+  if (auto *al = root.get("allocate")) read_allocate_table(*al, w, pl);
   bool awq_bits = false, awq_group = false;
   if (auto *aw = root.get("awq")) read_awq_table(*aw, w, pl, awq_bits, awq_group);
   read_base_chain(root, w, registry, pl);
@@ -650,6 +688,10 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
       pl.overrides.push_back(read_override(*elem.as_table(), w, registry, pl));
   }
   check_rotation_combinations(root, w, pl);
+  if (pl.allocate.enabled && pl.calibration_mode == CalibrationMode::Sequential)
+    bad(pl.allocate.where,
+        "[allocate] cannot be combined with [calibration] mode = "
+        "\"sequential\": it codes every tensor on the original model's Hessians");
   if (pl.method.empty()) pl.method = pl.name;
   return pl;
 }

@@ -225,3 +225,42 @@ TEST_CASE("blockft table: defaults, inputs, the end-to-end stage, and errors nam
         "p.toml:26:10: blockft.e2e_lr: expected a number in (0, 1)");
   CHECK(error_of(kGood + "\n[blockft]\ne2e = 1\n") == "p.toml:26:1: blockft.e2e: unknown key");
 }
+
+TEST_CASE("allocate table: codecs relative to the file, a target, checked where written") {
+  CHECK_FALSE(parse_pipeline(kGood, "p.toml", registry()).allocate.enabled);
+  const Pipeline p = parse_pipeline(
+      kGood + "\n[allocate]\ncodecs = [\"c/a.nwcc\", \"/abs/b.nwcc\"]\ntarget_bpw = 4.5\n",
+      "/some/dir/p.toml", registry());
+  CHECK(p.allocate.enabled);
+  CHECK(p.allocate.codecs == std::vector<std::string>{"/some/dir/c/a.nwcc", "/abs/b.nwcc"});
+  CHECK(p.allocate.target_bpw == 4.5);
+  CHECK(p.allocate.tokens == 4096);
+  CHECK(p.allocate.seq_len == 128);
+  CHECK(p.allocate.where == "/some/dir/p.toml:25:1");
+  const Pipeline q = parse_pipeline(
+      kGood + "\n[allocate]\ncodecs = \"a\"\ntarget_bpw = 3\ntokens = 512\nseq_len = 64\n",
+      "p.toml", registry());
+  CHECK(q.allocate.target_bpw == 3.0);
+  CHECK(q.allocate.tokens == 512);
+  CHECK(q.allocate.seq_len == 64);
+
+  CHECK(error_of(kGood + "\n[allocate]\ntarget_bpw = 4\n") ==
+        "p.toml:25:1: allocate: needs codecs = [\"<codec file>\", ...]");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = []\ntarget_bpw = 4\n") ==
+        "p.toml:26:10: allocate.codecs: expected at least one codec file");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\n") ==
+        "p.toml:25:1: allocate.target_bpw: expected bits per coded weight in (0, 64]");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\ntarget_bpw = -1\n") ==
+        "p.toml:27:14: allocate.target_bpw: expected bits per coded weight in (0, 64]");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\ntarget_bpw = 4\nseq_len = 1\n") ==
+        "p.toml:28:11: allocate.seq_len: expected an int >= 2");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\ntarget_bpw = 4\ntokens = 64\n") ==
+        "p.toml:25:1: allocate.tokens: expected at least seq_len (128) tokens, one window");
+  CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\ntarget_bpw = 4\nbits = 4\n")
+            .rfind("p.toml:28:1: allocate.bits: unknown key", 0) == 0);
+  CHECK(error_of("allocate = 1\n" + kGood) == "p.toml:1:12: allocate: expected a table");
+  CHECK(error_of(kGood + "\n[calibration]\nmode = \"sequential\"\n[allocate]\ncodecs = "
+                         "[\"a\"]\ntarget_bpw = 4\n") ==
+        "p.toml:27:1: [allocate] cannot be combined with [calibration] mode = \"sequential\": it "
+        "codes every tensor on the original model's Hessians");
+}

@@ -14,6 +14,8 @@
 //                  per-weight importance (llama.cpp's imatrix; nwc_block_info.importance)
 //   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
 //                  toward the original block's outputs after each linear is coded (blockft.hpp)
+//   [allocate]     codecs, target_bpw, tokens, seq_len: a codec per tensor chosen by measured
+//                  sensitivity under a rate budget (nwc/runtime/allocate.hpp)
 //   [awq]          bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens:
 //                  AWQ's activation-aware scaling before coding (nwc/runtime/awq.hpp)
 //   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
@@ -112,6 +114,20 @@ struct BlockFtConfig {
   int64_t seed = 0;
 };
 
+// Mixed precision by measured sensitivity (nwc/runtime/allocate.hpp): before coding, every coded
+// tensor is coded with the base transform's codec and with each of `codecs`; the KL divergence that
+// each choice alone causes on calibration windows and its measured bits decide, under a budget of
+// target_bpw bits per coded weight, which codec each tensor gets ([[override]] rules added to the
+// pipeline in memory; the container records each tensor's chain as always).
+struct AllocateConfig {
+  bool enabled = false;
+  std::vector<std::string> codecs; // resolved paths, the alternatives to the base codec
+  double target_bpw = 0;
+  int64_t tokens = 4096; // calibration tokens the sensitivities are measured on
+  int64_t seq_len = 128; // tokens per window
+  std::string where;     // "file:line:column" of the [allocate] table
+};
+
 // The settings of AWQ's search (activation-aware weight scaling, nwc/runtime/awq.hpp), with
 // AutoAWQ's defaults and names.
 struct AwqSearchSettings {
@@ -161,6 +177,7 @@ struct Pipeline {
   LevelsConfig levels;
   ImportanceConfig importance;
   BlockFtConfig blockft;
+  AllocateConfig allocate;
   // Where the first [rotation] table (base or override) is, "" when no tensor is rotated.
   std::string rotation_where;
   AwqConfig awq;
