@@ -54,6 +54,19 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
                 << " -> " << sci(g.loss_best) << ";";
     std::cerr << "\n";
   };
+  cb.allocated = [](const runtime::Allocation &a) { // the tensors moved off the base codec
+    size_t moved = 0;
+    for (const auto &t : a.tensors) {
+      if (t.chosen == 0) continue;
+      ++moved;
+      std::cerr << "allocate: " << t.tensor << " -> "
+                << std::filesystem::path(t.codec).filename().string() << " (KL " << sci(t.kl[0])
+                << " -> " << sci(t.kl[t.chosen]) << ")\n";
+    }
+    std::cerr << "allocate: " << moved << " of " << a.tensors.size() << " tensors moved off "
+              << std::filesystem::path(a.codecs[0]).filename().string() << ", "
+              << fmt(a.bits_per_weight, 3) << " bits per coded weight\n";
+  };
   return cb;
 }
 
@@ -69,6 +82,7 @@ CompressFigures figures(const runtime::CompressOutcome &o) {
   f.processes = o.processes;
   f.calibration_seconds = o.calibration_seconds;
   f.awq_seconds = o.awq_seconds;
+  f.allocate_seconds = o.allocate_seconds;
   if (o.rate) {
     f.rate_control = rate_control_json(o.rate->target_bpw, o.rate->chosen, o.rate->candidates);
     f.rate_control["achieved_bpw"] = o.rate->achieved_bpw;

@@ -69,6 +69,7 @@ void print_compress(const CompressFigures &f, const std::string &output, const C
               {"processes", f.processes}};
     if (f.calibration_seconds) j["calibration_seconds"] = *f.calibration_seconds;
     if (f.awq_seconds) j["awq_seconds"] = *f.awq_seconds;
+    if (f.allocate_seconds) j["allocate_seconds"] = *f.allocate_seconds;
     if (!f.rate_control.is_null()) j["rate_control"] = f.rate_control;
     print_json(j);
   } else if (!c.quiet) {
@@ -76,6 +77,8 @@ void print_compress(const CompressFigures &f, const std::string &output, const C
               << " weights, " << f.bytes << " bytes, " << fmt(f.bits_per_weight, 3)
               << " bits/weight (pipeline " << f.pipeline << ", " << fmt(f.seconds, 2) << " s)\n";
     if (f.awq_seconds) std::cout << "awq: scale search " << fmt(*f.awq_seconds, 2) << " s\n";
+    if (f.allocate_seconds)
+      std::cout << "allocate: sensitivities " << fmt(*f.allocate_seconds, 2) << " s\n";
     if (!f.rate_control.is_null())
       std::cout << "target " << fmt(f.rate_control["target_bpw"].get<double>(), 3)
                 << " bits per coded weight, achieved " << fmt(f.coded_bits_per_weight, 3) << "\n";

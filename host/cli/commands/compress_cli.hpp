@@ -35,8 +35,9 @@ struct CompressFigures {
   double bits_per_weight = 0, coded_bits_per_weight = 0, seconds = 0;
   int processes = 1;
   std::optional<double> calibration_seconds;
-  std::optional<double> awq_seconds; // [awq]: the scale search
-  json rate_control = nullptr;       // --target-bpw: target_bpw, codec, ..., achieved_bpw
+  std::optional<double> awq_seconds;      // [awq]: the scale search
+  std::optional<double> allocate_seconds; // [allocate]: the sensitivity measurement
+  json rate_control = nullptr;            // --target-bpw: target_bpw, codec, ..., achieved_bpw
 };
 
 // --target-bpw: the rate control's JSON object (achieved_bpw is added once it is known).

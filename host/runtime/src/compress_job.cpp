@@ -3,6 +3,7 @@
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/file.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/allocate.hpp"
 #include "nwc/runtime/sequential.hpp"
 
 #include <chrono>
@@ -27,7 +28,9 @@ CalibrationText calibration_inputs(const CompressRequest &req, const host::Pipel
   if (req.tokenizer.empty())
     throw RequestError(std::string(req.calibrate    ? "--calibrate"
                                    : pl.awq.enabled ? req.pipeline.string() + " has [awq]"
-                                                    : req.pipeline.string() + " has [blockft]") +
+                                   : pl.allocate.enabled
+                                       ? req.pipeline.string() + " has [allocate]"
+                                       : req.pipeline.string() + " has [blockft]") +
                        ": --tokenizer is required");
   const std::filesystem::path text = calibration_text_path(req.calib_text, "--calib-text");
   return load_calibration_text(text, req.tokenizer, model.arch.vocab_size);
@@ -84,6 +87,17 @@ void check_sequential(const CompressRequest &req, const host::Pipeline &pl) {
     throw RequestError(what + ", which runs in one process; start it without mpirun");
   if (req.target_bpw) throw RequestError(what + "; --target-bpw needs mode = \"original\"");
   if (pl.blockft.enabled) throw RequestError(what + " and [blockft], which do not combine");
+}
+
+// [allocate] chooses each tensor's codec from the rate it is given: nothing else may set the rate,
+// and it measures in one process.
+void check_allocate(const CompressRequest &req) {
+  const std::string what = req.pipeline.string() + " has [allocate]";
+  if (req.target_bpw)
+    throw RequestError(what + ", which sets the rate itself (allocate.target_bpw); drop "
+                              "--target-bpw");
+  if (req.job && req.job->size() > 1)
+    throw RequestError(what + ", which runs in one process; start it without mpirun");
 }
 
 // [awq] scales the model before anything else sees it: what needs the unscaled model is refused.
@@ -156,8 +170,9 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   const bool sequential = pl.calibration_mode == host::CalibrationMode::Sequential;
   if (sequential) check_sequential(req, pl);
   if (pl.awq.enabled) check_awq(req, pl);
+  if (pl.allocate.enabled) check_allocate(req);
   std::optional<CalibrationText> text;
-  if (pl.blockft.enabled || pl.awq.enabled || req.calibrate)
+  if (pl.blockft.enabled || pl.awq.enabled || pl.allocate.enabled || req.calibrate)
     text = calibration_inputs(req, pl, loaded);
   CompressOutcome o;
   o.processes = req.job ? req.job->size() : 1;
@@ -193,6 +208,13 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
     if (cb.note) cb.note("[blockft] runs on rank 0; the other ranks helped with calibration only");
   }
   if (req.target_bpw) pl = choose_rate(model, pl, registry, s, req, cb, o);
+  if (pl.allocate.enabled) {
+    Allocation a =
+        allocate_by_sensitivity(model, pl, registry, s, text->tokens, req.output, cb.note);
+    o.allocate_seconds = a.seconds;
+    if (cb.allocated) cb.allocated(a);
+    pl = std::move(a.pipeline);
+  }
   const host::CompressResult r =
       pl.blockft.enabled
           ? compress_model_blockft(model, pl, registry, req.output, s, text->tokens, cb.blockft)

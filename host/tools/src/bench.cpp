@@ -5,6 +5,7 @@
 #include "nwc/host/compress.hpp"
 #include "nwc/host/decode.hpp"
 #include "nwc/host/pipeline.hpp"
+#include "nwc/runtime/allocate.hpp"
 #include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/calibrate.hpp"
@@ -273,11 +274,17 @@ BenchRow calibrate_and_evaluate_fp32(const Model &model, const BenchSettings &s,
   return fp32;
 }
 
-// Codes `coded` with the pipeline into `container` the way `nwc compress` would: block-wise
-// fine-tuning or sequential calibration on the calibration tokens when the pipeline asks for it.
-void compress_for_bench(const Model &coded, const Pipeline &pl, const Registry &registry,
+// Codes `coded` with the pipeline into `container` the way `nwc compress` would: each tensor's
+// codec chosen by [allocate], block-wise fine-tuning or sequential calibration on the calibration
+// tokens when the pipeline asks for it.
+void compress_for_bench(const Model &coded, const Pipeline &input, const Registry &registry,
                         const std::string &container, const CompressSettings &settings,
                         const std::vector<int32_t> &calib_stream, const CalibrationSettings &cal) {
+  const Pipeline pl =
+      input.allocate.enabled
+          ? allocate_by_sensitivity(coded, input, registry, settings, calib_stream, container)
+                .pipeline
+          : input;
   if (pl.blockft.enabled) { // fine-tuning on the same calibration tokens as the Hessians
     compress_model_blockft(coded, pl, registry, container, settings, calib_stream);
   } else if (pl.calibration_mode == CalibrationMode::Sequential) {

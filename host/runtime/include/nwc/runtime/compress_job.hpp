@@ -14,6 +14,7 @@
 #include "nwc/host/distributed.hpp"
 #include "nwc/host/registry.hpp"
 #include "nwc/host/target_rate.hpp"
+#include "nwc/runtime/allocate.hpp"
 #include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/blockft.hpp"
 #include "nwc/runtime/calibrate_job.hpp"
@@ -52,6 +53,8 @@ struct CompressCallbacks {
   std::function<void(double target_bpw, const host::RateChoice &)> rate_chosen;
   // [awq]: each decoder block's scaling groups (chosen ratio, losses) once the block is searched.
   std::function<void(const std::vector<AwqGroupReport> &)> awq;
+  // [allocate] chose each tensor's codec (before the final compression).
+  std::function<void(const Allocation &)> allocated;
   // A remark for a person: [blockft] running on rank 0 of a job.
   std::function<void(const std::string &)> note;
 };
@@ -77,6 +80,7 @@ struct CompressOutcome {
   double seconds = 0;               // calibration (if any), rate search and compression
   std::optional<double> calibration_seconds; // with `calibrate`
   std::optional<double> awq_seconds;         // with [awq]: the scale and clipping search
+  std::optional<double> allocate_seconds;    // with [allocate]: the sensitivity measurement
   std::optional<RateControl> rate;           // with target_bpw
   int processes = 1;
 };

@@ -1,0 +1,70 @@
+// nwc/runtime/allocate.hpp — mixed precision by measured sensitivity (a pipeline's [allocate]).
+//
+// A rate spent evenly is not spent well: some linears (on the small Llamas here, the key
+// projections and the last blocks) move the model's predictions far more per unit of error than
+// others. Before coding, every tensor the pipeline codes with its base codec is coded once with
+// that codec and once with each of [allocate]'s `codecs` (LDLQ and levels as the pipeline has
+// them; fine-tuning skipped, as it moves no bits). For every tensor and codec the sensitivity is
+// measured, not modelled: the KL divergence from the original model's next-token distributions to
+// those of the original model with only that tensor replaced by its decoded values, on windows of
+// calibration text. Costs are taken as additive over tensors (HAWQ's assumption), and each tensor
+// gets the codec that minimizes the summed KL under the budget of target_bpw bits per coded weight
+// (as `nwc bench` counts them: each tensor's streams and its share of the container's header and
+// manifest, measured in the candidates' containers): a greedy walk along every tensor's lower
+// convex hull, steepest KL drop per bit first — the Lagrangian solution at each step.
+#pragma once
+
+#include "nwc/formats/model.hpp"
+#include "nwc/host/compress.hpp"
+#include "nwc/host/pipeline.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace nwc::runtime {
+
+// One candidate for one tensor: its coded size and the loss it alone causes.
+struct AllocationOption {
+  double bits = 0; // bits of the tensor in a container (streams and share of the header)
+  double cost = 0; // KL divergence (nats per token)
+};
+
+// The option index per tensor minimizing the summed cost with the summed bits <= budget_bits.
+// Starts every tensor at its fewest bits (the lowest cost among equal bits) and takes, while the
+// budget allows, the step along some tensor's lower convex hull with the largest cost drop per bit.
+// Throws NWC_E_INVALID_ARG when even the fewest bits exceed the budget.
+std::vector<size_t> choose_allocation(const std::vector<std::vector<AllocationOption>> &tensors,
+                                      double budget_bits);
+
+struct TensorAllocation {
+  std::string tensor;
+  std::string codec; // the chosen codec file
+  uint64_t weights = 0;
+  std::vector<double> bits; // per candidate codec (the base codec first), as AllocationOption
+  std::vector<double> kl;   // per candidate codec
+  size_t chosen = 0;
+};
+
+struct Allocation {
+  host::Pipeline pipeline;         // the input with one [[override]] per reassigned tensor
+  std::vector<std::string> codecs; // the candidates: the base codec, then [allocate]'s
+  std::vector<TensorAllocation> tensors;
+  double bits_per_weight = 0; // of the chosen candidates per coded weight, as measured
+  double seconds = 0;
+};
+
+// Runs [allocate] (pipeline.allocate.enabled must be set): candidates are compressed to a
+// temporary file next to `scratch` (removed). calib_tokens: the calibration token stream; the
+// first allocate.tokens of it are cut into windows of allocate.seq_len. settings: as for
+// compress_model (Hessians, threads). Errors name the pipeline file and what was expected.
+Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pipeline,
+                                   const host::Registry &registry,
+                                   const host::CompressSettings &settings,
+                                   const std::vector<int32_t> &calib_tokens,
+                                   const std::filesystem::path &scratch,
+                                   const std::function<void(const std::string &)> &log = {});
+
+} // namespace nwc::runtime
