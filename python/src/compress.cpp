@@ -73,6 +73,7 @@ void check_supported(const host::Pipeline &pl) {
   };
   if (pl.blockft.enabled) refuse("[blockft]");
   if (pl.awq.enabled) refuse("[awq]");
+  if (pl.allocate.enabled) refuse("[allocate]");
   if (pl.calibration_mode == host::CalibrationMode::Sequential)
     refuse("[calibration] mode = \"sequential\"");
 }

@@ -68,6 +68,11 @@ json pipeline_json(const host::Pipeline &pl) {
                                             {"seq_len", pl.blockft.seq_len}}
                                      : json(nullptr)},
       {"awq", pl.awq.enabled},
+      {"allocate", pl.allocate.enabled ? json{{"codecs", pl.allocate.codecs},
+                                              {"target_bpw", pl.allocate.target_bpw},
+                                              {"tokens", pl.allocate.tokens},
+                                              {"seq_len", pl.allocate.seq_len}}
+                                       : json(nullptr)},
       {"rotation", !pl.rotation_where.empty()},
   };
 }

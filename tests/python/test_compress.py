@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import nwc
-from conftest import (CALIB_TEXT, PIPELINES, STORIES, STORIES_TOKENIZER, cli_error,
+from conftest import (CALIB_TEXT, PIPELINES, SOURCE_DIR, STORIES, STORIES_TOKENIZER, cli_error,
                       needs_runtime, read_safetensors, run_nwc, same_bits)
 
 
@@ -224,6 +224,14 @@ def test_bad_tensors_and_arguments(tmp_path, stories):
                      out=out, architecture=arch)
     with pytest.raises(nwc.InvalidArgumentError, match=r"has \[blockft\], which nwc.compress"):
         nwc.compress(state, PIPELINES / "nwc-l300.toml", out=out, architecture=arch)
+    allocate = tmp_path / "allocate.toml"  # removed below: the directory must end up empty
+    codecs = SOURCE_DIR / "codecs"
+    allocate.write_text((PIPELINES / "nwc-datafree-l300.toml").read_text().replace(
+        "../codecs/", f"{codecs}/") + f'[allocate]\ncodecs = ["{codecs}/nwc-s-l1000.nwcc"]\n'
+        "target_bpw = 4.5\n")
+    with pytest.raises(nwc.InvalidArgumentError, match=r"has \[allocate\], which nwc.compress"):
+        nwc.compress(state, allocate, out=out, architecture=arch)
+    allocate.unlink()
     with pytest.raises(nwc.IoError):
         nwc.compress(state, pl, out=tmp_path / "no-such-dir" / "o.nwc", architecture=arch)
     assert list(tmp_path.iterdir()) == []
