@@ -65,7 +65,8 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
     }
     std::cerr << "allocate: " << moved << " of " << a.tensors.size() << " tensors moved off "
               << std::filesystem::path(a.codecs[0]).filename().string() << ", "
-              << fmt(a.bits_per_weight, 3) << " bits per coded weight\n";
+              << fmt(a.bits_per_weight, 3)
+              << " bits per coded weight with the header share (as nwc bench counts them)\n";
   };
   return cb;
 }

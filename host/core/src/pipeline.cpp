@@ -485,7 +485,8 @@ void read_allocate_table(const toml::node &al, const Where &w, Pipeline &pl) {
        {std::pair<const char *, int64_t *>{"tokens", &c.tokens}, {"seq_len", &c.seq_len}})
     if (auto *n = t.get(key)) {
       if (!n->is_integer() || n->as_integer()->get() < 2 || n->as_integer()->get() > 100000000)
-        bad(w.at(n->source()), std::string("allocate.") + key + ": expected an int >= 2");
+        bad(w.at(n->source()),
+            std::string("allocate.") + key + ": expected an int in [2, 100000000]");
       *out = n->as_integer()->get();
     }
   if (c.tokens < c.seq_len)

@@ -1,5 +1,6 @@
 #include "nwc/runtime/allocate.hpp"
 
+#include "llama_block.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
 #include "nwc/formats/file.hpp"
@@ -8,6 +9,8 @@
 #include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/llama.hpp"
 #include "parallel_for.hpp"
+
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
@@ -30,7 +33,8 @@ std::vector<size_t> lower_hull(const std::vector<AllocationOption> &options) {
   std::iota(order.begin(), order.end(), size_t{0});
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (options[a].bits != options[b].bits) return options[a].bits < options[b].bits;
-    return options[a].cost < options[b].cost;
+    if (options[a].cost != options[b].cost) return options[a].cost < options[b].cost;
+    return a < b;
   });
   std::vector<size_t> hull;
   for (size_t i : order) {
@@ -69,32 +73,36 @@ struct Reference {
 
 constexpr int64_t kWindowsPerPass = 8;
 
-std::vector<float> model_log_probs(const LlamaModel &llama, const Reference &ref) {
-  std::vector<float> out;
-  out.reserve(ref.log_probs.size());
+// Log-probabilities of `llama` on the reference windows, a pass of windows at a time, handed to
+// `use` with the index of the pass's first position.
+void for_each_pass(const LlamaModel &llama, const Reference &ref,
+                   const std::function<void(const std::vector<float> &, size_t)> &use) {
   for (int64_t w = 0; w < ref.windows; w += kWindowsPerPass) {
     const int64_t n = std::min(kWindowsPerPass, ref.windows - w);
     std::vector<int32_t> ids(ref.tokens.begin() + w * ref.seq_len,
                              ref.tokens.begin() + (w + n) * ref.seq_len);
     std::vector<float> lp = llama.logits(ids, n, ref.seq_len);
     log_softmax_rows(lp, ref.vocab);
-    out.insert(out.end(), lp.begin(), lp.end());
+    use(lp, static_cast<size_t>(w * ref.seq_len));
   }
-  return out;
 }
 
-// Mean over positions of KL(original || candidate), nats per token.
-double mean_kl(const Reference &ref, const std::vector<float> &log_probs) {
+// Mean over positions of KL(original || candidate), nats per token; the candidate's
+// log-probabilities are held one pass at a time.
+double mean_kl(const Reference &ref, const LlamaModel &candidate) {
   double total = 0;
-  const size_t positions = ref.log_probs.size() / static_cast<size_t>(ref.vocab);
-  for (size_t p = 0; p < positions; ++p) {
-    const float *a = ref.log_probs.data() + p * ref.vocab, *b = log_probs.data() + p * ref.vocab;
-    double kl = 0;
-    for (int64_t v = 0; v < ref.vocab; ++v)
-      kl += std::exp(static_cast<double>(a[v])) * (static_cast<double>(a[v]) - b[v]);
-    total += kl;
-  }
-  return positions ? total / static_cast<double>(positions) : 0.0;
+  for_each_pass(candidate, ref, [&](const std::vector<float> &lp, size_t first) {
+    const size_t positions = lp.size() / static_cast<size_t>(ref.vocab);
+    for (size_t p = 0; p < positions; ++p) {
+      const float *a = ref.log_probs.data() + (first + p) * ref.vocab,
+                  *b = lp.data() + p * ref.vocab;
+      double kl = 0;
+      for (int64_t v = 0; v < ref.vocab; ++v)
+        kl += std::exp(static_cast<double>(a[v])) * (static_cast<double>(a[v]) - b[v]);
+      total += kl;
+    }
+  });
+  return total / static_cast<double>(ref.windows * ref.seq_len);
 }
 
 std::string codec_of(const host::StageChain &chain, const std::string &key) {
@@ -148,6 +156,27 @@ std::vector<size_t> choose_allocation(const std::vector<std::vector<AllocationOp
   return chosen;
 }
 
+std::vector<std::string> check_allocate_inputs(const Model &model, const host::Pipeline &pipeline,
+                                               const host::Registry &registry) {
+  const host::AllocateConfig &cfg = pipeline.allocate;
+  const std::string where = cfg.where.empty() ? pipeline.file.string() : cfg.where;
+  const nwc_option_spec *spec = host::codec_path_option(pipeline, registry);
+  if (!spec)
+    fail(NWC_E_INVALID_ARG, where + ": [allocate] needs a [transform] that names one codec file "
+                                    "(nwc.transform.neural's codec); it chooses among codec files");
+  std::vector<std::string> codecs{codec_of(pipeline.base, spec->key)};
+  for (const auto &c : cfg.codecs) {
+    if (!std::filesystem::is_regular_file(c))
+      fail(NWC_E_INVALID_ARG, where + ": allocate.codecs: no such codec file " + c);
+    if (std::find(codecs.begin(), codecs.end(), c) == codecs.end()) codecs.push_back(c);
+  }
+  if (model.arch.max_seq_len > 0 && cfg.seq_len > model.arch.max_seq_len)
+    fail(NWC_E_INVALID_ARG, where + ": allocate.seq_len = " + std::to_string(cfg.seq_len) +
+                                " exceeds the model's context of " +
+                                std::to_string(model.arch.max_seq_len) + " tokens");
+  return codecs;
+}
+
 Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pipeline,
                                    const host::Registry &registry,
                                    const host::CompressSettings &settings,
@@ -158,16 +187,9 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
   const auto t0 = std::chrono::steady_clock::now();
   const host::AllocateConfig &cfg = pipeline.allocate;
   const std::string where = cfg.where.empty() ? pipeline.file.string() : cfg.where;
-  const nwc_option_spec *spec = host::codec_path_option(pipeline, registry);
-  if (!spec)
-    fail(NWC_E_INVALID_ARG, where + ": [allocate] needs a [transform] that names one codec file "
-                                    "(nwc.transform.neural's codec); it chooses among codec files");
-  const std::string key = spec->key;
   Allocation out;
-  out.codecs.push_back(codec_of(pipeline.base, key));
-  for (const auto &c : cfg.codecs)
-    if (std::find(out.codecs.begin(), out.codecs.end(), c) == out.codecs.end())
-      out.codecs.push_back(c);
+  out.codecs = check_allocate_inputs(model, pipeline, registry);
+  const std::string key = host::codec_path_option(pipeline, registry)->key;
 
   Reference ref;
   ref.seq_len = cfg.seq_len;
@@ -180,9 +202,18 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
              " tokens; [allocate] needs at least seq_len = " + std::to_string(cfg.seq_len));
   ref.tokens.assign(calib_tokens.begin(), calib_tokens.begin() + ref.windows * ref.seq_len);
   const unsigned threads = host::resolve_threads(settings.threads);
+  // LlamaModel sets LibTorch's and OpenBLAS's thread counts for the process: what runs after the
+  // allocation (fine-tuning) gets the count it had before.
+  struct RestoreThreads {
+    unsigned n;
+    ~RestoreThreads() { llama::configure_threads(n); }
+  } restore{static_cast<unsigned>(torch::get_num_threads())};
   {
     LlamaModel original(model, 1);
-    ref.log_probs = model_log_probs(original, ref);
+    ref.log_probs.reserve(static_cast<size_t>(ref.windows * ref.seq_len * ref.vocab));
+    for_each_pass(original, ref, [&](const std::vector<float> &lp, size_t) {
+      ref.log_probs.insert(ref.log_probs.end(), lp.begin(), lp.end());
+    });
   }
 
   // Every candidate codec on every tensor the base codec would code; other tensors keep their
@@ -193,11 +224,24 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
   const ScratchFile remove_tmp(tmp); // also when a candidate fails
   host::CompressSettings s = settings;
   s.progress = {};
-  for (size_t c = 0; c < out.codecs.size(); ++c) {
+  s.embed_resources = false; // a copy of each candidate's codec would count as its header share
+  std::vector<host::Pipeline> candidates;
+  for (const auto &codec : out.codecs) {
     host::Pipeline p = pipeline;
     p.blockft.enabled = false;
     p.allocate.enabled = false;
-    p.base[host::Slot::Transform].options.set(host::OptionValue{key, NWC_OPT_PATH, out.codecs[c]});
+    p.base[host::Slot::Transform].options.set(host::OptionValue{key, NWC_OPT_PATH, codec});
+    candidates.push_back(std::move(p));
+  }
+  // A tensor can move when every candidate pipeline codes it with that candidate's codec: not
+  // when an [[override]] of the file names its codec (even the base one).
+  auto movable = [&](const std::string &name) {
+    for (size_t c = 0; c < candidates.size(); ++c)
+      if (codec_of(*candidates[c].chain_for(name), key) != out.codecs[c]) return false;
+    return true;
+  };
+  for (size_t c = 0; c < out.codecs.size(); ++c) {
+    const host::Pipeline &p = candidates[c];
     if (log) log("[allocate] coding with " + fs::path(out.codecs[c]).filename().string());
     host::compress_model(model, p, registry, tmp, s);
     const ContainerReader reader(tmp);
@@ -208,9 +252,8 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
       // Its streams and its share of the container's header and manifest, as `nwc bench` counts
       // the bits of the coded linears.
       const double t_bits = 8.0 * container_tensor_bytes(reader.manifest(), reader.file_size(), t);
-      const bool movable = codec_of(*pipeline.chain_for(t.name), key) == out.codecs[0];
       if (c == 0) weights += static_cast<double>(t.numel());
-      if (!movable) {
+      if (!movable(t.name)) {
         if (c == 0) fixed_bits += t_bits;
         continue;
       }
@@ -233,8 +276,7 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
       }
       std::vector<double> kl(n);
       parallel_for(static_cast<int64_t>(n), threads, [&](int64_t k) {
-        kl[static_cast<size_t>(k)] =
-            mean_kl(ref, model_log_probs(*models[static_cast<size_t>(k)], ref));
+        kl[static_cast<size_t>(k)] = mean_kl(ref, *models[static_cast<size_t>(k)]);
       });
       for (size_t k = 0; k < n; ++k) out.tensors[index.at(measured[first + k])].kl.push_back(kl[k]);
     }
@@ -248,19 +290,17 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
     options.emplace_back();
     for (size_t c = 0; c < a.bits.size(); ++c) options.back().push_back({a.bits[c], a.kl[c]});
   }
-  const double budget = cfg.target_bpw * weights - fixed_bits;
-  std::vector<size_t> chosen;
-  try {
-    chosen = choose_allocation(options, budget);
-  } catch (const Error &) {
-    double fewest = fixed_bits;
-    for (const auto &a : out.tensors) fewest += *std::min_element(a.bits.begin(), a.bits.end());
+  double fewest = fixed_bits;
+  for (const auto &a : out.tensors) fewest += *std::min_element(a.bits.begin(), a.bits.end());
+  if (fewest > cfg.target_bpw * weights) {
     std::ostringstream msg;
     msg << where << ": [allocate] target_bpw = " << cfg.target_bpw
         << " is below the fewest bits the candidate codecs reach (" << fewest / weights
         << " bits per coded weight)";
     fail(NWC_E_INVALID_ARG, msg.str());
   }
+  const std::vector<size_t> chosen =
+      choose_allocation(options, cfg.target_bpw * weights - fixed_bits);
 
   out.pipeline = pipeline;
   double bits = fixed_bits;

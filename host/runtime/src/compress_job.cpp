@@ -170,7 +170,10 @@ CompressOutcome run_compress(const CompressRequest &req, const host::Registry &r
   const bool sequential = pl.calibration_mode == host::CalibrationMode::Sequential;
   if (sequential) check_sequential(req, pl);
   if (pl.awq.enabled) check_awq(req, pl);
-  if (pl.allocate.enabled) check_allocate(req);
+  if (pl.allocate.enabled) {
+    check_allocate(req);
+    check_allocate_inputs(loaded, pl, registry); // before calibrating
+  }
   std::optional<CalibrationText> text;
   if (pl.blockft.enabled || pl.awq.enabled || pl.allocate.enabled || req.calibrate)
     text = calibration_inputs(req, pl, loaded);

@@ -370,11 +370,14 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
   auto tok = load_tokenizer(s.tokenizer, model.arch.vocab_size);
   const auto eval_stream = ppl_token_stream(read_text_file(s.eval_text), *tok);
   const auto calib_stream = ppl_token_stream(read_text_file(s.calib_text), *tok);
-  // Before the long work: a [blockft] pipeline that the calibration text cannot feed would stop
-  // the run when its turn comes, after every pipeline before it.
-  for (const auto &pl : pipelines)
+  // Before the long work: a [blockft] pipeline that the calibration text cannot feed, or an
+  // [allocate] table whose codecs are missing, would stop the run when its turn comes, after every
+  // pipeline before it.
+  for (const auto &pl : pipelines) {
     if (pl.blockft.enabled)
       require_blockft_calibration(pl, model.arch, calib_stream.size(), s.calib_text.string());
+    if (pl.allocate.enabled) check_allocate_inputs(model, pl, registry);
+  }
   EvalSettings es;
   es.max_tokens = s.max_tokens;
   es.threads = s.threads;

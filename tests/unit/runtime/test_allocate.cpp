@@ -128,9 +128,17 @@ TEST_CASE("allocation: on stories260K the container holds the chosen codecs at t
   TempDir dir;
   const fs::path file = dir / "alloc.toml";
   {
-    std::ofstream(file) << allocate_pipeline("[allocate]\ncodecs = [\"" +
-                                             codec("nwc-s-l1000").string() +
-                                             "\"]\ntarget_bpw = 4.6\ntokens = 256\n");
+    std::ofstream(file) << allocate_pipeline(
+        "[allocate]\ncodecs = [\"" + codec("nwc-s-l1000").string() +
+        "\"]\ntarget_bpw = 4.6\ntokens = 256\n"
+        // Tensors whose codec the file names stay where they are, the base codec's included;
+        // their bits count against the budget.
+        "[[override]]\nmatch = \"model.layers.0.self_attn.q_proj.weight\"\ntransform = { codec = "
+        "\"" +
+        codec("nwc-s-l300").string() +
+        "\" }\n[[override]]\nmatch = \"model.layers.0.self_attn.o_proj.weight\"\n"
+        "transform = { codec = \"" +
+        codec("nwc-s-l1000").string() + "\" }\n");
   }
   CompressRequest req;
   req.model = nwc::test::stories260k();
@@ -145,7 +153,11 @@ TEST_CASE("allocation: on stories260K the container holds the chosen codecs at t
   const CompressOutcome o = run_compress(req, registry(), cb);
   REQUIRE(seen);
   REQUIRE(o.allocate_seconds);
-  REQUIRE(seen->tensors.size() == 35);
+  REQUIRE(seen->tensors.size() == 33);
+  for (const auto &t : seen->tensors) {
+    CHECK(t.tensor != "model.layers.0.self_attn.q_proj.weight");
+    CHECK(t.tensor != "model.layers.0.self_attn.o_proj.weight");
+  }
   REQUIRE(seen->codecs.size() == 2);
   // The base codec alone codes at ~4.27 b/w and λ 1000 at ~5.2: some tensors, not all, move.
   size_t moved = 0;
@@ -157,7 +169,7 @@ TEST_CASE("allocation: on stories260K the container holds the chosen codecs at t
     CHECK(t.kl[1] < t.kl[0]); // the λ 1000 codec disturbs every tensor less
   }
   CHECK(moved > 0);
-  CHECK(moved < 35);
+  CHECK(moved < 33);
   CHECK(kl_chosen < kl_base);
   // The container's rate, counted as the allocation counts it (streams + header share), is the one
   // it measured, within the budget; the mixed container's manifest holds one more stage chain.
@@ -195,6 +207,10 @@ TEST_CASE("allocation: on stories260K the container holds the chosen codecs at t
   for (const auto &t : seen->tensors)
     CHECK_MESSAGE(mixed.find(t.tensor)->load() == (t.chosen ? hi : lo).find(t.tensor)->load(),
                   t.tensor);
+  CHECK(mixed.find("model.layers.0.self_attn.q_proj.weight")->load() ==
+        lo.find("model.layers.0.self_attn.q_proj.weight")->load());
+  CHECK(mixed.find("model.layers.0.self_attn.o_proj.weight")->load() ==
+        hi.find("model.layers.0.self_attn.o_proj.weight")->load());
 
   // A budget below the cheapest codec is refused before any output.
   TempDir empty;
@@ -213,4 +229,11 @@ TEST_CASE("allocation: on stories260K the container holds the chosen codecs at t
   both.target_bpw = 4.5;
   CHECK_THROWS_WITH_AS(run_compress(both, registry()), doctest::Contains("drop --target-bpw"),
                        RequestError);
+  {
+    std::ofstream(file) << allocate_pipeline(
+        "[allocate]\ncodecs = [\"" + (dir / "none.nwcc").string() + "\"]\ntarget_bpw = 4.6\n");
+  }
+  CHECK_THROWS_WITH_AS(run_compress(low, registry()),
+                       doctest::Contains("allocate.codecs: no such codec file"), Error);
+  CHECK(empty.entries().empty());
 }

@@ -11,7 +11,7 @@
 // gets the codec that minimizes the summed KL under the budget of target_bpw bits per coded weight
 // (as `nwc bench` counts them: each tensor's streams and its share of the container's header and
 // manifest, measured in the candidates' containers): a greedy walk along every tensor's lower
-// convex hull, steepest KL drop per bit first — the Lagrangian solution at each step.
+// convex hull, steepest KL drop per bit first (see choose_allocation).
 #pragma once
 
 #include "nwc/formats/model.hpp"
@@ -34,8 +34,9 @@ struct AllocationOption {
 
 // The option index per tensor minimizing the summed cost with the summed bits <= budget_bits.
 // Starts every tensor at its fewest bits (the lowest cost among equal bits) and takes, while the
-// budget allows, the step along some tensor's lower convex hull with the largest cost drop per bit.
-// Throws NWC_E_INVALID_ARG when even the fewest bits exceed the budget.
+// budget allows, the step along some tensor's lower convex hull with the largest cost drop per bit
+// (a step that does not fit is skipped, with the later steps of its tensor). Throws
+// NWC_E_INVALID_ARG when even the fewest bits exceed the budget.
 std::vector<size_t> choose_allocation(const std::vector<std::vector<AllocationOption>> &tensors,
                                       double budget_bits);
 
@@ -55,6 +56,12 @@ struct Allocation {
   double bits_per_weight = 0; // of the chosen candidates per coded weight, as measured
   double seconds = 0;
 };
+
+// What [allocate] needs that can be checked before any work: a base transform naming one codec
+// file, candidate codec files that exist, windows that fit the model's context. Returns the
+// candidates, the base codec first. Errors name the [allocate] table.
+std::vector<std::string> check_allocate_inputs(const Model &model, const host::Pipeline &pipeline,
+                                               const host::Registry &registry);
 
 // Runs [allocate] (pipeline.allocate.enabled must be set): candidates are compressed to a
 // temporary file next to `scratch` (removed). calib_tokens: the calibration token stream; the
