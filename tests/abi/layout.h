@@ -78,10 +78,14 @@ NWC_PIN(offsetof(nwc_block_info, col_end) == 40);
 NWC_PIN(offsetof(nwc_block_info, row_scales) == 48);
 NWC_PIN(offsetof(nwc_block_info, chunk_levels) == 56);
 NWC_PIN(offsetof(nwc_block_info, importance) == 64);
-NWC_PIN(sizeof(nwc_cdf_model) == 40);
+NWC_PIN(sizeof(nwc_cdf_model) == 64);
 NWC_PIN(offsetof(nwc_cdf_model, cdfs) == 16);
 NWC_PIN(offsetof(nwc_cdf_model, lengths) == 24);
 NWC_PIN(offsetof(nwc_cdf_model, offsets) == 32);
+NWC_PIN(offsetof(nwc_cdf_model, level_count) == 40);
+NWC_PIN(offsetof(nwc_cdf_model, default_level) == 44);
+NWC_PIN(offsetof(nwc_cdf_model, row_length) == 48);
+NWC_PIN(offsetof(nwc_cdf_model, row_levels) == 56);
 NWC_PIN(sizeof(nwc_chunk_geometry) == 16);
 NWC_PIN(sizeof(nwc_chunker_interface) == 48);
 NWC_PIN(offsetof(nwc_chunker_interface, plan) == 8);
@@ -117,7 +121,7 @@ NWC_PIN(offsetof(nwc_rotation_interface, inverse) == 32);
 #endif
 
 /* Values are part of the ABI too: append-only. */
-NWC_PIN(NWC_ABI_VERSION == 0x00010006u);
+NWC_PIN(NWC_ABI_VERSION == 0x00010007u);
 NWC_PIN(NWC_KIND_CHUNKER == 1 && NWC_KIND_TRANSFORM == 2 && NWC_KIND_ENTROPY_CODER == 3 &&
         NWC_KIND_COMPENSATOR == 4 && NWC_KIND_QUANTIZER == 5 && NWC_KIND_ROTATION == 6);
 NWC_PIN(NWC_DTYPE_F32 == 1 && NWC_DTYPE_F16 == 2 && NWC_DTYPE_BF16 == 3 && NWC_DTYPE_I32 == 8);

@@ -18,7 +18,7 @@ TEST_CASE("C and C++ translation units agree on the ABI") {
 
 TEST_CASE("ABI version macros split major and minor") {
   CHECK(NWC_ABI_MAJOR(NWC_ABI_VERSION) == 1);
-  CHECK(NWC_ABI_MINOR(NWC_ABI_VERSION) == 6);
+  CHECK(NWC_ABI_MINOR(NWC_ABI_VERSION) == 7);
   CHECK(NWC_ABI_MAJOR(0x00020003u) == 2);
   CHECK(NWC_ABI_MINOR(0x00020003u) == 3);
 }

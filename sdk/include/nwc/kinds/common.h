@@ -51,6 +51,19 @@ typedef struct nwc_cdf_model {
   const uint32_t *cdfs;    /* channel_count x max_length; cdf[0] = 0, cdf[len-1] = 2^precision */
   const uint32_t *lengths; /* channel_count */
   const int32_t *offsets;  /* channel_count */
+  /* Since ABI 1.7 (present when struct_size covers them): tables per quality level. When
+   * level_count > 1, cdfs, lengths and offsets hold level_count x channel_count tables,
+   * level-major, and symbol i of a stream uses table level * channel_count + i % channel_count,
+   * where level is row_levels[i / row_length], or default_level for every symbol where row_levels
+   * is NULL. The transform sets level_count (0 or 1: one set of tables) and default_level (the
+   * level it codes chunks at when the host gives none) and leaves the rest zero; for each stream
+   * the host passes a copy with row_length (symbols per chunk, the latent length) and row_levels
+   * (the block's chunk_levels, one per row of symbols) filled in. A coder rejects a level at or
+   * above level_count. */
+  uint32_t level_count NWC_APPENDED_ZERO;
+  uint32_t default_level NWC_APPENDED_ZERO;
+  int64_t row_length NWC_APPENDED_ZERO;
+  const uint8_t *row_levels NWC_APPENDED_DEFAULT;
 } nwc_cdf_model;
 
 NWC_EXTERN_C_END
