@@ -50,10 +50,12 @@ int main(int argc, char **argv) {
   try {
     const auto c = nwc::neural::load_codec(argv[2]);
     const auto &t = c.tables;
-    if (t.channels <= 64 && t.max_length <= 4096) {
+    if (t.channels <= 64 && t.max_length <= 4096 && t.levels <= 4) {
       put(tables, t.precision, 1);
       put(tables, static_cast<uint64_t>(t.channels), 2);
       put(tables, static_cast<uint64_t>(t.max_length), 2);
+      put(tables, static_cast<uint64_t>(t.levels), 1);
+      put(tables, 0, 1); // no row levels: every symbol at the last level's tables
       for (uint32_t v : t.cdf) put(tables, v, 4);
       for (uint32_t v : t.lengths) put(tables, v, 2);
       for (int32_t v : t.offsets) put(tables, static_cast<uint32_t>(v), 4);

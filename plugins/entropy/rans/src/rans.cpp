@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <memory>
 #include <queue>
@@ -403,42 +404,58 @@ StaticTable read_static_table(Cursor &in) {
 // A validated copy of the caller's tables. Convention (CompressAI's): a channel with length L has
 // L - 1 intervals; interval j < L - 2 codes the value offset + j, interval L - 2 is the escape.
 // If the escape interval is empty it is given one unit taken from the widest value interval, so
-// every value stays codable (both sides apply the same rule).
+// every value stays codable (both sides apply the same rule). With tables per quality level
+// (ABI 1.7), table level * channels + c serves channel c of a row of symbols at that level.
 struct CdfTables {
   uint32_t bits = 0;
   uint32_t channels = 0;
+  uint32_t levels = 1;
   size_t stride = 0;
-  std::vector<uint32_t> cdf; // channels x stride
+  std::vector<uint32_t> cdf; // levels x channels x stride
   std::vector<uint32_t> length;
   std::vector<int32_t> offset;
 
+  uint32_t tables() const { return levels * channels; }
   const uint32_t *row(uint32_t c) const { return cdf.data() + static_cast<size_t>(c) * stride; }
 };
+
+// The fields of nwc_cdf_model before ABI 1.7 (a 1.0-1.6 transform's struct_size).
+constexpr uint32_t kCdfModelV1Size = offsetof(nwc_cdf_model, level_count);
+
+// The model's level count when it has tables per level (struct_size covers the 1.7 fields), else 1.
+uint32_t level_count(const nwc_cdf_model &m) {
+  return m.struct_size >= sizeof(nwc_cdf_model) && m.level_count > 1 ? m.level_count : 1;
+}
 
 [[noreturn]] void bad_model(const std::string &what) {
   nwc::fail(NWC_E_INVALID_ARG, "rans: invalid CDF model: " + what);
 }
 
 CdfTables load_model(const nwc_cdf_model &m) {
-  if (m.struct_size < sizeof(nwc_cdf_model)) bad_model("struct_size too small");
+  if (m.struct_size < kCdfModelV1Size) bad_model("struct_size too small");
   if (m.precision < 1 || m.precision > 16)
     bad_model("precision " + std::to_string(m.precision) + " outside [1, 16]");
   if (m.channel_count == 0) bad_model("no channels");
   if (m.max_length < 2) bad_model("max_length below 2");
   if (!m.cdfs || !m.lengths || !m.offsets) bad_model("null table");
-  if (static_cast<uint64_t>(m.channel_count) * m.max_length > (uint64_t{1} << 31))
+  const uint32_t levels = level_count(m);
+  if (levels > 256) bad_model("level_count " + std::to_string(levels) + " above 256");
+  if (uint64_t{levels} * m.channel_count * m.max_length > (uint64_t{1} << 31))
     bad_model("tables too large");
   CdfTables t;
   t.bits = m.precision;
   t.channels = m.channel_count;
+  t.levels = levels;
   t.stride = m.max_length;
-  t.cdf.assign(m.cdfs, m.cdfs + static_cast<size_t>(m.channel_count) * m.max_length);
-  t.length.assign(m.lengths, m.lengths + m.channel_count);
-  t.offset.assign(m.offsets, m.offsets + m.channel_count);
+  t.cdf.assign(m.cdfs, m.cdfs + static_cast<size_t>(t.tables()) * m.max_length);
+  t.length.assign(m.lengths, m.lengths + t.tables());
+  t.offset.assign(m.offsets, m.offsets + t.tables());
   const uint32_t total = 1u << m.precision;
-  for (uint32_t c = 0; c < t.channels; ++c) {
+  for (uint32_t c = 0; c < t.tables(); ++c) {
     const uint32_t len = t.length[c];
-    const std::string where = "channel " + std::to_string(c) + ": ";
+    const std::string where = levels > 1 ? "level " + std::to_string(c / t.channels) + " channel " +
+                                               std::to_string(c % t.channels) + ": "
+                                         : "channel " + std::to_string(c) + ": ";
     if (len < 2 || len > m.max_length)
       bad_model(where + "length " + std::to_string(len) + " outside [2, max_length]");
     uint32_t *r = t.cdf.data() + static_cast<size_t>(c) * t.stride;
@@ -454,6 +471,33 @@ CdfTables load_model(const nwc_cdf_model &m) {
     }
   }
   return t;
+}
+
+// The level of each row of symbols for one stream (ABI 1.7): the host's row levels, or one level
+// for the whole stream (the transform's default). Every level is checked against the tables before
+// any symbol is coded.
+struct RowLevels {
+  const uint8_t *level = nullptr; // null: every symbol uses `uniform`
+  int64_t row_length = 1;
+  uint32_t uniform = 0;
+};
+
+RowLevels row_levels(const nwc_cdf_model &m, const CdfTables &t, int64_t n) {
+  if (t.levels == 1) return {};
+  if (!m.row_levels) {
+    if (m.default_level >= t.levels)
+      bad_model("default_level " + std::to_string(m.default_level) + ", the tables cover " +
+                std::to_string(t.levels));
+    return {nullptr, 1, m.default_level};
+  }
+  if (m.row_length < 1)
+    bad_model("row_length " + std::to_string(m.row_length) + " with row levels given");
+  const int64_t rows = n / m.row_length + (n % m.row_length != 0);
+  for (int64_t r = 0; r < rows; ++r)
+    if (m.row_levels[r] >= t.levels)
+      bad_model("row " + std::to_string(r) + " has level " + std::to_string(m.row_levels[r]) +
+                ", the tables cover " + std::to_string(t.levels));
+  return {m.row_levels, m.row_length, 0};
 }
 
 // ---- decoding -----------------------------------------------------------------------------------
@@ -534,8 +578,8 @@ struct DecodeModel {
     const uint32_t bb = std::min(t.bits, kBucketBits);
     shift = t.bits - bb;
     const bool indexed = t.stride <= 65536;
-    if (indexed) buckets.resize(static_cast<size_t>(t.channels) << bb);
-    for (uint32_t c = 0; c < t.channels; ++c) {
+    if (indexed) buckets.resize(static_cast<size_t>(t.tables()) << bb);
+    for (uint32_t c = 0; c < t.tables(); ++c) {
       const uint32_t *r = t.row(c);
       uint16_t *b = indexed ? buckets.data() + (static_cast<size_t>(c) << bb) : nullptr;
       if (b) {
@@ -604,36 +648,60 @@ model_step(uint32_t &x, ByteSource &src, const DecodeModel &m, const DecodeModel
   return decode_escape(x, src, ch);
 }
 
-template <uint32_t K> void decode_model_k(const DecodeModel &m, Cursor &in, int32_t *s, int64_t n) {
+// Channel c of symbol i is i % channels; with row levels its table is the row's level's
+// (Levels = true: one more counter, kept out of the loop without them).
+template <uint32_t K, bool Levels>
+void decode_model_k(const DecodeModel &m, const RowLevels &rl, Cursor &in, int32_t *s, int64_t n) {
   uint32_t x[K];
   ByteSource src = read_states<K>(in, x);
   const uint32_t nch = m.t.channels;
   const DecodeModel::Channel *chans = m.channels.data();
-  uint32_t c = 0; // channel of symbol i: i % channels
+  uint32_t c = 0;                  // i % channels
+  int64_t pos = 0;                 // i % row_length
+  const uint8_t *level = rl.level; // the level of i's row
+  const DecodeModel::Channel *base = chans + size_t{Levels ? *level : rl.uniform} * nch;
+  auto advance = [&] {
+    c = c + 1 == nch ? 0 : c + 1;
+    if constexpr (Levels)
+      if (++pos == rl.row_length) {
+        pos = 0;
+        base = chans + size_t{*++level} * nch; // the row after the last is never read (n > i)
+      }
+  };
   // A symbol reads at most 8 bytes: 2 for its interval, 6 more if it is escaped (3 steps).
   int64_t i = 0;
   for (; i + K <= n && src.remaining() >= 8 * K; i += K)
 #pragma GCC unroll 4
     for (uint32_t k = 0; k < K; ++k) {
-      s[i + k] = model_step<true>(x[k], src, m, chans[c]);
-      c = c + 1 == nch ? 0 : c + 1;
+      s[i + k] = model_step<true>(x[k], src, m, base[c]);
+      if (Levels && i + k + 1 == n) break;
+      advance();
     }
   for (; i < n; ++i) {
-    s[i] = model_step<false>(x[static_cast<size_t>(i) % K], src, m, chans[c]);
-    c = c + 1 == nch ? 0 : c + 1;
+    s[i] = model_step<false>(x[static_cast<size_t>(i) % K], src, m, base[c]);
+    if (Levels && i + 1 == n) break;
+    advance();
   }
   finish_states(x, src);
 }
 
-void decode_model(Cursor &in, uint32_t k, const DecodeModel &m, int32_t *s, int64_t n) {
+template <bool Levels>
+void decode_model_levels(Cursor &in, uint32_t k, const DecodeModel &m, const RowLevels &rl,
+                         int32_t *s, int64_t n) {
   switch (k) {
   case 1:
-    return decode_model_k<1>(m, in, s, n);
+    return decode_model_k<1, Levels>(m, rl, in, s, n);
   case 2:
-    return decode_model_k<2>(m, in, s, n);
+    return decode_model_k<2, Levels>(m, rl, in, s, n);
   default:
-    return decode_model_k<4>(m, in, s, n);
+    return decode_model_k<4, Levels>(m, rl, in, s, n);
   }
+}
+
+void decode_model(Cursor &in, uint32_t k, const DecodeModel &m, const RowLevels &rl, int32_t *s,
+                  int64_t n) {
+  if (rl.level && n > 0) return decode_model_levels<true>(in, k, m, rl, s, n);
+  return decode_model_levels<false>(in, k, m, rl, s, n);
 }
 
 // ---- the plugin ---------------------------------------------------------------------------------
@@ -641,14 +709,15 @@ void decode_model(Cursor &in, uint32_t k, const DecodeModel &m, int32_t *s, int6
 class RansCoder final : public nwc::EntropyCoder {
 public:
   static constexpr const char *id = "nwc.entropy.rans";
-  static constexpr const char *version = "1.0.0";
+  static constexpr const char *version = "1.1.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "rans";
   static constexpr const char *description =
       "Byte-oriented rANS with 32-bit states. Without a probability model, each stream carries a "
       "static table (its symbol histogram normalised to 2^16) and falls back to fixed-width bit "
       "packing when that is smaller or the alphabet exceeds 65535 values; with the transform's "
-      "per-channel CDF tables it codes against them and escapes out-of-range values.";
+      "per-channel CDF tables (or per level and channel) it codes against them and escapes "
+      "out-of-range values.";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
   NWC_OPTIONS(nwc::int_option("interleave", 4, 1, 4,
                               "Independent rANS states interleaved round-robin over the symbols: "
@@ -670,8 +739,9 @@ public:
     std::vector<uint8_t> bytes;
     if (model) {
       const CdfTables t = load_model(*model);
+      const RowLevels rl = row_levels(*model, t, n);
       bytes = {kFormatVersion, static_cast<uint8_t>(kModeModel | (log2_interleave_ << 4))};
-      const auto payload = encode_model(symbols.data, n, t);
+      const auto payload = encode_model(symbols.data, n, t, rl);
       bytes.insert(bytes.end(), payload.begin(), payload.end());
     } else {
       std::vector<uint8_t> raw = {kFormatVersion, kModeRaw};
@@ -712,7 +782,10 @@ public:
     case kModeModel:
       if (!model)
         nwc::fail(NWC_E_INVALID_ARG, "rans: stream was coded with a CDF model, none was given");
-      decode_model(in, k, prepared(*model), symbols.data, n);
+      {
+        const DecodeModel &dm = prepared(*model);
+        decode_model(in, k, dm, row_levels(*model, dm.t, n), symbols.data, n);
+      }
       return;
     default:
       corrupt("unknown mode " + std::to_string(mode));
@@ -740,13 +813,16 @@ private:
 
   // Escaped index: escape interval, then (decoding order) the 6-bit bit length b of zigzag(idx),
   // then its low b - 1 bits (the top bit is implied) in 16-bit chunks, least significant first.
-  std::vector<uint8_t> encode_model(const int32_t *s, int64_t n, const CdfTables &t) const {
+  std::vector<uint8_t> encode_model(const int32_t *s, int64_t n, const CdfTables &t,
+                                    const RowLevels &rl) const {
     std::vector<uint32_t> states(interleave_, kRansLow);
     RansEncoder enc;
     enc.rev.reserve(static_cast<size_t>(n) / 2 + 16);
     for (int64_t i = n; i-- > 0;) {
       uint32_t &x = states[static_cast<size_t>(i) % interleave_];
-      const uint32_t c = static_cast<uint32_t>(i % t.channels);
+      const uint32_t c =
+          static_cast<uint32_t>(i % t.channels) +
+          (rl.level ? uint32_t{rl.level[i / rl.row_length]} : rl.uniform) * t.channels;
       const uint32_t *r = t.row(c);
       const uint32_t len = t.length[c];
       const int64_t idx = static_cast<int64_t>(s[i]) - t.offset[c];
@@ -775,19 +851,25 @@ private:
   // tables stay the same (a transform hands the same tables to every block): built and validated
   // on the first call, then only compared.
   const DecodeModel &prepared(const nwc_cdf_model &m) {
-    if (model_ && m.struct_size >= sizeof(nwc_cdf_model) && m.cdfs && m.lengths && m.offsets &&
-        m.precision == model_key_.precision && m.channel_count == model_key_.channel_count &&
-        m.max_length == model_key_.max_length &&
-        std::equal(m.lengths, m.lengths + m.channel_count, model_lengths_.begin()) &&
-        std::equal(m.offsets, m.offsets + m.channel_count, model_offsets_.begin()) &&
-        std::equal(m.cdfs, m.cdfs + model_cdfs_.size(), model_cdfs_.begin()))
-      return *model_;
+    if (model_ && m.struct_size >= kCdfModelV1Size && m.cdfs && m.lengths && m.offsets &&
+        m.precision == key_precision_ && m.channel_count == key_channels_ &&
+        level_count(m) == key_levels_ && m.max_length == key_max_length_) {
+      const size_t tables = size_t{key_levels_} * key_channels_;
+      if (std::equal(m.lengths, m.lengths + tables, model_lengths_.begin()) &&
+          std::equal(m.offsets, m.offsets + tables, model_offsets_.begin()) &&
+          std::equal(m.cdfs, m.cdfs + model_cdfs_.size(), model_cdfs_.begin()))
+        return *model_;
+    }
     model_.reset();
     auto fresh = std::make_unique<DecodeModel>(load_model(m)); // validates m
-    model_key_ = m;
-    model_cdfs_.assign(m.cdfs, m.cdfs + static_cast<size_t>(m.channel_count) * m.max_length);
-    model_lengths_.assign(m.lengths, m.lengths + m.channel_count);
-    model_offsets_.assign(m.offsets, m.offsets + m.channel_count);
+    key_precision_ = m.precision;
+    key_channels_ = m.channel_count;
+    key_levels_ = level_count(m);
+    key_max_length_ = m.max_length;
+    const size_t tables = size_t{key_levels_} * key_channels_;
+    model_cdfs_.assign(m.cdfs, m.cdfs + tables * m.max_length);
+    model_lengths_.assign(m.lengths, m.lengths + tables);
+    model_offsets_.assign(m.offsets, m.offsets + tables);
     model_ = std::move(fresh);
     return *model_;
   }
@@ -795,7 +877,7 @@ private:
   uint32_t interleave_ = 4;
   uint32_t log2_interleave_ = 2;
   std::unique_ptr<DecodeModel> model_;
-  nwc_cdf_model model_key_{};
+  uint32_t key_precision_ = 0, key_channels_ = 0, key_levels_ = 0, key_max_length_ = 0;
   std::vector<uint32_t> model_cdfs_, model_lengths_;
   std::vector<int32_t> model_offsets_;
 };
