@@ -107,8 +107,8 @@ public:
 
   // symbols -> bytes, with the transform's probability model if it has one.
   void entropy_code() {
-    const nwc_cdf_model *model =
-        st_.transform ? st_.transform->probability_model(st_.at(Slot::Transform).raw()) : nullptr;
+    nwc_cdf_model copy{};
+    const nwc_cdf_model *model = stream_model(st_, info_, g_.latent, copy);
     View sym_v(symbols_.data(), NWC_DTYPE_I32, g_.count, g_.latent);
     const Instance &e = st_.at(Slot::Entropy);
     e.check(st_.entropy->encode(e.raw(), sym_v.get(), model, &coded_.sink), "encode");

@@ -191,8 +191,8 @@ struct ContainerDecoder::Impl {
                                      " has no entropy stream");
     sc.symbols.resize(static_cast<size_t>(c.g.symbols()));
     View sym_v(sc.symbols.data(), NWC_DTYPE_I32, c.g.count, c.g.latent);
-    const nwc_cdf_model *model =
-        st.transform ? st.transform->probability_model(st.at(Slot::Transform).raw()) : nullptr;
+    nwc_cdf_model copy{};
+    const nwc_cdf_model *model = stream_model(st, c.info, c.g.latent, copy);
     st.at(Slot::Entropy)
         .check(st.entropy->decode(st.at(Slot::Entropy).raw(), nwc_bytes{coded.data(), coded.size()},
                                   model, sym_v.get()),

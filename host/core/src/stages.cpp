@@ -18,6 +18,24 @@ nwc_status VectorSink::write(nwc_sink *s, const void *data, size_t len) {
   }
 }
 
+const nwc_cdf_model *stream_model(const Stages &st, const nwc_block_info &info, int64_t latent,
+                                  nwc_cdf_model &copy) {
+  if (!st.transform) return nullptr;
+  const nwc_cdf_model *model = st.transform->probability_model(st.at(Slot::Transform).raw());
+  if (!model || model->struct_size < sizeof(nwc_cdf_model) || model->level_count <= 1) return model;
+  const Plugin &coder = st.at(Slot::Entropy).plugin();
+  if (NWC_ABI_MINOR(coder.abi_version) < 7)
+    fail(NWC_E_VERSION, "entropy coder " + coder.id + " was built for ABI " +
+                            std::to_string(NWC_ABI_MAJOR(coder.abi_version)) + "." +
+                            std::to_string(NWC_ABI_MINOR(coder.abi_version)) + "; transform " +
+                            st.at(Slot::Transform).plugin().id +
+                            " has tables per quality level, which need 1.7");
+  copy = *model;
+  copy.row_length = latent;
+  copy.row_levels = info.chunk_levels;
+  return &copy;
+}
+
 std::unique_ptr<Stages> make_stages(const std::array<StageSpec, kSlotCount> &specs,
                                     const Registry &reg, bool decode) {
   auto st = std::make_unique<Stages>();

@@ -48,6 +48,13 @@ struct Stages {
   bool has(Slot s) const { return inst[static_cast<size_t>(s)] != nullptr; }
 };
 
+// The transform's probability model for one entropy stream of a block, or null without one. A
+// model with tables per quality level (ABI 1.7) is copied into `copy` with the block's chunk levels
+// as its row levels (one row of `latent` symbols per chunk). An entropy coder built before 1.7
+// would code such a model with its level-0 tables alone, so it is refused with NWC_E_VERSION.
+const nwc_cdf_model *stream_model(const Stages &st, const nwc_block_info &info, int64_t latent,
+                                  nwc_cdf_model &copy);
+
 // Creates the chain's instances (decode: without the encoder-only compensator).
 std::unique_ptr<Stages> make_stages(const std::array<StageSpec, kSlotCount> &specs,
                                     const Registry &reg, bool decode);
