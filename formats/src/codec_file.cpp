@@ -22,15 +22,17 @@ void bad(const std::string &where, const std::string &what) {
 // ---- configuration -----------------------------------------------------------------------------
 
 json CodecConfig::to_json() const {
-  return json{{"chunk", chunk},
-              {"width", width},
-              {"blocks", blocks},
-              {"latent", latent},
-              {"levels", levels},
-              {"layer_norm", layer_norm},
-              {"density_filters", density_filters},
-              {"init_scale", init_scale},
-              {"tail_mass", tail_mass}};
+  json j{{"chunk", chunk},
+         {"width", width},
+         {"blocks", blocks},
+         {"latent", latent},
+         {"levels", levels},
+         {"layer_norm", layer_norm},
+         {"density_filters", density_filters},
+         {"init_scale", init_scale},
+         {"tail_mass", tail_mass}};
+  if (level_priors) j["level_priors"] = true; // absent in version 1 files
+  return j;
 }
 
 CodecConfig CodecConfig::from_json(const json &j, const std::string &where) {
@@ -49,6 +51,10 @@ CodecConfig CodecConfig::from_json(const json &j, const std::string &where) {
   if (!j.contains("layer_norm") || !j["layer_norm"].is_boolean())
     bad(where, "codec config: 'layer_norm' must be a bool");
   c.layer_norm = j["layer_norm"].get<bool>();
+  if (j.contains("level_priors")) {
+    if (!j["level_priors"].is_boolean()) bad(where, "codec config: 'level_priors' must be a bool");
+    c.level_priors = j["level_priors"].get<bool>();
+  }
   if (!j.contains("density_filters") || !j["density_filters"].is_array())
     bad(where, "codec config: 'density_filters' must be an array of integers");
   c.density_filters.clear();
@@ -329,12 +335,15 @@ double ChannelDensity::likelihood(double y) const {
   return std::max(std::fabs(sigmoid(s * upper) - sigmoid(s * lower)), 1e-9);
 }
 
-double CodecFile::estimate_bits(const float *y_hat, int64_t n) const {
+double CodecFile::estimate_bits(const float *y_hat, int64_t n, const uint8_t *levels) const {
   double bits = 0;
   const int64_t m = config.latent;
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < m; ++c)
-      bits -= std::log2(density[static_cast<size_t>(c)].likelihood(y_hat[i * m + c]));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = config.level_priors && levels ? levels[i] : 0;
+    if (q >= config.levels) fail(NWC_E_INVALID_ARG, "quality level out of range");
+    const ChannelDensity *d = density.data() + q * m;
+    for (int64_t c = 0; c < m; ++c) bits -= std::log2(d[c].likelihood(y_hat[i * m + c]));
+  }
   return bits;
 }
 
@@ -360,11 +369,15 @@ CodecFile load_codec(const std::filesystem::path &path) {
   if (!meta.is_object() || !meta.contains("format") || meta["format"] != "nwcc")
     bad(where, "not an NWC codec file (metadata format is not \"nwcc\")");
   if (!meta.contains("version") || !meta["version"].is_number_integer() ||
-      meta["version"].get<int>() != kCodecFormatVersion)
-    bad(where,
-        "unsupported codec file version (expected " + std::to_string(kCodecFormatVersion) + ")");
+      meta["version"].get<int>() < 1 || meta["version"].get<int>() > kCodecFormatVersion)
+    bad(where, "unsupported codec file version (expected 1 to " +
+                   std::to_string(kCodecFormatVersion) + ")");
   CodecFile f;
   f.config = CodecConfig::from_json(meta.value("config", json()), where);
+  if (meta["version"].get<int>() != f.config.format_version())
+    bad(where, "codec file version " + std::to_string(meta["version"].get<int>()) +
+                   (f.config.level_priors ? " cannot hold priors per level (version 2)"
+                                          : " is for priors per level, which the config lacks"));
   f.metadata = meta;
   const CodecConfig &c = f.config;
   std::map<std::string, const ModelTensor *> by_name;
@@ -412,7 +425,7 @@ CodecFile load_codec(const std::filesystem::path &path) {
     std::vector<int64_t> fl{1};
     fl.insert(fl.end(), c.density_filters.begin(), c.density_filters.end());
     fl.push_back(1);
-    const int64_t C = c.latent;
+    const int64_t C = c.priors() * c.latent;
     f.density.resize(static_cast<size_t>(C));
     for (size_t i = 0; i + 1 < fl.size(); ++i) {
       const std::string k = std::to_string(i);
@@ -440,19 +453,20 @@ CodecFile load_codec(const std::filesystem::path &path) {
     }
   }
 
-  const int64_t C = c.latent;
+  const int64_t C = c.priors() * c.latent; // tables, level-major
   if (!meta.contains("cdf_precision") || !meta["cdf_precision"].is_number_integer() ||
       meta["cdf_precision"].get<int64_t>() != kCdfPrecision)
     bad(where, "CDF precision must be " + std::to_string(kCdfPrecision));
   auto lengths = get("tables.lengths", {C});
   auto offsets = get("tables.offsets", {C});
-  auto medians = get("tables.medians", {C});
+  auto medians = get("tables.medians", {c.latent});
   auto it = by_name.find("tables.cdf");
   if (it == by_name.end() || it->second->info.shape.size() != 2 || it->second->info.shape[0] != C ||
       it->second->info.shape[1] < 3 || it->second->info.shape[1] > 8194)
     bad(where, "tables.cdf must be [" + std::to_string(C) + ", 3..8194]");
   CdfTables &t = f.tables;
-  t.channels = C;
+  t.channels = c.latent;
+  t.levels = c.priors();
   t.max_length = it->second->info.shape[1];
   auto cdf = it->second->load();
   t.cdf.assign(cdf.size(), 0);
@@ -467,7 +481,7 @@ CodecFile load_codec(const std::filesystem::path &path) {
       bad(where, "tables.offsets[" + std::to_string(ch) + "] out of range");
     t.lengths.push_back(static_cast<uint32_t>(lengths[ch]));
     t.offsets.push_back(static_cast<int32_t>(offsets[ch]));
-    t.medians.push_back(medians[ch]);
+    if (ch < c.latent) t.medians.push_back(medians[ch]);
     const uint32_t *row = t.cdf.data() + ch * t.max_length;
     if (row[0] != 0 || row[t.lengths[ch] - 1] != (1u << kCdfPrecision))
       bad(where, "tables.cdf row " + std::to_string(ch) + " does not run from 0 to 2^16");

@@ -74,11 +74,9 @@ int cmd_codec_info(const Command &self, const Args &args) {
   j["file"] = file;
   j["bytes"] = mf.size();
   j["xxh64"] = hex;
-  j["tables"] = {{"channels", f.tables.channels},
-                 {"max_length", f.tables.max_length},
-                 {"lengths", f.tables.lengths},
-                 {"offsets", f.tables.offsets},
-                 {"medians", f.tables.medians}};
+  j["tables"] = {{"channels", f.tables.channels},     {"levels", f.tables.levels},
+                 {"max_length", f.tables.max_length}, {"lengths", f.tables.lengths},
+                 {"offsets", f.tables.offsets},       {"medians", f.tables.medians}};
   if (c.json) {
     print_json(j);
     return 0;
@@ -87,7 +85,8 @@ int cmd_codec_info(const Command &self, const Args &args) {
   std::cout << file << ": NWC codec, " << mf.size() << " bytes, xxh64 " << hex << "\n"
             << "  chunk " << cfg.chunk << ", width " << cfg.width << ", " << cfg.blocks
             << " residual blocks, latent " << cfg.latent << ", " << cfg.levels
-            << " quality levels, LayerNorm " << (cfg.layer_norm ? "on" : "off") << "\n";
+            << " quality levels, LayerNorm " << (cfg.layer_norm ? "on" : "off")
+            << (cfg.level_priors ? ", a prior per level" : ", one prior") << "\n";
   if (j.contains("lambda")) std::cout << "  lambda " << j["lambda"].dump() << "\n";
   if (j.contains("training")) std::cout << "  training " << j["training"].dump() << "\n";
   if (j.contains("validation")) std::cout << "  validation " << j["validation"].dump() << "\n";

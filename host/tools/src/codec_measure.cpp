@@ -31,7 +31,8 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
                                 std::to_string(cfg.levels) + ")");
   if (s.block < 1) fail(NWC_E_INVALID_ARG, "codec measure: block must be positive");
   const auto &t = codec.tables;
-  const nwc_cdf_model cm = t.view();
+  nwc_cdf_model cm = t.view();
+  cm.default_level = static_cast<uint32_t>(s.level); // its level's tables, with a prior per level
   auto coder = registry.create(s.measure_entropy, OptionValues());
   const auto &entropy = coder->interface_as<nwc_entropy_interface>(NWC_ENTROPY_INTERFACE);
 
@@ -74,7 +75,7 @@ CodecMeasure measure_codec(const CodecMeasureSettings &s, const Registry &regist
         sym[k] = static_cast<int32_t>(q);
         y[k] = q + med;
       }
-      r.estimate_bits += codec.estimate_bits(y.data(), n);
+      r.estimate_bits += codec.estimate_bits(y.data(), n, levels.data());
       int64_t shape[2] = {n, M};
       nwc_tensor_view sv{sym.data(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
       ByteCounter counter;

@@ -18,7 +18,9 @@
 
 namespace nwc::neural {
 
-inline constexpr int kCodecFormatVersion = 1;
+// Version 1: one prior shared by every quality level. Version 2: a prior per quality level
+// (CodecConfig::level_priors); both are read, and a codec is written in the lowest that holds it.
+inline constexpr int kCodecFormatVersion = 2;
 inline constexpr uint32_t kCdfPrecision = 16;
 
 struct CodecConfig {
@@ -28,10 +30,15 @@ struct CodecConfig {
   int64_t latent = 16; // latent dimension M (= entropy model channels)
   int64_t levels = 4;  // quality levels Q
   bool layer_norm = true;
+  // One factorized prior per quality level instead of one shared by all: the entropy model has
+  // levels x latent channels (level-major) and the CDF tables one set per level (format version 2).
+  bool level_priors = false;
   std::vector<int64_t> density_filters{3, 3, 3, 3};
   double init_scale = 10.0;
   double tail_mass = 1e-9;
 
+  int64_t priors() const { return level_priors ? levels : 1; } // sets of prior channels
+  int format_version() const { return level_priors ? 2 : 1; }
   nlohmann::json to_json() const;
   static CodecConfig from_json(const nlohmann::json &j, const std::string &where);
   void validate(const std::string &where) const;
@@ -41,16 +48,20 @@ struct CodecConfig {
 std::vector<double> default_level_coefficients(int64_t levels);
 
 // Quantized CDF tables of the entropy model, computed once when a codec is finalized and then only
-// read (decoding never recomputes them). Layout matches nwc_cdf_model.
+// read (decoding never recomputes them). Layout matches nwc_cdf_model: with a prior per quality
+// level, table q * channels + c is channel c's at level q. The medians (one per channel) are the
+// grid the latents are rounded around, the same at every level.
 struct CdfTables {
   uint32_t precision = kCdfPrecision;
   int64_t channels = 0;
+  int64_t levels = 1; // sets of tables: 1, or the codec's levels with level priors
   int64_t max_length = 0;
-  std::vector<uint32_t> cdf; // channels x max_length
+  std::vector<uint32_t> cdf; // levels x channels x max_length
   std::vector<uint32_t> lengths;
   std::vector<int32_t> offsets;
   std::vector<float> medians;
-  // The tables as the entropy coders take them; valid while this object lives unchanged.
+  // The tables as the entropy coders take them (default_level 0; the host fills in the row
+  // levels); valid while this object lives unchanged.
   nwc_cdf_model view() const {
     return nwc_cdf_model{sizeof(nwc_cdf_model),
                          precision,
@@ -58,7 +69,11 @@ struct CdfTables {
                          static_cast<uint32_t>(max_length),
                          cdf.data(),
                          lengths.data(),
-                         offsets.data()};
+                         offsets.data(),
+                         static_cast<uint32_t>(levels),
+                         0,
+                         0,
+                         nullptr};
   }
 };
 
@@ -107,7 +122,7 @@ struct CodecFile {
   DenseCoder analysis, synthesis;     // g_a, g_s
   std::vector<float> level_embedding; // [levels][width]
   CdfTables tables;
-  std::vector<ChannelDensity> density;                // per latent channel: the entropy estimate
+  std::vector<ChannelDensity> density; // per prior channel (level-major): the entropy estimate
   nlohmann::json metadata = nlohmann::json::object(); // lambda, coefficients, training, validation
   std::vector<std::string> parameter_names;           // as stored, for the training tools
 
@@ -116,8 +131,9 @@ struct CodecFile {
   // y: [n][latent] -> x: [n][chunk].
   void synthesize(const float *y, int64_t n, const uint8_t *levels, float *x) const;
   // Sum of -log2 p(y_hat) over quantized latents [n][latent] (not centered): the rate the
-  // learned density predicts, which real rANS coding approaches.
-  double estimate_bits(const float *y_hat, int64_t n) const;
+  // learned density predicts, which real rANS coding approaches. levels: [n], each latent vector's
+  // quality level (its level's prior); null means level 0.
+  double estimate_bits(const float *y_hat, int64_t n, const uint8_t *levels = nullptr) const;
 };
 
 // Loads and validates a `.nwcc` file; errors name the file and what is wrong. The parameters come

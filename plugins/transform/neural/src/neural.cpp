@@ -15,14 +15,15 @@ namespace {
 class NeuralTransform final : public nwc::Transform {
 public:
   static constexpr const char *id = "nwc.transform.neural";
-  static constexpr const char *version = "1.0.0";
+  static constexpr const char *version = "1.1.0";
   static constexpr uint32_t stream_version = 1;
   static constexpr const char *name = "neural";
   static constexpr const char *description =
       "The NWC neural codec (arXiv 2510.11234): an MLP analysis transform with residual blocks "
       "and a quality-level embedding maps each chunk to latents; a factorized-prior entropy model "
-      "supplies per-latent-channel CDF tables that nwc.entropy.rans codes the symbols against "
-      "(with escapes for values outside the tables). Latents are centered on the model's "
+      "supplies per-latent-channel CDF tables (one set per quality level for codecs trained with "
+      "level priors) that nwc.entropy.rans codes the symbols against (with escapes for values "
+      "outside the tables). Latents are centered on the model's "
       "medians, so nwc.quant.round rounds around them. Expects unit-variance chunks "
       "(nwc.chunk.column with normalize = \"row\").";
   static constexpr uint32_t flags = NWC_PLUGIN_DETERMINISTIC;
@@ -50,6 +51,7 @@ public:
                                        opts.get_string("codec") + " has " +
                                        std::to_string(file_.config.levels) + " levels");
     model_ = file_.tables.view();
+    model_.default_level = static_cast<uint32_t>(level_); // with a prior per level
   }
 
   int64_t latent_length(int64_t chunk_length) override {

@@ -97,6 +97,77 @@ TEST_CASE("codec files round-trip and hostile ones are rejected") {
   CHECK_THROWS_AS(neural::load_codec(bad), nwc::Error);
 }
 
+TEST_CASE("a prior per level: tables per level on one grid, format 2, handed to the coder") {
+  TempDir dir;
+  neural::CodecConfig cfg = tiny_config();
+  cfg.level_priors = true;
+  torch::manual_seed(3);
+  neural::NwcCodec m(cfg);
+  m->eval();
+  {
+    // Level 2's densities wider than the rest (channels 8..11): its tables must be too.
+    torch::NoGradGuard no_grad;
+    using torch::indexing::Slice;
+    auto &q = m->bottleneck->quantiles;
+    q.index({Slice(8, 12), 0, 0}).fill_(-20.0f);
+    q.index({Slice(8, 12), 0, 2}).fill_(20.0f);
+  }
+  auto t = neural::compute_tables(m);
+  CHECK(t.channels == 4);
+  CHECK(t.levels == 4);
+  REQUIRE(t.lengths.size() == 16);
+  CHECK(t.medians.size() == 4);
+  for (size_t k = 0; k < 16; ++k) {
+    CAPTURE(k);
+    const bool wide = k >= 8 && k < 12;
+    CHECK(t.lengths[k] == (wide ? 43u : 23u));
+    CHECK(t.offsets[k] == (wide ? -20 : -10));
+  }
+  // The file: version 2, the same tables back, and the estimate of each level's prior in plain
+  // C++ equal to the LibTorch densities' at those levels.
+  const auto path = (dir.path() / "lp.nwcc").string();
+  neural::save_codec(path, m, t, {{"lambda", 1.0}});
+  auto f = neural::load_codec(path);
+  CHECK(f.metadata["version"] == 2);
+  CHECK(f.config.level_priors);
+  CHECK(f.tables.levels == 4);
+  CHECK(f.tables.lengths == t.lengths);
+  CHECK(f.tables.cdf == t.cdf);
+  auto y = torch::round(torch::randn({6, 4}) * 3);
+  auto levels = torch::tensor({0, 1, 2, 3, 2, 0}, torch::kInt64);
+  const double torch_bits = (-torch::log2(m->likelihoods(y, levels))).sum().item<double>();
+  std::vector<float> yv(y.data_ptr<float>(), y.data_ptr<float>() + 24);
+  const std::vector<uint8_t> lv{0, 1, 2, 3, 2, 0};
+  CHECK(f.estimate_bits(yv.data(), 6, lv.data()) == doctest::Approx(torch_bits).epsilon(1e-5));
+  CHECK(f.estimate_bits(yv.data(), 6, lv.data()) != doctest::Approx(f.estimate_bits(yv.data(), 6)));
+  // The transform hands all the tables over, with its level as the default.
+  Instance tr("nwc.transform.neural", {opt_path("codec", path.c_str()), opt_int("level", 2)});
+  REQUIRE_MESSAGE(tr.ok(), tr.last_error());
+  auto *tf = tr.iface<nwc_transform_interface>(NWC_TRANSFORM_INTERFACE);
+  const nwc_cdf_model *pm = tf->probability_model(tr.get());
+  REQUIRE(pm);
+  CHECK(pm->struct_size == sizeof(nwc_cdf_model));
+  CHECK(pm->channel_count == 4);
+  CHECK(pm->level_count == 4);
+  CHECK(pm->default_level == 2);
+  CHECK(pm->lengths[8] == 43);
+  // A version 1 label on a codec with level priors is refused, naming the file.
+  std::vector<uint8_t> bytes = read_bytes(path);
+  std::string text(bytes.begin(), bytes.end());
+  const auto at = text.find("\\\"version\\\":2");
+  REQUIRE(at != std::string::npos);
+  text[at + 12] = '1';
+  auto bad = dir.path() / "v1.nwcc";
+  write_bytes(bad, std::vector<uint8_t>(text.begin(), text.end()));
+  try {
+    neural::load_codec(bad);
+    FAIL("expected an error");
+  } catch (const nwc::Error &e) {
+    CHECK(std::string(e.what()).find("v1.nwcc") != std::string::npos);
+    CHECK(std::string(e.what()).find("cannot hold priors per level") != std::string::npos);
+  }
+}
+
 TEST_CASE("the transform maps chunks to median-centred latents and back") {
   TempDir dir;
   auto path = make_codec(dir);
