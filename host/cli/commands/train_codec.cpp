@@ -52,6 +52,11 @@ void add_train_options(po::options_description &d, TrainFlags &f) {
       "restart", "ignore an existing checkpoint and start afresh")(
       "latent-quantizer", po::value(&ts.latent_quantizer),
       "train for this quantizer plugin's latents (e.g. nwc.quant.tcq) instead of rounding")(
+      "level-priors", po::bool_switch(&ts.level_priors),
+      "one entropy prior per quality level (codec format 2); with --init a shared-prior codec "
+      "starts every level's prior")(
+      "prior-only", po::bool_switch(&ts.prior_only),
+      "train only the entropy model of the --init codec: it codes as before, at a new rate")(
       "init", po::value(&f.init), "start from this codec file (same configuration)");
 }
 

@@ -46,7 +46,7 @@ torch::Tensor CoderImpl::forward(const torch::Tensor &x, const torch::Tensor &e)
 }
 
 EntropyBottleneckImpl::EntropyBottleneckImpl(const CodecConfig &cfg)
-    : channels(cfg.latent), tail_mass(cfg.tail_mass) {
+    : channels(cfg.priors() * cfg.latent), tail_mass(cfg.tail_mass) {
   std::vector<int64_t> f{1};
   f.insert(f.end(), cfg.density_filters.begin(), cfg.density_filters.end());
   f.push_back(1);
@@ -125,10 +125,20 @@ torch::Tensor NwcCodecImpl::synthesize(const torch::Tensor &y_hat, const torch::
   return g_s(y_hat, level_embedding(levels));
 }
 
-torch::Tensor NwcCodecImpl::likelihoods(const torch::Tensor &y_hat) {
+torch::Tensor NwcCodecImpl::likelihoods(const torch::Tensor &y_hat, const torch::Tensor &levels) {
   // [N, C] -> [C, 1, N]: each latent dimension is one channel of the factorized prior.
-  torch::Tensor lik = bottleneck->likelihood(y_hat.t().unsqueeze(1));
-  return lik.squeeze(1).t();
+  const int64_t P = config.priors();
+  if (P == 1) return bottleneck->likelihood(y_hat.t().unsqueeze(1)).squeeze(1).t();
+  // A prior per level: every level's densities on every latent, then each latent's own level
+  // (P times the density evaluations, still small next to the transforms).
+  const int64_t n = y_hat.size(0), m = y_hat.size(1);
+  torch::Tensor all = bottleneck->likelihood(y_hat.t().repeat({P, 1}).unsqueeze(1)).view({P, m, n});
+  torch::Tensor index = levels.to(torch::kInt64).view({1, 1, n}).expand({1, m, n});
+  return all.gather(0, index).squeeze(0).t();
+}
+
+torch::Tensor NwcCodecImpl::grid_medians() const {
+  return bottleneck->medians().slice(0, 0, config.latent);
 }
 
 std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_noisy(const torch::Tensor &x,
@@ -136,7 +146,7 @@ std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_noisy(const torch:
   torch::Tensor e = level_embedding(levels);
   torch::Tensor y = g_a(x, e);
   torch::Tensor y_tilde = y + (torch::rand_like(y) - 0.5);
-  return {g_s(y_tilde, e), likelihoods(y_tilde)};
+  return {g_s(y_tilde, e), likelihoods(y_tilde, levels)};
 }
 
 std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_straight_through(
@@ -147,13 +157,20 @@ std::pair<torch::Tensor, torch::Tensor> NwcCodecImpl::forward_straight_through(
   auto [values, symbols] = quantize(y.detach());
   torch::Tensor y_hat = y + (values - y).detach();
   torch::Tensor y_sym = y + (symbols - y).detach();
-  return {g_s(y_hat, e), likelihoods(y_sym)};
+  return {g_s(y_hat, e), likelihoods(y_sym, levels)};
 }
 
 std::vector<torch::Tensor> NwcCodecImpl::main_parameters() {
   std::vector<torch::Tensor> out;
   for (auto &p : named_parameters())
     if (p.key() != "bottleneck.quantiles") out.push_back(p.value());
+  return out;
+}
+
+std::vector<torch::Tensor> NwcCodecImpl::prior_parameters() {
+  std::vector<torch::Tensor> out;
+  for (auto &p : bottleneck->named_parameters())
+    if (p.key() != "quantiles") out.push_back(p.value());
   return out;
 }
 
@@ -202,13 +219,16 @@ CdfTables compute_tables(const NwcCodec &codec) {
   const EntropyBottleneckImpl &eb = *codec->bottleneck;
   auto q = eb.quantiles.detach().to(torch::kFloat64).contiguous();
   auto qa = q.accessor<double, 3>();
-  const int64_t C = eb.channels;
+  const int64_t C = eb.channels, M = codec->config.latent;
   CdfTables t;
-  t.channels = C;
+  t.channels = M;
+  t.levels = codec->config.priors();
   std::vector<int64_t> minima(C), maxima(C);
   std::vector<double> median(C);
   for (int64_t c = 0; c < C; ++c) {
-    median[c] = qa[c][0][1];
+    // Every level's table sits on the same grid, its channel's level-0 median, which the
+    // transform centers the latents on; its range covers its own level's quantiles.
+    median[c] = qa[c % M][0][1];
     minima[c] = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(median[c] - qa[c][0][0])));
     maxima[c] = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(qa[c][0][2] - median[c])));
     // A density trained far off could ask for huge tables; the coder escapes the rest anyway.
@@ -221,7 +241,7 @@ CdfTables compute_tables(const NwcCodec &codec) {
   t.cdf.assign(static_cast<size_t>(C * t.max_length), 0);
   t.lengths.resize(C);
   t.offsets.resize(C);
-  t.medians.resize(C);
+  t.medians.resize(M);
   for (int64_t c = 0; c < C; ++c) {
     const int64_t len = minima[c] + maxima[c] + 1;
     // Evaluate the density in double precision for this channel alone.
@@ -253,7 +273,7 @@ CdfTables compute_tables(const NwcCodec &codec) {
     std::copy(cdf.begin(), cdf.end(), t.cdf.begin() + c * t.max_length);
     t.lengths[c] = static_cast<uint32_t>(len + 2);
     t.offsets[c] = static_cast<int32_t>(-minima[c]);
-    t.medians[c] = static_cast<float>(median[c]);
+    if (c < M) t.medians[c] = static_cast<float>(median[c]);
   }
   return t;
 }
@@ -275,18 +295,18 @@ void save_codec(const std::filesystem::path &path, const NwcCodec &model, const 
     infos.push_back({name, dt, std::move(shape)});
     data.push_back(std::move(values));
   };
-  const int64_t C = tables.channels;
+  const int64_t C = tables.levels * tables.channels;
   add_table("tables.cdf", DType::I32, {C, tables.max_length},
             std::vector<float>(tables.cdf.begin(), tables.cdf.end()));
   add_table("tables.lengths", DType::I32, {C},
             std::vector<float>(tables.lengths.begin(), tables.lengths.end()));
   add_table("tables.offsets", DType::I32, {C},
             std::vector<float>(tables.offsets.begin(), tables.offsets.end()));
-  add_table("tables.medians", DType::F32, {C}, tables.medians);
+  add_table("tables.medians", DType::F32, {tables.channels}, tables.medians);
 
   json meta = metadata;
   meta["format"] = "nwcc";
-  meta["version"] = kCodecFormatVersion;
+  meta["version"] = model->config.format_version();
   meta["config"] = model->config.to_json();
   meta["cdf_precision"] = tables.precision;
   SafetensorsWriter w(path, infos, {{"nwc.codec", meta.dump()}});

@@ -32,7 +32,8 @@ struct CoderImpl : torch::nn::Module {
 TORCH_MODULE(Coder);
 
 // Ballé et al.'s factorized density, one univariate density per channel (CompressAI's
-// EntropyBottleneck semantics: filters (3,3,3,3), init_scale 10, tail_mass 1e-9).
+// EntropyBottleneck semantics: filters (3,3,3,3), init_scale 10, tail_mass 1e-9). With a prior per
+// quality level it has levels x latent channels, level-major.
 struct EntropyBottleneckImpl : torch::nn::Module {
   explicit EntropyBottleneckImpl(const CodecConfig &cfg);
   // x: [C, 1, N] -> logits of the cumulative density at x, [C, 1, N].
@@ -66,11 +67,17 @@ struct NwcCodecImpl : torch::nn::Module {
       const torch::Tensor &x, const torch::Tensor &levels,
       const std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor &)>
           &quantize);
-  // Likelihoods [N, latent] of already-quantized latents (entropy estimate of real coding).
-  torch::Tensor likelihoods(const torch::Tensor &y_hat);
+  // Likelihoods [N, latent] of already-quantized latents at their levels [N] (the entropy
+  // estimate of real coding; the levels choose the prior when the codec has one per level).
+  torch::Tensor likelihoods(const torch::Tensor &y_hat, const torch::Tensor &levels);
+  // [latent]: the medians the latents are centered on before quantization (level 0's when the
+  // codec has a prior per level; every level's tables sit on this one grid).
+  torch::Tensor grid_medians() const;
   // Every parameter except the entropy model's quantiles (main optimizer) / the quantiles (aux).
   std::vector<torch::Tensor> main_parameters();
   std::vector<torch::Tensor> aux_parameters();
+  // The entropy model's density parameters (main parameters of the bottleneck, no quantiles).
+  std::vector<torch::Tensor> prior_parameters();
 
   CodecConfig config;
   Coder g_a{nullptr}, g_s{nullptr};

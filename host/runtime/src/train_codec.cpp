@@ -166,10 +166,12 @@ LevelFigures validate_level(neural::NwcCodec &model, const neural::CdfTables &ta
   f.level = level;
   f.mse = torch::mean(torch::pow(x - x_hat, 2)).item<double>();
   // The density's bits for the symbols coded (for rounding, the reconstruction is the symbol).
-  f.estimate_bpw =
-      (-torch::log2(model->likelihoods(sym.to(torch::kFloat32) + med))).sum().item<double>() /
-      static_cast<double>(x.numel());
-  const nwc_cdf_model cm = tables.view();
+  f.estimate_bpw = (-torch::log2(model->likelihoods(sym.to(torch::kFloat32) + med, levels)))
+                       .sum()
+                       .item<double>() /
+                   static_cast<double>(x.numel());
+  nwc_cdf_model cm = tables.view();
+  cm.default_level = static_cast<uint32_t>(level); // every sample at this level
   int64_t shape[2] = {sym.size(0), sym.size(1)};
   nwc_tensor_view sv{
       sym.data_ptr<int32_t>(), 0, NWC_DTYPE_I32, NWC_DEVICE_CPU, 0, 2, shape, nullptr};
@@ -200,6 +202,9 @@ void check_settings(const TrainCodecSettings &s) {
   if (!(s.lambda > 0)) fail(NWC_E_INVALID_ARG, "train-codec: --lambda must be positive");
   if (s.steps < 1 || s.batch < 1 || s.eval_every < 1)
     fail(NWC_E_INVALID_ARG, "train-codec: --steps, --batch and --eval-every must be positive");
+  if (s.prior_only && s.init.empty())
+    fail(NWC_E_INVALID_ARG, "train-codec: --prior-only trains a codec's prior; give the codec with "
+                            "--init");
   if (s.normalize != "scalar" && s.normalize != "row")
     fail(NWC_E_INVALID_ARG, "train-codec: --normalize must be \"scalar\" or \"row\"");
 }
@@ -211,6 +216,7 @@ neural::CodecConfig codec_config(const TrainCodecSettings &s) {
   cfg.latent = s.latent;
   cfg.levels = s.levels;
   cfg.layer_norm = s.layer_norm;
+  cfg.level_priors = s.level_priors;
   cfg.validate("train-codec");
   return cfg;
 }
@@ -236,7 +242,8 @@ public:
                 const neural::CodecConfig &cfg)
       : s_(s), cfg_(cfg), coef_(level_coefficients(s, cfg)), data_(seeded_dataset(s, cfg)),
         ntrain_(data_.train.size(0)), vecs_(data_.sample_length / cfg.chunk), model_(cfg),
-        opt_(model_->main_parameters(), torch::optim::AdamOptions(s.lr)),
+        opt_(s.prior_only ? model_->prior_parameters() : model_->main_parameters(),
+             torch::optim::AdamOptions(s.lr)),
         aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
         coder_(registry.create(s.measure_entropy, OptionValues())),
         quantizer_(s.latent_quantizer.empty()
@@ -248,6 +255,7 @@ public:
       fail(NWC_E_INVALID_ARG,
            "train-codec: --latent-quantizer " + s.latent_quantizer + " is not a quantizer plugin");
     if (!s.init.empty()) start_from(s.init);
+    if (s.prior_only) grid_ = model_->grid_medians().detach().clone();
     log("train-codec: " + std::to_string(ntrain_) + " training and " +
         std::to_string(data_.validation.size(0)) + " held-out samples of " +
         std::to_string(data_.sample_length) + " weights; lambda " + fixed(s.lambda, 1) + ", D " +
@@ -301,20 +309,35 @@ private:
     if (s_.measure_entropy != kDefaultMeasureEntropy) fp["measure_entropy"] = s_.measure_entropy;
     if (!s_.latent_quantizer.empty()) fp["latent_quantizer"] = s_.latent_quantizer;
     if (!s_.init.empty()) fp["init"] = s_.init.string();
+    if (s_.prior_only) fp["prior_only"] = true;
     return fp;
   }
 
-  // The parameters of a finished codec with the same configuration (fine-tuning it).
+  // The parameters of a finished codec with the same configuration (fine-tuning it). A codec
+  // with one shared prior may also start a run with a prior per level: every level's prior
+  // starts as a copy of the shared one.
   void start_from(const fs::path &codec) {
     neural::NwcCodec src = neural::load_codec_module(codec);
-    if (src->config.to_json() != cfg_.to_json())
+    neural::CodecConfig shared = cfg_;
+    shared.level_priors = false;
+    const bool expand = cfg_.level_priors && !src->config.level_priors;
+    if (src->config.to_json() != (expand ? shared : cfg_).to_json())
       fail(NWC_E_INVALID_ARG, "train-codec: --init " + codec.string() + " has configuration " +
                                   src->config.to_json().dump() + ", this run " +
                                   cfg_.to_json().dump());
     torch::NoGradGuard no_grad;
     auto from = src->named_parameters();
-    for (auto &p : model_->named_parameters()) p.value().copy_(from[p.key()]);
-    log("train-codec: starting from " + codec.string());
+    for (auto &p : model_->named_parameters()) {
+      torch::Tensor v = from[p.key()];
+      if (expand && p.key().rfind("bottleneck.", 0) == 0) {
+        std::vector<int64_t> reps(static_cast<size_t>(v.dim()), 1);
+        reps[0] = cfg_.priors();
+        v = v.repeat(reps);
+      }
+      p.value().copy_(v);
+    }
+    log("train-codec: starting from " + codec.string() +
+        (expand ? " (its prior copied to every level)" : ""));
   }
 
   // Continues from OUTPUT.ckpt when its state file was written with the same settings.
@@ -357,6 +380,15 @@ private:
     return idx;
   }
 
+  // With --prior-only the latents stay on the grid of `init`'s medians (the quantiles still
+  // follow the densities, for the tables' ranges), so that the codec codes exactly as before.
+  void pin_grid() {
+    if (!grid_.defined()) return;
+    torch::NoGradGuard no_grad;
+    model_->bottleneck->quantiles.index({torch::indexing::Slice(0, cfg_.latent), 0, 1})
+        .copy_(grid_);
+  }
+
   // One step: lambda * MSE + rate with noisy latents at a random level per sample (Adam on the
   // transforms), then the entropy model's auxiliary loss (its own Adam).
   void train_step(std::mt19937_64 &rng) {
@@ -371,7 +403,7 @@ private:
         quantizer_ ? model_->forward_straight_through(
                          x, qv,
                          [&](const torch::Tensor &y) {
-                           auto med = model_->bottleneck->medians().detach().unsqueeze(0);
+                           auto med = model_->grid_medians().detach().unsqueeze(0);
                            auto [sym, deq] =
                                quantize_latents(*quantizer_, y - med, B, data_.sample_length);
                            return std::make_pair(deq + med, sym.to(torch::kFloat32) + med);
@@ -383,12 +415,15 @@ private:
     auto loss = s_.lambda * mse + rate;
     opt_.zero_grad();
     loss.backward();
-    if (s_.clip > 0) torch::nn::utils::clip_grad_norm_(model_->main_parameters(), s_.clip);
+    if (s_.clip > 0)
+      torch::nn::utils::clip_grad_norm_(
+          s_.prior_only ? model_->prior_parameters() : model_->main_parameters(), s_.clip);
     opt_.step();
     auto aux = model_->bottleneck->aux_loss();
     aux_opt_.zero_grad();
     aux.backward();
     aux_opt_.step();
+    pin_grid();
     const double lv = loss.item<double>();
     if (!std::isfinite(lv))
       fail(NWC_E_INTERNAL, "train-codec: the loss became non-finite at step " +
@@ -402,6 +437,7 @@ private:
   void evaluate() {
     model_->eval();
     neural::fit_quantiles(model_);
+    pin_grid();
     neural::CdfTables tables = neural::compute_tables(model_);
     double vloss = 0;
     json levels = json::array();
@@ -503,6 +539,7 @@ private:
   const json fingerprint_;
   const fs::path ckpt_, ckpt_state_;
   torch::Tensor coef_t_ = torch::tensor(coef_, torch::kFloat32);
+  torch::Tensor grid_; // --prior-only: init's medians, the grid the latents stay on
 
   TrainCodecResult result_;
   int64_t step_ = 0;

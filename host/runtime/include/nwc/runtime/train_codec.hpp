@@ -35,6 +35,12 @@ struct TrainCodecSettings {
   int64_t latent = 16;       // latent dimension M
   int64_t levels = 4;        // quality levels Q
   bool layer_norm = true;
+  // One prior per quality level instead of one shared by all (codec format version 2). With
+  // `init` a codec with a shared prior may start it: each level's prior starts as that prior.
+  bool level_priors = false;
+  // Train the entropy model alone (the transforms keep `init`'s parameters): the codec codes
+  // exactly as before and only its rate changes. Needs `init`.
+  bool prior_only = false;
   std::vector<double> level_coefficients; // empty = the reference table for `levels`
   std::string normalize = "scalar";       // "scalar" (dataset mean/std) or "row" (per-row std)
   double lr = 1e-4;
