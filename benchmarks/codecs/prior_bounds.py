@@ -111,14 +111,17 @@ def analyze(t, x, level):
     return coder(t, "a", x, level) - t["tables.medians"]
 
 
-def shared_bits(t, sym):
-    """Bits of each symbol under the codec's tables, as nwc.entropy.rans codes it (escapes: the
-    escape interval, 6 bits of length, then the zigzag value's bits)."""
+def shared_bits(t, sym, level=0):
+    """Bits of each symbol under the codec's tables at a quality level (its own tables when the
+    codec has a prior per level), as nwc.entropy.rans codes it (escapes: the escape interval, 6
+    bits of length, then the zigzag value's bits)."""
     cdf, lengths, offsets = t["tables.cdf"], t["tables.lengths"], t["tables.offsets"]
+    m = sym.shape[1]
+    base = level * m if cdf.shape[0] > m else 0  # level-major tables: a prior per level
     bits = np.zeros(sym.shape)
-    for c in range(sym.shape[1]):
-        L, off = lengths[c], offsets[c]
-        p = np.diff(cdf[c, :L]).astype(np.float64) / 65536.0
+    for c in range(m):
+        L, off = lengths[base + c], offsets[base + c]
+        p = np.diff(cdf[base + c, :L]).astype(np.float64) / 65536.0
         p[p == 0] = 1 / 65536.0
         idx = sym[:, c] - off
         inside = (idx >= 0) & (idx < L - 2)
@@ -205,7 +208,7 @@ def main():
     for level in range(levels):
         fsym = np.rint(analyze(t, fx, level)).astype(np.int64)
         tsym = np.rint(analyze(t, tx, level)).astype(np.int64)
-        row = [shared_bits(t, tsym).mean()]
+        row = [shared_bits(t, tsym, level).mean()]
         for kind in kinds:
             row.append(fitted_bits(fsym, contexts(fsym, fa, fs, kind), tsym,
                                    contexts(tsym, ta, ts, kind)).mean())

@@ -48,12 +48,25 @@ fi
 
 # The trellis ladder: the ladder's lambda 100, 300 and 1000 codecs fine-tuned for trellis-coded
 # latents (nwc.quant.tcq in the distortion term, straight-through; the rate at the trellis'
-# symbols), which the nwc-tcq-* presets use. Needs the ladder.
+# symbols) with their shared prior (out/codecs/nwc-t-l*-shared.nwcc), then given a prior per
+# quality level trained on the trellis' symbols with the transforms frozen (--prior-only: the same
+# reconstructions, fewer bits); the lambda 3000 rung is the ladder's codec given such priors
+# directly (its transforms fine-tuned for the trellis were no better in nwc-tcq-mix-4.5). The
+# nwc-tcq-* presets use them. Needs the ladder. A shared codec already in out/codecs is kept: the
+# shipped codecs' priors were trained from the shared codecs shipped before them
+# (git show 9bfffe8:codecs/nwc-t-l300.nwcc).
 if [[ $what == trellis || $what == all ]]; then
-  for lambda in 100 300 1000; do
+  for lambda in 100 300 1000 3000; do
+    from=codecs/nwc-s-l$lambda.nwcc
+    if [[ $lambda != 3000 ]]; then
+      from=out/codecs/nwc-t-l$lambda-shared.nwcc
+      [[ -f $from ]] || train $from --model "$STORIES" --lambda $lambda \
+        --width 64 --blocks 1 --steps 4000 --lr 1e-3 --lr-drop 2500 --eval-every 250 \
+        --latent-quantizer nwc.quant.tcq --init codecs/nwc-s-l$lambda.nwcc
+    fi
     train codecs/nwc-t-l$lambda.nwcc --model "$STORIES" --lambda $lambda \
-      --width 64 --blocks 1 --steps 4000 --lr 1e-3 --lr-drop 2500 --eval-every 250 \
-      --latent-quantizer nwc.quant.tcq --init codecs/nwc-s-l$lambda.nwcc
+      --width 64 --blocks 1 --steps 2000 --lr 1e-3 --lr-drop 1500 --eval-every 500 \
+      --latent-quantizer nwc.quant.tcq --init $from --level-priors --prior-only
   done
 fi
 
