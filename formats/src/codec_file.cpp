@@ -340,7 +340,10 @@ double CodecFile::estimate_bits(const float *y_hat, int64_t n, const uint8_t *le
   const int64_t m = config.latent;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t q = config.level_priors && levels ? levels[i] : 0;
-    if (q >= config.levels) fail(NWC_E_INVALID_ARG, "quality level out of range");
+    if (q >= config.levels)
+      fail(NWC_E_INVALID_ARG, "codec estimate: quality level " + std::to_string(q) +
+                                  " is out of range for a codec with " +
+                                  std::to_string(config.levels) + " levels");
     const ChannelDensity *d = density.data() + q * m;
     for (int64_t c = 0; c < m; ++c) bits -= std::log2(d[c].likelihood(y_hat[i * m + c]));
   }

@@ -183,10 +183,10 @@ write("entropy_zstd", "huge-content-size",
       struct.pack("<I", 16) + bytes([1]) + bytes(4) + bytes.fromhex("28b52ffd") + bytes([0xC0, 0]) + struct.pack("<Q", 1 << 62) + bytes(8))
 write("entropy_rans", "interleave-code-3", struct.pack("<I", 100) + bytes([1, 0x31]) + bytes(64))
 write("entropy_rans_cdf", "zero-length-stream",
-      struct.pack("<I", 64) + struct.pack("<BHHBB", 16, 1, 3, 0, 0) + struct.pack("<3I", 0, 32768, 65536) + struct.pack("<H", 3) + struct.pack("<i", 0))
+      struct.pack("<I", 64) + struct.pack("<BHHBBB", 16, 1, 3, 0, 0, 0) + struct.pack("<3I", 0, 32768, 65536) + struct.pack("<H", 3) + struct.pack("<i", 0))
 # Two levels of one channel, rows of 3 symbols, the second row's level out of range: refused.
 write("entropy_rans_cdf", "row-level-out-of-range",
-      struct.pack("<I", 6) + struct.pack("<BHHBB", 16, 1, 3, 2, 3) +
+      struct.pack("<I", 6) + struct.pack("<BHHBBB", 16, 1, 3, 2, 0, 3) +
       struct.pack("<6I", 0, 32768, 65536, 0, 16384, 65536) + struct.pack("<2H", 3, 3) +
       struct.pack("<2i", 0, 0) + bytes([1, 7]) + bytes([1, 0x22]) + bytes(16))
 write("nwc_stream", "zero-length-stream", struct.pack("<I", 64))

@@ -4,10 +4,10 @@
 // pick them.
 //
 // Input: u32 symbol count; u8 precision; u16 channels (1..64); u16 max_length (1..4096); u8 levels
-// (0..4; 0 and 1: one set of tables); u8 row_length (0: no row levels, every symbol at the last
-// level); then levels * channels * max_length u32 CDF entries, levels * channels u16 lengths,
-// levels * channels i32 offsets; then, with a row length, one level byte per row of symbols; then
-// the stream. All little-endian.
+// (0..4; 0 and 1: one set of tables); u8 default_level; u8 row_length (0: no row levels, every
+// symbol at the default level); then levels * channels * max_length u32 CDF entries, levels *
+// channels u16 lengths, levels * channels i32 offsets; then, with a row length, one level byte per
+// row of symbols; then the stream. All little-endian.
 #include "fuzz_entropy.hpp"
 
 #include <vector>
@@ -16,11 +16,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   nwc::fuzz::Input in{data, size};
   int64_t n = 0;
   if (!nwc::fuzz::take_count(in, n)) return 0;
-  if (in.size < 7) return 0;
+  if (in.size < 8) return 0;
   const auto precision = static_cast<uint32_t>(in.take(1));
   const auto channels = static_cast<uint32_t>(in.take(2));
   const auto max_length = static_cast<uint32_t>(in.take(2));
   const auto levels = static_cast<uint32_t>(in.take(1));
+  const auto default_level = static_cast<uint32_t>(in.take(1));
   const auto row_length = static_cast<int64_t>(in.take(1));
   if (channels == 0 || channels > 64 || max_length == 0 || max_length > 4096 || levels > 4)
     return 0;
@@ -47,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                             lengths.data(),
                             offsets.data(),
                             levels,
-                            levels > 0 ? levels - 1 : 0,
+                            default_level,
                             row_length,
                             row_length > 0 ? row_levels.data() : nullptr};
   (void)nwc::fuzz::decode_entropy(nwc::fuzz::entropy_instance("nwc.entropy.rans"), in.data, in.size,

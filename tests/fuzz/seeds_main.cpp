@@ -55,7 +55,8 @@ int main(int argc, char **argv) {
       put(tables, static_cast<uint64_t>(t.channels), 2);
       put(tables, static_cast<uint64_t>(t.max_length), 2);
       put(tables, static_cast<uint64_t>(t.levels), 1);
-      put(tables, 0, 1); // no row levels: every symbol at the last level's tables
+      put(tables, 0, 1); // default level 0 (the container's chunk levels are not in the seed)
+      put(tables, 0, 1); // no row levels
       for (uint32_t v : t.cdf) put(tables, v, 4);
       for (uint32_t v : t.lengths) put(tables, v, 2);
       for (int32_t v : t.offsets) put(tables, static_cast<uint32_t>(v), 4);

@@ -45,6 +45,24 @@ TEST_CASE("plugins check passes for every bundled plugin") {
                                        "compensator", "rotation"});
 }
 
+TEST_CASE("plugins check validates a codec's tables per quality level") {
+  const std::string trellis =
+      (nwc::test::source_dir() / "codecs" / "nwc-t-l300.nwcc").string(); // format 2
+  Result r =
+      run_nwc({"plugins", "check", "nwc.transform.neural", "--set", "codec=" + trellis, "--json"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  json j = json::parse(r.out);
+  bool seen = false;
+  for (const auto &s : j["plugins"][0]["steps"])
+    if (s["step"] == "probability_model") {
+      CHECK(s["result"] == "pass");
+      CHECK(s["message"] == "16 channels x 4 levels");
+      seen = true;
+    }
+  CHECK(seen);
+}
+
 TEST_CASE("plugins check show and list handle the rotation kind") {
   Result r = run_nwc({"plugins", "check", "nwc.rotation.hadamard"});
   INFO("stdout: " << r.out << "\nstderr: " << r.err);

@@ -60,7 +60,13 @@ bool check_transform(const Instance &inst) {
            require(m->precision >= 1 && m->precision <= 16 && m->channel_count > 0 && m->cdfs &&
                        m->lengths && m->offsets,
                    "malformed model header");
-           for (uint32_t c = 0; c < m->channel_count; ++c) {
+           // Tables per quality level (ABI 1.7): level_count x channel_count of them.
+           const uint32_t levels =
+               m->struct_size >= sizeof(nwc_cdf_model) && m->level_count > 1 ? m->level_count : 1;
+           require(levels == 1 || m->default_level < levels,
+                   "default_level " + std::to_string(m->default_level) + " with " +
+                       std::to_string(levels) + " levels of tables");
+           for (uint32_t c = 0; c < levels * m->channel_count; ++c) {
              const uint32_t len = m->lengths[c];
              require(len >= 3 && len <= m->max_length,
                      "channel " + std::to_string(c) + ": length " + std::to_string(len));
@@ -71,7 +77,8 @@ bool check_transform(const Instance &inst) {
                require(cdf[i] > cdf[i - 1],
                        "channel " + std::to_string(c) + ": CDF not strictly increasing");
            }
-           return std::to_string(m->channel_count) + " channels";
+           return std::to_string(m->channel_count) + " channels" +
+                  (levels > 1 ? " x " + std::to_string(levels) + " levels" : std::string());
          });
 }
 

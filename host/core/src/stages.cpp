@@ -31,6 +31,7 @@ const nwc_cdf_model *stream_model(const Stages &st, const nwc_block_info &info, 
                             st.at(Slot::Transform).plugin().id +
                             " has tables per quality level, which need 1.7");
   copy = *model;
+  copy.struct_size = sizeof(nwc_cdf_model); // the fields this host wrote, whatever a newer one has
   copy.row_length = latent;
   copy.row_levels = info.chunk_levels;
   return &copy;

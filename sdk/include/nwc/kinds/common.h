@@ -58,8 +58,8 @@ typedef struct nwc_cdf_model {
    * is NULL. The transform sets level_count (0 or 1: one set of tables) and default_level (the
    * level it codes chunks at when the host gives none) and leaves the rest zero; for each stream
    * the host passes a copy with row_length (symbols per chunk, the latent length) and row_levels
-   * (the block's chunk_levels, one per row of symbols) filled in. A coder rejects a level at or
-   * above level_count. */
+   * (the block's chunk_levels, one per row of symbols) filled in. With level_count > 1 a coder
+   * rejects a level at or above level_count; with 0 or 1 it reads none of the four fields. */
   uint32_t level_count NWC_APPENDED_ZERO;
   uint32_t default_level NWC_APPENDED_ZERO;
   int64_t row_length NWC_APPENDED_ZERO;
