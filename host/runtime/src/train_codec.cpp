@@ -242,8 +242,7 @@ public:
                 const neural::CodecConfig &cfg)
       : s_(s), cfg_(cfg), coef_(level_coefficients(s, cfg)), data_(seeded_dataset(s, cfg)),
         ntrain_(data_.train.size(0)), vecs_(data_.sample_length / cfg.chunk), model_(cfg),
-        opt_(s.prior_only ? model_->prior_parameters() : model_->main_parameters(),
-             torch::optim::AdamOptions(s.lr)),
+        opt_(trained_parameters(), torch::optim::AdamOptions(s.lr)),
         aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
         coder_(registry.create(s.measure_entropy, OptionValues())),
         quantizer_(s.latent_quantizer.empty()
@@ -380,6 +379,12 @@ private:
     return idx;
   }
 
+  // What the main optimizer trains: the entropy model alone with --prior-only, else everything
+  // but the quantiles.
+  std::vector<torch::Tensor> trained_parameters() {
+    return s_.prior_only ? model_->prior_parameters() : model_->main_parameters();
+  }
+
   // With --prior-only the latents stay on the grid of `init`'s medians (the quantiles still
   // follow the densities, for the tables' ranges), so that the codec codes exactly as before.
   void pin_grid() {
@@ -415,9 +420,7 @@ private:
     auto loss = s_.lambda * mse + rate;
     opt_.zero_grad();
     loss.backward();
-    if (s_.clip > 0)
-      torch::nn::utils::clip_grad_norm_(
-          s_.prior_only ? model_->prior_parameters() : model_->main_parameters(), s_.clip);
+    if (s_.clip > 0) torch::nn::utils::clip_grad_norm_(trained_parameters(), s_.clip);
     opt_.step();
     auto aux = model_->bottleneck->aux_loss();
     aux_opt_.zero_grad();
