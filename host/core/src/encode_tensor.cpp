@@ -279,7 +279,7 @@ std::vector<float> set_row_scales(TensorCoding &coding, const std::vector<float>
   const std::string role = chunker ? "row_scales" : "row_gain";
   uint32_t code = NWC_DTYPE_F16;
   for (auto &s : enc.streams)
-    if (s.first == role) code = s.second.second.at(0);
+    if (s.first == role) code = row_scales_storage(s.second.second);
   std::vector<float> stored = scales;
   auto bytes = encode_row_scales(code, stored, where);
   bool replaced = false;

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 namespace nwc::host::detail {
 
@@ -49,6 +51,73 @@ int32_t log8_level(float s) {
   return static_cast<int32_t>(std::clamp<int64_t>(L, kLog8MinL, kLog8MaxL));
 }
 
+// Rice-coded log8 (container code 65): the same grid, [u8 65][i32 base][u8 shift][u8 center][u8 k]
+// then, per row, v = zigzag(q - center) as v >> k one-bits, a zero-bit and v's k low bits (least
+// significant first), bits filling each byte from its least significant bit, zero-padded to a
+// byte. Row scales cluster around a tensor's typical row (a few octaves' spread on 1/64-octave
+// steps), so this takes ~6.5 bits a row instead of 8; the writer keeps whichever form is smaller.
+constexpr uint8_t kLog8RiceCode = 65;
+constexpr size_t kLog8RiceHeader = kLog8Header + 2;
+constexpr int kLog8RiceMaxK = 8;
+constexpr uint32_t kLog8MaxZigzag = 510; // |q - center| <= 255
+
+uint32_t zigzag(int32_t d) {
+  return d >= 0 ? 2u * static_cast<uint32_t>(d) : 2u * static_cast<uint32_t>(-d) - 1u;
+}
+int32_t unzigzag(uint32_t v) {
+  return (v & 1u) ? -static_cast<int32_t>((v + 1u) / 2u) : static_cast<int32_t>(v / 2u);
+}
+
+class BitWriter {
+public:
+  explicit BitWriter(std::vector<uint8_t> &out) : out_(out) {}
+  void put(uint32_t bit) {
+    if (used_ % 8 == 0) out_.push_back(0);
+    out_.back() = static_cast<uint8_t>(out_.back() | (bit << (used_ % 8)));
+    ++used_;
+  }
+
+private:
+  std::vector<uint8_t> &out_;
+  size_t used_ = 0;
+};
+
+// Header bytes shared by both log8 forms.
+void put_log8_header(std::vector<uint8_t> &out, uint8_t code, int32_t base, int shift) {
+  out.push_back(code);
+  const auto ubase = static_cast<uint32_t>(base);
+  for (int b = 0; b < 4; ++b) out.push_back(static_cast<uint8_t>(ubase >> (8 * b)));
+  out.push_back(static_cast<uint8_t>(shift));
+}
+
+// The Rice form of stored grid indices q, with the center (median) and the k that make it shortest.
+std::vector<uint8_t> rice_log8(int32_t base, int shift, const std::vector<uint8_t> &q) {
+  std::vector<uint8_t> sorted = q;
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
+                   sorted.end());
+  const uint8_t center = sorted.empty() ? 0 : sorted[sorted.size() / 2];
+  std::vector<uint32_t> v(q.size());
+  for (size_t i = 0; i < q.size(); ++i) v[i] = zigzag(int32_t{q[i]} - int32_t{center});
+  int best_k = 0;
+  uint64_t best_bits = UINT64_MAX;
+  for (int k = 0; k <= kLog8RiceMaxK; ++k) {
+    uint64_t bits = 0;
+    for (uint32_t x : v) bits += (x >> k) + 1 + static_cast<uint64_t>(k);
+    if (bits < best_bits) best_bits = bits, best_k = k;
+  }
+  std::vector<uint8_t> out;
+  put_log8_header(out, kLog8RiceCode, base, shift);
+  out.push_back(center);
+  out.push_back(static_cast<uint8_t>(best_k));
+  BitWriter bits(out);
+  for (uint32_t x : v) {
+    for (uint32_t u = x >> best_k; u > 0; --u) bits.put(1);
+    bits.put(0);
+    for (int b = 0; b < best_k; ++b) bits.put((x >> b) & 1u);
+  }
+  return out;
+}
+
 std::vector<uint8_t> encode_log8(std::vector<float> &scales, const std::string &where) {
   std::vector<int32_t> level(scales.size());
   for (size_t i = 0; i < scales.size(); ++i) {
@@ -62,27 +131,75 @@ std::vector<uint8_t> encode_log8(std::vector<float> &scales, const std::string &
   const int32_t top = level.empty() ? 0 : *std::max_element(level.begin(), level.end());
   int shift = 0; // the finest grid that spans the tensor's scales
   while ((top - base) > (255 << shift)) ++shift;
-  std::vector<uint8_t> out(kLog8Header + scales.size());
-  out[0] = static_cast<uint8_t>(NWC_ROW_SCALES_LOG8);
-  const auto ubase = static_cast<uint32_t>(base);
-  for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<uint8_t>(ubase >> (8 * b));
-  out[5] = static_cast<uint8_t>(shift);
+  std::vector<uint8_t> q(scales.size());
   for (size_t i = 0; i < scales.size(); ++i) {
-    const int32_t q =
-        shift == 0 ? level[i] - base : (level[i] - base + (1 << (shift - 1))) >> shift; // nearest
-    const int32_t stored = std::min(q, (kLog8MaxL - base) >> shift);
-    out[kLog8Header + i] = static_cast<uint8_t>(stored);
+    const int32_t nearest =
+        shift == 0 ? level[i] - base : (level[i] - base + (1 << (shift - 1))) >> shift;
+    const int32_t stored = std::min(nearest, (kLog8MaxL - base) >> shift);
+    q[i] = static_cast<uint8_t>(stored);
     scales[i] = log8_scale(base + (stored << shift)); // what the decoder will see
   }
+  std::vector<uint8_t> rice = rice_log8(base, shift, q);
+  if (rice.size() < kLog8Header + q.size()) return rice;
+  std::vector<uint8_t> out;
+  out.reserve(kLog8Header + q.size());
+  put_log8_header(out, static_cast<uint8_t>(NWC_ROW_SCALES_LOG8), base, shift);
+  out.insert(out.end(), q.begin(), q.end());
   return out;
+}
+
+// The grid indices q of a Rice-coded log8 stream; every bit is accounted for (exact length, zero
+// padding), so one set of scales has one encoding.
+std::vector<uint8_t> unrice_log8(const std::vector<uint8_t> &bytes, int64_t rows,
+                                 const std::string &where) {
+  auto corrupt = [&](const std::string &what) {
+    fail(NWC_E_CORRUPT_STREAM, where + ": Rice-coded log8 row_scales stream " + what);
+  };
+  const uint8_t center = bytes[kLog8Header];
+  const int k = bytes[kLog8Header + 1];
+  if (k > kLog8RiceMaxK)
+    corrupt("has Rice parameter " + std::to_string(k) + " (at most " +
+            std::to_string(kLog8RiceMaxK) + ")");
+  const size_t total_bits = (bytes.size() - kLog8RiceHeader) * 8;
+  size_t pos = 0;
+  auto bit = [&]() -> uint32_t {
+    if (pos >= total_bits) corrupt("ends before its " + std::to_string(rows) + " rows");
+    const uint32_t b = (bytes[kLog8RiceHeader + pos / 8] >> (pos % 8)) & 1u;
+    ++pos;
+    return b;
+  };
+  std::vector<uint8_t> q(static_cast<size_t>(rows));
+  for (size_t i = 0; i < q.size(); ++i) {
+    uint32_t high = 0;
+    while (bit() == 1)
+      if (++high > (kLog8MaxZigzag >> k))
+        corrupt("has a row (" + std::to_string(i) + ") more than 255 steps from its center");
+    uint32_t v = high << k;
+    for (int b = 0; b < k; ++b) v |= bit() << b;
+    const int32_t value = int32_t{center} + unzigzag(v);
+    if (v > kLog8MaxZigzag || value < 0 || value > 255)
+      corrupt("has a row (" + std::to_string(i) + ") outside the 256-step grid");
+    q[i] = static_cast<uint8_t>(value);
+  }
+  if ((pos + 7) / 8 != total_bits / 8)
+    corrupt("has " + std::to_string(bytes.size()) + " bytes, expected " +
+            std::to_string(kLog8RiceHeader + (pos + 7) / 8));
+  while (pos < total_bits)
+    if (bit() != 0) corrupt("has non-zero padding bits");
+  return q;
 }
 
 std::vector<float> decode_log8(const std::vector<uint8_t> &bytes, int64_t rows,
                                const std::string &where) {
-  if (bytes.size() != kLog8Header + static_cast<size_t>(rows))
+  const bool rice = bytes[0] == kLog8RiceCode;
+  if (!rice && bytes.size() != kLog8Header + static_cast<size_t>(rows))
     fail(NWC_E_CORRUPT_STREAM, where + ": log8 row_scales stream has " +
                                    std::to_string(bytes.size()) + " bytes, expected " +
                                    std::to_string(kLog8Header + static_cast<size_t>(rows)));
+  if (rice && bytes.size() < kLog8RiceHeader)
+    fail(NWC_E_CORRUPT_STREAM, where + ": Rice-coded log8 row_scales stream has " +
+                                   std::to_string(bytes.size()) + " bytes, less than its " +
+                                   std::to_string(kLog8RiceHeader) + "-byte header");
   uint32_t ubase = 0;
   for (int b = 0; b < 4; ++b) ubase |= static_cast<uint32_t>(bytes[1 + b]) << (8 * b);
   const auto base = static_cast<int32_t>(ubase);
@@ -91,9 +208,13 @@ std::vector<float> decode_log8(const std::vector<uint8_t> &bytes, int64_t rows,
     fail(NWC_E_CORRUPT_STREAM, where + ": log8 row_scales header (base " + std::to_string(base) +
                                    ", shift " + std::to_string(shift) +
                                    ") is outside float's normal range");
+  const std::vector<uint8_t> q =
+      rice ? unrice_log8(bytes, rows, where)
+           : std::vector<uint8_t>(bytes.begin() + static_cast<std::ptrdiff_t>(kLog8Header),
+                                  bytes.end());
   std::vector<float> out(static_cast<size_t>(rows));
   for (size_t i = 0; i < out.size(); ++i) {
-    const int32_t L = base + (static_cast<int32_t>(bytes[kLog8Header + i]) << shift);
+    const int32_t L = base + (static_cast<int32_t>(q[i]) << shift);
     if (L > kLog8MaxL)
       fail(NWC_E_CORRUPT_STREAM,
            where + ": log8 row scale of row " + std::to_string(i) + " is above float's range");
@@ -112,7 +233,7 @@ DType scale_dtype(uint32_t code, const std::string &where) {
     return DType::BF16;
   default:
     fail(NWC_E_CORRUPT_STREAM, where + ": row scales have dtype code " + std::to_string(code) +
-                                   " (expected F32, F16, BF16 or log8)");
+                                   " (expected F32, F16, BF16, log8 or Rice-coded log8)");
   }
 }
 
@@ -133,10 +254,16 @@ std::vector<uint8_t> encode_row_scales(uint32_t code, std::vector<float> &scales
   return out;
 }
 
+uint32_t row_scales_storage(const std::vector<uint8_t> &bytes) {
+  if (bytes.empty()) fail(NWC_E_CORRUPT_STREAM, "empty row_scales stream");
+  return bytes[0] == kLog8RiceCode ? NWC_ROW_SCALES_LOG8 : bytes[0];
+}
+
 std::vector<float> decode_row_scales(const std::vector<uint8_t> &bytes, int64_t rows,
                                      const std::string &where) {
   if (bytes.empty()) fail(NWC_E_CORRUPT_STREAM, where + ": empty row_scales stream");
-  if (bytes[0] == NWC_ROW_SCALES_LOG8) return decode_log8(bytes, rows, where);
+  if (bytes[0] == NWC_ROW_SCALES_LOG8 || bytes[0] == kLog8RiceCode)
+    return decode_log8(bytes, rows, where);
   DType dt = scale_dtype(bytes[0], where);
   if (bytes.size() != 1 + static_cast<size_t>(rows) * dtype_size(dt))
     fail(NWC_E_CORRUPT_STREAM, where + ": row_scales stream has " + std::to_string(bytes.size()) +

@@ -2,8 +2,9 @@
 // once for all its blocks, and how they reach each block.
 //
 // Stored as tensor streams (block -1): "row_scales" (and the host's "row_gain") =
-// [u8 NWC_DTYPE_F32|F16|BF16][rows values, LE] or [u8 NWC_ROW_SCALES_LOG8][i32 base][u8 shift][rows
-// bytes] (docs/container.md); "levels" = [u8 bits per level: 2, 4 or 8][levels of
+// [u8 NWC_DTYPE_F32|F16|BF16][rows values, LE], [u8 NWC_ROW_SCALES_LOG8][i32 base][u8 shift][rows
+// bytes] or its Rice-coded form [u8 65][i32 base][u8 shift][u8 center][u8 k][bits]
+// (docs/container.md §5.11); "levels" = [u8 bits per level: 2, 4 or 8][levels of
 // the columns, packed LSB first].
 #pragma once
 
@@ -27,6 +28,9 @@ std::vector<uint8_t> encode_row_scales(uint32_t code, std::vector<float> &scales
                                        const std::string &where);
 std::vector<float> decode_row_scales(const std::vector<uint8_t> &bytes, int64_t rows,
                                      const std::string &where);
+// The storage code (NWC_DTYPE_* or NWC_ROW_SCALES_LOG8) that encoded stream `bytes` was written
+// with: encode_row_scales(row_scales_storage(bytes), ...) stores new scales the same way.
+uint32_t row_scales_storage(const std::vector<uint8_t> &bytes);
 
 std::vector<uint8_t> pack_levels(const std::vector<uint8_t> &levels);
 std::vector<uint8_t> unpack_levels(const std::vector<uint8_t> &bytes, int64_t cols,

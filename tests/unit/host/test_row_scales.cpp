@@ -75,7 +75,7 @@ TEST_CASE("log8 row scales: within half a grid step of the scale, decoded as the
     for (auto &s : scales) s = static_cast<float>(0.02 * std::exp2(u(rng)));
     const std::vector<float> original = scales;
     const auto bytes = encode_row_scales(NWC_ROW_SCALES_LOG8, scales, "tensor t");
-    CHECK(bytes.size() == 6 + scales.size());
+    CHECK(bytes.size() <= 6 + scales.size()); // plain or Rice-coded, whichever is smaller
     CHECK(bytes[5] == sp.shift);
     CHECK(decode_row_scales(bytes, 500, "tensor t") == scales);
     // Rounding to 1/64 octave, then (shift > 0) to the coarser grid: at most 1/128 + 2^shift/128
@@ -121,5 +121,87 @@ TEST_CASE("log8 row scales: corrupt streams are refused with the tensor's name")
   CHECK(decode_status(log8_bytes(127 * 64 + 63, 0, {0}), 1) == NWC_OK);
   CHECK(decode_status(log8_bytes(127 * 64 + 63, 0, {1}), 1) == NWC_E_CORRUPT_STREAM); // > range
   CHECK(decode_status(log8_bytes(INT32_MIN, 6, {255}), 1) == NWC_E_CORRUPT_STREAM);
-  CHECK(decode_status({65, 0, 0}, 1) == NWC_E_CORRUPT_STREAM); // unknown code
+  CHECK(decode_status({65, 0, 0}, 1) == NWC_E_CORRUPT_STREAM); // Rice form without its header
+  CHECK(decode_status({66, 0, 0, 0, 0, 0, 0}, 1) == NWC_E_CORRUPT_STREAM); // unknown code
+}
+
+namespace {
+
+// 2^(L/64) for each L: exactly the log8 grid's values.
+std::vector<float> grid_scales(const std::vector<int32_t> &levels) {
+  std::vector<float> out;
+  for (int32_t L : levels) out.push_back(static_cast<float>(std::exp2(L / 64.0)));
+  return out;
+}
+
+// The Rice-coded stream of L = {0, 2, 1, 1, 1, 3, 1, 0, 1, 1}, worked out by hand: base 0, shift
+// 0, center 1 (the median), so zigzag(q - 1) = {1, 2, 0, 0, 0, 4, 0, 1, 0, 0}; k = 0 costs
+// 8 + 10 = 18 bits (k = 1: 23), written as unary v, then a zero, bits from each byte's LSB:
+// 10 110 0 0 0 | 11110 0 10 | 0 0 -> 0x0D, 0x4F, 0x00.
+const std::vector<uint8_t> kRiceExample{65, 0, 0, 0, 0, 0, 1, 0, 0x0D, 0x4F, 0x00};
+const std::vector<int32_t> kRiceExampleLevels{0, 2, 1, 1, 1, 3, 1, 0, 1, 1};
+
+} // namespace
+
+TEST_CASE("log8 row scales: clustered scales are Rice-coded, bit for bit as worked out by hand") {
+  std::vector<float> scales = grid_scales(kRiceExampleLevels);
+  const std::vector<float> original = scales;
+  const auto bytes = encode_row_scales(NWC_ROW_SCALES_LOG8, scales, "tensor t");
+  CHECK(bytes == kRiceExample); // 11 bytes against the plain form's 16
+  CHECK(scales == original);
+  CHECK(decode_row_scales(bytes, 10, "tensor t") == original);
+  // Re-storing fine-tuned scales asks for the form's ABI code, log8, not the container's 65.
+  CHECK(row_scales_storage(bytes) == NWC_ROW_SCALES_LOG8);
+  CHECK(row_scales_storage({NWC_DTYPE_F16, 0, 60}) == NWC_DTYPE_F16);
+}
+
+TEST_CASE("log8 row scales: the Rice form is kept only when it is smaller") {
+  std::mt19937 rng(11);
+  // Rows of real layers spread over a fraction of an octave: ~6.5 bits a row instead of 8.
+  std::normal_distribution<double> octaves(0.0, 0.2);
+  std::vector<float> scales(600);
+  for (auto &s : scales) s = static_cast<float>(0.03 * std::exp2(octaves(rng)));
+  const auto bytes = encode_row_scales(NWC_ROW_SCALES_LOG8, scales, "tensor t");
+  CHECK(bytes[0] == 65);
+  CHECK(bytes.size() * 8 < (6 + scales.size()) * 8 - scales.size()); // > 1 bit a row saved
+  CHECK(decode_row_scales(bytes, 600, "tensor t") == scales);
+  // Spread evenly over the 256 steps, Rice codes cost more than a byte: the plain form is kept.
+  std::vector<int32_t> even;
+  for (int32_t L = 0; L < 256; ++L) even.push_back(L);
+  std::vector<float> flat = grid_scales(even);
+  const auto plain = encode_row_scales(NWC_ROW_SCALES_LOG8, flat, "tensor t");
+  CHECK(plain[0] == NWC_ROW_SCALES_LOG8);
+  CHECK(plain.size() == 6 + 256);
+  // One row: the 8-byte Rice header does not pay.
+  std::vector<float> one{0.5f};
+  CHECK(encode_row_scales(NWC_ROW_SCALES_LOG8, one, "tensor t").size() == 7);
+}
+
+TEST_CASE("log8 row scales: corrupt Rice-coded streams are refused with the tensor's name") {
+  CHECK(decode_status(kRiceExample, 10) == NWC_OK);
+  auto with = [](size_t at, uint8_t value) {
+    auto b = kRiceExample;
+    b[at] = value;
+    return b;
+  };
+  CHECK(decode_status(with(7, 9), 10) == NWC_E_CORRUPT_STREAM);     // k above 8
+  CHECK(decode_status(with(10, 0x80), 10) == NWC_E_CORRUPT_STREAM); // padding bits set
+  CHECK(decode_status(with(6, 0), 10) == NWC_E_CORRUPT_STREAM);     // center 0: row 0 at q = -1
+  auto shorter = kRiceExample;
+  shorter.pop_back();
+  CHECK(decode_status(shorter, 10) == NWC_E_CORRUPT_STREAM); // ends before the last row
+  auto longer = kRiceExample;
+  longer.push_back(0);
+  CHECK(decode_status(longer, 10) == NWC_E_CORRUPT_STREAM);       // a byte more than the rows use
+  CHECK(decode_status(kRiceExample, 17) == NWC_E_CORRUPT_STREAM); // 6 padding bits, 7 rows more
+  // k = 8 allows quotients up to 510 >> 8 = 1: a third one-bit is a row 256+ steps away.
+  CHECK(decode_status({65, 0, 0, 0, 0, 0, 0, 8, 0x07}, 1) == NWC_E_CORRUPT_STREAM);
+  // A grid index above float's range: base at the top, q = center + 1.
+  const auto top = static_cast<uint32_t>(127 * 64 + 63);
+  const std::vector<uint8_t> above{
+      65, static_cast<uint8_t>(top), static_cast<uint8_t>(top >> 8), 0, 0, 0, 0, 0, 0x03};
+  CHECK(decode_status(above, 1) == NWC_E_CORRUPT_STREAM);
+  const std::vector<uint8_t> at_top{
+      65, static_cast<uint8_t>(top), static_cast<uint8_t>(top >> 8), 0, 0, 0, 0, 0, 0x00};
+  CHECK(decode_status(at_top, 1) == NWC_OK);
 }

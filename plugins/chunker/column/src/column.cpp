@@ -50,8 +50,9 @@ public:
               nwc::enum_option("scale_dtype", "f16", kScaleDtypeChoices, 4,
                                "Storage precision of the row scales (one per row, stored once "
                                "per tensor and counted in the bits); the paper stored fp32. "
-                               "\"log8\" (ABI 1.6 hosts) stores one byte per row on a 1/64-octave "
-                               "grid (within 0.55 % of the scale when a tensor's scales span 4 "
+                               "\"log8\" (ABI 1.6 hosts) stores at most one byte per row on a "
+                               "1/64-octave grid, Rice-coded when that is shorter (within 0.55 % "
+                               "of the scale when a tensor's scales span 4 "
                                "octaves or less); the rows are divided by the stored scale, so "
                                "only fine-tuned scales lose precision.",
                                NWC_OPTF_AFFECTS_BITSTREAM));
