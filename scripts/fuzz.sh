@@ -49,7 +49,11 @@ make_seeds() {
     cp "$ROOT"/codecs/*.nwcc "$out/fuzz_safetensors/"
   fi
   cp "$tmp"/*.nwc "$ROOT"/tests/golden/*.nwc "$out/fuzz_container/"
-  "$tool" "$out" "$ROOT/codecs/nwc-s-l300.nwcc" "$out"/fuzz_container/*.nwc
+  # The trellis container first: its streams are coded with nwc-t-l300's tables (a prior per
+  # level), the codec fuzz_nwc_stream decodes with, so its seeds decode to the end.
+  local first=()
+  [[ -f "$tmp/nwc-tcq-l300.nwc" ]] && first=("$tmp/nwc-tcq-l300.nwc")
+  "$tool" "$out" "$ROOT/codecs/nwc-t-l300.nwcc" "${first[@]}" "$out"/fuzz_container/*.nwc
   # Model files: safetensors and GGUF written by `nwc convert`, the llama2.c checkpoints.
   "$nwc" convert -m "$model" -o "$tmp/hf" --dtype BF16 -q
   cp "$tmp/hf/model.safetensors" "$out/fuzz_safetensors/stories260K-bf16.safetensors"

@@ -189,5 +189,5 @@ write("entropy_rans_cdf", "row-level-out-of-range",
       struct.pack("<I", 6) + struct.pack("<BHHBBB", 16, 1, 3, 2, 0, 3) +
       struct.pack("<6I", 0, 32768, 65536, 0, 16384, 65536) + struct.pack("<2H", 3, 3) +
       struct.pack("<2i", 0, 0) + bytes([1, 7]) + bytes([1, 0x22]) + bytes(16))
-write("nwc_stream", "zero-length-stream", struct.pack("<I", 64))
+write("nwc_stream", "zero-length-stream", struct.pack("<IB", 64, 0))
 print("written under", OUT)

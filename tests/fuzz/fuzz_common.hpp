@@ -62,11 +62,11 @@ inline std::filesystem::path plugin_dir() {
                      : std::filesystem::path(NWC_FUZZ_PLUGIN_DIR_DEFAULT);
 }
 
-// A shipped codec (codecs/nwc-s-l300.nwcc), or NWC_FUZZ_CODEC.
+// A shipped codec with a prior per quality level (codecs/nwc-t-l300.nwcc), or NWC_FUZZ_CODEC.
 inline std::filesystem::path codec_file() {
   const char *env = std::getenv("NWC_FUZZ_CODEC");
   if (env && *env) return env;
-  return std::filesystem::path(NWC_FUZZ_SOURCE_DIR) / "codecs" / "nwc-s-l300.nwcc";
+  return std::filesystem::path(NWC_FUZZ_SOURCE_DIR) / "codecs" / "nwc-t-l300.nwcc";
 }
 
 // With NWC_FUZZ_VERBOSE set, prints why an input was refused (to check that seeds get deep).

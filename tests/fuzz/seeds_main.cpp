@@ -88,11 +88,13 @@ int main(int argc, char **argv) {
             cdf.insert(cdf.end(), tables.begin(), tables.end());
             cdf.insert(cdf.end(), stream.begin(), stream.end());
             if (!tables.empty()) write_seed(out, "fuzz_entropy_rans_cdf", name, cdf);
+            seed.push_back(0); // fuzz_nwc_stream's level: data-free presets code level 0
+            seed.insert(seed.end(), stream.begin(), stream.end());
+            write_seed(out, "fuzz_nwc_stream", name, seed);
+            continue;
           }
           seed.insert(seed.end(), stream.begin(), stream.end());
-          if (neural)
-            write_seed(out, "fuzz_nwc_stream", name, seed);
-          else if (entropy == "nwc.entropy.raw")
+          if (entropy == "nwc.entropy.raw")
             write_seed(out, "fuzz_entropy_raw", name, seed);
           else if (entropy == "nwc.entropy.zstd")
             write_seed(out, "fuzz_entropy_zstd", name, seed);
