@@ -385,7 +385,7 @@ private:
     manifest_.architecture = model_.arch.to_json();
     if (!resources_.empty()) manifest_.extra["resources"] = resources_;
     manifest_.pipeline_name = pipeline_.name;
-    manifest_.pipeline_text = pipeline_.text;
+    manifest_.pipeline_text = toml_without_comments(pipeline_.text);
     manifest_.source_model = model_.path.filename().string();
     manifest_.source_format = model_.format;
     writer_->finish(std::move(manifest_));

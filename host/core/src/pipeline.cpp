@@ -4,6 +4,7 @@
 #include "nwc/host/defaults.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
@@ -651,6 +652,78 @@ void check_rotation_combinations(const toml::table &root, const Where &w, Pipeli
 }
 
 } // namespace
+
+std::string toml_without_comments(const std::string &text) {
+  std::string out, line;
+  enum class In { Code, Basic, Literal, MultiBasic, MultiLiteral } in = In::Code;
+  auto at = [&](size_t i, const char *s) { return text.compare(i, std::strlen(s), s) == 0; };
+  auto end_line = [&] { // outside strings: drop trailing blanks, then the line if nothing is left
+    const size_t keep = line.find_last_not_of(" \t\r");
+    if (keep != std::string::npos) out += line.substr(0, keep + 1) + '\n';
+    line.clear();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    switch (in) {
+    case In::Code:
+      if (c == '#') { // a comment runs to the end of the line
+        while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+        continue;
+      }
+      if (c == '\n') {
+        end_line();
+        continue;
+      }
+      if (at(i, "\"\"\"") || at(i, "'''")) {
+        in = c == '"' ? In::MultiBasic : In::MultiLiteral;
+        line.append(text, i, 3);
+        i += 2;
+        continue;
+      }
+      if (c == '"') in = In::Basic;
+      if (c == '\'') in = In::Literal;
+      break;
+    case In::Basic:
+    case In::MultiBasic:
+      if (c == '\\' && i + 1 < text.size()) { // an escape: the next character is not a quote
+        line += c;
+        line += text[++i];
+        continue;
+      }
+      if (in == In::Basic && (c == '"' || c == '\n')) in = In::Code;
+      if (in == In::MultiBasic && at(i, "\"\"\"")) {
+        // Up to two more quotes may close it ("""a""""" is a"" ): they belong to the string.
+        size_t n = 3;
+        while (n < 5 && i + n < text.size() && text[i + n] == '"') ++n;
+        line.append(text, i, n);
+        i += n - 1;
+        in = In::Code;
+        continue;
+      }
+      break;
+    case In::Literal:
+    case In::MultiLiteral:
+      if (in == In::Literal && (c == '\'' || c == '\n')) in = In::Code;
+      if (in == In::MultiLiteral && at(i, "'''")) {
+        size_t n = 3;
+        while (n < 5 && i + n < text.size() && text[i + n] == '\'') ++n;
+        line.append(text, i, n);
+        i += n - 1;
+        in = In::Code;
+        continue;
+      }
+      break;
+    }
+    line += c;
+    if (c == '\n' && (in == In::MultiBasic || in == In::MultiLiteral)) out += line, line.clear();
+  }
+  end_line();
+  try { // never record a different pipeline: keep the text when the two documents differ
+    if (toml::parse(out) == toml::parse(text)) return out;
+  } catch (const toml::parse_error &) {
+  }
+  return text;
+}
 
 Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
                         const Registry &registry) {

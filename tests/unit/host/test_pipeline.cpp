@@ -5,6 +5,8 @@
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
+#include <fstream>
+#include <iterator>
 
 using namespace nwc::host;
 
@@ -263,4 +265,48 @@ TEST_CASE("allocate table: codecs relative to the file, a target, checked where 
                          "[\"a\"]\ntarget_bpw = 4\n") ==
         "p.toml:27:1: [allocate] cannot be combined with [calibration] mode = \"sequential\": it "
         "codes every tensor on the original model's Hessians");
+}
+
+TEST_CASE("a container records the pipeline without its comments, strings byte for byte") {
+  const std::string text = "# a preset\n"
+                           "[pipeline]   # the table\n"
+                           "name = \"a # not a comment\"  # a comment\n"
+                           "\n"
+                           "select = ['x#y', \"q\\\"#\"]\n"
+                           "doc = \"\"\"\n"
+                           "  # kept: inside a multi-line string\n"
+                           "\n"
+                           "ends with quotes\"\"\"\"\" # gone\n"
+                           "raw = '''# kept\n"
+                           "'''\n"
+                           "   # indented comment\n"
+                           "n = 3#tight\n";
+  const std::string want = "[pipeline]\n"
+                           "name = \"a # not a comment\"\n"
+                           "select = ['x#y', \"q\\\"#\"]\n"
+                           "doc = \"\"\"\n"
+                           "  # kept: inside a multi-line string\n"
+                           "\n"
+                           "ends with quotes\"\"\"\"\"\n"
+                           "raw = '''# kept\n"
+                           "'''\n"
+                           "n = 3\n";
+  CHECK(toml_without_comments(text) == want);
+  // Invalid TOML is recorded as given (the stripped text must parse to the same document).
+  CHECK(toml_without_comments("a = \"unterminated # x\n") == "a = \"unterminated # x\n");
+  // A shipped preset: every key and value kept, a third of the bytes or more gone.
+  const auto preset = nwc::test::source_dir() / "pipelines" / "nwc-tcq-mix-4.5.toml";
+  std::ifstream f(preset);
+  const std::string shipped((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  REQUIRE(!shipped.empty());
+  const std::string stripped = toml_without_comments(shipped);
+  CHECK(stripped.find('#') == std::string::npos);
+  CHECK(stripped.size() * 3 < shipped.size() * 2);
+  const Pipeline a = parse_pipeline(shipped, preset, registry());
+  const Pipeline b = parse_pipeline(stripped, preset, registry());
+  for (const char *t :
+       {"model.layers.0.self_attn.k_proj.weight", "model.layers.4.mlp.down_proj.weight"})
+    CHECK(a.chain_for(t)->to_json() == b.chain_for(t)->to_json());
+  CHECK(a.allocate.codecs == b.allocate.codecs);
+  CHECK(a.allocate.target_bpw == b.allocate.target_bpw);
 }

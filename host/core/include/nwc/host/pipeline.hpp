@@ -199,6 +199,12 @@ Pipeline load_pipeline(const std::filesystem::path &file, const Registry &regist
 Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &file,
                         const Registry &registry);
 
+// Pipeline TOML text without its comments and blank lines (strings, multi-line ones included, kept
+// byte for byte): what a container records of the pipeline, since comments are documentation that
+// would cost ~0.015 bit per coded weight on a 260K-parameter model. Returns `text` unchanged
+// unless the result parses to the same TOML document.
+std::string toml_without_comments(const std::string &text);
+
 // Checks a chain against the registry: plugins installed, of the right kind, options valid.
 // Returns "" or a one-line reason.
 std::string validate_chain(const StageChain &chain, const Registry &registry);
