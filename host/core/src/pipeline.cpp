@@ -662,7 +662,19 @@ std::string toml_without_comments(const std::string &text) {
     if (keep != std::string::npos) out += line.substr(0, keep + 1) + '\n';
     line.clear();
   };
-  for (size_t i = 0; i < text.size(); ++i) {
+  size_t i = 0;
+  // At three closing quotes q: copies them and up to two more, which belong to the string
+  // ("""a""""" is a""), and leaves the string.
+  auto close_multiline = [&](char q) {
+    if (text.compare(i, 3, std::string(3, q)) != 0) return false;
+    size_t n = 3;
+    while (n < 5 && i + n < text.size() && text[i + n] == q) ++n;
+    line.append(text, i, n);
+    i += n - 1;
+    in = In::Code;
+    return true;
+  };
+  for (; i < text.size(); ++i) {
     const char c = text[i];
     switch (in) {
     case In::Code:
@@ -691,27 +703,12 @@ std::string toml_without_comments(const std::string &text) {
         continue;
       }
       if (in == In::Basic && (c == '"' || c == '\n')) in = In::Code;
-      if (in == In::MultiBasic && at(i, "\"\"\"")) {
-        // Up to two more quotes may close it ("""a""""" is a"" ): they belong to the string.
-        size_t n = 3;
-        while (n < 5 && i + n < text.size() && text[i + n] == '"') ++n;
-        line.append(text, i, n);
-        i += n - 1;
-        in = In::Code;
-        continue;
-      }
+      if (in == In::MultiBasic && close_multiline('"')) continue;
       break;
     case In::Literal:
     case In::MultiLiteral:
       if (in == In::Literal && (c == '\'' || c == '\n')) in = In::Code;
-      if (in == In::MultiLiteral && at(i, "'''")) {
-        size_t n = 3;
-        while (n < 5 && i + n < text.size() && text[i + n] == '\'') ++n;
-        line.append(text, i, n);
-        i += n - 1;
-        in = In::Code;
-        continue;
-      }
+      if (in == In::MultiLiteral && close_multiline('\'')) continue;
       break;
     }
     line += c;

@@ -294,8 +294,9 @@ TEST_CASE("a container records the pipeline without its comments, strings byte f
   CHECK(toml_without_comments(text) == want);
   // Invalid TOML is recorded as given (the stripped text must parse to the same document).
   CHECK(toml_without_comments("a = \"unterminated # x\n") == "a = \"unterminated # x\n");
-  // A shipped preset: every key and value kept, a third of the bytes or more gone.
-  const auto preset = nwc::test::source_dir() / "pipelines" / "nwc-tcq-mix-4.5.toml";
+  // A shipped preset (its plugins are in every test build): every key and value kept, a third of
+  // the bytes or more gone.
+  const auto preset = nwc::test::source_dir() / "pipelines" / "nwc-datafree-l300.toml";
   std::ifstream f(preset);
   const std::string shipped((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   REQUIRE(!shipped.empty());
@@ -307,6 +308,4 @@ TEST_CASE("a container records the pipeline without its comments, strings byte f
   for (const char *t :
        {"model.layers.0.self_attn.k_proj.weight", "model.layers.4.mlp.down_proj.weight"})
     CHECK(a.chain_for(t)->to_json() == b.chain_for(t)->to_json());
-  CHECK(a.allocate.codecs == b.allocate.codecs);
-  CHECK(a.allocate.target_bpw == b.allocate.target_bpw);
 }
