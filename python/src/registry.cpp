@@ -34,16 +34,24 @@ const host::Plugin &installed(const host::Registry &reg, const std::string &id) 
 
 // Everything a pipeline file says, after validation, as JSON (the Python layer's Pipeline.config).
 json pipeline_json(const host::Pipeline &pl) {
-  json overrides = json::array();
-  for (const auto &r : pl.overrides) {
+  auto rule_stages = [](const host::OverrideRule &r) {
     json stages = json::object();
     for (size_t s = 0; s < host::kSlotCount; ++s)
       if (r.stages[s])
         stages[host::kSlotNames[s]] = {{"plugin", r.stages[s]->plugin},
                                        {"options", r.stages[s]->options.to_json()}};
+    return stages;
+  };
+  json overrides = json::array();
+  for (const auto &r : pl.overrides)
     overrides.push_back(
-        {{"match", r.match}, {"skip", r.skip}, {"stages", stages}, {"where", r.where}});
-  }
+        {{"match", r.match}, {"skip", r.skip}, {"stages", rule_stages(r)}, {"where", r.where}});
+  json candidates = json::array();
+  for (const auto &r : pl.allocate.candidates)
+    candidates.push_back({{"stages", rule_stages(r)}, {"where", r.where}});
+  const char *group = pl.allocate.group == host::AllocateGroup::Block  ? "block"
+                      : pl.allocate.group == host::AllocateGroup::Kind ? "kind"
+                                                                       : "tensor";
   json base = pl.base.to_json();
   return {
       {"name", pl.name},
@@ -69,6 +77,8 @@ json pipeline_json(const host::Pipeline &pl) {
                                      : json(nullptr)},
       {"awq", pl.awq.enabled},
       {"allocate", pl.allocate.enabled ? json{{"codecs", pl.allocate.codecs},
+                                              {"candidates", candidates},
+                                              {"group", group},
                                               {"target_bpw", pl.allocate.target_bpw},
                                               {"tokens", pl.allocate.tokens},
                                               {"seq_len", pl.allocate.seq_len}}

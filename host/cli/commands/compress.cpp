@@ -54,18 +54,18 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
                 << " -> " << sci(g.loss_best) << ";";
     std::cerr << "\n";
   };
-  cb.allocated = [](const runtime::Allocation &a) { // the tensors moved off the base codec
+  cb.allocated = [](const runtime::Allocation &a) { // the tensors (groups) moved off the chain
     size_t moved = 0;
     for (const auto &t : a.tensors) {
       if (t.chosen == 0) continue;
       ++moved;
-      std::cerr << "allocate: " << t.tensor << " -> "
-                << std::filesystem::path(t.codec).filename().string() << " (KL " << sci(t.kl[0])
-                << " -> " << sci(t.kl[t.chosen]) << ")\n";
+      std::cerr << "allocate: " << t.tensor << " -> " << a.candidates[t.options[t.chosen]]
+                << " (KL " << sci(t.kl[0]) << " -> " << sci(t.kl[t.chosen]) << ")\n";
     }
-    std::cerr << "allocate: " << moved << " of " << a.tensors.size() << " tensors moved off "
-              << std::filesystem::path(a.codecs[0]).filename().string() << ", "
-              << fmt(a.bits_per_weight, 3)
+    std::cerr << "allocate: " << moved << " of " << a.tensors.size()
+              << (a.tensors.size() == 1 || a.tensors[0].members.size() == 1 ? " tensors"
+                                                                            : " groups")
+              << " moved off " << a.candidates[0] << ", " << fmt(a.bits_per_weight, 3)
               << " bits per coded weight with the header share (as nwc bench counts them)\n";
   };
   return cb;

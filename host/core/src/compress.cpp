@@ -6,6 +6,7 @@
 #include "nwc/cpp/error.hpp"
 #include "resources.hpp"
 #include "stages.hpp"
+#include "tensor_side.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -245,6 +246,15 @@ private:
     auto &slot = cache[key];
     if (!slot) slot = make_stages(chains_[i]->stages, registry_, false);
     encode_with_chain(*enc, values, *chains_[i], *slot, pipeline_, settings_, nullptr);
+    if (settings_.unit_row_gains &&
+        std::none_of(enc->streams.begin(), enc->streams.end(), [](const auto &s) {
+          return s.first == "row_scales" || s.first == "row_gain";
+        })) {
+      std::vector<float> ones(static_cast<size_t>(as_matrix(rec.shape).first), 1.0f);
+      enc->streams.insert(
+          enc->streams.begin(),
+          {"row_gain", {-1, encode_row_scales(NWC_DTYPE_F16, ones, "tensor " + rec.name)}});
+    }
     return enc;
   }
 

@@ -260,6 +260,17 @@ std::string validate_chain(const StageChain &chain, const Registry &registry) {
   return {};
 }
 
+void merge_stages(StageChain &chain, const OverrideRule &rule) {
+  for (size_t i = 0; i < rule.stages.size(); ++i) {
+    if (!rule.stages[i]) continue;
+    const StageSpec &o = *rule.stages[i];
+    if (o.plugin != chain.stages[i].plugin)
+      chain.stages[i] = o;
+    else
+      for (const auto &v : o.options.items()) chain.stages[i].options.set(v);
+  }
+}
+
 std::optional<StageChain> Pipeline::chain_for(const std::string &tensor_name) const {
   bool selected = false;
   for (const auto &pat : select) selected = selected || glob_match(pat, tensor_name);
@@ -275,14 +286,7 @@ std::optional<StageChain> Pipeline::chain_for(const std::string &tensor_name) co
       continue;
     }
     selected = true; // an override names tensors explicitly: they are coded
-    for (size_t i = 0; i < rule.stages.size(); ++i) {
-      if (!rule.stages[i]) continue;
-      const StageSpec &o = *rule.stages[i];
-      if (o.plugin != chain.stages[i].plugin)
-        chain.stages[i] = o;
-      else
-        for (const auto &v : o.options.items()) chain.stages[i].options.set(v);
-    }
+    merge_stages(chain, rule);
   }
   if (!selected) return std::nullopt;
   if (registry) {
@@ -458,21 +462,38 @@ void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   }
 }
 
-// [allocate]: codecs (paths, relative to the pipeline file), target_bpw, tokens, seq_len. The
-// base transform must name a codec file, which is the first candidate.
+// [allocate]: codecs (paths, relative to the pipeline file), group, target_bpw, tokens, seq_len;
+// its [[allocate.candidate]] tables are read with the overrides (read_allocate_candidates), over
+// the base chain. With codecs, the base transform must name a codec file (checked by the
+// allocation, nwc/runtime/allocate.hpp).
 void read_allocate_table(const toml::node &al, const Where &w, Pipeline &pl) {
   if (!al.is_table()) bad(w.at(al.source()), "allocate: expected a table");
   const auto &t = *al.as_table();
-  check_keys(t, {"codecs", "target_bpw", "tokens", "seq_len"}, w, "allocate");
+  check_keys(t, {"codecs", "candidate", "group", "target_bpw", "tokens", "seq_len"}, w, "allocate");
   AllocateConfig &c = pl.allocate;
   c.enabled = true;
   c.where = w.at(al.source());
   auto *codecs = t.get("codecs");
-  if (!codecs) bad(c.where, "allocate: needs codecs = [\"<codec file>\", ...]");
-  for (const auto &name : string_list(*codecs, w.at(codecs->source()), "allocate.codecs"))
-    c.codecs.push_back(resolve_path(name, pl.file));
-  if (c.codecs.empty())
-    bad(w.at(codecs->source()), "allocate.codecs: expected at least one codec file");
+  if (!codecs && !t.get("candidate"))
+    bad(c.where, "allocate: needs codecs = [\"<codec file>\", ...] or [[allocate.candidate]] "
+                 "tables (the choices besides the pipeline's own chain)");
+  if (codecs) {
+    for (const auto &name : string_list(*codecs, w.at(codecs->source()), "allocate.codecs"))
+      c.codecs.push_back(resolve_path(name, pl.file));
+    if (c.codecs.empty())
+      bad(w.at(codecs->source()), "allocate.codecs: expected at least one codec file");
+  }
+  if (auto *g = t.get("group")) {
+    const std::string v = g->is_string() ? g->as_string()->get() : "";
+    if (v == "tensor")
+      c.group = AllocateGroup::Tensor;
+    else if (v == "block")
+      c.group = AllocateGroup::Block;
+    else if (v == "kind")
+      c.group = AllocateGroup::Kind;
+    else
+      bad(w.at(g->source()), "allocate.group: expected \"tensor\", \"block\" or \"kind\"");
+  }
   auto *target = t.get("target_bpw");
   const double v = !target                       ? -1.0
                    : target->is_floating_point() ? target->as_floating_point()->get()
@@ -593,8 +614,24 @@ void read_base_chain(const toml::table &root, const Where &w, const Registry &re
   if (!why.empty()) bad(file.string(), why);
 }
 
-// One [[override]] table: match, skip, per-slot tables merged over the base chain (which must
-// stay valid).
+// The per-slot tables of an [[override]] or an [[allocate.candidate]], merged over the base chain
+// (which must stay valid).
+void read_rule_stages(const toml::table &t, const Where &w, const Registry &registry,
+                      const Pipeline &pl, const std::string &table, OverrideRule &rule) {
+  for (size_t i = 0; i < kSlotNames.size(); ++i) {
+    auto *n = t.get(kSlotNames[i]);
+    if (!n) continue;
+    if (!n->is_table()) bad(w.at(n->source()), table + "." + kSlotNames[i] + ": expected a table");
+    const StageSpec *base = pl.base.stages[i].plugin.empty() ? nullptr : &pl.base.stages[i];
+    rule.stages[i] = read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, base, pl.file);
+  }
+  StageChain merged = pl.base;
+  merge_stages(merged, rule);
+  std::string err = validate_chain(merged, registry);
+  if (!err.empty()) bad(rule.where, table + ": " + err);
+}
+
+// One [[override]] table: match, skip, levels, per-slot tables.
 OverrideRule read_override(const toml::table &t, const Where &w, const Registry &registry,
                            const Pipeline &pl) {
   OverrideRule rule;
@@ -615,21 +652,31 @@ OverrideRule read_override(const toml::table &t, const Where &w, const Registry 
       bad(w.at(lv->source()), "override.levels: the pipeline has no [levels] table");
     rule.levels = lv->as_boolean()->get();
   }
-  for (size_t i = 0; i < kSlotNames.size(); ++i) {
-    auto *n = t.get(kSlotNames[i]);
-    if (!n) continue;
-    if (!n->is_table())
-      bad(w.at(n->source()), std::string("override.") + kSlotNames[i] + ": expected a table");
-    const StageSpec *base = pl.base.stages[i].plugin.empty() ? nullptr : &pl.base.stages[i];
-    rule.stages[i] = read_stage(*n->as_table(), static_cast<Slot>(i), registry, w, base, pl.file);
-  }
-  // The rule applied over the base chain must itself be valid.
-  StageChain merged = pl.base;
-  for (size_t i = 0; i < rule.stages.size(); ++i)
-    if (rule.stages[i]) merged.stages[i] = *rule.stages[i];
-  std::string err = validate_chain(merged, registry);
-  if (!err.empty()) bad(rule.where, "override: " + err);
+  read_rule_stages(t, w, registry, pl, "override", rule);
   return rule;
+}
+
+// [[allocate.candidate]] tables: per-slot options only, each changing the chain somewhere.
+void read_allocate_candidates(const toml::table &al, const Where &w, const Registry &registry,
+                              Pipeline &pl) {
+  auto *c = al.get("candidate");
+  if (!c) return;
+  if (!c->is_array_of_tables())
+    bad(w.at(c->source()), "allocate.candidate: expected [[allocate.candidate]] tables");
+  for (auto &elem : *c->as_array()) {
+    const toml::table &t = *elem.as_table();
+    OverrideRule rule;
+    rule.where = w.at(t.source());
+    check_keys(t, std::vector<std::string>(kSlotNames.begin(), kSlotNames.end()), w,
+               "allocate.candidate");
+    read_rule_stages(t, w, registry, pl, "allocate.candidate", rule);
+    StageChain merged = pl.base;
+    merge_stages(merged, rule);
+    if (merged.to_json() == pl.base.to_json())
+      bad(rule.where, "allocate.candidate: changes nothing in the pipeline's chain; expected "
+                      "stage options such as quantizer = { bits = 3 }");
+    pl.allocate.candidates.push_back(std::move(rule));
+  }
 }
 
 // A rotation codes the matrix in another basis: per-column quality levels (ranked by the Hessian's
@@ -758,6 +805,8 @@ Pipeline parse_pipeline(const std::string &text, const std::filesystem::path &fi
     for (auto &elem : *o->as_array())
       pl.overrides.push_back(read_override(*elem.as_table(), w, registry, pl));
   }
+  if (pl.allocate.enabled)
+    read_allocate_candidates(*root.get("allocate")->as_table(), w, registry, pl);
   check_rotation_combinations(root, w, pl);
   if (pl.allocate.enabled && pl.calibration_mode == CalibrationMode::Sequential)
     bad(pl.allocate.where,

@@ -110,6 +110,81 @@ std::string codec_of(const host::StageChain &chain, const std::string &key) {
   return v ? std::get<std::string>(v->value) : std::string();
 }
 
+// The candidates as rules over the base chain: one per codec file of `codecs` (the base transform
+// with that codec), then the [[allocate.candidate]]s.
+std::vector<host::OverrideRule> candidate_rules(const host::Pipeline &pipeline,
+                                                const host::Registry &registry) {
+  std::vector<host::OverrideRule> rules;
+  for (const auto &codec : pipeline.allocate.codecs) {
+    host::OverrideRule rule;
+    host::StageSpec tf = pipeline.base[host::Slot::Transform];
+    tf.options.set(
+        host::OptionValue{host::codec_path_option(pipeline, registry)->key, NWC_OPT_PATH, codec});
+    rule.stages[static_cast<size_t>(host::Slot::Transform)] = std::move(tf);
+    rules.push_back(std::move(rule));
+  }
+  rules.insert(rules.end(), pipeline.allocate.candidates.begin(),
+               pipeline.allocate.candidates.end());
+  return rules;
+}
+
+// Each candidate in words: a codec file's name, or the options a candidate changes
+// ("quantizer.bits = 3"); the pipeline's own chain first.
+std::vector<std::string> candidate_labels(const host::Pipeline &pipeline,
+                                          const host::Registry &registry,
+                                          const std::vector<host::OverrideRule> &rules) {
+  const nwc_option_spec *spec = host::codec_path_option(pipeline, registry);
+  const std::string key = spec ? spec->key : "";
+  auto label = [&](const host::StageChain &chain, const host::StageChain &base) {
+    const std::string codec = key.empty() ? "" : codec_of(chain, key);
+    std::string words;
+    if (!codec.empty() && codec != codec_of(base, key))
+      words = std::filesystem::path(codec).filename().string();
+    for (size_t i = 0; i < host::kSlotCount; ++i) {
+      const host::StageSpec &a = chain.stages[i], &b = base.stages[i];
+      std::string more;
+      if (a.plugin != b.plugin) more = std::string(host::kSlotNames[i]) + " = " + a.plugin;
+      for (const auto &v : a.options.items()) {
+        if (i == static_cast<size_t>(host::Slot::Transform) && v.key == key) continue;
+        const host::OptionValue *was = b.options.find(v.key);
+        if (a.plugin == b.plugin && was && was->to_json() == v.to_json()) continue;
+        more += (more.empty() ? "" : ", ") + std::string(host::kSlotNames[i]) + "." + v.key +
+                " = " + v.to_json().dump();
+      }
+      if (!more.empty()) words += (words.empty() ? "" : ", ") + more;
+    }
+    return words;
+  };
+  std::vector<std::string> labels;
+  const std::string own = key.empty() ? "" : codec_of(pipeline.base, key);
+  labels.push_back(own.empty() ? "the pipeline's chain"
+                               : std::filesystem::path(own).filename().string());
+  for (const auto &rule : rules) {
+    host::StageChain chain = pipeline.base;
+    host::merge_stages(chain, rule);
+    labels.push_back(label(chain, pipeline.base));
+  }
+  return labels;
+}
+
+// The unit a tensor is allocated in: itself, its decoder block ("model.layers.3.*": the name up to
+// its first number) or its kind (that number as '*'). Names without a number stay alone.
+std::string unit_name(const std::string &tensor, host::AllocateGroup group) {
+  if (group == host::AllocateGroup::Tensor) return tensor;
+  size_t pos = 0;
+  while (pos < tensor.size()) { // a dot-separated component made of digits only
+    const size_t end = std::min(tensor.find('.', pos), tensor.size());
+    if (end > pos && std::all_of(tensor.begin() + static_cast<std::ptrdiff_t>(pos),
+                                 tensor.begin() + static_cast<std::ptrdiff_t>(end),
+                                 [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      if (group == host::AllocateGroup::Block) return tensor.substr(0, end) + ".*";
+      return tensor.substr(0, pos) + "*" + tensor.substr(end);
+    }
+    pos = end + 1;
+  }
+  return tensor;
+}
+
 } // namespace
 
 std::vector<size_t> choose_allocation(const std::vector<std::vector<AllocationOption>> &tensors,
@@ -156,25 +231,21 @@ std::vector<size_t> choose_allocation(const std::vector<std::vector<AllocationOp
   return chosen;
 }
 
-std::vector<std::string> check_allocate_inputs(const Model &model, const host::Pipeline &pipeline,
-                                               const host::Registry &registry) {
+void check_allocate_inputs(const Model &model, const host::Pipeline &pipeline,
+                           const host::Registry &registry) {
   const host::AllocateConfig &cfg = pipeline.allocate;
   const std::string where = cfg.where.empty() ? pipeline.file.string() : cfg.where;
-  const nwc_option_spec *spec = host::codec_path_option(pipeline, registry);
-  if (!spec)
-    fail(NWC_E_INVALID_ARG, where + ": [allocate] needs a [transform] that names one codec file "
-                                    "(nwc.transform.neural's codec); it chooses among codec files");
-  std::vector<std::string> codecs{codec_of(pipeline.base, spec->key)};
-  for (const auto &c : cfg.codecs) {
+  if (!cfg.codecs.empty() && !host::codec_path_option(pipeline, registry))
+    fail(NWC_E_INVALID_ARG, where + ": allocate.codecs needs a [transform] that names one codec "
+                                    "file (nwc.transform.neural's codec); it chooses among codec "
+                                    "files");
+  for (const auto &c : cfg.codecs)
     if (!std::filesystem::is_regular_file(c))
       fail(NWC_E_INVALID_ARG, where + ": allocate.codecs: no such codec file " + c);
-    if (std::find(codecs.begin(), codecs.end(), c) == codecs.end()) codecs.push_back(c);
-  }
   if (model.arch.max_seq_len > 0 && cfg.seq_len > model.arch.max_seq_len)
     fail(NWC_E_INVALID_ARG, where + ": allocate.seq_len = " + std::to_string(cfg.seq_len) +
                                 " exceeds the model's context of " +
                                 std::to_string(model.arch.max_seq_len) + " tokens");
-  return codecs;
 }
 
 Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pipeline,
@@ -187,9 +258,10 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
   const auto t0 = std::chrono::steady_clock::now();
   const host::AllocateConfig &cfg = pipeline.allocate;
   const std::string where = cfg.where.empty() ? pipeline.file.string() : cfg.where;
+  check_allocate_inputs(model, pipeline, registry);
   Allocation out;
-  out.codecs = check_allocate_inputs(model, pipeline, registry);
-  const std::string key = host::codec_path_option(pipeline, registry)->key;
+  const std::vector<host::OverrideRule> rules = candidate_rules(pipeline, registry);
+  out.candidates = candidate_labels(pipeline, registry, rules);
 
   Reference ref;
   ref.seq_len = cfg.seq_len;
@@ -216,110 +288,128 @@ Allocation allocate_by_sensitivity(const Model &model, const host::Pipeline &pip
     });
   }
 
-  // Every candidate codec on every tensor the base codec would code; other tensors keep their
-  // chains and count with the bits they have.
-  std::map<std::string, size_t> index; // tensor -> position in out.tensors
-  double fixed_bits = 0, weights = 0;
+  // The pipeline as it is (candidate 0) and once per candidate, its rule merged over the base
+  // chain so that the file's [[override]]s still apply over it: a slot that an override sets for
+  // a tensor keeps the override's options, and a candidate that then changes nothing in a
+  // tensor's chain is not an option for it.
+  std::vector<host::Pipeline> pipelines{pipeline};
+  pipelines[0].blockft.enabled = false;
+  pipelines[0].allocate.enabled = false;
+  for (const auto &rule : rules) {
+    host::Pipeline p = pipelines[0];
+    host::merge_stages(p.base, rule);
+    pipelines.push_back(std::move(p));
+  }
+
+  // Each candidate codes the model once; every unit (a tensor or a group) whose chain it changes
+  // gets its bits and its KL, measured before the next candidate is coded (one decoded model at a
+  // time in memory).
   const fs::path tmp = scratch.string() + ".allocate.tmp";
   const ScratchFile remove_tmp(tmp); // also when a candidate fails
   host::CompressSettings s = settings;
   s.progress = {};
   s.embed_resources = false; // a copy of each candidate's codec would count as its header share
-  std::vector<host::Pipeline> candidates;
-  for (const auto &codec : out.codecs) {
-    host::Pipeline p = pipeline;
-    p.blockft.enabled = false;
-    p.allocate.enabled = false;
-    p.base[host::Slot::Transform].options.set(host::OptionValue{key, NWC_OPT_PATH, codec});
-    candidates.push_back(std::move(p));
-  }
-  // A tensor can move when every candidate pipeline codes it with that candidate's codec: not
-  // when an [[override]] of the file names its codec (even the base one).
-  auto movable = [&](const std::string &name) {
-    for (size_t c = 0; c < candidates.size(); ++c)
-      if (codec_of(*candidates[c].chain_for(name), key) != out.codecs[c]) return false;
-    return true;
-  };
-  for (size_t c = 0; c < out.codecs.size(); ++c) {
-    const host::Pipeline &p = candidates[c];
-    if (log) log("[allocate] coding with " + fs::path(out.codecs[c]).filename().string());
-    host::compress_model(model, p, registry, tmp, s);
+  // Fine-tuning moves no codes, but it stores row gains where the chunker keeps no row scales
+  // (GPTQ's groups, for one): their bits count as fine-tuning will write them.
+  s.unit_row_gains = pipeline.blockft.enabled;
+  std::map<std::string, size_t> unit_index; // unit name -> position in out.tensors
+  double weights = 0;
+  for (size_t c = 0; c < pipelines.size(); ++c) {
+    if (log) log("[allocate] coding with " + out.candidates[c]);
+    host::compress_model(model, pipelines[c], registry, tmp, s);
     const ContainerReader reader(tmp);
-    const Model decoded = host::open_container_model(tmp, registry, settings.threads);
-    std::vector<std::string> measured; // tensors whose KL at this codec is to be measured
+    const Model coded = host::open_container_model(tmp, registry, settings.threads);
+    // Its streams and its share of the container's header and manifest, as `nwc bench` counts
+    // the bits of the coded linears.
+    std::map<std::string, double> bits;
     for (const auto &t : reader.manifest().tensors) {
       if (t.storage != "pipeline") continue;
-      // Its streams and its share of the container's header and manifest, as `nwc bench` counts
-      // the bits of the coded linears.
-      const double t_bits = 8.0 * container_tensor_bytes(reader.manifest(), reader.file_size(), t);
-      if (c == 0) weights += static_cast<double>(t.numel());
-      if (!movable(t.name)) {
-        if (c == 0) fixed_bits += t_bits;
-        continue;
-      }
-      if (c == 0) {
-        index[t.name] = out.tensors.size();
-        out.tensors.push_back({t.name, out.codecs[0], t.numel(), {}, {}, 0});
-      }
-      out.tensors[index.at(t.name)].bits.push_back(t_bits);
-      measured.push_back(t.name);
+      bits[t.name] = 8.0 * container_tensor_bytes(reader.manifest(), reader.file_size(), t);
+      if (c > 0) continue;
+      const auto [it, added] = unit_index.emplace(unit_name(t.name, cfg.group), out.tensors.size());
+      if (added) out.tensors.push_back({it->first, {}, 0, {}, {}, {}, 0});
+      out.tensors[it->second].members.push_back(t.name);
+      out.tensors[it->second].weights += t.numel();
+      weights += static_cast<double>(t.numel());
     }
-    // Models with one tensor replaced are built in the calling thread (LlamaModel sets LibTorch's
+    std::vector<size_t> measured; // units for which candidate c is an option
+    for (size_t u = 0; u < out.tensors.size(); ++u) {
+      TensorAllocation &a = out.tensors[u];
+      bool option = c == 0;
+      for (size_t m = 0; m < a.members.size() && !option; ++m)
+        option = pipelines[c].chain_for(a.members[m])->to_json() !=
+                 pipelines[0].chain_for(a.members[m])->to_json();
+      if (!option) continue;
+      double b = 0;
+      for (const auto &m : a.members) {
+        const auto hit = bits.find(m);
+        if (hit == bits.end())
+          fail(NWC_E_INVALID_ARG, where + ": candidate " + out.candidates[c] + " does not code " +
+                                      m + ", which the pipeline codes");
+        b += hit->second;
+      }
+      a.options.push_back(c);
+      a.bits.push_back(b);
+      measured.push_back(u);
+    }
+    // Models with one unit replaced are built in the calling thread (LlamaModel sets LibTorch's
     // thread count) and evaluated side by side, one LibTorch thread each, a batch at a time.
     for (size_t first = 0; first < measured.size(); first += threads) {
       const size_t n = std::min<size_t>(threads, measured.size() - first);
       std::vector<std::unique_ptr<LlamaModel>> models;
       for (size_t k = 0; k < n; ++k) {
-        const std::string &name = measured[first + k];
-        models.push_back(std::make_unique<LlamaModel>(
-            with_replaced_tensors(model, {{name, decoded.find(name)->load()}}), 1));
+        std::map<std::string, std::vector<float>> replaced;
+        for (const auto &m : out.tensors[measured[first + k]].members)
+          replaced[m] = coded.find(m)->load();
+        models.push_back(
+            std::make_unique<LlamaModel>(with_replaced_tensors(model, std::move(replaced)), 1));
       }
       std::vector<double> kl(n);
       parallel_for(static_cast<int64_t>(n), threads, [&](int64_t k) {
         kl[static_cast<size_t>(k)] = mean_kl(ref, *models[static_cast<size_t>(k)]);
       });
-      for (size_t k = 0; k < n; ++k) out.tensors[index.at(measured[first + k])].kl.push_back(kl[k]);
+      for (size_t k = 0; k < n; ++k) out.tensors[measured[first + k]].kl.push_back(kl[k]);
     }
   }
-  if (out.tensors.empty())
-    fail(NWC_E_INVALID_ARG,
-         where + ": [allocate] found no tensor coded with the base codec " + out.codecs[0]);
+  if (out.tensors.empty()) fail(NWC_E_INVALID_ARG, where + ": [allocate] found no coded tensor");
+  if (std::all_of(out.tensors.begin(), out.tensors.end(),
+                  [](const TensorAllocation &a) { return a.options.size() == 1; }))
+    fail(NWC_E_INVALID_ARG, where + ": no candidate of [allocate] changes the chain of a tensor "
+                                    "it could move (every one is pinned by an [[override]])");
 
   std::vector<std::vector<AllocationOption>> options;
   for (const auto &a : out.tensors) {
     options.emplace_back();
-    for (size_t c = 0; c < a.bits.size(); ++c) options.back().push_back({a.bits[c], a.kl[c]});
+    for (size_t o = 0; o < a.options.size(); ++o) options.back().push_back({a.bits[o], a.kl[o]});
   }
-  double fewest = fixed_bits;
+  double fewest = 0;
   for (const auto &a : out.tensors) fewest += *std::min_element(a.bits.begin(), a.bits.end());
   if (fewest > cfg.target_bpw * weights) {
     std::ostringstream msg;
     msg << where << ": [allocate] target_bpw = " << cfg.target_bpw
-        << " is below the fewest bits the candidate codecs reach (" << fewest / weights
+        << " is below the fewest bits the candidates reach (" << fewest / weights
         << " bits per coded weight)";
     fail(NWC_E_INVALID_ARG, msg.str());
   }
-  const std::vector<size_t> chosen =
-      choose_allocation(options, cfg.target_bpw * weights - fixed_bits);
+  const std::vector<size_t> chosen = choose_allocation(options, cfg.target_bpw * weights);
 
+  // The choice as [[override]] rules before the file's own, so that the file's rules apply over
+  // them exactly as they did over the candidate's pipeline when it was measured.
   out.pipeline = pipeline;
-  double bits = fixed_bits;
+  std::vector<host::OverrideRule> moved;
+  double total = 0;
   for (size_t i = 0; i < out.tensors.size(); ++i) {
     TensorAllocation &a = out.tensors[i];
     a.chosen = chosen[i];
-    a.codec = out.codecs[a.chosen];
-    bits += a.bits[a.chosen];
+    total += a.bits[a.chosen];
     if (a.chosen == 0) continue;
-    host::OverrideRule rule;
-    rule.match = {a.tensor};
+    host::OverrideRule rule = rules[a.options[a.chosen] - 1];
+    rule.match = a.members;
     rule.where = where;
-    host::StageSpec tf; // the codec alone, merged over whatever else applies to the tensor
-    tf.plugin = pipeline.base[host::Slot::Transform].plugin;
-    tf.options.set(host::OptionValue{key, NWC_OPT_PATH, a.codec});
-    rule.stages[static_cast<size_t>(host::Slot::Transform)] = tf;
-    out.pipeline.overrides.push_back(std::move(rule));
+    moved.push_back(std::move(rule));
   }
-  out.bits_per_weight = bits / weights;
+  out.pipeline.overrides.insert(out.pipeline.overrides.begin(), moved.begin(), moved.end());
+  out.bits_per_weight = total / weights;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

@@ -247,7 +247,8 @@ TEST_CASE("allocate table: codecs relative to the file, a target, checked where 
   CHECK(q.allocate.seq_len == 64);
 
   CHECK(error_of(kGood + "\n[allocate]\ntarget_bpw = 4\n") ==
-        "p.toml:25:1: allocate: needs codecs = [\"<codec file>\", ...]");
+        "p.toml:25:1: allocate: needs codecs = [\"<codec file>\", ...] or [[allocate.candidate]] "
+        "tables (the choices besides the pipeline's own chain)");
   CHECK(error_of(kGood + "\n[allocate]\ncodecs = []\ntarget_bpw = 4\n") ==
         "p.toml:26:10: allocate.codecs: expected at least one codec file");
   CHECK(error_of(kGood + "\n[allocate]\ncodecs = [\"a\"]\n") ==
@@ -265,6 +266,44 @@ TEST_CASE("allocate table: codecs relative to the file, a target, checked where 
                          "[\"a\"]\ntarget_bpw = 4\n") ==
         "p.toml:27:1: [allocate] cannot be combined with [calibration] mode = \"sequential\": it "
         "codes every tensor on the original model's Hessians");
+}
+
+TEST_CASE("allocate table: candidates as stage options, groups, checked where written") {
+  const Pipeline p = parse_pipeline(kGood + "\n[allocate]\ntarget_bpw = 4\ngroup = \"kind\"\n"
+                                            "[[allocate.candidate]]\nquantizer = { bits = 3 }\n"
+                                            "[[allocate.candidate]]\nchunker = { group = 128 }\n"
+                                            "quantizer = { bits = 6 }\n",
+                                    "p.toml", registry());
+  CHECK(p.allocate.codecs.empty());
+  CHECK(p.allocate.group == AllocateGroup::Kind);
+  REQUIRE(p.allocate.candidates.size() == 2);
+  CHECK(p.allocate.candidates[0].where == "p.toml:28:1");
+  // Merged as an [[override]] merges: options over the base chain's, the rest of the chain kept.
+  StageChain one = p.base, two = p.base;
+  merge_stages(one, p.allocate.candidates[0]);
+  merge_stages(two, p.allocate.candidates[1]);
+  CHECK(std::get<int64_t>(one[Slot::Quantizer].options.find("bits")->value) == 3);
+  CHECK(std::get<int64_t>(one[Slot::Chunker].options.find("group")->value) == 32);
+  CHECK(std::get<int64_t>(two[Slot::Quantizer].options.find("bits")->value) == 6);
+  CHECK(std::get<int64_t>(two[Slot::Chunker].options.find("group")->value) == 128);
+  CHECK(parse_pipeline(kGood + "\n[allocate]\ncodecs = [\"a\"]\ntarget_bpw = 4\n", "p.toml",
+                       registry())
+            .allocate.group == AllocateGroup::Tensor);
+
+  const std::string head = kGood + "\n[allocate]\ntarget_bpw = 4\n";
+  CHECK(error_of(head + "group = \"layer\"\n[[allocate.candidate]]\nquantizer = { bits = 3 }\n") ==
+        "p.toml:27:9: allocate.group: expected \"tensor\", \"block\" or \"kind\"");
+  CHECK(error_of(head + "[[allocate.candidate]]\nquantizer = { bitz = 3 }\n") ==
+        "p.toml:28:15: quantizer.bitz: unknown option of nwc.quant.uniform (did you mean 'bits'?)");
+  CHECK(error_of(head + "[[allocate.candidate]]\nquantizer = { bits = 99 }\n")
+            .rfind("p.toml:28:15: quantizer.bits: ", 0) == 0);
+  CHECK(error_of(head + "[[allocate.candidate]]\nmatch = \"x\"\n") ==
+        "p.toml:28:1: allocate.candidate.match: unknown key");
+  CHECK(error_of(head + "[[allocate.candidate]]\nquantizer = { bits = 4 }\n") ==
+        "p.toml:27:1: allocate.candidate: changes nothing in the pipeline's chain; expected stage "
+        "options such as quantizer = { bits = 3 }");
+  CHECK(error_of(head + "candidate = 1\n") ==
+        "p.toml:27:13: allocate.candidate: expected [[allocate.candidate]] tables");
 }
 
 TEST_CASE("a container records the pipeline without its comments, strings byte for byte") {

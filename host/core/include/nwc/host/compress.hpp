@@ -46,6 +46,10 @@ struct CompressSettings {
   // Copy the files named by bitstream-affecting path options (codecs) into the container. They are
   // always recorded by XXH64 hash; decoding refuses a file whose hash differs.
   bool embed_resources = false;
+  // Store a unit row gain (stream "row_gain", f16, as set_row_scales stores it) with every coded
+  // tensor whose chunker keeps no row scales: the stream that block-wise fine-tuning adds to such
+  // tensors, so that [allocate] measures the rate that fine-tuning will write. Decodes the same.
+  bool unit_row_gains = false;
   // Tensors already coded (encode_tensor), written as they are; and replacement values for
   // tensors whose values changed before coding (fine-tuned norms, for example).
   std::map<std::string, std::shared_ptr<const TensorCoding>> precoded;

@@ -14,8 +14,9 @@
 //                  per-weight importance (llama.cpp's imatrix; nwc_block_info.importance)
 //   [blockft]      epochs, lr, batch, sequences, validation, seq_len: fine-tune each decoder block
 //                  toward the original block's outputs after each linear is coded (blockft.hpp)
-//   [allocate]     codecs, target_bpw, tokens, seq_len: a codec per tensor chosen by measured
-//                  sensitivity under a rate budget (nwc/runtime/allocate.hpp)
+//   [allocate]     codecs, target_bpw, group, tokens, seq_len, [[allocate.candidate]]: stage
+//                  options per tensor (or group of tensors) chosen by measured sensitivity under
+//                  a rate budget (nwc/runtime/allocate.hpp)
 //   [awq]          bits, group, grid, duo_scaling, clip, max_shrink, clip_grid, clip_tokens:
 //                  AWQ's activation-aware scaling before coding (nwc/runtime/awq.hpp)
 //   [[override]]   match = pattern(s); skip = true, or per-slot tables: quantizer = { bits = 8 }
@@ -114,14 +115,24 @@ struct BlockFtConfig {
   int64_t seed = 0;
 };
 
+// Which tensors [allocate] gives one choice together: each alone, every tensor of one decoder block
+// (the first number in the name: model.layers.3.*), or every tensor of one kind (the name with
+// that number as '*': model.layers.*.self_attn.k_proj.weight). Groups need fewer measurements.
+enum class AllocateGroup { Tensor, Block, Kind };
+
 // Mixed precision by measured sensitivity (nwc/runtime/allocate.hpp): before coding, every coded
-// tensor is coded with the base transform's codec and with each of `codecs`; the KL divergence that
-// each choice alone causes on calibration windows and its measured bits decide, under a budget of
-// target_bpw bits per coded weight, which codec each tensor gets ([[override]] rules added to the
-// pipeline in memory; the container records each tensor's chain as always).
+// tensor is coded as the pipeline codes it and with each candidate (a codec of `codecs`, or an
+// [[allocate.candidate]]'s stage options over the pipeline's chain); the KL divergence that each
+// choice alone causes on calibration windows and its measured bits decide, under a budget of
+// target_bpw bits per coded weight, which candidate each tensor (or group) gets ([[override]] rules
+// added to the pipeline in memory; the container records each tensor's chain as always).
 struct AllocateConfig {
   bool enabled = false;
   std::vector<std::string> codecs; // resolved paths, the alternatives to the base codec
+  // [[allocate.candidate]] tables: per-slot options merged over each tensor's chain as an
+  // [[override]] merges them (match, skip and levels unused), after the `codecs` candidates.
+  std::vector<OverrideRule> candidates;
+  AllocateGroup group = AllocateGroup::Tensor;
   double target_bpw = 0;
   int64_t tokens = 4096; // calibration tokens the sensitivities are measured on
   int64_t seq_len = 128; // tokens per window
@@ -190,6 +201,10 @@ struct Pipeline {
 
   const Registry *registry = nullptr;
 };
+
+// Merges a rule's per-slot options over a chain as chain_for does: a slot naming another plugin
+// replaces the stage, the same plugin gets the rule's options set over its own.
+void merge_stages(StageChain &chain, const OverrideRule &rule);
 
 // Glob match where '*' matches any run of characters (dots included) and '?' one character.
 bool glob_match(const std::string &pattern, const std::string &name);
