@@ -1,6 +1,7 @@
 // `nwc compress --target-bpw`: the rate search over the shipped codec ladder lands near the asked
 // rate, reports what it measured, and the container holds exactly that; the Hessian-levels variant
 // stores no levels stream when it settles on uniform level 0; non-NWC pipelines are refused.
+// `nwc compress --json` with [allocate] reports what each tensor group measured and got.
 #include "cli_runner.hpp"
 #include "nwc/formats/container.hpp"
 #include "test_support.hpp"
@@ -115,4 +116,52 @@ TEST_CASE("--target-bpw refuses a pipeline without the neural codec") {
   CHECK(r.err.find("--target-bpw needs a pipeline whose transform is nwc.transform.neural") !=
         std::string::npos);
   CHECK_FALSE(fs::exists(dir.path() / "x.nwc"));
+}
+
+TEST_CASE("--json reports the [allocate] candidates, what each group measured and its choice") {
+  TempDir dir;
+  const fs::path pipe = dir.path() / "alloc.toml", out = dir.path() / "a.nwc";
+  std::ofstream(pipe) << "[pipeline]\nselect = [\"model.layers.*_proj.weight\"]\n"
+                         "[chunker]\nplugin = \"nwc.chunk.group\"\ngroup = 32\n"
+                         "[quantizer]\nplugin = \"nwc.quant.uniform\"\nbits = 4\n"
+                         "[entropy]\nplugin = \"nwc.entropy.raw\"\n"
+                         "[compensator]\nplugin = \"nwc.comp.none\"\nblock = 128\n"
+                         "[allocate]\ngroup = \"kind\"\ntarget_bpw = 5\ntokens = 256\n"
+                         "[[allocate.candidate]]\nquantizer = { bits = 3 }\n"
+                         "[[allocate.candidate]]\nquantizer = { bits = 8 }\n";
+  const fs::path data = nwc::test::data_dir();
+  Result r = run_nwc({"compress", stories(), "--pipeline", pipe.string(), "-o", out.string(),
+                      "--json", "--tokenizer", (data / "models/stories260K/tok512.bin").string(),
+                      "--calib-text", (data / "text/tinystories-calib.txt").string()});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const json a = json::parse(r.out).at("allocation");
+  CHECK(a.at("candidates") ==
+        json{"the pipeline's chain", "quantizer.bits = 3", "quantizer.bits = 8"});
+  REQUIRE(a.at("units").size() == 7);
+  double bits = 0, weights = 0;
+  for (const json &u : a.at("units")) {
+    INFO(u.dump());
+    CHECK(u.at("tensors").size() == 5);
+    REQUIRE(u.at("options").size() == 3);
+    const size_t chosen = u.at("chosen").get<size_t>();
+    REQUIRE(chosen < 3);
+    const json &o = u.at("options")[chosen];
+    CHECK(o.at("candidate").get<size_t>() == chosen);
+    // More bits, less KL: 3 bits, 4 bits, 8 bits.
+    const auto bpw = [&](size_t k) {
+      return u.at("options")[k].at("bits_per_weight").get<double>();
+    };
+    const auto kl = [&](size_t k) { return u.at("options")[k].at("kl").get<double>(); };
+    CHECK(bpw(1) < bpw(0));
+    CHECK(bpw(0) < bpw(2));
+    CHECK(kl(2) < kl(0));
+    CHECK(kl(0) < kl(1));
+    bits += o.at("bits_per_weight").get<double>() * u.at("weights").get<double>();
+    weights += u.at("weights").get<double>();
+  }
+  CHECK(bits / weights == doctest::Approx(a.at("bits_per_weight").get<double>()).epsilon(1e-9));
+  CHECK(a.at("bits_per_weight").get<double>() <= 5);
+  // The container's coded streams (without the header share) stay under it.
+  CHECK(coded_bpw(out) < a.at("bits_per_weight").get<double>());
 }

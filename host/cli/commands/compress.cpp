@@ -71,6 +71,28 @@ runtime::CompressCallbacks reporters(const Common &c, Progress &progress) {
   return cb;
 }
 
+// What [allocate] measured and chose, for --json: the candidates in words, and per tensor (group)
+// its members and each option's candidate, bits per weight (streams and header share) and KL.
+json allocation_json(const runtime::Allocation &a) {
+  json units = json::array();
+  for (const auto &t : a.tensors) {
+    json options = json::array();
+    for (size_t o = 0; o < t.options.size(); ++o)
+      options.push_back({{"candidate", t.options[o]},
+                         {"bits_per_weight", t.bits[o] / static_cast<double>(t.weights)},
+                         {"kl", t.kl[o]}});
+    units.push_back({{"name", t.tensor},
+                     {"tensors", t.members},
+                     {"weights", t.weights},
+                     {"options", options},
+                     {"chosen", t.options[t.chosen]}});
+  }
+  return {{"candidates", a.candidates},
+          {"units", units},
+          {"bits_per_weight", a.bits_per_weight},
+          {"seconds", a.seconds}};
+}
+
 CompressFigures figures(const runtime::CompressOutcome &o) {
   CompressFigures f;
   f.pipeline = o.pipeline;
@@ -100,8 +122,17 @@ int cmd_compress(const Command &self, const Args &args) {
     runtime::check_request(req); // before plugin discovery, which may warn
     host::Registry reg = load_registry(c);
     Progress progress((!req.job || req.job->rank() == 0) && !c.quiet && !c.json, "compress");
-    const runtime::CompressOutcome o = runtime::run_compress(req, reg, reporters(c, progress));
-    if (o.written) print_compress(figures(o), req.output.string(), c);
+    runtime::CompressCallbacks cb = reporters(c, progress);
+    json allocation = nullptr;
+    cb.allocated = [&allocation, report = cb.allocated](const runtime::Allocation &a) {
+      allocation = allocation_json(a);
+      if (report) report(a);
+    };
+    const runtime::CompressOutcome o = runtime::run_compress(req, reg, cb);
+    if (!o.written) return 0;
+    CompressFigures f = figures(o);
+    f.allocation = std::move(allocation);
+    print_compress(f, req.output.string(), c);
   } catch (const runtime::RequestError &e) {
     throw UsageError(e.what());
   }

@@ -71,6 +71,7 @@ void print_compress(const CompressFigures &f, const std::string &output, const C
     if (f.awq_seconds) j["awq_seconds"] = *f.awq_seconds;
     if (f.allocate_seconds) j["allocate_seconds"] = *f.allocate_seconds;
     if (!f.rate_control.is_null()) j["rate_control"] = f.rate_control;
+    if (!f.allocation.is_null()) j["allocation"] = f.allocation;
     print_json(j);
   } else if (!c.quiet) {
     std::cout << "wrote " << output << ": " << f.tensors << " tensors, " << f.weights

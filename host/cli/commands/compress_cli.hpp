@@ -38,6 +38,7 @@ struct CompressFigures {
   std::optional<double> awq_seconds;      // [awq]: the scale search
   std::optional<double> allocate_seconds; // [allocate]: the sensitivity measurement
   json rate_control = nullptr;            // --target-bpw: target_bpw, codec, ..., achieved_bpw
+  json allocation = nullptr; // [allocate]: the candidates, each tensor's (group's) options, choice
 };
 
 // --target-bpw: the rate control's JSON object (achieved_bpw is added once it is known).
