@@ -738,6 +738,12 @@ TEST_CASE("bench compares pipelines against fp32 with measured bits and writes t
   }
   CHECK(rows[2]["hessian_error"].get<double>() < rows[1]["hessian_error"].get<double>());
   CHECK(rows[3]["mse"].get<double>() < 1e-6); // fp16 rounding only
+  // KL to fp32: none for fp32, less for GPTQ than for RTN at 3 bits, next to none for fp16.
+  CHECK(rows[0]["kl"].get<double>() == 0.0);
+  CHECK(rows[2]["kl"].get<double>() < rows[1]["kl"].get<double>());
+  CHECK(rows[1]["kl"].get<double>() > 0.01);
+  CHECK(rows[3]["kl"].get<double>() < 1e-4);
+  CHECK(rows[3]["kl"].get<double>() >= 0.0);
   for (const char *f : {"results.md", "results.csv", "results.json", "rate_ppl.png", "rate_ppl.svg",
                         "rate_ppl_file.png", "rate_ppl_file.svg"})
     CHECK(fs::file_size(dir / "out" / f) > 100);

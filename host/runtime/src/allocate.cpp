@@ -1,5 +1,6 @@
 #include "nwc/runtime/allocate.hpp"
 
+#include "kl.hpp"
 #include "llama_block.hpp"
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/container.hpp"
@@ -52,18 +53,6 @@ std::vector<size_t> lower_hull(const std::vector<AllocationOption> &options) {
   return hull;
 }
 
-// Log-probabilities of rows of logits, in place.
-void log_softmax_rows(std::vector<float> &x, int64_t vocab) {
-  for (size_t r = 0; r + static_cast<size_t>(vocab) <= x.size(); r += static_cast<size_t>(vocab)) {
-    float *row = x.data() + r;
-    const float top = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
-    const float log_z = top + static_cast<float>(std::log(sum));
-    for (int64_t v = 0; v < vocab; ++v) row[v] -= log_z;
-  }
-}
-
 // The windows the sensitivities are measured on, and the original model's log-probabilities there.
 struct Reference {
   std::vector<int32_t> tokens; // windows x seq_len
@@ -92,15 +81,9 @@ void for_each_pass(const LlamaModel &llama, const Reference &ref,
 double mean_kl(const Reference &ref, const LlamaModel &candidate) {
   double total = 0;
   for_each_pass(candidate, ref, [&](const std::vector<float> &lp, size_t first) {
-    const size_t positions = lp.size() / static_cast<size_t>(ref.vocab);
-    for (size_t p = 0; p < positions; ++p) {
-      const float *a = ref.log_probs.data() + (first + p) * ref.vocab,
-                  *b = lp.data() + p * ref.vocab;
-      double kl = 0;
-      for (int64_t v = 0; v < ref.vocab; ++v)
-        kl += std::exp(static_cast<double>(a[v])) * (static_cast<double>(a[v]) - b[v]);
-      total += kl;
-    }
+    const int64_t positions = static_cast<int64_t>(lp.size()) / ref.vocab;
+    add_kl(total, ref.log_probs.data() + first * static_cast<size_t>(ref.vocab), lp.data(),
+           positions, ref.vocab);
   });
   return total / static_cast<double>(ref.windows * ref.seq_len);
 }

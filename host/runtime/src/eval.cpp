@@ -1,5 +1,6 @@
 #include "nwc/runtime/eval.hpp"
 
+#include "kl.hpp"
 #include "nwc/cpp/error.hpp"
 
 #include <atomic>
@@ -138,7 +139,11 @@ EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &str
   const int64_t batch = std::max<int64_t>(1, settings.batch);
   auto t0 = std::chrono::steady_clock::now();
   const int64_t batches = (r.windows + batch - 1) / batch;
-  std::vector<double> per_window(static_cast<size_t>(r.windows));
+  std::vector<double> per_window(static_cast<size_t>(r.windows)),
+      per_window_kl(settings.reference ? static_cast<size_t>(r.windows) : 0);
+  const int64_t vocab = model.arch().vocab_size;
+  if (settings.reference && settings.reference->arch().vocab_size != vocab)
+    fail(NWC_E_INVALID_ARG, "eval: the reference model's vocabulary differs from the model's");
   std::atomic<int64_t> next{0};
   std::exception_ptr error;
   std::mutex mu;
@@ -150,6 +155,17 @@ EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &str
                                    stream.begin() + (w + n) * r.seq_len);
         auto nll = model.window_nll(chunk, n, r.seq_len);
         std::copy(nll.begin(), nll.end(), per_window.begin() + w);
+        if (settings.reference) { // the positions whose next token the NLL scores
+          std::vector<float> p = settings.reference->logits(chunk, n, r.seq_len),
+                             q = model.logits(chunk, n, r.seq_len);
+          log_softmax_rows(p, vocab);
+          log_softmax_rows(q, vocab);
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t at = static_cast<size_t>(i * r.seq_len * vocab);
+            add_kl(per_window_kl[static_cast<size_t>(w + i)], p.data() + at, q.data() + at,
+                   r.seq_len - 1, vocab);
+          }
+        }
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
         if (!error) error = std::current_exception();
@@ -175,6 +191,11 @@ EvalResult evaluate_ppl(const LlamaModel &model, const std::vector<int32_t> &str
     r.nll = total / static_cast<double>(r.predicted_tokens);
   }
   r.ppl = std::exp(r.nll);
+  if (settings.reference) {
+    double kl = 0;
+    for (double v : per_window_kl) kl += v;
+    r.kl = kl / static_cast<double>(r.predicted_tokens);
+  }
   r.tokens_per_second =
       r.seconds > 0 ? static_cast<double>(r.windows * r.seq_len) / r.seconds : 0.0;
   return r;

@@ -159,13 +159,13 @@ void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
   std::ofstream csv(dir / "results.csv");
   csv << "method,pipeline,bits_per_weight,linear_bits_per_weight,header_bits_per_weight,mse,"
          "sqnr_db,hessian_error,nll,ppl,encode_seconds,decode_seconds,encode_weights_per_second,"
-         "decode_weights_per_second,peak_rss_mb\n";
+         "decode_weights_per_second,peak_rss_mb,kl\n";
   for (const auto &r : rows)
     csv << r.method << "," << r.pipeline << "," << r.bits_per_weight << ","
         << r.linear_bits_per_weight << "," << r.header_bits_per_weight << "," << r.mse << ","
         << r.sqnr_db << "," << r.hessian_error << "," << r.nll << "," << r.ppl << ","
         << r.encode_seconds << "," << r.decode_seconds << "," << r.encode_weights_per_second << ","
-        << r.decode_weights_per_second << "," << r.peak_rss_mb << "\n";
+        << r.decode_weights_per_second << "," << r.peak_rss_mb << "," << r.kl << "\n";
 
   std::ofstream md(dir / "results.md");
   md << "# nwc bench: " << s.model.filename().string() << "\n\n"
@@ -176,14 +176,16 @@ void write_outputs(const BenchSettings &s, const std::vector<BenchRow> &rows,
      << "container (streams, side information and the tensor's share of headers); *linear* "
      << "counts the coded tensors, *all* every tensor; *headers* is the part of *linear* that pays "
      << "for the container's header, manifest and footer. Hessian error = mean over linear layers "
-     << "of tr(ΔW H ΔWᵀ)/tr(W H Wᵀ).\n\n"
-     << "| method | pipeline | bits/w linear | of which headers | bits/w all | NLL | ppl | Hessian "
-        "err | MSE | SQNR dB | encode s | decode Mw/s | peak RSS MB |\n"
-     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+     << "of tr(ΔW H ΔWᵀ)/tr(W H Wᵀ). KL = mean KL divergence from fp32's next-token "
+     << "distributions to the pipeline's over the scored positions (nats per token).\n\n"
+     << "| method | pipeline | bits/w linear | of which headers | bits/w all | NLL | ppl | KL | "
+        "Hessian err | MSE | SQNR dB | encode s | decode Mw/s | peak RSS MB |\n"
+     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto &r : rows)
     md << "| " << r.method << " | " << r.pipeline << " | " << fixed(r.linear_bits_per_weight, 3)
        << " | " << fixed(r.header_bits_per_weight, 4) << " | " << fixed(r.bits_per_weight, 3)
        << " | " << fixed(r.nll, 4) << " | " << fixed(r.ppl, 3) << " | "
+       << (r.container.empty() ? "0" : sci(r.kl)) << " | "
        << (r.container.empty() ? "0" : sci(r.hessian_error)) << " | "
        << (r.container.empty() ? "0" : sci(r.mse)) << " | "
        << (r.container.empty() || !std::isfinite(r.sqnr_db) ? "inf" : fixed(r.sqnr_db, 2)) << " | "
@@ -250,9 +252,9 @@ std::vector<Pipeline> load_bench_pipelines(const BenchSettings &s, const Registr
 BenchRow calibrate_and_evaluate_fp32(const Model &model, const BenchSettings &s,
                                      const std::vector<int32_t> &calib_stream,
                                      const std::vector<int32_t> &eval_stream,
-                                     const EvalSettings &es, CompressSettings &cs,
+                                     const LlamaModel &llama, const EvalSettings &es,
+                                     CompressSettings &cs,
                                      const std::function<void(const std::string &)> &log) {
-  LlamaModel llama(model, 1);
   log("calibrating on " + std::to_string(s.calib_tokens) + " tokens of " + s.calib_text.string());
   CalibrationSettings cal;
   cal.tokens = s.calib_tokens;
@@ -355,6 +357,7 @@ nlohmann::json BenchRow::to_json() const {
           {"hessian_error", hessian_error},
           {"nll", nll},
           {"ppl", ppl},
+          {"kl", kl},
           {"encode_seconds", encode_seconds},
           {"decode_seconds", decode_seconds},
           {"encode_weights_per_second", encode_weights_per_second},
@@ -391,8 +394,11 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
 
   CompressSettings cs;
   cs.threads = s.threads;
+  const LlamaModel reference(model, 1); // fp32: its row, and the KL of every pipeline to it
   std::vector<BenchRow> rows{
-      calibrate_and_evaluate_fp32(model, s, calib_stream, eval_stream, es, cs, log)};
+      calibrate_and_evaluate_fp32(model, s, calib_stream, eval_stream, reference, es, cs, log)};
+  EvalSettings against_fp32 = es;
+  against_fp32.reference = &reference;
   // With the Hessians known: a pipeline whose tensors lack one it needs ([levels] on a tensor
   // that is not a calibrated linear, say) stops the run now, not at its turn.
   for (const auto &pl : pipelines) check_compress_inputs(model, pl, registry, cs);
@@ -429,12 +435,13 @@ std::vector<BenchRow> run_bench(const BenchSettings &s, const Registry &registry
     row.decode_weights_per_second = row.decode_seconds > 0 ? weights / row.decode_seconds : 0;
 
     LlamaModel llama(in_memory(model, std::move(decoded)), 1);
-    EvalResult r = evaluate_ppl(llama, eval_stream, es);
+    EvalResult r = evaluate_ppl(llama, eval_stream, against_fp32);
     row.nll = r.nll;
     row.ppl = r.ppl;
+    row.kl = r.kl.value_or(0);
     log("    " + fixed(row.linear_bits_per_weight, 3) + " bits/w (container headers " +
         fixed(row.header_bits_per_weight, 4) + "), NLL " + fixed(row.nll, 4) + ", ppl " +
-        fixed(row.ppl, 3));
+        fixed(row.ppl, 3) + ", KL " + sci(row.kl));
     rows.push_back(row);
     write_outputs(s, rows, log); // rewritten after every pipeline: a long run's results so far
   }

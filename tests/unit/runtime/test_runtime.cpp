@@ -1,16 +1,19 @@
 // The Llama runtime against the reference values of ../shared/data/README.md: ppl-v1 NLL of
 // stories260K on the whole evaluation text and on its first 20,480 tokens, greedy generation equal
 // byte for byte to greedy_output.txt, the HF-layout export evaluating to the same NLL, and
-// TinyStories-656K's HF directory against its reference NLL.
+// TinyStories-656K's HF directory against its reference NLL; the KL divergence to a reference model
+// against its definition over the scored positions.
 #include "nwc/cpp/error.hpp"
 #include "nwc/formats/gguf.hpp"
 #include "nwc/formats/model.hpp"
+#include "nwc/runtime/awq.hpp"
 #include "nwc/runtime/eval.hpp"
 #include "nwc/runtime/llama.hpp"
 #include "nwc/runtime/tokenizer.hpp"
 #include "nwc/tools/convert.hpp"
 #include "test_support.hpp"
 
+#include <cmath>
 #include <doctest/doctest.h>
 
 using namespace nwc;
@@ -54,6 +57,51 @@ TEST_CASE("ppl-v1 with --max-tokens 20480: NLL 1.40716 over 40 windows") {
   CHECK(r.windows == 40);
   CHECK(r.predicted_tokens == 20440);
   CHECK(std::abs(r.nll - 1.40716) <= 0.0005);
+}
+
+TEST_CASE("ppl-v1 KL to a reference: 0 for the model itself, the definition for a sharper one") {
+  Model model = load_model(test::stories260k());
+  LlamaModel llama(model, 1);
+  const auto stream = eval_stream(*tokenizer());
+  EvalSettings s;
+  s.max_tokens = 2048; // 4 windows of 512
+  s.threads = 2;
+  const EvalResult plain = evaluate_ppl(llama, stream, s);
+  CHECK_FALSE(plain.kl.has_value());
+  s.reference = &llama;
+  const EvalResult same = evaluate_ppl(llama, stream, s);
+  REQUIRE(same.kl.has_value());
+  CHECK(*same.kl == 0.0);
+  CHECK(same.nll == plain.nll); // the NLL does not change with a reference
+
+  // The final norm's weights times 1.5 multiply every logit by 1.5 (the head is linear): q =
+  // softmax(1.5 z). The KL from p = softmax(z), computed here from the original's logits over
+  // the 511 scored positions of each window, is what the evaluation reports.
+  std::vector<float> gain = model.find("model.norm.weight")->load();
+  for (float &g : gain) g *= 1.5f;
+  LlamaModel sharper(with_replaced_tensors(model, {{"model.norm.weight", gain}}), 1);
+  const EvalResult r = evaluate_ppl(sharper, stream, s);
+  const int64_t vocab = model.arch.vocab_size, seq = 512, windows = 4;
+  const std::vector<int32_t> ids(stream.begin(), stream.begin() + windows * seq);
+  const std::vector<float> z = llama.logits(ids, windows, seq);
+  double total = 0;
+  for (int64_t w = 0; w < windows; ++w)
+    for (int64_t t = 0; t + 1 < seq; ++t) {
+      const float *row = z.data() + (w * seq + t) * vocab;
+      double zp = 0, zq = 0, top = row[0];
+      for (int64_t v = 0; v < vocab; ++v) top = std::max(top, static_cast<double>(row[v]));
+      for (int64_t v = 0; v < vocab; ++v) {
+        zp += std::exp(row[v] - top);
+        zq += std::exp(1.5 * (row[v] - top));
+      }
+      for (int64_t v = 0; v < vocab; ++v) {
+        const double lp = row[v] - top - std::log(zp), lq = 1.5 * (row[v] - top) - std::log(zq);
+        total += std::exp(lp) * (lp - lq);
+      }
+    }
+  REQUIRE(r.kl.has_value());
+  CHECK(*r.kl > 0.01);
+  CHECK(*r.kl == doctest::Approx(total / static_cast<double>(windows * (seq - 1))).epsilon(1e-4));
 }
 
 TEST_CASE("TinyStories-656K (HF directory, tied embeddings, GQA): NLL 4.13412 as the data README") {

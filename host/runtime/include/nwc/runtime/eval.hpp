@@ -26,6 +26,7 @@
 #include "nwc/runtime/tokenizer.hpp"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,6 +63,10 @@ struct EvalSettings {
   int64_t batch = 1;    // windows per forward pass (1 keeps attention temporaries small)
   unsigned threads = 1; // windows evaluated in parallel (0 = all cores); the sum is taken in
                         // window order, so the result does not depend on it
+  // The original model, when the result should also hold the mean KL divergence from its
+  // next-token distributions to the evaluated model's (EvalResult::kl; three forward passes per
+  // window instead of one). Same architecture and vocabulary.
+  const LlamaModel *reference = nullptr;
 };
 
 struct EvalResult {
@@ -74,6 +79,10 @@ struct EvalResult {
   double ppl = 0;
   double seconds = 0;
   double tokens_per_second = 0; // windows * seq_len tokens run through the model per second
+  // With EvalSettings::reference: mean over the predicted positions of KL(reference || model),
+  // nats per token. Unlike the NLL it cannot be lowered by a model that merely sharpens its
+  // distributions on text the original generated.
+  std::optional<double> kl;
 };
 
 // Steps 3 and 4 of settings.protocol.

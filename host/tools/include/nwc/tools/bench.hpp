@@ -34,6 +34,10 @@ struct BenchRow {
   double mse = 0, sqnr_db = 0; // over all weights
   double hessian_error = 0;    // mean over linears of tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)
   double nll = 0, ppl = 0;
+  // Mean KL divergence from the original model's next-token distributions to this one's over the
+  // scored positions (nats per token; 0 for fp32): what the NLL cannot show on text the original
+  // generated, where a sharper model can score below it.
+  double kl = 0;
   double encode_seconds = 0, decode_seconds = 0;
   double encode_weights_per_second = 0, decode_weights_per_second = 0;
   double peak_rss_mb = 0; // peak resident memory while compressing and decoding this pipeline
