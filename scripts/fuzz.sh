@@ -62,7 +62,9 @@ make_seeds() {
   cp "$model" "$out/fuzz_llama2c/stories260K.bin"
   [[ -f "$DATA/models/aidreams260K/aidreams260K.bin" ]] &&
     cp "$DATA/models/aidreams260K/aidreams260K.bin" "$out/fuzz_llama2c/"
-  cp "$ROOT"/pipelines/*.toml "$ROOT"/tests/golden/*.toml "$out/fuzz_pipeline/"
+  # The comparison suite adds [[allocate.candidate]] tables, which no preset of pipelines/ has.
+  cp "$ROOT"/pipelines/*.toml "$ROOT"/tests/golden/*.toml \
+    "$ROOT"/benchmarks/suites/comparison/gptq-ao-g*-mix-4.5.toml "$out/fuzz_pipeline/"
   for t in "${ALL_TARGETS[@]}"; do
     echo "corpus fuzz_$t: $(find "$out/fuzz_$t" -type f | wc -l) files"
   done

@@ -683,10 +683,11 @@ void read_allocate_candidates(const toml::table &al, const Where &w, const Regis
 // diagonal, which the rotation flattens) and block fine-tuning (row scales of the rotated matrix
 // are not row scales of the original) would be wrong with it, so they are refused.
 void check_rotation_combinations(const toml::table &root, const Where &w, Pipeline &pl) {
-  for (const auto &rule : pl.overrides) {
-    const auto &r = rule.stages[static_cast<size_t>(Slot::Rotation)];
-    if (r && !r->plugin.empty() && pl.rotation_where.empty()) pl.rotation_where = rule.where;
-  }
+  for (const auto *rules : {&pl.overrides, &pl.allocate.candidates}) // a candidate may rotate too
+    for (const auto &rule : *rules) {
+      const auto &r = rule.stages[static_cast<size_t>(Slot::Rotation)];
+      if (r && !r->plugin.empty() && pl.rotation_where.empty()) pl.rotation_where = rule.where;
+    }
   if (pl.rotation_where.empty()) return;
   for (const char *table : {"levels", "blockft"})
     if (auto *n = root.get(table))

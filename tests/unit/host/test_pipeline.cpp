@@ -304,6 +304,11 @@ TEST_CASE("allocate table: candidates as stage options, groups, checked where wr
         "options such as quantizer = { bits = 3 }");
   CHECK(error_of(head + "candidate = 1\n") ==
         "p.toml:27:13: allocate.candidate: expected [[allocate.candidate]] tables");
+  // A rotating candidate is refused with [levels] or [blockft], as a rotating [[override]] is.
+  CHECK(
+      error_of(head + "[[allocate.candidate]]\nrotation = { plugin = \"nwc.rotation.hadamard\" }\n"
+                      "[blockft]\nepochs = 1\n")
+          .find("[blockft] cannot be combined with [rotation] (p.toml:27:1)") != std::string::npos);
 }
 
 TEST_CASE("a container records the pipeline without its comments, strings byte for byte") {
