@@ -6,7 +6,8 @@ usage: summarize.py RESULTS.json [--rates 3 4 5 6] [--reference METHOD] [--ablat
        summarize.py --points MODEL=RESULTS.json ... --pipelines P ...
 
 1. For every method with at least two points: NLL interpolated (piecewise linear in measured
-   bits/w of the linear layers) at the given rates; "-" outside the method's measured range.
+   bits/w of the linear layers) at the given rates; "-" outside the method's measured range. The
+   same for the KL divergence from fp32 (piecewise linear in log KL) when the rows carry it.
 2. Each point of the ablation method against the reference method's curve at the same bits/w:
    the NLL it gains (negative) or loses at equal rate.
 3. With --plot: a rate-perplexity plot (gnuplot, SVG) of the listed methods (default: all).
@@ -50,6 +51,26 @@ def points(models, pipelines):
         print("| %s | %s | %s |" % (p, method, " | ".join(cells)))
 
 
+def equal_rate_table(curves, methods, rates, fmt, shown_as=lambda v: v):
+    """One row per method with two points or more: its curve interpolated at each rate, "-"
+    outside its measured range; the lowest value at each rate in bold."""
+    print("| method | " + " | ".join("%g b/w" % x for x in rates) + " |")
+    print("|---|" + "---:|" * len(rates))
+    shown = {m: curves[m] for m in (methods or sorted(curves)) if m in curves}
+    best = {x: min((v, m) for m, pts in shown.items() if len(pts) > 1
+                   for v in [interp(pts, x)] if v is not None) for x in rates
+            if any(len(p) > 1 and interp(p, x) is not None for p in shown.values())}
+    for m, pts in shown.items():
+        if len(pts) < 2:
+            continue
+        cells = []
+        for x in rates:
+            v = interp(pts, x)
+            cells.append("-" if v is None else
+                         ("**" + fmt + "**" if x in best and best[x][1] == m else fmt) % shown_as(v))
+        print("| %s | %s |" % (m, " | ".join(cells)))
+
+
 def main():
     if "--points" in sys.argv:
         ap = argparse.ArgumentParser()
@@ -74,21 +95,16 @@ def main():
             curves.setdefault(r["method"], []).append((r["linear_bits_per_weight"], r["nll"]))
 
     print("NLL at equal measured bits/w (linear layers), fp32 NLL %.4f\n" % fp32["nll"])
-    print("| method | " + " | ".join("%g b/w" % x for x in a.rates) + " |")
-    print("|---|" + "---:|" * len(a.rates))
-    shown = {m: curves[m] for m in (a.methods or sorted(curves)) if m in curves}
-    best = {x: min((v, m) for m, pts in shown.items() if len(pts) > 1
-                   for v in [interp(pts, x)] if v is not None) for x in a.rates
-            if any(len(p) > 1 and interp(p, x) is not None for p in shown.values())}
-    for m, pts in shown.items():
-        if len(pts) < 2:
-            continue
-        cells = []
-        for x in a.rates:
-            v = interp(pts, x)
-            cells.append("-" if v is None else
-                         ("**%.4f**" if x in best and best[x][1] == m else "%.4f") % v)
-        print("| %s | %s |" % (m, " | ".join(cells)))
+    equal_rate_table(curves, a.methods, a.rates, "%.4f")
+    # The KL divergence from fp32 falls about exponentially with the rate: interpolated in log KL.
+    kl_curves = {}
+    for r in rows:
+        if r["container"] and r.get("kl") is not None and r["kl"] > 0:
+            kl_curves.setdefault(r["method"], []).append(
+                (r["linear_bits_per_weight"], math.log(r["kl"])))
+    if kl_curves:
+        print("\nKL divergence from fp32 (nats per token) at equal measured bits/w (linear layers)\n")
+        equal_rate_table(kl_curves, a.methods, a.rates, "%.2e", math.exp)
 
     ref = curves.get(a.reference)
     abl = [r for r in rows if r["method"] == a.ablation]
