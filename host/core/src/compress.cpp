@@ -231,15 +231,21 @@ private:
       *enc = *pre->second->encoded;
       return enc;
     }
-    std::vector<float> values;
-    if (auto r = settings_.replaced.find(rec.name); r != settings_.replaced.end())
-      values = *r->second;
-    else
-      values = mt.load();
+    std::vector<float> values = mt.load();
     if (values.size() != mt.info.numel())
       fail(NWC_E_INTERNAL, "tensor " + rec.name + ": loader returned the wrong element count");
+    // Stored uncoded at the precision the original would be stored at, fine-tuned values too: the
+    // file does not grow when fine-tuning moves a bf16 model's norms off the bf16 grid.
+    const DType stored = pipeline_.unselected == "zstd-f16" ? DType::F16
+                         : chains_[i]                       ? DType::F32
+                                                            : storage_dtype(rec.dtype, values);
+    if (auto r = settings_.replaced.find(rec.name); r != settings_.replaced.end()) {
+      if (r->second->size() != values.size())
+        fail(NWC_E_INTERNAL, "replaced tensor " + rec.name + " has the wrong element count");
+      values = *r->second;
+    }
     if (!chains_[i]) {
-      store_unselected(*enc, values);
+      store_unselected(*enc, values, stored);
       return enc;
     }
     std::string key = chains_[i]->to_json().dump();
@@ -259,9 +265,8 @@ private:
   }
 
   // A tensor the pipeline does not select: one "raw" or "zstd" stream (pipeline.unselected).
-  void store_unselected(EncodedTensor &enc, const std::vector<float> &values) const {
+  void store_unselected(EncodedTensor &enc, const std::vector<float> &values, DType sd) const {
     TensorRecord &rec = enc.record;
-    DType sd = pipeline_.unselected == "zstd-f16" ? DType::F16 : storage_dtype(rec.dtype, values);
     rec.dtype = sd;
     auto bytes = raw_bytes(sd, values);
     if (pipeline_.unselected == "zstd" || pipeline_.unselected == "zstd-f16") {

@@ -417,13 +417,13 @@ void read_importance_table(const toml::node &im, const Where &w, Pipeline &pl) {
 }
 
 // [blockft]: epochs, lr, batch, sequences, validation, seq_len, inputs, e2e_epochs, e2e_lr,
-// e2e_sequences, seed.
+// e2e_sequences, e2e_embeddings, seed.
 void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
   if (!bf.is_table()) bad(w.at(bf.source()), "blockft: expected a table");
   const auto &t = *bf.as_table();
   check_keys(t,
              {"epochs", "lr", "batch", "sequences", "validation", "seq_len", "inputs", "e2e_epochs",
-              "e2e_lr", "e2e_sequences", "seed"},
+              "e2e_lr", "e2e_sequences", "e2e_embeddings", "seed"},
              w, "blockft");
   pl.blockft.enabled = true;
   for (auto [key, target] : {std::pair<const char *, int64_t *>{"epochs", &pl.blockft.epochs},
@@ -459,6 +459,13 @@ void read_blockft_table(const toml::node &bf, const Where &w, Pipeline &pl) {
     if (v != "original" && v != "coded")
       bad(w.at(n->source()), "blockft.inputs: expected \"original\" or \"coded\"");
     pl.blockft.coded_inputs = v == "coded";
+  }
+  if (auto *n = t.get("e2e_embeddings")) {
+    if (!n->is_boolean()) bad(w.at(n->source()), "blockft.e2e_embeddings: expected true or false");
+    pl.blockft.e2e_embeddings = n->as_boolean()->get();
+    if (pl.blockft.e2e_embeddings && pl.blockft.e2e_epochs == 0)
+      bad(w.at(n->source()), "blockft.e2e_embeddings: needs e2e_epochs > 0 (the stage that trains "
+                             "them)");
   }
 }
 

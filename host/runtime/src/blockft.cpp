@@ -242,29 +242,41 @@ int64_t calibration_windows(const BlockFtConfig &cfg) {
   return std::max(cfg.sequences, cfg.e2e_epochs > 0 ? e2e_sequences(cfg) : 0) + cfg.validation;
 }
 
+// The tensors outside the decoder blocks that the end-to-end stage trains: the final norm always;
+// with cfg.e2e_embeddings the token embedding and the output head (its own tensor, or the
+// embedding itself when tied) where the pipeline stores them uncoded. Undefined: not trained.
+struct OuterTensors {
+  torch::Tensor final_norm, embedding, head;
+};
+
 // Fine-tunes the coded model end to end (cfg.e2e_epochs): the row scales of every coded linear,
-// every norm (the final one included) and the weights of the linears stored uncoded, together, to
-// reproduce the original model's next-token distributions (KL divergence, mean per token) on the
-// calibration windows; the epoch with the lowest held-out KL is kept, the start included. The
-// embedding and the output head stay at their original values. Reported as a BlockFtReport with
+// every norm (the final one included), the weights of the linears stored uncoded and, with
+// cfg.e2e_embeddings, the uncoded embedding and output head, together, to reproduce the original
+// model's next-token distributions (KL divergence, mean per token) on the calibration windows; the
+// epoch with the lowest held-out KL is kept, the start included. Reported as a BlockFtReport with
 // block -1 whose "MSE" fields hold the held-out KL.
 BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape,
                               const BlockFtConfig &cfg,
                               const std::vector<std::unique_ptr<BlockTuning>> &blocks,
-                              torch::Tensor &final_norm, const torch::Tensor &ids,
-                              std::mt19937_64 &rng) {
+                              OuterTensors &outer, const torch::Tensor &ids, std::mt19937_64 &rng) {
   const Architecture &a = model.arch;
+  const bool tied = !model.find("lm_head.weight");
   const torch::Tensor embed = load(model, "model.embed_tokens.weight");
-  const torch::Tensor classifier =
-      model.find("lm_head.weight") ? load(model, "lm_head.weight") : embed;
+  const torch::Tensor classifier = tied ? embed : load(model, "lm_head.weight");
+  const torch::Tensor &final_norm = outer.final_norm;
   const int64_t seq = ids.size(1);
   auto log_probs = [&](const torch::Tensor &window_ids, bool original, const torch::Tensor &norm) {
-    auto x = embed.index_select(0, window_ids.reshape({-1})).view({window_ids.size(0), seq, a.dim});
+    const bool own_embedding = !original && outer.embedding.defined();
+    const torch::Tensor &e = own_embedding ? outer.embedding : embed;
+    const torch::Tensor &c = original                ? classifier
+                             : outer.head.defined()  ? outer.head
+                             : tied && own_embedding ? outer.embedding
+                                                     : classifier;
+    auto x = e.index_select(0, window_ids.reshape({-1})).view({window_ids.size(0), seq, a.dim});
     for (const auto &b : blocks)
       x = llama::decoder_block(original ? b->original() : b->effective(), shape, x, 0, nullptr,
                                nullptr, nullptr);
-    return torch::log_softmax(torch::matmul(llama::rmsnorm(x, norm, a.norm_eps), classifier.t()),
-                              -1);
+    return torch::log_softmax(torch::matmul(llama::rmsnorm(x, norm, a.norm_eps), c.t()), -1);
   };
   torch::Tensor teacher;
   {
@@ -281,6 +293,8 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
   std::vector<torch::Tensor> params{final_norm};
   for (const auto &b : blocks)
     for (auto &t : b->trainable()) params.push_back(t);
+  if (outer.embedding.defined()) params.push_back(outer.embedding);
+  if (outer.head.defined()) params.push_back(outer.head);
   BlockFtReport rep;
   rep.linear = "end to end";
   rep.block = -1;
@@ -354,16 +368,27 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
     }
   }
   if (cfg.e2e_epochs > 0) {
-    torch::Tensor final_norm = load(model, "model.norm.weight").requires_grad_(true);
+    OuterTensors outer;
+    outer.final_norm = load(model, "model.norm.weight").requires_grad_(true);
+    if (cfg.e2e_embeddings) {
+      if (!pipeline.chain_for("model.embed_tokens.weight"))
+        outer.embedding = load(model, "model.embed_tokens.weight").requires_grad_(true);
+      if (model.find("lm_head.weight") && !pipeline.chain_for("lm_head.weight"))
+        outer.head = load(model, "lm_head.weight").requires_grad_(true);
+    }
     const auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()),
                                       {calibration_windows(cfg), seq}, torch::kInt32)
                          .to(torch::kInt64);
-    BlockFtReport rep = tune_end_to_end(model, shape, cfg, blocks, final_norm, ids, rng);
+    BlockFtReport rep = tune_end_to_end(model, shape, cfg, blocks, outer, ids, rng);
     result.steps.push_back(rep);
     if (progress) progress(rep);
     for (size_t l = 0; l < blocks.size(); ++l)
       blocks[l]->commit("model.layers." + std::to_string(l) + ".", s, result);
-    s.replaced["model.norm.weight"] = std::make_shared<std::vector<float>>(values_of(final_norm));
+    for (const auto &[name, t] :
+         {std::pair<const char *, const torch::Tensor &>{"model.norm.weight", outer.final_norm},
+          {"model.embed_tokens.weight", outer.embedding},
+          {"lm_head.weight", outer.head}})
+      if (t.defined()) s.replaced[name] = std::make_shared<std::vector<float>>(values_of(t));
   }
   result.compress = compress_model(model, pipeline, registry, out, s);
   return result;

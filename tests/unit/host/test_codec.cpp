@@ -219,6 +219,55 @@ TEST_CASE("unselected float32 tensors are stored at their real precision, bit fo
   }
 }
 
+TEST_CASE("replacement values of unselected tensors (fine-tuned norms, embeddings) are stored at "
+          "the precision the original would be stored at") {
+  // A bf16 model's norm fine-tuned off the bf16 grid stays bf16 (rounded to nearest even), so the
+  // file does not grow; a float32 tensor's replacement stays float32, bit for bit.
+  std::vector<float> bf16_values, general, tuned_bf16, tuned_general;
+  for (int k = 0; k < 128; ++k) {
+    const float v = std::sin(0.37f * static_cast<float>(k)) * 3.0f;
+    bf16_values.push_back(bf16_to_f32(f32_to_bf16(v)));
+    general.push_back(v);
+    tuned_bf16.push_back(bf16_values.back() * 1.0013f + 1e-4f);
+    tuned_general.push_back(v * 1.0013f + 1e-4f);
+  }
+  Model model;
+  model.format = "safetensors";
+  for (const auto &[name, v] :
+       {std::pair<const char *, std::vector<float> *>{"norm", &bf16_values}, {"head", &general}}) {
+    ModelTensor t;
+    t.info.name = name;
+    t.info.dtype = DType::F32;
+    t.info.shape = {static_cast<int64_t>(v->size())};
+    t.load = [values = *v] { return values; };
+    model.tensors.push_back(std::move(t));
+  }
+  test::TempDir dir;
+  Pipeline pl =
+      parse_pipeline("[pipeline]\nname = \"t\"\nselect = []\n", dir / "p.toml", registry());
+  CompressSettings s;
+  s.replaced["norm"] = std::make_shared<std::vector<float>>(tuned_bf16);
+  s.replaced["head"] = std::make_shared<std::vector<float>>(tuned_general);
+  compress_model(model, pl, registry(), dir / "m.nwc", s);
+  ContainerReader reader(dir / "m.nwc");
+  ContainerDecoder dec(reader, registry());
+  const TensorRecord *norm = reader.find("norm"), *head = reader.find("head");
+  REQUIRE(norm != nullptr);
+  REQUIRE(head != nullptr);
+  CHECK(norm->dtype == DType::BF16);
+  CHECK(head->dtype == DType::F32);
+  const auto norm_back = dec.decode_tensor(*norm, 1), head_back = dec.decode_tensor(*head, 1);
+  REQUIRE(norm_back.size() == tuned_bf16.size());
+  for (size_t i = 0; i < tuned_bf16.size(); ++i)
+    CHECK(norm_back[i] == bf16_to_f32(f32_to_bf16(tuned_bf16[i])));
+  CHECK(norm_back != bf16_values); // the fine-tuned values, not the original's
+  CHECK(head_back == tuned_general);
+  // A replacement of the wrong length is the caller's bug, named.
+  s.replaced["head"] = std::make_shared<std::vector<float>>(3, 1.0f);
+  CHECK_THROWS_WITH(compress_model(model, pl, registry(), dir / "n.nwc", s),
+                    doctest::Contains("replaced tensor head has the wrong element count"));
+}
+
 TEST_CASE("quality levels from the Hessian diagonal match a hand-computed case") {
   // 20 columns; diag(H) = 20 - j except column 7, the most important, and a tie at 12/13.
   const int64_t n = 20;

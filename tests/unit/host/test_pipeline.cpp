@@ -206,10 +206,12 @@ TEST_CASE("blockft table: defaults, inputs, the end-to-end stage, and errors nam
   CHECK_FALSE(plain.blockft.coded_inputs);
   CHECK(plain.blockft.e2e_epochs == 0);
   CHECK(plain.blockft.seed == 0);
+  CHECK_FALSE(plain.blockft.e2e_embeddings);
   const Pipeline set =
       parse_pipeline(kGood + "\n[blockft]\ninputs = \"coded\"\ne2e_epochs = 20\ne2e_lr = "
-                             "3e-4\ne2e_sequences = 256\nseed = 7\n",
+                             "3e-4\ne2e_sequences = 256\ne2e_embeddings = true\nseed = 7\n",
                      "p.toml", registry());
+  CHECK(set.blockft.e2e_embeddings);
   CHECK(set.blockft.coded_inputs);
   CHECK(set.blockft.e2e_epochs == 20);
   CHECK(set.blockft.e2e_lr == 3e-4);
@@ -226,6 +228,10 @@ TEST_CASE("blockft table: defaults, inputs, the end-to-end stage, and errors nam
   CHECK(error_of(kGood + "\n[blockft]\ne2e_lr = 2\n") ==
         "p.toml:26:10: blockft.e2e_lr: expected a number in (0, 1)");
   CHECK(error_of(kGood + "\n[blockft]\ne2e = 1\n") == "p.toml:26:1: blockft.e2e: unknown key");
+  CHECK(error_of(kGood + "\n[blockft]\ne2e_epochs = 2\ne2e_embeddings = 1\n") ==
+        "p.toml:27:18: blockft.e2e_embeddings: expected true or false");
+  CHECK(error_of(kGood + "\n[blockft]\ne2e_embeddings = true\n") ==
+        "p.toml:26:18: blockft.e2e_embeddings: needs e2e_epochs > 0 (the stage that trains them)");
 }
 
 TEST_CASE("allocate table: codecs relative to the file, a target, checked where written") {

@@ -110,6 +110,9 @@ struct BlockFtConfig {
   int64_t e2e_epochs = 0;
   double e2e_lr = 1e-4;
   int64_t e2e_sequences = 0; // its training windows (0 = sequences); validation windows follow them
+  // The end-to-end stage also trains the token embedding and the output head where they are
+  // stored uncoded (QTIP's end-to-end stage trains every parameter that is not a code).
+  bool e2e_embeddings = false;
   // Seed of the order in which training windows are batched: runs that differ only in it show how
   // much of a difference between two pipelines is the fine-tuning's own spread.
   int64_t seed = 0;
