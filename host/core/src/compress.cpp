@@ -231,20 +231,19 @@ private:
       *enc = *pre->second->encoded;
       return enc;
     }
-    std::vector<float> values = mt.load();
+    const auto r = settings_.replaced.find(rec.name);
+    const bool replaced = r != settings_.replaced.end();
+    std::vector<float> values = replaced ? *r->second : mt.load();
     if (values.size() != mt.info.numel())
-      fail(NWC_E_INTERNAL, "tensor " + rec.name + ": loader returned the wrong element count");
-    // Stored uncoded at the precision the original would be stored at, fine-tuned values too: the
-    // file does not grow when fine-tuning moves a bf16 model's norms off the bf16 grid.
-    const DType stored = pipeline_.unselected == "zstd-f16" ? DType::F16
-                         : chains_[i]                       ? DType::F32
-                                                            : storage_dtype(rec.dtype, values);
-    if (auto r = settings_.replaced.find(rec.name); r != settings_.replaced.end()) {
-      if (r->second->size() != values.size())
-        fail(NWC_E_INTERNAL, "replaced tensor " + rec.name + " has the wrong element count");
-      values = *r->second;
-    }
+      fail(NWC_E_INTERNAL,
+           replaced ? "replaced tensor " + rec.name + " has the wrong element count"
+                    : "tensor " + rec.name + ": loader returned the wrong element count");
     if (!chains_[i]) {
+      // At the precision the original would be stored at, fine-tuned values too: the file does not
+      // grow when fine-tuning moves a bf16 model's norms off the bf16 grid.
+      const DType stored = pipeline_.unselected == "zstd-f16"
+                               ? DType::F16
+                               : storage_dtype(rec.dtype, replaced ? mt.load() : values);
       store_unselected(*enc, values, stored);
       return enc;
     }

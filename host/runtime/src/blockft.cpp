@@ -264,14 +264,15 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
   const torch::Tensor embed = load(model, "model.embed_tokens.weight");
   const torch::Tensor classifier = tied ? embed : load(model, "lm_head.weight");
   const torch::Tensor &final_norm = outer.final_norm;
+  // The coded model's: trained where defined, else the original's (a tied head is the embedding).
+  const torch::Tensor &coded_embed = outer.embedding.defined() ? outer.embedding : embed;
+  const torch::Tensor &coded_classifier = outer.head.defined() ? outer.head
+                                          : tied               ? coded_embed
+                                                               : classifier;
   const int64_t seq = ids.size(1);
   auto log_probs = [&](const torch::Tensor &window_ids, bool original, const torch::Tensor &norm) {
-    const bool own_embedding = !original && outer.embedding.defined();
-    const torch::Tensor &e = own_embedding ? outer.embedding : embed;
-    const torch::Tensor &c = original                ? classifier
-                             : outer.head.defined()  ? outer.head
-                             : tied && own_embedding ? outer.embedding
-                                                     : classifier;
+    const torch::Tensor &e = original ? embed : coded_embed;
+    const torch::Tensor &c = original ? classifier : coded_classifier;
     auto x = e.index_select(0, window_ids.reshape({-1})).view({window_ids.size(0), seq, a.dim});
     for (const auto &b : blocks)
       x = llama::decoder_block(original ? b->original() : b->effective(), shape, x, 0, nullptr,
