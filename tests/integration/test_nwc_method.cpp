@@ -288,6 +288,38 @@ TEST_CASE("blockft's end-to-end stage lowers the KL to the original model, as th
   CHECK(kl_after[1] < 0.98 * kl_after[0]);
 }
 
+TEST_CASE("blockft's end-to-end stage with a coded (tied) embedding computes with its decoded "
+          "values and trains its row scales: the container decodes to the KL it reports") {
+  Model model = load_model(nwc::test::stories260k());
+  const std::vector<int32_t> tokens = calibration_tokens(model);
+  TempDir dir;
+  Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64",
+                             "[blockft]\nepochs = 1\nlr = 1e-3\nsequences = 16\nvalidation = 4\n"
+                             "seq_len = 64\ne2e_epochs = 3\ne2e_lr = 3e-4\ne2e_sequences = 24\n"
+                             "[[override]]\nmatch = \"model.embed_tokens.weight\"\n");
+  const std::string embed = "model.embed_tokens.weight";
+  REQUIRE(pl.chain_for(embed));
+  const fs::path out = dir.path() / "coded-embedding.nwc";
+  CompressSettings s;
+  s.threads = 2;
+  BlockFtResult r = compress_model_blockft(model, pl, registry(), out, s, tokens);
+  const BlockFtReport &e2e = r.steps.back();
+  REQUIRE(e2e.block == -1);
+  INFO("held-out KL " << e2e.mse_before << " -> " << e2e.mse_after);
+  CHECK(e2e.mse_after < 0.97 * e2e.mse_before);
+  REQUIRE(r.reconstructions.count(embed));
+  Model decoded = decoded_model(model, out);
+  for (const auto &[name, values] : r.reconstructions) CHECK(decoded.find(name)->load() == values);
+  // Its row scales moved: the decoded embedding is not the embedding as first coded.
+  const ModelTensor *mt = model.find(embed);
+  CHECK(decoded.find(embed)->load() !=
+        encode_tensor(pl, registry(), mt->info, mt->load(), CompressSettings{}).reconstruction);
+  // What the stage measured is what the container holds (the coded embedding, not the original).
+  const double kl = held_out_kl(model, decoded, tokens, 24, 4, 64);
+  INFO("decoded container's held-out KL " << kl);
+  CHECK(kl == doctest::Approx(e2e.mse_after).epsilon(0.03));
+}
+
 TEST_CASE("blockft's seed: the same seed gives the same container, another seed another "
           "fine-tuning") {
   Model model = load_model(nwc::test::stories260k());

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 
 namespace nwc::runtime {
@@ -43,7 +44,37 @@ struct Coded {
   torch::Tensor unit;  // [rows, cols]
   torch::Tensor scale; // [rows], trainable
   bool chunker_scales = false;
+
+  torch::Tensor weight() const { return unit * scale.unsqueeze(1); }
+
+  // Its fine-tuned row scales go into its coding, which goes to s.precoded (to be written as it is)
+  // and to `reconstructions`.
+  void commit(const std::string &name, CompressSettings &s,
+              std::map<std::string, std::vector<float>> &reconstructions) const {
+    std::vector<float> v = values_of(scale);
+    const bool unchanged =
+        !chunker_scales && std::all_of(v.begin(), v.end(), [](float x) { return x == 1.0f; });
+    if (!unchanged) set_row_scales(*coding, v); // no row gain when it would be all ones
+    s.precoded[name] = coding;
+    reconstructions[name] = coding->reconstruction;
+  }
 };
+
+// Codes a tensor (values: [rows, cols]) with the pipeline's chain for it, as a Coded with trainable
+// row scales starting at the chunker's stored ones (or at 1).
+Coded code_tensor(const TensorInfo &info, std::vector<float> values, const Pipeline &pipeline,
+                  const Registry &registry, const CompressSettings &s) {
+  Coded c;
+  c.coding =
+      std::make_shared<TensorCoding>(encode_tensor(pipeline, registry, info, std::move(values), s));
+  c.unit =
+      torch::from_blob(c.coding->unit_reconstruction.data(), info.shape, torch::kFloat32).clone();
+  c.chunker_scales = !c.coding->row_scales.empty();
+  c.scale = c.chunker_scales ? torch::tensor(c.coding->row_scales)
+                             : torch::ones({info.shape[0]}, torch::kFloat32);
+  c.scale.requires_grad_(true);
+  return c;
+}
 
 // The calibration windows' token embeddings [windows, seq, dim]: the first block's input.
 torch::Tensor embed_windows(const Model &model, const std::vector<int32_t> &tokens, int64_t windows,
@@ -133,18 +164,8 @@ public:
   BlockFtReport code_and_tune(const LinearSlot &slot, const ModelTensor &tensor,
                               const Pipeline &pipeline, const Registry &registry,
                               const CompressSettings &s, std::mt19937_64 &rng) {
-    TensorCoding tc =
-        encode_tensor(pipeline, registry, tensor.info, values_of(cur_.*slot.field), s);
-    Coded c;
-    c.coding = std::make_shared<TensorCoding>(std::move(tc));
-    c.unit =
-        torch::from_blob(c.coding->unit_reconstruction.data(), tensor.info.shape, torch::kFloat32)
-            .clone();
-    c.chunker_scales = !c.coding->row_scales.empty();
-    c.scale = c.chunker_scales ? torch::tensor(c.coding->row_scales)
-                               : torch::ones({tensor.info.shape[0]}, torch::kFloat32);
-    c.scale.requires_grad_(true);
-    coded_[slot.name] = c;
+    coded_[slot.name] =
+        code_tensor(tensor.info, values_of(cur_.*slot.field), pipeline, registry, s);
     BlockFtReport rep;
     rep.linear = tensor.info.name;
     fine_tune(rep, rng);
@@ -154,14 +175,8 @@ public:
   // The block is done: fine-tuned scales go into the codings (s.precoded), the norms and the
   // uncoded linears replace the model's (s.replaced).
   void commit(const std::string &prefix, CompressSettings &s, BlockFtResult &result) const {
-    for (const auto &[slot_name, c] : coded_) {
-      std::vector<float> scale = values_of(c.scale);
-      const bool unchanged = !c.chunker_scales && std::all_of(scale.begin(), scale.end(),
-                                                              [](float v) { return v == 1.0f; });
-      if (!unchanged) set_row_scales(*c.coding, scale); // no row gain when it would be all ones
-      s.precoded[prefix + slot_name + ".weight"] = c.coding;
-      result.reconstructions[prefix + slot_name + ".weight"] = c.coding->reconstruction;
-    }
+    for (const auto &[slot_name, c] : coded_)
+      c.commit(prefix + slot_name + ".weight", s, result.reconstructions);
     s.replaced[prefix + "input_layernorm.weight"] =
         std::make_shared<std::vector<float>>(values_of(cur_.attn_norm));
     s.replaced[prefix + "post_attention_layernorm.weight"] =
@@ -194,7 +209,7 @@ public:
     llama::BlockWeights w = cur_;
     for (const auto &slot : kOrder) {
       auto it = coded_.find(slot.name);
-      if (it != coded_.end()) w.*slot.field = it->second.unit * it->second.scale.unsqueeze(1);
+      if (it != coded_.end()) w.*slot.field = it->second.weight();
     }
     return w;
   }
@@ -243,15 +258,19 @@ int64_t calibration_windows(const BlockFtConfig &cfg) {
 }
 
 // The tensors outside the decoder blocks that the end-to-end stage trains: the final norm always;
-// with cfg.e2e_embeddings the token embedding and the output head (its own tensor, or the
-// embedding itself when tied) where the pipeline stores them uncoded. Undefined: not trained.
+// the token embedding and the output head (its own tensor, or the embedding itself when tied)
+// where the pipeline codes them, as coded tensors whose row scales train (their decoded values
+// are what the coded model computes with); with cfg.e2e_embeddings, their values where the
+// pipeline stores them uncoded. Undefined / empty: not trained.
 struct OuterTensors {
   torch::Tensor final_norm, embedding, head;
+  std::optional<Coded> coded_embedding, coded_head;
 };
 
-// Fine-tunes the coded model end to end (cfg.e2e_epochs): the row scales of every coded linear,
-// every norm (the final one included), the weights of the linears stored uncoded and, with
-// cfg.e2e_embeddings, the uncoded embedding and output head, together, to reproduce the original
+// Fine-tunes the coded model end to end (cfg.e2e_epochs): the row scales of every coded tensor
+// (linears; the embedding and the output head where the pipeline codes them), every norm (the
+// final one included), the weights of the linears stored uncoded and, with cfg.e2e_embeddings,
+// the uncoded embedding and output head, together, to reproduce the original
 // model's next-token distributions (KL divergence, mean per token) on the calibration windows; the
 // epoch with the lowest held-out KL is kept, the start included. Reported as a BlockFtReport with
 // block -1 whose "MSE" fields hold the held-out KL.
@@ -264,15 +283,21 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
   const torch::Tensor embed = load(model, "model.embed_tokens.weight");
   const torch::Tensor classifier = tied ? embed : load(model, "lm_head.weight");
   const torch::Tensor &final_norm = outer.final_norm;
-  // The coded model's: trained where defined, else the original's (a tied head is the embedding).
-  const torch::Tensor &coded_embed = outer.embedding.defined() ? outer.embedding : embed;
-  const torch::Tensor &coded_classifier = outer.head.defined() ? outer.head
-                                          : tied               ? coded_embed
-                                                               : classifier;
+  // The coded model's, per forward pass (row scales train): coded, else trained where defined,
+  // else the original's (a tied head is the embedding).
+  auto coded_embed = [&]() -> torch::Tensor {
+    if (outer.coded_embedding) return outer.coded_embedding->weight();
+    return outer.embedding.defined() ? outer.embedding : embed;
+  };
+  auto coded_classifier = [&](const torch::Tensor &coded_embedding) -> torch::Tensor {
+    if (outer.coded_head) return outer.coded_head->weight();
+    if (outer.head.defined()) return outer.head;
+    return tied ? coded_embedding : classifier;
+  };
   const int64_t seq = ids.size(1);
   auto log_probs = [&](const torch::Tensor &window_ids, bool original, const torch::Tensor &norm) {
-    const torch::Tensor &e = original ? embed : coded_embed;
-    const torch::Tensor &c = original ? classifier : coded_classifier;
+    const torch::Tensor e = original ? embed : coded_embed();
+    const torch::Tensor c = original ? classifier : coded_classifier(e);
     auto x = e.index_select(0, window_ids.reshape({-1})).view({window_ids.size(0), seq, a.dim});
     for (const auto &b : blocks)
       x = llama::decoder_block(original ? b->original() : b->effective(), shape, x, 0, nullptr,
@@ -296,6 +321,8 @@ BlockFtReport tune_end_to_end(const Model &model, const llama::BlockShape &shape
     for (auto &t : b->trainable()) params.push_back(t);
   if (outer.embedding.defined()) params.push_back(outer.embedding);
   if (outer.head.defined()) params.push_back(outer.head);
+  if (outer.coded_embedding) params.push_back(outer.coded_embedding->scale);
+  if (outer.coded_head) params.push_back(outer.coded_head->scale);
   BlockFtReport rep;
   rep.linear = "end to end";
   rep.block = -1;
@@ -371,11 +398,15 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
   if (cfg.e2e_epochs > 0) {
     OuterTensors outer;
     outer.final_norm = load(model, "model.norm.weight").requires_grad_(true);
-    if (cfg.e2e_embeddings) {
-      if (!pipeline.chain_for("model.embed_tokens.weight"))
-        outer.embedding = load(model, "model.embed_tokens.weight").requires_grad_(true);
-      if (model.find("lm_head.weight") && !pipeline.chain_for("lm_head.weight"))
-        outer.head = load(model, "lm_head.weight").requires_grad_(true);
+    for (const char *name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+      const ModelTensor *t = model.find(name);
+      if (!t) continue; // a tied head: the embedding
+      const bool embedding = std::string(name) == "model.embed_tokens.weight";
+      if (pipeline.chain_for(name))
+        (embedding ? outer.coded_embedding : outer.coded_head) =
+            code_tensor(t->info, t->load(), pipeline, registry, s);
+      else if (cfg.e2e_embeddings)
+        (embedding ? outer.embedding : outer.head) = load(model, name).requires_grad_(true);
     }
     const auto ids = torch::from_blob(const_cast<int32_t *>(tokens.data()),
                                       {calibration_windows(cfg), seq}, torch::kInt32)
@@ -390,6 +421,9 @@ BlockFtResult compress_model_blockft(const Model &model, const Pipeline &pipelin
           {"model.embed_tokens.weight", outer.embedding},
           {"lm_head.weight", outer.head}})
       if (t.defined()) s.replaced[name] = std::make_shared<std::vector<float>>(values_of(t));
+    if (outer.coded_embedding)
+      outer.coded_embedding->commit("model.embed_tokens.weight", s, result.reconstructions);
+    if (outer.coded_head) outer.coded_head->commit("lm_head.weight", s, result.reconstructions);
   }
   result.compress = compress_model(model, pipeline, registry, out, s);
   return result;

@@ -7,8 +7,9 @@
 // sequences (the state before fine-tuning included, so it never makes the held-out MSE worse).
 // Block inputs are the original model's hidden states (teacher forcing) or, with inputs =
 // "coded", the coded blocks' states. With e2e_epochs > 0 the coded model is then fine-tuned end to
-// end (row scales and norms, and with e2e_embeddings the uncoded embedding and output head; KL
-// divergence to the original model's next-token distributions).
+// end (row scales, the coded embedding's and output head's included, and norms; with
+// e2e_embeddings the uncoded embedding and output head; KL divergence to the original model's
+// next-token distributions).
 //
 // It composes with any pipeline: the fine-tuned row scales replace the chunker's stored row scales
 // (nwc.chunk.column) or become a host row gain (other chunkers, e.g. GPTQ's groups); the norms are
@@ -38,8 +39,9 @@ struct BlockFtReport {
 struct BlockFtResult {
   host::CompressResult compress;
   std::vector<BlockFtReport> steps;
-  // What the encoder reconstructed for every coded linear, fine-tuned row scales applied (the
-  // container decodes to exactly these values).
+  // What the encoder reconstructed for every coded linear (and, with the end-to-end stage, a
+  // coded embedding and output head), fine-tuned row scales applied (the container decodes to
+  // exactly these values).
   std::map<std::string, std::vector<float>> reconstructions;
 };
 
