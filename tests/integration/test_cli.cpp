@@ -752,7 +752,7 @@ TEST_CASE("bench compares pipelines against fp32 with measured bits and writes t
 }
 
 TEST_CASE("bench refuses a blockft pipeline its calibration text cannot feed before any work") {
-  // nwc-tcq-l300 fine-tunes on 288 windows of 128 tokens (36,864); the calibration text here has
+  // nwc-tcq-l300 fine-tunes on 448 windows of 128 tokens (57,344); the calibration text here has
   // about 2,000. The run stops at once, naming the pipeline and the text, with no results.
   TempDir dir;
   const auto data = nwc::test::data_dir();
@@ -766,7 +766,7 @@ TEST_CASE("bench refuses a blockft pipeline its calibration text cannot feed bef
                "--eval-text", (data / "text" / "tinystories-eval.txt").string(), "--calib-text",
                calib.string(), "-o", (dir / "out").string(), "--quiet"});
   CHECK(r.exit_code != 0);
-  CHECK(r.err.find("nwc-tcq-l300.toml: [blockft] needs 36864 calibration tokens, " +
+  CHECK(r.err.find("nwc-tcq-l300.toml: [blockft] needs 57344 calibration tokens, " +
                    calib.string() + " has ") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "out" / "results.json"));
   CHECK_FALSE(fs::exists(dir / "out" / "rtn-4bit-g32.nwc"));
