@@ -289,15 +289,22 @@ TEST_CASE("blockft's end-to-end stage lowers the KL to the original model, as th
   CHECK(kl_after[1] < 0.98 * kl_after[0]);
 }
 
+// A short block-wise and end-to-end run (3 epochs on 24 windows of 64 tokens) with the tensors
+// `match` names (a TOML string or array) coded too.
+Pipeline coded_outer_pipeline(const TempDir &dir, const std::string &match) {
+  return nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64",
+                      "[blockft]\nepochs = 1\nlr = 1e-3\nsequences = 16\nvalidation = 4\n"
+                      "seq_len = 64\ne2e_epochs = 3\ne2e_lr = 3e-4\ne2e_sequences = 24\n"
+                      "[[override]]\nmatch = " +
+                          match + "\n");
+}
+
 TEST_CASE("blockft's end-to-end stage with a coded (tied) embedding computes with its decoded "
           "values and trains its row scales: the container decodes to the KL it reports") {
   Model model = load_model(nwc::test::stories260k());
   const std::vector<int32_t> tokens = calibration_tokens(model);
   TempDir dir;
-  Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64",
-                             "[blockft]\nepochs = 1\nlr = 1e-3\nsequences = 16\nvalidation = 4\n"
-                             "seq_len = 64\ne2e_epochs = 3\ne2e_lr = 3e-4\ne2e_sequences = 24\n"
-                             "[[override]]\nmatch = \"model.embed_tokens.weight\"\n");
+  Pipeline pl = coded_outer_pipeline(dir, "\"model.embed_tokens.weight\"");
   const std::string embed = "model.embed_tokens.weight";
   REQUIRE(pl.chain_for(embed));
   const fs::path out = dir.path() / "coded-embedding.nwc";
@@ -331,11 +338,7 @@ TEST_CASE("blockft's end-to-end stage with a coded embedding and a coded output 
   Model model = load_model(dir.path() / "tiny");
   REQUIRE(model.find("lm_head.weight"));
   const std::vector<int32_t> tokens = calibration_tokens(load_model(nwc::test::stories260k()));
-  Pipeline pl = nwc_pipeline(dir, "plugin = \"nwc.comp.none\"\nblock = 64",
-                             "[blockft]\nepochs = 1\nlr = 1e-3\nsequences = 16\nvalidation = 4\n"
-                             "seq_len = 64\ne2e_epochs = 3\ne2e_lr = 3e-4\ne2e_sequences = 24\n"
-                             "[[override]]\nmatch = [\"model.embed_tokens.weight\", "
-                             "\"lm_head.weight\"]\n");
+  Pipeline pl = coded_outer_pipeline(dir, "[\"model.embed_tokens.weight\", \"lm_head.weight\"]");
   const fs::path out = dir.path() / "coded-outer.nwc";
   CompressSettings s;
   s.threads = 2;
