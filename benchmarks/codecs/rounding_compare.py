@@ -7,8 +7,9 @@ codec's measured rate. Prints a Markdown table.
 
 CODEC is a lambda of the shipped ladder (300: codecs/nwc-s-l300.nwcc) or a codec file (.nwcc),
 with "@tcq" or "@tcq=STEP" appended to quantize its latents with nwc.quant.tcq (step 0.5 unless
-given) instead of rounding them; "chunks@tcq=STEP" is nwc.quant.tcq on the normalized 16-vectors
-themselves, without a codec.
+given) instead of rounding them, and ",KEY=VALUE" after it for more of its options
+("300@tcq,states=64,path_columns=16"); "chunks@tcq=STEP" is nwc.quant.tcq on the normalized
+16-vectors themselves, without a codec.
 """
 import json, math, os, subprocess, sys
 
@@ -60,9 +61,12 @@ print("| codec | bits/w | codec MSE | rounding MSE at that rate | codec / roundi
 print("|---|---:|---:|---:|---:|")
 for spec in lambdas:
     name, _, quant = spec.partition("@")
+    quant, *extra = quant.split(",")
     step = quant.partition("=")[2] or "0.5"
-    quantizer = (f'plugin = "nwc.quant.tcq"\nstep = {step}\n' if quant.startswith("tcq")
-                 else 'plugin = "nwc.quant.round"\n')
+    quantizer = (f'plugin = "nwc.quant.tcq"\nstep = {step}\n' + "".join(e + "\n" for e in extra)
+                 if quant.startswith("tcq") else 'plugin = "nwc.quant.round"\n')
+    if extra:
+        step += ", " + ", ".join(extra)
     if name == "chunks":
         label, body = f"no codec, tcq step {step}", f"[quantizer]\n{quantizer}"
     else:
