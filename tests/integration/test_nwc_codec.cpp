@@ -135,20 +135,24 @@ TEST_CASE("a trained codec beats plain rounding of the normalized weights on hel
         {step, measure(rounding_pipeline(dir.path(), step), aidreams(), dir.path() / "round.nwc")});
   // The D 64 ladder's and the fast (D 32) ladder's lambda 1000 codecs: 0.93 of rounding's MSE at
   // 5.18 and 5.44 b/w; with trellis-coded latents (nwc.quant.tcq) the trellis ladder's lambda 100,
-  // 300 and 1000 codecs: 0.88, 0.83 and 0.77 at 3.38, 4.13 and 5.04 b/w
+  // 300 and 1000 codecs: 0.88, 0.83 and 0.77 at 3.38, 4.13 and 5.04 b/w; the lambda 300 codec
+  // with a 64-state trellis on 16-column paths (the trellis presets' quantizer): 0.76
   // (benchmarks/codecs/rounding_compare.py).
   struct Case {
     std::string label;
     fs::path pipeline;
     double bound;
   };
-  const std::string tcq = "plugin = \"nwc.quant.tcq\"\nstep = 0.5";
+  const std::string tcq = "plugin = \"nwc.quant.tcq\"\nstep = 0.5",
+                    tcq64 = tcq + "\nstates = 64\npath_columns = 16";
   const std::vector<Case> cases{
       {"nwc-s-l1000", neural_pipeline(dir.path(), "s", shipped(1000, "s"), 0), 0.97},
       {"nwc-f-l1000", neural_pipeline(dir.path(), "f", shipped(1000, "f"), 0), 0.97},
       {"nwc-t-l100 + tcq", neural_pipeline(dir.path(), "t2", shipped(100, "t"), 0, tcq), 0.90},
       {"nwc-t-l300 + tcq", neural_pipeline(dir.path(), "t3", shipped(300, "t"), 0, tcq), 0.90},
-      {"nwc-t-l1000 + tcq", neural_pipeline(dir.path(), "t4", shipped(1000, "t"), 0, tcq), 0.90}};
+      {"nwc-t-l1000 + tcq", neural_pipeline(dir.path(), "t4", shipped(1000, "t"), 0, tcq), 0.90},
+      {"nwc-t-l300 + tcq with 64 states",
+       neural_pipeline(dir.path(), "t5", shipped(300, "t"), 0, tcq64), 0.80}};
   for (const Case &c : cases) {
     Point nwc = measure(c.pipeline, aidreams(), dir.path() / "nwc.nwc");
     std::optional<double> rounding_mse;

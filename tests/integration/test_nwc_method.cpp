@@ -39,14 +39,15 @@ std::string codec_path() {
 
 Pipeline nwc_pipeline(const TempDir &dir, const std::string &compensator,
                       const std::string &extra = "", const std::string &pipeline_keys = "",
-                      const std::string &quantizer = "nwc.quant.round") {
+                      const std::string &quantizer = "plugin = \"nwc.quant.round\"") {
   fs::path p = dir.path() / "p.toml";
   std::ofstream(p) << "[pipeline]\nname = \"t\"\nselect = [\"*_proj.weight\"]\n"
                    << pipeline_keys
                    << "\n[chunker]\nplugin = \"nwc.chunk.column\"\n"
                       "[transform]\nplugin = \"nwc.transform.neural\"\ncodec = \""
-                   << codec_path() << "\"\n[quantizer]\nplugin = \"" << quantizer
-                   << "\"\n"
+                   << codec_path() << "\"\n[quantizer]\n"
+                   << quantizer
+                   << "\n"
                       "[entropy]\nplugin = \"nwc.entropy.rans\"\n"
                       "[compensator]\n"
                    << compensator << "\n"
@@ -383,9 +384,11 @@ TEST_CASE("LDLQ blocks coded as wider streams: the same reconstruction in fewer,
   Model model = load_model(nwc::test::stories260k());
   const std::string ldlq = "plugin = \"nwc.comp.ldlq\"\nblock = 16",
                     levels = "[levels]\nfractions = [0.001, 0.01, 0.1]\n";
-  // nwc.quant.tcq restarts its trellis at every column, so feedback blocks coded together give
-  // the bits they give apart.
-  for (const std::string quantizer : {"nwc.quant.round", "nwc.quant.tcq"}) {
+  // nwc.quant.tcq restarts its trellis at every column (or every 16 columns, one feedback block,
+  // as the trellis presets code), so feedback blocks coded together give the bits they give apart.
+  for (const std::string quantizer :
+       {"plugin = \"nwc.quant.round\"", "plugin = \"nwc.quant.tcq\"",
+        "plugin = \"nwc.quant.tcq\"\nstates = 64\npath_columns = 16"}) {
     INFO(quantizer);
     TempDir dir;
     Pipeline narrow = nwc_pipeline(dir, ldlq, levels, "", quantizer);
