@@ -283,7 +283,8 @@ TEST_CASE("a wrong or missing codec and a corrupted NWC stream are refused with 
   CHECK_FALSE(fs::exists(out));
 }
 
-TEST_CASE("train-codec fine-tunes a codec for trellis-coded latents (--init, --latent-quantizer)") {
+TEST_CASE("train-codec fine-tunes a codec for trellis-coded latents: --init and "
+          "--latent-quantizer with its options") {
   TempDir dir;
   const std::string init = codec().path.string(); // D 16, lambda 300
   auto run = [&](const std::string &name, std::vector<std::string> extra) {
@@ -307,13 +308,23 @@ TEST_CASE("train-codec fine-tunes a codec for trellis-coded latents (--init, --l
                                         "1e-12",   "--aux-lr", "1e-12",        "--init", init};
   auto with_tcq = frozen;
   with_tcq.insert(with_tcq.end(), {"--latent-quantizer", "nwc.quant.tcq"});
+  // With the trellis presets' options (--latent-quantizer-option) the held-out samples are coded
+  // by the 64-state trellis on paths of 16 samples: less error at about the same rate.
+  auto with_tcq64 = with_tcq;
+  with_tcq64.insert(with_tcq64.end(), {"--latent-quantizer-option", "states=64",
+                                       "--latent-quantizer-option", "path_columns=16"});
   json rounded = run("rounded.nwcc", frozen);
   json trellis = run("trellis.nwcc", with_tcq);
+  json trellis64 = run("trellis64.nwcc", with_tcq64);
   for (size_t l = 0; l < 4; ++l) {
     CAPTURE(l);
-    const json &a = rounded["validation"][l], &b = trellis["validation"][l];
+    const json &a = rounded["validation"][l], &b = trellis["validation"][l],
+               &c = trellis64["validation"][l];
     CHECK(b["bits_per_weight"].get<double>() > a["bits_per_weight"].get<double>());
     CHECK(b["mse"].get<double>() < a["mse"].get<double>());
+    CHECK(c["mse"].get<double>() < b["mse"].get<double>());
+    CHECK(c["bits_per_weight"].get<double>() ==
+          doctest::Approx(b["bits_per_weight"].get<double>()).epsilon(0.03));
   }
   // Refusals: a plugin that is not a quantizer, a codec of another configuration.
   Result r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "16",
@@ -321,6 +332,17 @@ TEST_CASE("train-codec fine-tunes a codec for trellis-coded latents (--init, --l
                       (dir.path() / "x.nwcc").string()});
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("nwc.entropy.rans is not a quantizer plugin") != std::string::npos);
+  r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "16", "--steps",
+               "1", "--latent-quantizer", "nwc.quant.tcq", "--latent-quantizer-option", "stats=64",
+               "-o", (dir.path() / "x.nwcc").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--latent-quantizer-option for nwc.quant.tcq: no option 'stats' (its options: "
+                   "step, lambda, trellis, states, path_columns)") != std::string::npos);
+  r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "16", "--steps",
+               "1", "--latent-quantizer-option", "states=64", "-o",
+               (dir.path() / "x.nwcc").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--latent-quantizer-option needs --latent-quantizer") != std::string::npos);
   r = run_nwc({"train-codec", "--model", stories(), "--lambda", "300", "--width", "32", "--steps",
                "1", "--init", init, "-o", (dir.path() / "y.nwcc").string()});
   CHECK(r.exit_code == 1);

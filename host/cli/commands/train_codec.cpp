@@ -52,6 +52,9 @@ void add_train_options(po::options_description &d, TrainFlags &f) {
       "restart", "ignore an existing checkpoint and start afresh")(
       "latent-quantizer", po::value(&ts.latent_quantizer),
       "train for this quantizer plugin's latents (e.g. nwc.quant.tcq) instead of rounding")(
+      "latent-quantizer-option", po::value(&ts.latent_quantizer_options)->composing(),
+      "KEY=VALUE: an option of --latent-quantizer (repeatable; e.g. states=64), as the pipeline's "
+      "[quantizer] sets it")(
       "level-priors", po::bool_switch(&ts.level_priors),
       "one entropy prior per quality level (codec format 2); with --init a shared-prior codec "
       "starts every level's prior")(

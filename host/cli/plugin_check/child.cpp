@@ -34,23 +34,10 @@ using check::report;
 using check::step;
 using check::StepFailed;
 
-// Parses --set KEY=VALUE for a plugin's schema: JSON when it parses (numbers, true/false, lists),
-// otherwise the text as a string.
+// --set KEY=VALUE for a plugin's schema; keys it does not have are for other plugins.
 OptionValues options_for(const Plugin &p, const std::vector<std::string> &sets) {
-  json j = json::object();
-  for (const auto &kv : sets) {
-    const auto eq = kv.find('=');
-    const std::string key = kv.substr(0, eq),
-                      text = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (!p.option(key)) continue; // --set applies to the plugins that have the key
-    json v = json::parse(text, nullptr, false);
-    const uint32_t type = p.option(key)->type;
-    if (v.is_discarded() || type == NWC_OPT_STRING || type == NWC_OPT_ENUM || type == NWC_OPT_PATH)
-      v = text;
-    j[key] = v;
-  }
-  return OptionValues::from_json(j, p.options.data(), static_cast<uint32_t>(p.options.size()),
-                                 "--set for " + p.id);
+  return options_from_assignments(sets, p.options.data(), static_cast<uint32_t>(p.options.size()),
+                                  "--set for " + p.id, /*skip_unknown=*/true);
 }
 
 struct ChildArgs {

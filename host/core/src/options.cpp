@@ -138,6 +138,36 @@ nlohmann::json OptionValues::to_json() const {
   return j;
 }
 
+OptionValues options_from_assignments(const std::vector<std::string> &assignments,
+                                      const nwc_option_spec *specs, uint32_t spec_count,
+                                      const std::string &context, bool skip_unknown) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto &assignment : assignments) {
+    const auto eq = assignment.find('=');
+    if (eq == std::string::npos || eq == 0)
+      fail(NWC_E_INVALID_OPTION,
+           context + ": '" + assignment + "' is not an assignment; expected KEY=VALUE");
+    const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+    const nwc_option_spec *spec = nullptr;
+    for (uint32_t i = 0; i < spec_count; ++i)
+      if (key == specs[i].key) spec = &specs[i];
+    if (!spec) {
+      if (skip_unknown) continue;
+      std::string known;
+      for (uint32_t i = 0; i < spec_count; ++i)
+        known += (i ? ", " : "") + std::string(specs[i].key);
+      fail(NWC_E_INVALID_OPTION, context + ": no option '" + key +
+                                     "' (its options: " + (known.empty() ? "none" : known) + ")");
+    }
+    nlohmann::json v = nlohmann::json::parse(text, nullptr, false);
+    if (v.is_discarded() || spec->type == NWC_OPT_STRING || spec->type == NWC_OPT_ENUM ||
+        spec->type == NWC_OPT_PATH)
+      v = text;
+    j[key] = std::move(v);
+  }
+  return OptionValues::from_json(j, specs, spec_count, context);
+}
+
 OptionValues OptionValues::from_json(const nlohmann::json &j, const nwc_option_spec *specs,
                                      uint32_t spec_count, const std::string &context) {
   if (!j.is_object()) fail(NWC_E_CORRUPT_STREAM, context + ": options are not a JSON object");

@@ -236,6 +236,26 @@ std::vector<double> level_coefficients(const TrainCodecSettings &s,
 
 // One training run: the dataset, the model and its two optimizers, the step loop with periodic
 // evaluation (the best codec so far written to the output) and checkpoints for resuming.
+// The --latent-quantizer instance with its --latent-quantizer-option values, or null (rounding).
+std::unique_ptr<Instance> latent_quantizer(const TrainCodecSettings &s, const Registry &registry) {
+  if (s.latent_quantizer.empty()) {
+    if (!s.latent_quantizer_options.empty())
+      fail(NWC_E_INVALID_ARG, "train-codec: --latent-quantizer-option needs --latent-quantizer");
+    return nullptr;
+  }
+  const Plugin *plugin = registry.find(s.latent_quantizer);
+  if (plugin && plugin->kind != NWC_KIND_QUANTIZER)
+    fail(NWC_E_INVALID_ARG,
+         "train-codec: --latent-quantizer " + s.latent_quantizer + " is not a quantizer plugin");
+  const OptionValues options =
+      plugin ? options_from_assignments(s.latent_quantizer_options, plugin->options.data(),
+                                        static_cast<uint32_t>(plugin->options.size()),
+                                        "train-codec: --latent-quantizer-option for " +
+                                            s.latent_quantizer)
+             : OptionValues();
+  return registry.create(s.latent_quantizer, options); // an unknown id fails here, by name
+}
+
 class CodecTraining {
 public:
   CodecTraining(const TrainCodecSettings &s, const Registry &registry,
@@ -245,14 +265,8 @@ public:
         opt_(trained_parameters(), torch::optim::AdamOptions(s.lr)),
         aux_opt_(model_->aux_parameters(), torch::optim::AdamOptions(s.aux_lr)),
         coder_(registry.create(s.measure_entropy, OptionValues())),
-        quantizer_(s.latent_quantizer.empty()
-                       ? nullptr
-                       : registry.create(s.latent_quantizer, OptionValues())),
-        fingerprint_(fingerprint()), ckpt_(s.output.string() + ".ckpt"),
-        ckpt_state_(s.output.string() + ".ckpt.json") {
-    if (quantizer_ && quantizer_->plugin().kind != NWC_KIND_QUANTIZER)
-      fail(NWC_E_INVALID_ARG,
-           "train-codec: --latent-quantizer " + s.latent_quantizer + " is not a quantizer plugin");
+        quantizer_(latent_quantizer(s, registry)), fingerprint_(fingerprint()),
+        ckpt_(s.output.string() + ".ckpt"), ckpt_state_(s.output.string() + ".ckpt.json") {
     if (!s.init.empty()) start_from(s.init);
     if (s.prior_only) grid_ = model_->grid_medians().detach().clone();
     log("train-codec: " + std::to_string(ntrain_) + " training and " +
@@ -307,6 +321,8 @@ private:
                {"sources", data_.sources}};
     if (s_.measure_entropy != kDefaultMeasureEntropy) fp["measure_entropy"] = s_.measure_entropy;
     if (!s_.latent_quantizer.empty()) fp["latent_quantizer"] = s_.latent_quantizer;
+    if (!s_.latent_quantizer_options.empty())
+      fp["latent_quantizer_options"] = s_.latent_quantizer_options;
     if (!s_.init.empty()) fp["init"] = s_.init.string();
     if (s_.prior_only) fp["prior_only"] = true;
     return fp;

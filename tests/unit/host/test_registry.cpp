@@ -146,6 +146,32 @@ TEST_CASE("options are validated against the schema before create") {
                        doctest::Contains("did you mean nwc.quant.uniform"), nwc::Error);
 }
 
+TEST_CASE("KEY=VALUE assignments take the types of the plugin's schema") {
+  set_log_level(NWC_LOG_ERROR);
+  Registry r;
+  r.scan({nwc::test::plugin_dir()});
+  const Plugin *tcq = r.find("nwc.quant.tcq");
+  REQUIRE(tcq != nullptr);
+  const auto *specs = tcq->options.data();
+  const auto n = static_cast<uint32_t>(tcq->options.size());
+  const OptionValues v = options_from_assignments(
+      {"states=64", "step=0.25", "trellis=block", "path_columns=16"}, specs, n, "test");
+  CHECK(std::get<int64_t>(v.find("states")->value) == 64);
+  CHECK(std::get<double>(v.find("step")->value) == 0.25);
+  CHECK(std::get<std::string>(v.find("trellis")->value) == "block");
+  CHECK(r.create("nwc.quant.tcq", v) != nullptr);
+  CHECK_THROWS_WITH_AS(options_from_assignments({"stats=64"}, specs, n, "--opt for tcq"),
+                       doctest::Contains("--opt for tcq: no option 'stats' (its options: step, "
+                                         "lambda, trellis, states, path_columns)"),
+                       nwc::Error);
+  CHECK(options_from_assignments({"stats=64"}, specs, n, "for all", true).empty());
+  CHECK_THROWS_WITH_AS(options_from_assignments({"states"}, specs, n, "t"),
+                       doctest::Contains("'states' is not an assignment; expected KEY=VALUE"),
+                       nwc::Error);
+  CHECK_THROWS_WITH_AS(options_from_assignments({"states=many"}, specs, n, "t"),
+                       doctest::Contains("option 'states' should be a int"), nwc::Error);
+}
+
 TEST_CASE("did_you_mean finds close candidates only") {
   CHECK(did_you_mean("gruop", {"group", "tail"}) == "group");
   CHECK(did_you_mean("zzzzzz", {"group", "tail"}).empty());

@@ -59,6 +59,14 @@ private:
   nwc_options c_options_{};
 };
 
+// KEY=VALUE texts from a command line (`--set`, `--latent-quantizer-option`) as values for a
+// schema: the value as JSON where it parses (numbers, true/false, lists), else the text; string,
+// enum and path options always take the text. A key the schema lacks is an error naming `context`
+// and the schema's keys, or skipped with skip_unknown (assignments meant for several plugins).
+OptionValues options_from_assignments(const std::vector<std::string> &assignments,
+                                      const nwc_option_spec *specs, uint32_t spec_count,
+                                      const std::string &context, bool skip_unknown = false);
+
 // Converts a C value (e.g. a schema default or a plugin's resolved option) to a host value.
 OptionValue option_from_c(const char *key, const nwc_value &v);
 // "int", "float", "bool", "string", "enum", "int list", "float list", "path"

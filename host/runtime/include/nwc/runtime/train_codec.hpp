@@ -56,11 +56,14 @@ struct TrainCodecSettings {
   bool resume = true;   // continue from OUTPUT.ckpt when it matches these settings
   // The entropy coder that codes the held-out samples for real (with the codec's CDF tables).
   std::string measure_entropy = host::kDefaultMeasureEntropy;
-  // The quantizer plugin the codec is trained for (empty: rounding). Its dequantized latents (with
-  // its default options, one trellis path per sample for nwc.quant.tcq) feed the synthesis in the
-  // distortion term, straight-through; the rate term keeps the noisy proxy. Held-out samples are
-  // coded with it too, so the best checkpoint is chosen as the pipeline will code.
+  // The quantizer plugin the codec is trained for (empty: rounding). Its dequantized latents (one
+  // trellis path per sample for nwc.quant.tcq, or per path_columns samples) feed the synthesis in
+  // the distortion term, straight-through; the rate term keeps the noisy proxy. Held-out samples
+  // are coded with it too, so the best checkpoint is chosen as the pipeline will code.
   std::string latent_quantizer;
+  // Its options as KEY=VALUE (e.g. "states=64"), over its defaults: those of the pipeline's
+  // [quantizer] the codec is meant for.
+  std::vector<std::string> latent_quantizer_options;
   // A codec file with the same configuration to start from (fine-tuning); empty: random start.
   std::filesystem::path init;
   std::function<void(const std::string &line)> log;
