@@ -150,26 +150,27 @@ TEST_CASE("KEY=VALUE assignments take the types of the plugin's schema") {
   set_log_level(NWC_LOG_ERROR);
   Registry r;
   r.scan({nwc::test::plugin_dir()});
-  const Plugin *tcq = r.find("nwc.quant.tcq");
-  REQUIRE(tcq != nullptr);
-  const auto *specs = tcq->options.data();
-  const auto n = static_cast<uint32_t>(tcq->options.size());
+  const Plugin *uniform = r.find("nwc.quant.uniform");
+  REQUIRE(uniform != nullptr);
+  const auto *specs = uniform->options.data();
+  const auto n = static_cast<uint32_t>(uniform->options.size());
   const OptionValues v = options_from_assignments(
-      {"states=64", "step=0.25", "trellis=block", "path_columns=16"}, specs, n, "test");
-  CHECK(std::get<int64_t>(v.find("states")->value) == 64);
-  CHECK(std::get<double>(v.find("step")->value) == 0.25);
-  CHECK(std::get<std::string>(v.find("trellis")->value) == "block");
-  CHECK(r.create("nwc.quant.tcq", v) != nullptr);
-  CHECK_THROWS_WITH_AS(options_from_assignments({"stats=64"}, specs, n, "--opt for tcq"),
-                       doctest::Contains("--opt for tcq: no option 'stats' (its options: step, "
-                                         "lambda, trellis, states, path_columns)"),
+      {"bits=3", "clip_min_ratio=0.25", "mode=symmetric", "clip_search=true"}, specs, n, "test");
+  CHECK(std::get<int64_t>(v.find("bits")->value) == 3);
+  CHECK(std::get<double>(v.find("clip_min_ratio")->value) == 0.25);
+  CHECK(std::get<std::string>(v.find("mode")->value) == "symmetric");
+  CHECK(std::get<int64_t>(v.find("clip_search")->value) == 1);
+  CHECK(r.create("nwc.quant.uniform", v) != nullptr);
+  CHECK_THROWS_WITH_AS(options_from_assignments({"bitz=3"}, specs, n, "--opt for uniform"),
+                       doctest::Contains("--opt for uniform: no option 'bitz' (its options: bits, "
+                                         "mode, grid, clip_search"),
                        nwc::Error);
-  CHECK(options_from_assignments({"stats=64"}, specs, n, "for all", true).empty());
-  CHECK_THROWS_WITH_AS(options_from_assignments({"states"}, specs, n, "t"),
-                       doctest::Contains("'states' is not an assignment; expected KEY=VALUE"),
+  CHECK(options_from_assignments({"bitz=3"}, specs, n, "for all", true).empty());
+  CHECK_THROWS_WITH_AS(options_from_assignments({"bits"}, specs, n, "t"),
+                       doctest::Contains("'bits' is not an assignment; expected KEY=VALUE"),
                        nwc::Error);
-  CHECK_THROWS_WITH_AS(options_from_assignments({"states=many"}, specs, n, "t"),
-                       doctest::Contains("option 'states' should be a int"), nwc::Error);
+  CHECK_THROWS_WITH_AS(options_from_assignments({"bits=many"}, specs, n, "t"),
+                       doctest::Contains("option 'bits' should be a int"), nwc::Error);
 }
 
 TEST_CASE("did_you_mean finds close candidates only") {
