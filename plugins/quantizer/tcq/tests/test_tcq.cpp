@@ -348,7 +348,7 @@ TEST_CASE("tcq: 8 to 64 states: at lambda 0 the path has the least squared error
   }
 }
 
-TEST_CASE("tcq: path_columns: one path through several columns, blocks on its boundaries") {
+TEST_CASE("tcq: path_columns: one path through several columns and blocks on its boundaries") {
   // 8 columns of 3 chunks of 4 latents each, column-major; paths of 4 columns.
   std::mt19937_64 rng(29);
   std::normal_distribution<float> normal(0.0f, 5.0f);
