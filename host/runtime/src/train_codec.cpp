@@ -234,8 +234,6 @@ std::vector<double> level_coefficients(const TrainCodecSettings &s,
   return coef;
 }
 
-// One training run: the dataset, the model and its two optimizers, the step loop with periodic
-// evaluation (the best codec so far written to the output) and checkpoints for resuming.
 // The --latent-quantizer instance with its --latent-quantizer-option values, or null (rounding).
 std::unique_ptr<Instance> latent_quantizer(const TrainCodecSettings &s, const Registry &registry) {
   if (s.latent_quantizer.empty()) {
@@ -256,6 +254,8 @@ std::unique_ptr<Instance> latent_quantizer(const TrainCodecSettings &s, const Re
   return registry.create(s.latent_quantizer, options); // an unknown id fails here, by name
 }
 
+// One training run: the dataset, the model and its two optimizers, the step loop with periodic
+// evaluation (the best codec so far written to the output) and checkpoints for resuming.
 class CodecTraining {
 public:
   CodecTraining(const TrainCodecSettings &s, const Registry &registry,
